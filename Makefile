@@ -1,0 +1,34 @@
+# The targets a newcomer guesses. `make test` and `make demo` install
+# PostgreSQL when it is missing (scripts/ensure-postgres.sh) and run in
+# throwaway clusters of their own.
+
+GO      ?= go
+PKGS    ?= ./...
+BIN     ?= bin/cuesched
+
+.PHONY: build test demo bench chaos lint postgres
+
+build:
+	$(GO) build -o $(BIN) ./cmd/cuesched
+
+postgres:
+	@scripts/ensure-postgres.sh
+
+# The default suite: every package, race detector on.
+test: postgres
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+demo: postgres build
+	$(BIN) demo
+
+# Go benchmarks of the pure parts (matching, the host index).
+bench: postgres
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# Race tests repeated many more times than the default suite runs them.
+chaos: postgres
+	CUESCHED_CHAOS=1 $(GO) test -race -count=1 -timeout 60m -run 'Race|Chaos' $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)

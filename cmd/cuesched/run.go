@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cuesched/cuesched/internal/config"
+	"github.com/cuesched/cuesched/internal/metrics"
+	"github.com/cuesched/cuesched/internal/preflight"
+	"github.com/cuesched/cuesched/migrations"
+)
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated by config
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// connect opens a pool on the configured database and proves it answers,
+// with a deadline so an unreachable database fails fast and plainly.
+func connect(ctx context.Context, cfg config.Config, app string) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(cfg.DB)
+	if err != nil {
+		return nil, &config.Error{Setting: "db", Err: fmt.Errorf("%s: %w", config.RedactDSN(cfg.DB), err)}
+	}
+	pc.ConnConfig.RuntimeParams["application_name"] = app
+	pc.ConnConfig.ConnectTimeout = 10 * time.Second
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", config.RedactDSN(cfg.DB), err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to %s: %w", config.RedactDSN(cfg.DB), err)
+	}
+	return pool, nil
+}
+
+// checkDatabase refuses a Cuebot schema older than V47 or a database whose
+// cuesched migrations are not all applied.
+func checkDatabase(ctx context.Context, cfg config.Config, pool *pgxpool.Pool) error {
+	if err := preflight.CuebotSchema(ctx, pool); err != nil {
+		return err
+	}
+	st, err := migrations.Get(ctx, cfg.DB)
+	if err != nil {
+		return err
+	}
+	if st.Dirty || st.Version != st.Latest {
+		return fmt.Errorf("cuesched's migrations are at version %d (dirty %v), this binary needs %d: run `cuesched migrate up --db ...`",
+			st.Version, st.Dirty, st.Latest)
+	}
+	return nil
+}
+
+func runScheduler(ctx context.Context, env *environment, args []string) error {
+	cfg, err := config.Load("run", args, env.getenv, nil, env.stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, env.stderr)
+	log.Info("cuesched starting", "version", versionString(), "instance", cfg.Instance,
+		"db", config.RedactDSN(cfg.DB), "feed", cfg.Feed, "dry_run", cfg.DryRun)
+	pool, err := connect(ctx, cfg, "cuesched "+cfg.Instance)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := checkDatabase(ctx, cfg, pool); err != nil {
+		return err
+	}
+	reg := metrics.NewRegistry()
+	metrics.NewScheduler(reg)
+	srv, err := metrics.Listen(cfg.MetricsAddr, reg, func() error {
+		return errors.New("the scheduling loop is not running in this build")
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("serving metrics", "addr", srv.Addr())
+	return srv.Serve(ctx)
+}

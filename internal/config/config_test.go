@@ -1,0 +1,106 @@
+package config
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestPrecedenceFileEnvFlags(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "cuesched.yaml")
+	if err := os.WriteFile(file, []byte("rqd-port: 9000\nfeed: poll\nmanual_tags: [a, b]\nlease: 9s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load("run", []string{"--config", file, "--rqd-port=9002", "--alloc_tags", "show1:general, show2:gpu"},
+		env(map[string]string{"CUESCHED_RQD_PORT": "9001", "CUESCHED_FEED": "events", "CUESCHED_DRY_RUN": "true"}), nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.RQDPort != 9002 {
+		t.Errorf("rqd-port %d: flags must win over env and file", c.RQDPort)
+	}
+	if c.Feed != "events" {
+		t.Errorf("feed %s: env must win over file", c.Feed)
+	}
+	if !c.DryRun || c.Lease != 9*time.Second {
+		t.Errorf("dry-run %v lease %v", c.DryRun, c.Lease)
+	}
+	if !reflect.DeepEqual(c.ManualTags, []string{"a", "b"}) {
+		t.Errorf("manual tags %v", c.ManualTags)
+	}
+	want := []AllocTag{{"show1", "general"}, {"show2", "gpu"}}
+	if !reflect.DeepEqual(c.AllocTags, want) {
+		t.Errorf("alloc tags %v, want %v", c.AllocTags, want)
+	}
+}
+
+func TestBadValuesNameTheSetting(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--alloc-tags", "nocolon"}, nil, `--alloc-tags: "nocolon" is not show:tag`},
+		{[]string{"--alloc-tags", "a:b:c"}, nil, `--alloc-tags: "a:b:c" is not show:tag`},
+		{[]string{"--rqd-port", "70000"}, nil, `--rqd-port: "70000" is not a whole number from 1 to 65535`},
+		{[]string{"--feed", "kafka"}, nil, `--feed: "kafka" is not one of events, poll`},
+		{nil, map[string]string{"CUESCHED_COUNTERS": "both"}, `--counters: "both" is not one of cuesched, cuebot (from CUESCHED_COUNTERS)`},
+		{[]string{"--no-such-flag"}, nil, "flag provided but not defined: -no-such-flag"},
+		{[]string{"--batch-min", "10", "--batch-max", "5"}, nil, "--batch-min: 10 is above --batch-max 5"},
+		{[]string{"stray"}, nil, `unexpected argument "stray"`},
+	} {
+		_, err := Load("run", tc.args, env(tc.env), nil, io.Discard)
+		var ce *Error
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v %v: got %v, want a config error containing %q", tc.args, tc.env, err, tc.want)
+		}
+	}
+}
+
+func TestUnknownFileKey(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(file, []byte("rqd_prot: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load("run", []string{"--config", file}, env(nil), nil, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `unknown setting "rqd_prot"`) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestOnlyLimitsFlags(t *testing.T) {
+	_, err := Load("migrate", []string{"--rqd-port", "1"}, env(nil), []string{"db"}, io.Discard)
+	if err == nil {
+		t.Fatal("a flag the command does not take was accepted")
+	}
+}
+
+func TestRedactDSN(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"postgres://cue:s3cret@db:5432/cuebot?sslmode=disable", "postgres://cue:xxxxx@db:5432/cuebot?sslmode=disable"},
+		{"postgresql://db/cuebot?password=s3cret&user=cue", "postgresql://db/cuebot?password=xxxxx&user=cue"},
+		{"host=db user=cue password=s3cret dbname=cuebot", "host=db user=cue password=xxxxx dbname=cuebot"},
+		{"host=db password = 'se cret' dbname=x", "host=db password = xxxxx dbname=x"},
+		{"host=db dbname=x", "host=db dbname=x"},
+	} {
+		if got := RedactDSN(tc.in); got != tc.want {
+			t.Errorf("RedactDSN(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		for _, s := range Secrets(tc.in) {
+			if strings.Contains(RedactDSN(tc.in), s) {
+				t.Errorf("secret %q survives in %q", s, RedactDSN(tc.in))
+			}
+		}
+	}
+	if got := Scrub("failed: password s3cret rejected", Secrets("host=x password=s3cret")); strings.Contains(got, "s3cret") {
+		t.Errorf("Scrub left the secret: %s", got)
+	}
+}

@@ -1,0 +1,175 @@
+// Package pgtest gives every test its own fresh database on one throwaway
+// PostgreSQL cluster per test package.
+//
+// A package that uses it declares
+//
+//	func TestMain(m *testing.M) { pgtest.Main(m) }
+//
+// and each test calls NewDB. The cluster starts on first use (packages whose
+// selected tests need no database start none) and is removed when the
+// package's tests end. Each database is a clone of a template holding the
+// Cuebot-compatible schema and cuesched's migrations, so a test pays a file
+// copy, not a schema build.
+package pgtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cuesched/cuesched/internal/cuebotdb"
+	"github.com/cuesched/cuesched/internal/pgcluster"
+	"github.com/cuesched/cuesched/migrations"
+)
+
+// Template names a kind of fresh database.
+type Template string
+
+const (
+	// Full is the Cuebot-compatible schema with cuesched's migrations applied.
+	Full Template = "tpl_full"
+	// Cuebot is the Cuebot-compatible schema alone, as a site has it before
+	// `cuesched migrate up`.
+	Cuebot Template = "tpl_cuebot"
+)
+
+var (
+	mu        sync.Mutex
+	cluster   *pgcluster.Cluster
+	startErr  error
+	templates = map[Template]bool{}
+	dbSeq     atomic.Int64
+)
+
+// Main runs the package's tests and then stops the cluster if one started.
+func Main(m *testing.M) {
+	code := m.Run()
+	mu.Lock()
+	if cluster != nil {
+		if err := cluster.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "pgtest: stop cluster:", err)
+		}
+	}
+	mu.Unlock()
+	os.Exit(code)
+}
+
+// Cluster returns the package's cluster, starting it on first use.
+func Cluster(tb testing.TB) *pgcluster.Cluster {
+	tb.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	if cluster == nil && startErr == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cluster, startErr = pgcluster.Start(ctx, pgcluster.Options{})
+	}
+	if startErr != nil {
+		tb.Fatalf("pgtest: %v", startErr)
+	}
+	return cluster
+}
+
+// DB is one test's database.
+type DB struct {
+	Name string
+	DSN  string
+	URL  string
+	Pool *pgxpool.Pool
+	// Cluster is the cluster the database lives in (to restart it, or to open
+	// replication connections).
+	Cluster *pgcluster.Cluster
+}
+
+// NewDB creates a fresh database from the Full template (or the one given)
+// and drops it when the test ends.
+func NewDB(tb testing.TB, tpl ...Template) *DB {
+	tb.Helper()
+	t := Full
+	if len(tpl) > 0 {
+		t = tpl[0]
+	}
+	c := Cluster(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := ensureTemplate(ctx, c, t); err != nil {
+		tb.Fatalf("pgtest: build template %s: %v", t, err)
+	}
+	name := fmt.Sprintf("t%d_%d", os.Getpid(), dbSeq.Add(1))
+	if err := exec(ctx, c, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, t)); err != nil {
+		tb.Fatalf("pgtest: %v", err)
+	}
+	db := &DB{Name: name, DSN: c.DSN(name), URL: c.URL(name), Cluster: c}
+	pool, err := pgxpool.New(ctx, db.DSN)
+	if err != nil {
+		tb.Fatalf("pgtest: connect %s: %v", name, err)
+	}
+	db.Pool = pool
+	tb.Cleanup(func() {
+		pool.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := exec(ctx, c, fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", name)); err != nil {
+			tb.Logf("pgtest: %v", err)
+		}
+	})
+	return db
+}
+
+func ensureTemplate(ctx context.Context, c *pgcluster.Cluster, t Template) error {
+	mu.Lock()
+	defer mu.Unlock()
+	if templates[t] {
+		return nil
+	}
+	if err := exec(ctx, c, "CREATE DATABASE "+string(t)); err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, c.DSN(string(t)))
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", t, err)
+	}
+	err = cuebotdb.Create(ctx, conn)
+	conn.Close(ctx)
+	if err != nil {
+		return err
+	}
+	if t == Full {
+		if err := migrations.Up(ctx, c.URL(string(t))); err != nil {
+			return err
+		}
+	}
+	// Templates must have no sessions when cloned; the migrate driver's pool
+	// is closed by now, and marking the database a template documents intent.
+	if err := exec(ctx, c, fmt.Sprintf("ALTER DATABASE %s WITH IS_TEMPLATE true", t)); err != nil {
+		return err
+	}
+	templates[t] = true
+	return nil
+}
+
+// exec runs one statement on the cluster's postgres database. CREATE and DROP
+// DATABASE are serialised: two clones of one template at once can fail with
+// "source database is being accessed by other users".
+var createMu sync.Mutex
+
+func exec(ctx context.Context, c *pgcluster.Cluster, sql string) error {
+	createMu.Lock()
+	defer createMu.Unlock()
+	conn, err := pgx.Connect(ctx, c.DSN("postgres"))
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", c.Dir, err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("%s: %w", sql, err)
+	}
+	return nil
+}
