@@ -1,0 +1,100 @@
+package counters_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cuesched/cuesched/counters"
+	"github.com/cuesched/cuesched/internal/audit"
+	"github.com/cuesched/cuesched/internal/audit/audittest"
+	"github.com/cuesched/cuesched/internal/cuebotsim"
+	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/seed"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// releasedFarm books four frames of a managed show and one of an unmanaged
+// show (Cuebot's), then releases two managed ones Cuebot-style, leaving the
+// managed show's counters high.
+func releasedFarm(t *testing.T) (*pgtest.DB, *seed.Seeded, []cuebotsim.Proc) {
+	t.Helper()
+	db := pgtest.NewDB(t)
+	f := &seed.Farm{
+		Hosts: []seed.Host{{Name: "h1", Alloc: "local.general", Cores: 3200, Mem: 64 * seed.GB}},
+		Shows: []seed.Show{{Name: "m", Managed: true, Subscriptions: []seed.Subscription{{Alloc: "local.general", Size: 10000, Burst: 10000}}}},
+		Jobs: []seed.Job{
+			{Name: "mj", Show: "m", Layers: []seed.Layer{{Name: "a", Frames: 4, Cores: 100, Mem: seed.GB}}},
+			{Name: "tj", Show: "testing", Layers: []seed.Layer{{Name: "a", Frames: 1, Cores: 100, Mem: seed.GB}}},
+		},
+	}
+	s, err := seed.Load(t.Context(), db.Pool, f, 11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim := &cuebotsim.Sim{Pool: db.Pool}
+	for _, fr := range []string{"0001-a", "0002-a", "0003-a", "0004-a"} {
+		if _, err := sim.Book(t.Context(), s.Jobs["mj"].Frames[fr], s.Hosts["h1"], 100, seed.GB, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := sim.Book(t.Context(), s.Jobs["tj"].Frames["0001-a"], s.Hosts["h1"], 100, seed.GB, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	var released []cuebotsim.Proc
+	for _, fr := range []string{"0001-a", "0002-a"} {
+		p, err := sim.ProcOfFrame(t.Context(), s.Jobs["mj"].Frames[fr])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sim.Complete(t.Context(), p.Frame, "SUCCEEDED", 0); err != nil {
+			t.Fatal(err)
+		}
+		released = append(released, p)
+	}
+	vs, err := audit.Run(t.Context(), db.Pool, audit.Options{AllowUnmanaged: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vs) != 5 {
+		t.Fatalf("after Cuebot-style releases want the 5 counters of the managed show high, got %s", audit.Summary(vs))
+	}
+	return db, s, released
+}
+
+func inTx(t *testing.T, db *pgtest.DB, fn func(pgx.Tx) error) {
+	t.Helper()
+	if err := pgx.BeginFunc(context.Background(), db.Pool, fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRecomputeReleasedProcs(t *testing.T) {
+	db, s, released := releasedFarm(t)
+	var r counters.Rows
+	for _, p := range released {
+		var folder, dept string
+		if err := db.Pool.QueryRow(t.Context(), `SELECT pk_folder, pk_dept FROM job WHERE pk_job = $1`, p.Job).
+			Scan(&folder, &dept); err != nil {
+			t.Fatal(err)
+		}
+		r.Add(counters.Proc{Show: p.Show, Alloc: s.Allocs["local.general"], Layer: p.Layer, Job: p.Job, Folder: folder, Dept: dept})
+	}
+	for range 2 { // idempotent
+		inTx(t, db, func(tx pgx.Tx) error { return counters.Recompute(t.Context(), tx, r) })
+		audittest.Clean(t, db.Pool, audit.Options{AllowUnmanaged: true})
+	}
+	var cores int64
+	if err := db.Pool.QueryRow(t.Context(), `SELECT int_cores FROM job_resource WHERE pk_job = $1`, s.Jobs["tj"].ID).
+		Scan(&cores); err != nil || cores != 100 {
+		t.Errorf("Cuebot's own show's counter changed: %d (%v)", cores, err)
+	}
+}
+
+func TestRecomputeShows(t *testing.T) {
+	db, s, _ := releasedFarm(t)
+	inTx(t, db, func(tx pgx.Tx) error { return counters.RecomputeShows(t.Context(), tx, []string{s.Shows["m"]}) })
+	audittest.Clean(t, db.Pool, audit.Options{AllowUnmanaged: true})
+}
