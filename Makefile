@@ -6,7 +6,7 @@ GO      ?= go
 PKGS    ?= ./...
 BIN     ?= bin/cuesched
 
-.PHONY: build test demo bench chaos lint postgres
+.PHONY: build test demo bench chaos lint proto postgres
 
 build:
 	$(GO) build -o $(BIN) ./cmd/cuesched
@@ -32,3 +32,11 @@ chaos: postgres
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+
+# Regenerates the committed RQD wire code. Needs protoc (Debian: protobuf-compiler)
+# and the pinned generators.
+proto:
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+	cd internal/rqd && PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc --go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative rqd.proto
