@@ -67,6 +67,9 @@ type Host struct {
 	MemFree int64
 	// TempFree is host_stat.int_mcp_free (KB), Cuebot's temp-space floor.
 	TempFree int64
+	// TempTotal is host_stat.int_mcp_total (KB): Cuebot's temp-space floor is
+	// a share of the total (rules.go).
+	TempTotal int64
 }
 
 // Frame is one WAITING frame of a pending layer.
@@ -167,6 +170,7 @@ const (
 	ReasonCap        Reason = "cap"         // a cap (burst, job, folder, limit) is reached
 	ReasonNoHost     Reason = "no-host"     // its tags name no host at all
 	ReasonStartAfter Reason = "start-after" // layer.ts_start_after lies in the future
+	ReasonDeferred   Reason = "deferred"    // the round's placement bound came first
 )
 
 // Wait records why one layer kept waiting frames, with a detail such as the

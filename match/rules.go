@@ -1,0 +1,152 @@
+package match
+
+import (
+	"strings"
+	"time"
+)
+
+// Cuebot's host minimums: a host report under any of them is not booked
+// (HostReportHandler in OpenCue's cuebot).
+const (
+	minIdleCores = 10     // Dispatcher.CORE_POINTS_RESERVED_MIN, core units
+	minIdleMem   = 262144 // dispatcher.memory.mem_reserved_min, KB (256 MB)
+	minMemFree   = 524288 // 512 MB of reported free memory (host_stat.int_mem_free), KB
+
+	// minTempPercent is Cuebot's temp-space floor. OpenCue's cuebot
+	// (HostReportHandler.isTempDirStorageEnough, AcademySoftwareFoundation/OpenCue)
+	// books a host only while its free temp space (mcp) is at least
+	// dispatcher.min_available_temp_storage_percentage of the total, 5 by
+	// default in opencue.properties, and exempts hosts whose only OS is
+	// Windows. The percentage is Cuebot's default; sites that changed it are
+	// not modelled.
+	minTempPercent = 5
+	windowsOS      = "windows"
+)
+
+// ParseTags splits a layer.str_tags value ('|'-separated, spaces allowed
+// around '|') into trimmed, lower-cased tags without empties or repeats, the
+// form Layer.Tags holds.
+func ParseTags(s string) []string {
+	var tags []string
+	for _, t := range strings.Split(s, "|") {
+		t = strings.ToLower(strings.TrimSpace(t))
+		if t == "" || containsTag(tags, t) {
+			continue
+		}
+		tags = append(tags, t)
+	}
+	return tags
+}
+
+func containsTag(tags []string, t string) bool {
+	for _, x := range tags {
+		if x == t {
+			return true
+		}
+	}
+	return false
+}
+
+// tagsMatch: a layer runs on a host that carries any one of its tags,
+// compared case-insensitively. Plan walks one index per (facility, tag), so
+// the index already guarantees this for every host it is offered; the rule is
+// the definition the index must keep.
+func tagsMatch(layerTags, hostTags []string) bool {
+	for _, lt := range layerTags {
+		for _, ht := range hostTags {
+			if strings.EqualFold(lt, ht) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// osMatch: job.str_os NULL or empty runs anywhere, otherwise it must equal
+// host_stat.str_os.
+func osMatch(jobOS, hostOS string) bool {
+	return jobOS == "" || jobOS == hostOS
+}
+
+// threadModeAllows: an ALL-mode host takes only threadable layers; a
+// VARIABLE-mode host never gives a threadable layer of one core or more a
+// single core, so it refuses one while it has fewer than two whole idle cores
+// (size.go reaches the same verdict step by step).
+func threadModeAllows(h *Host, l *Layer) bool {
+	switch h.ThreadMode {
+	case ThreadAll:
+		return l.Threadable
+	case ThreadVariable:
+		return !(l.Threadable && l.Min.Cores >= 100 && h.Idle.Cores < 200)
+	}
+	return true
+}
+
+// idleMinimums: Cuebot books no host under 10 idle core units or 256 MB of
+// idle memory.
+func idleMinimums(h *Host) bool {
+	return h.Idle.Cores >= minIdleCores && h.Idle.Mem >= minIdleMem
+}
+
+// memFreeMinimum: Cuebot books no host reporting under 512 MB free memory.
+func memFreeMinimum(h *Host) bool {
+	return h.MemFree >= minMemFree
+}
+
+// tempSpaceMinimum: free temp space at least minTempPercent of the total,
+// Windows hosts exempt. Cuebot divides in floating point, so a total of zero
+// passes when anything is free (+Inf) and fails when nothing is (NaN); the
+// integer form below keeps both outcomes.
+func tempSpaceMinimum(h *Host) bool {
+	if strings.EqualFold(h.OS, windowsOS) {
+		return true
+	}
+	if h.TempTotal <= 0 {
+		return h.TempFree > 0
+	}
+	return h.TempFree*100 >= minTempPercent*h.TempTotal
+}
+
+// hostMinimums is every Cuebot host minimum at once.
+func hostMinimums(h *Host) bool {
+	return idleMinimums(h) && memFreeMinimum(h) && tempSpaceMinimum(h)
+}
+
+// fitsIdle: the sized proc fits the host's idle cores, memory, GPUs and GPU
+// memory.
+func fitsIdle(h *Host, size Resources) bool {
+	return h.Idle.Covers(size)
+}
+
+// startAfterPassed: the booking guard accepts a layer whose ts_start_after is
+// NULL or not after now.
+func startAfterPassed(l *Layer, now time.Time) bool {
+	return l.StartAfter.IsZero() || !l.StartAfter.After(now)
+}
+
+// burstAllows: a show books on an allocation only through a subscription row
+// with a positive burst, and never above it (Cuebot's guard refuses
+// subscription.int_cores above int_burst). sub.Cores includes this round's
+// placements.
+func burstAllows(sub Subscription, found bool, cores int64) bool {
+	return found && sub.Burst > 0 && sub.Cores+cores <= sub.Burst
+}
+
+// capAllows checks a job or folder cap, negative max meaning unlimited. Like
+// Cuebot's guards it only refuses a counter that grows, so a CPU proc is never
+// stopped by a GPU cap. c includes this round's placements.
+func capAllows(c Cap, size Resources) bool {
+	return within(c.Cores, size.Cores, c.MaxCores) && within(c.GPUs, size.GPUs, c.MaxGPUs)
+}
+
+func within(used, add, max int64) bool {
+	return max < 0 || add <= 0 || used+add <= max
+}
+
+// limitAllows: a layer linked to a limit record runs only while the running
+// frames of all the limit's layers stay below its max. An unknown limit (the
+// record is gone) limits nothing. lim.Running includes this round's
+// placements.
+func limitAllows(lim Limit, found bool) bool {
+	return !found || lim.Running < lim.Max
+}
