@@ -1,0 +1,13 @@
+// Package cache is cuesched's in-memory view of the database, fed by package
+// cdc and read by package match.
+//
+// It holds the host index (per facility and tag, keyed by idle cores and idle
+// memory, with one capacity record per host that matching checks out and
+// back in), usage and caps (implementing match.Hosts and match.Caps), and the
+// pending-layer queue (queue.go): the layers of managed shows that have
+// waiting frames, grouped per cluster, kept fresh by the cuesched_work
+// notifications (or by polling, poll.go) and by dispatch results.
+//
+// Everything here is a replica: after any reconnect it is rebuilt from the
+// database, which stays the source of truth.
+package cache

@@ -1,0 +1,843 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cuesched/cuesched/cluster"
+	"github.com/cuesched/cuesched/internal/metrics"
+	"github.com/cuesched/cuesched/match"
+)
+
+// WorkChannel is the channel migration 0004's triggers notify when work may
+// have become dispatchable. Register Queue.Notify for it on a cdc.Listener,
+// and Queue.Resync as the listener's OnConnect.
+const WorkChannel = "cuesched_work"
+
+// QueueMetrics are the pending-layer queue's metrics.
+type QueueMetrics struct {
+	Payloads   *prometheus.CounterVec // hints received, by kind
+	Malformed  prometheus.Counter
+	Resyncs    prometheus.Counter
+	Refreshes  prometheus.Counter
+	ReadErrors prometheus.Counter
+	Depth      *prometheus.GaugeVec // queued layers, by cluster
+}
+
+// NewQueueMetrics creates the queue's metrics and registers them.
+func NewQueueMetrics(reg prometheus.Registerer) *QueueMetrics {
+	m := &QueueMetrics{
+		Payloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cuesched_queue_notifications_total", Help: "Work hints received, by kind (job, show, folder, limit, alloc)."},
+			[]string{"kind"}),
+		Malformed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cuesched_queue_malformed_payloads_total", Help: "Work hints that could not be read (logged and skipped)."}),
+		Resyncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cuesched_queue_resyncs_total", Help: "Rebuilds of the whole queue from one query (reconnects, polls)."}),
+		Refreshes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cuesched_queue_refreshes_total", Help: "Re-reads of the jobs, shows, folders or limits hints named."}),
+		ReadErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cuesched_queue_read_errors_total", Help: "Failed reads of pending layers (retried)."}),
+		Depth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cuesched_queue_layers", Help: "Layers with waiting frames queued, by cluster."}, []string{"cluster"}),
+	}
+	reg.MustRegister(m.Payloads, m.Malformed, m.Resyncs, m.Refreshes, m.ReadErrors, m.Depth)
+	return m
+}
+
+// Queue is the pending-layer queue: every layer of a PENDING, unpaused job
+// of a managed, active show that has waiting frames, as a *match.Layer,
+// grouped by the clusters its tags fall in.
+//
+// It is fed by hints (Notify, from the cuesched_work notifications: each
+// names a job, show, folder, limit or allocation, and the queue re-reads
+// what it names in one query), by a rebuild from one query (Resync, after
+// every listener connect, or on a timer in poll mode: Poll) and by dispatch
+// results (Drained, Requeue). A layer stays queued until a read finds it
+// without waiting frames or dispatch reports it drained. Frames are not
+// held: Frames reads them on demand.
+//
+// The loop learns of work through OnWork, called per cluster whenever layers
+// of that cluster were (re)read, and when a layer's ts_start_after comes due.
+type Queue struct {
+	pool *pgxpool.Pool
+	log  *slog.Logger
+
+	// Metrics, when set, receives the queue's metrics; Sched, when set,
+	// the OpenCue-named job query metrics.
+	Metrics *QueueMetrics
+	Sched   *metrics.Scheduler
+
+	// readMu serialises reads with the applying of their results, so an
+	// older read never lands after a newer one.
+	readMu sync.Mutex
+
+	mu       sync.Mutex
+	keyer    *cluster.Keyer
+	layers   map[string]*entry
+	clusters map[cluster.Key]map[string]*entry
+	seq      uint64 // bumped by every applied read
+	pending  scope
+	onWork   []func(cluster.Key)
+
+	kick    chan struct{} // pending grew
+	rearm   chan struct{} // start-after times changed
+	applied chan struct{} // closed and replaced after every applied read
+}
+
+type entry struct {
+	layer   *match.Layer // never changed once stored; a read replaces it
+	keys    []cluster.Key
+	touched uint64 // seq of the read that stored it
+	read    uint64 // seq when Frames last read it
+	started bool   // its start-after time (if any) has passed and been woken
+}
+
+// NewQueue returns an empty queue reading from pool. A nil logger means
+// slog.Default().
+func NewQueue(pool *pgxpool.Pool, logger *slog.Logger) *Queue {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Queue{
+		pool:     pool,
+		log:      logger.With("component", "queue"),
+		layers:   map[string]*entry{},
+		clusters: map[cluster.Key]map[string]*entry{},
+		pending:  newScope(),
+		kick:     make(chan struct{}, 1),
+		rearm:    make(chan struct{}, 1),
+		applied:  make(chan struct{}),
+	}
+}
+
+// OnWork registers fn to be called with a cluster's key when layers of that
+// cluster were read (new work, or work whose job, show, folder or limit
+// changed), and when a queued layer's start-after time comes due. Calls come
+// from the queue's goroutine and from Resync's caller, possibly at once; fn
+// must be safe for that and return quickly. Register before Run.
+func (q *Queue) OnWork(fn func(cluster.Key)) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.onWork = append(q.onWork, fn)
+}
+
+// Applied returns a channel closed when the queue next applies a read (a
+// resync, a poll or a refresh), whether or not it woke a cluster. Take it
+// before causing the read you wait for.
+func (q *Queue) Applied() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.applied
+}
+
+// scope is what a refresh re-reads.
+type scope struct {
+	all                                  bool
+	jobs, shows, folders, layers, limits map[string]struct{}
+}
+
+func newScope() scope {
+	return scope{jobs: map[string]struct{}{}, shows: map[string]struct{}{}, folders: map[string]struct{}{},
+		layers: map[string]struct{}{}, limits: map[string]struct{}{}}
+}
+
+func (s scope) empty() bool {
+	return !s.all && len(s.jobs)+len(s.shows)+len(s.folders)+len(s.layers)+len(s.limits) == 0
+}
+
+func (s scope) merge(o scope) {
+	for _, p := range [][2]map[string]struct{}{{s.jobs, o.jobs}, {s.shows, o.shows}, {s.folders, o.folders},
+		{s.layers, o.layers}, {s.limits, o.limits}} {
+		for k := range p[1] {
+			p[0][k] = struct{}{}
+		}
+	}
+}
+
+// covers reports whether a queued layer falls in the scope, so that a read
+// of the scope not returning it means it has no waiting frames left.
+func (s scope) covers(l *match.Layer) bool {
+	if s.all {
+		return true
+	}
+	_, job := s.jobs[l.JobID]
+	_, show := s.shows[l.ShowID]
+	_, folder := s.folders[l.FolderID]
+	_, layer := s.layers[l.ID]
+	if job || show || folder || layer {
+		return true
+	}
+	for _, id := range l.Limits {
+		if _, ok := s.limits[id]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func keys(m map[string]struct{}) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Notify takes one cuesched_work payload ("kind:id[,id...]") and schedules
+// the re-read it asks for. It never blocks and never queries: it is the
+// listener's handler. A malformed payload is logged, counted and skipped.
+func (q *Queue) Notify(payload string) {
+	kind, list, ok := strings.Cut(payload, ":")
+	ids := strings.Split(list, ",")
+	if ok {
+		for _, id := range ids {
+			if !validID(id) {
+				ok = false
+				break
+			}
+		}
+	}
+	q.mu.Lock()
+	var set map[string]struct{}
+	switch kind {
+	case "job":
+		set = q.pending.jobs
+	case "show":
+		set = q.pending.shows
+	case "folder":
+		set = q.pending.folders
+	case "limit":
+		set = q.pending.limits
+	case "alloc":
+		// Allocations decide cluster keys: rebuild everything.
+		if ok {
+			q.pending.all = true
+		}
+	default:
+		ok = false
+	}
+	if ok {
+		for _, id := range ids {
+			if set != nil {
+				set[id] = struct{}{}
+			}
+		}
+	}
+	q.mu.Unlock()
+	if !ok {
+		if len(payload) > 200 {
+			payload = payload[:200] + "..."
+		}
+		q.log.Warn("malformed work hint skipped", "channel", WorkChannel, "payload", payload)
+		if q.Metrics != nil {
+			q.Metrics.Malformed.Inc()
+		}
+		return
+	}
+	if q.Metrics != nil {
+		q.Metrics.Payloads.WithLabelValues(kind).Inc()
+	}
+	q.signal(q.kick)
+}
+
+// validID accepts what Cuebot's keys look like (VARCHAR(36) UUID strings)
+// with some room, and nothing that could not be a key.
+func validID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func (q *Queue) signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Requeue asks for the layers to be read again (with their jobs) and their
+// clusters woken: for dispatch when a booking failed for a reason that may
+// have changed what the queue holds (a stale frame version, a cap it did not
+// know). It never blocks.
+func (q *Queue) Requeue(layerIDs ...string) {
+	q.mu.Lock()
+	for _, id := range layerIDs {
+		q.pending.layers[id] = struct{}{}
+	}
+	q.mu.Unlock()
+	q.signal(q.kick)
+}
+
+// Drained removes a layer dispatch found without waiting frames. It is
+// honoured only when no read has stored the layer since the last Frames call
+// that covered it: a read after that may have seen frames made waiting since
+// (a retry), and then the layer stays.
+func (q *Queue) Drained(layerID string) {
+	q.mu.Lock()
+	e, ok := q.layers[layerID]
+	if !ok || e.read == 0 || e.touched > e.read {
+		q.mu.Unlock()
+		return
+	}
+	q.remove(e)
+	changed := e.keys
+	q.mu.Unlock()
+	q.setDepth(changed)
+}
+
+// remove takes e out of the maps; q.mu held.
+func (q *Queue) remove(e *entry) {
+	delete(q.layers, e.layer.ID)
+	for _, k := range e.keys {
+		if m := q.clusters[k]; m != nil {
+			delete(m, e.layer.ID)
+			if len(m) == 0 {
+				delete(q.clusters, k)
+			}
+		}
+	}
+}
+
+// put stores e, replacing any entry of the same layer; q.mu held.
+func (q *Queue) put(e *entry) {
+	if old, ok := q.layers[e.layer.ID]; ok {
+		q.remove(old)
+	}
+	q.layers[e.layer.ID] = e
+	for _, k := range e.keys {
+		m := q.clusters[k]
+		if m == nil {
+			m = map[string]*entry{}
+			q.clusters[k] = m
+		}
+		m[e.layer.ID] = e
+	}
+}
+
+// Layers returns copies of the queued layers of a cluster (Frames empty),
+// highest priority first, then by job and layer key. The copies share their
+// Tags, Services and Limits with the queue: read them, never change them. A
+// layer whose StartAfter lies in the future is included; matching holds it
+// back.
+func (q *Queue) Layers(key cluster.Key) []*match.Layer {
+	q.mu.Lock()
+	out := make([]*match.Layer, 0, len(q.clusters[key]))
+	for _, e := range q.clusters[key] {
+		c := *e.layer
+		out = append(out, &c)
+	}
+	q.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Priority != b.Priority {
+			return a.Priority > b.Priority
+		}
+		if a.JobID != b.JobID {
+			return a.JobID < b.JobID
+		}
+		return a.ID < b.ID
+	})
+	return out
+}
+
+// Layer returns a copy of one queued layer.
+func (q *Queue) Layer(id string) (*match.Layer, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	e, ok := q.layers[id]
+	if !ok {
+		return nil, false
+	}
+	c := *e.layer
+	return &c, true
+}
+
+// Clusters returns the keys of the clusters that have queued layers, in key
+// order.
+func (q *Queue) Clusters() []cluster.Key {
+	q.mu.Lock()
+	out := make([]cluster.Key, 0, len(q.clusters))
+	for k := range q.clusters {
+		out = append(out, k)
+	}
+	q.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	return out
+}
+
+// Len is the number of queued layers.
+func (q *Queue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.layers)
+}
+
+// NextStart is the earliest ts_start_after still in the future among a
+// cluster's queued layers, for the loop's timer (the queue also wakes the
+// cluster through OnWork when it comes).
+func (q *Queue) NextStart(key cluster.Key) (time.Time, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var next time.Time
+	now := time.Now()
+	for _, e := range q.clusters[key] {
+		if t := e.layer.StartAfter; t.After(now) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	return next, !next.IsZero()
+}
+
+// layerQuery reads pending layers with everything matching needs. The scope
+// (when given) names jobs; everything else is expanded to jobs first.
+const layerQuery = `
+SELECT l.pk_layer, l.str_name, j.pk_job, j.str_name, j.pk_show, j.pk_folder, j.pk_dept, j.pk_facility,
+       jr.int_priority, coalesce(j.str_os, ''), l.str_tags, l.int_cores_min, l.int_mem_min, l.int_gpus_min,
+       l.int_gpu_mem_min, l.int_cores_max, l.b_threadable, l.str_services, l.ts_start_after,
+       ARRAY(SELECT ll.pk_limit_record::text FROM layer_limit ll WHERE ll.pk_layer = l.pk_layer ORDER BY 1)
+  FROM job j
+  JOIN show s ON s.pk_show = j.pk_show
+  JOIN job_resource jr ON jr.pk_job = j.pk_job
+  JOIN layer_stat ls ON ls.pk_job = j.pk_job
+  JOIN layer l ON l.pk_layer = ls.pk_layer
+ WHERE ls.int_waiting_count > 0 AND j.str_state = 'PENDING' AND NOT j.b_paused
+   AND s.b_scheduler_managed AND s.b_active`
+
+const scopeFilter = `
+   AND j.pk_job IN (
+       SELECT unnest($1::text[])
+       UNION SELECT pk_job FROM job WHERE pk_show = ANY($2::text[]) AND str_state = 'PENDING'
+       UNION SELECT pk_job FROM job WHERE pk_folder = ANY($3::text[]) AND str_state = 'PENDING'
+       UNION SELECT pk_job FROM layer WHERE pk_layer = ANY($4::text[])
+       UNION SELECT l2.pk_job FROM layer_limit ll JOIN layer l2 ON l2.pk_layer = ll.pk_layer
+              WHERE ll.pk_limit_record = ANY($5::text[]))`
+
+// allocQuery reads what cluster keys are made of.
+const allocQuery = `SELECT pk_alloc, pk_facility, coalesce(str_tag, ''),
+       coalesce((SELECT value FROM cuesched.setting WHERE name = 'tag_buckets'), '1') FROM alloc`
+
+// Resync rebuilds the whole queue from one query (after reading the
+// allocations cluster keys are made of) and wakes every cluster with work.
+// It is the listener's OnConnect: notifications sent while no listener was
+// connected are gone, and this is what makes them good.
+func (q *Queue) Resync(ctx context.Context) error {
+	q.readMu.Lock()
+	defer q.readMu.Unlock()
+	// Hints that arrived before this read starts are covered by it.
+	q.mu.Lock()
+	taken := q.pending
+	q.pending = newScope()
+	q.mu.Unlock()
+	err := q.resyncLocked(ctx)
+	if err != nil {
+		q.mu.Lock()
+		q.pending.merge(taken)
+		q.pending.all = q.pending.all || taken.all
+		q.mu.Unlock()
+	}
+	return err
+}
+
+func (q *Queue) resyncLocked(ctx context.Context) error {
+	keyer, err := q.readKeyer(ctx)
+	if err != nil {
+		q.readFailed()
+		return err
+	}
+	layers, err := q.readLayers(ctx, keyer, nil)
+	if err != nil {
+		q.readFailed()
+		return err
+	}
+	q.mu.Lock()
+	q.keyer = keyer
+	q.seq++
+	changed := map[cluster.Key]struct{}{}
+	for k := range q.clusters {
+		changed[k] = struct{}{}
+	}
+	old := q.layers
+	q.layers = map[string]*entry{}
+	q.clusters = map[cluster.Key]map[string]*entry{}
+	wake := q.store(layers, old, changed)
+	q.mu.Unlock()
+	if q.Metrics != nil {
+		q.Metrics.Resyncs.Inc()
+	}
+	q.finish(changed, wake)
+	return nil
+}
+
+// store puts freshly read layers in; q.mu held. It returns the clusters to
+// wake (those of layers that may start now) and adds every touched cluster
+// to changed.
+func (q *Queue) store(layers []*entry, old map[string]*entry, changed map[cluster.Key]struct{}) map[cluster.Key]struct{} {
+	now := time.Now()
+	wake := map[cluster.Key]struct{}{}
+	for _, e := range layers {
+		e.touched = q.seq
+		if prev, ok := old[e.layer.ID]; ok {
+			e.read = prev.read
+		}
+		e.started = !e.layer.StartAfter.After(now)
+		q.put(e)
+		for _, k := range e.keys {
+			changed[k] = struct{}{}
+			if e.started {
+				wake[k] = struct{}{}
+			}
+		}
+	}
+	return wake
+}
+
+// finish publishes a change: depth metrics, the start-after timer, wakes.
+func (q *Queue) finish(changed, wake map[cluster.Key]struct{}) {
+	ks := make([]cluster.Key, 0, len(changed))
+	for k := range changed {
+		ks = append(ks, k)
+	}
+	q.setDepth(ks)
+	q.signal(q.rearm)
+	q.mu.Lock()
+	close(q.applied)
+	q.applied = make(chan struct{})
+	q.mu.Unlock()
+	q.wake(wake)
+}
+
+func (q *Queue) wake(set map[cluster.Key]struct{}) {
+	if len(set) == 0 {
+		return
+	}
+	ks := make([]cluster.Key, 0, len(set))
+	for k := range set {
+		ks = append(ks, k)
+	}
+	sort.Slice(ks, func(i, j int) bool { return ks[i].Less(ks[j]) })
+	q.mu.Lock()
+	fns := q.onWork
+	q.mu.Unlock()
+	for _, k := range ks {
+		for _, fn := range fns {
+			fn(k)
+		}
+	}
+}
+
+func (q *Queue) setDepth(ks []cluster.Key) {
+	if q.Metrics == nil {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, k := range ks {
+		q.Metrics.Depth.WithLabelValues(k.String()).Set(float64(len(q.clusters[k])))
+	}
+}
+
+func (q *Queue) readFailed() {
+	if q.Metrics != nil {
+		q.Metrics.ReadErrors.Inc()
+	}
+}
+
+// refresh re-reads what sc names and applies it.
+func (q *Queue) refresh(ctx context.Context, sc scope) error {
+	q.readMu.Lock()
+	defer q.readMu.Unlock()
+	q.mu.Lock()
+	keyer := q.keyer
+	q.mu.Unlock()
+	if sc.all || keyer == nil {
+		return q.resyncLocked(ctx)
+	}
+	layers, err := q.readLayers(ctx, keyer, &sc)
+	if err != nil {
+		q.readFailed()
+		return err
+	}
+	q.mu.Lock()
+	// The read expanded the scope to whole jobs: every queued layer of a job
+	// it covered is covered too.
+	for _, e := range layers {
+		sc.jobs[e.layer.JobID] = struct{}{}
+	}
+	for _, e := range q.layers {
+		if sc.covers(e.layer) {
+			sc.jobs[e.layer.JobID] = struct{}{}
+		}
+	}
+	q.seq++
+	changed := map[cluster.Key]struct{}{}
+	fresh := map[string]bool{}
+	for _, e := range layers {
+		fresh[e.layer.ID] = true
+	}
+	for id, e := range q.layers {
+		if !fresh[id] && sc.covers(e.layer) {
+			q.remove(e)
+			for _, k := range e.keys {
+				changed[k] = struct{}{}
+			}
+		}
+	}
+	wake := q.store(layers, q.layers, changed)
+	q.mu.Unlock()
+	if q.Metrics != nil {
+		q.Metrics.Refreshes.Inc()
+	}
+	q.finish(changed, wake)
+	return nil
+}
+
+func (q *Queue) readKeyer(ctx context.Context) (*cluster.Keyer, error) {
+	rows, err := q.pool.Query(ctx, allocQuery)
+	if err != nil {
+		return nil, fmt.Errorf("read allocations: %w", err)
+	}
+	var allocs []cluster.Alloc
+	setting := "1"
+	for rows.Next() {
+		var a cluster.Alloc
+		if err := rows.Scan(&a.ID, &a.Facility, &a.Tag, &setting); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read allocations: %w", err)
+		}
+		allocs = append(allocs, a)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read allocations: %w", err)
+	}
+	buckets, err := strconv.Atoi(setting)
+	if err != nil || buckets < 1 {
+		// Every instance reads the same value, so they still agree.
+		q.log.Error("setting tag_buckets is not a positive whole number; using 1", "value", setting)
+		buckets = 1
+	}
+	return cluster.NewKeyer(allocs, buckets), nil
+}
+
+// readLayers runs the layer query, over everything or over sc.
+func (q *Queue) readLayers(ctx context.Context, keyer *cluster.Keyer, sc *scope) ([]*entry, error) {
+	sql, args := layerQuery, []any(nil)
+	if sc != nil {
+		sql += scopeFilter
+		args = []any{keys(sc.jobs), keys(sc.shows), keys(sc.folders), keys(sc.layers), keys(sc.limits)}
+	}
+	start := time.Now()
+	rows, err := q.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read pending layers: %w", err)
+	}
+	defer rows.Close()
+	var out []*entry
+	jobs := map[string]struct{}{}
+	for rows.Next() {
+		var l match.Layer
+		var tags, services string
+		var startAfter *time.Time
+		if err := rows.Scan(&l.ID, &l.Name, &l.JobID, &l.JobName, &l.ShowID, &l.FolderID, &l.DeptID, &l.Facility,
+			&l.Priority, &l.OS, &tags, &l.Min.Cores, &l.Min.Mem, &l.Min.GPUs, &l.Min.GPUMem, &l.CoresMax,
+			&l.Threadable, &services, &startAfter, &l.Limits); err != nil {
+			return nil, fmt.Errorf("read pending layers: %w", err)
+		}
+		l.Tags = cluster.SplitLayerTags(tags)
+		l.Services = splitServices(services)
+		if startAfter != nil {
+			l.StartAfter = *startAfter
+		}
+		if len(l.Limits) == 0 {
+			l.Limits = nil
+		}
+		jobs[l.JobID] = struct{}{}
+		out = append(out, &entry{layer: &l, keys: keyer.OfLayer(l.Facility, l.Tags)})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read pending layers: %w", err)
+	}
+	if q.Sched != nil {
+		q.Sched.JobQueryDuration.Observe(time.Since(start).Seconds())
+		q.Sched.JobsQueried.Add(float64(len(jobs)))
+	}
+	return out, nil
+}
+
+func splitServices(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// framesQuery reads the first WAITING frames of each layer in Cuebot's order,
+// only while the layer's job and show may still be booked.
+const framesQuery = `
+SELECT f.pk_layer, f.pk_frame, f.str_name, coalesce(f.int_version, 0), f.int_number
+  FROM unnest($1::text[]) AS t(pk_layer)
+  JOIN layer l ON l.pk_layer = t.pk_layer
+  JOIN job j ON j.pk_job = l.pk_job
+  JOIN show s ON s.pk_show = j.pk_show
+ CROSS JOIN LATERAL (
+       SELECT fr.pk_layer, fr.pk_frame, fr.str_name, fr.int_version, fr.int_number, fr.int_dispatch_order,
+              fr.int_layer_order
+         FROM frame fr
+        WHERE fr.pk_layer = t.pk_layer AND fr.str_state = 'WAITING'
+        ORDER BY fr.int_dispatch_order, fr.int_layer_order
+        LIMIT $2) f
+ WHERE j.str_state = 'PENDING' AND NOT j.b_paused AND s.b_scheduler_managed AND s.b_active
+ ORDER BY f.pk_layer, f.int_dispatch_order, f.int_layer_order`
+
+// Frames reads the WAITING frames of the given layers (copies from Layers)
+// in one query and sets each layer's Frames, in Cuebot's dispatch order
+// (frame.int_dispatch_order, then int_layer_order), at most limit per layer
+// (limit <= 0: all), with the int_version a booking is guarded by. A layer
+// whose job was paused or finished, or whose show is no longer managed, gets
+// none, so dispatch reports it Drained.
+func (q *Queue) Frames(ctx context.Context, layers []*match.Layer, limit int) error {
+	if len(layers) == 0 {
+		return nil
+	}
+	ids := make([]string, len(layers))
+	byID := make(map[string][]*match.Layer, len(layers))
+	for i, l := range layers {
+		ids[i] = l.ID
+		l.Frames = nil
+		byID[l.ID] = append(byID[l.ID], l)
+	}
+	q.mu.Lock()
+	seq := q.seq
+	for _, id := range ids {
+		if e, ok := q.layers[id]; ok {
+			e.read = seq
+		}
+	}
+	q.mu.Unlock()
+	var lim any
+	if limit > 0 {
+		lim = limit
+	}
+	rows, err := q.pool.Query(ctx, framesQuery, ids, lim)
+	if err != nil {
+		return fmt.Errorf("read waiting frames of %d layers: %w", len(layers), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var layerID string
+		var f match.Frame
+		if err := rows.Scan(&layerID, &f.ID, &f.Name, &f.Version, &f.Number); err != nil {
+			return fmt.Errorf("read waiting frames: %w", err)
+		}
+		for _, l := range byID[layerID] {
+			l.Frames = append(l.Frames, f)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read waiting frames: %w", err)
+	}
+	return nil
+}
+
+// Run applies hints until ctx ends (it returns nil then): it re-reads what
+// Notify and Requeue asked for, one query per batch of hints, and wakes
+// clusters when a queued layer's start-after time comes. A failed read is
+// retried with backoff.
+func (q *Queue) Run(ctx context.Context) error {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var backoff time.Duration
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-q.kick:
+		case <-q.rearm:
+		case <-retry:
+			retry = nil
+		case <-timer.C:
+			q.wakeStarted(time.Now())
+		}
+		if next, ok := q.nextStart(); ok {
+			timer.Reset(time.Until(next))
+		} else {
+			timer.Stop()
+		}
+		if retry != nil {
+			continue
+		}
+		q.mu.Lock()
+		sc := q.pending
+		q.pending = newScope()
+		q.mu.Unlock()
+		if sc.empty() {
+			continue
+		}
+		err := q.refresh(ctx, sc)
+		if err == nil {
+			backoff = 0
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		q.mu.Lock()
+		q.pending.merge(sc)
+		q.pending.all = q.pending.all || sc.all
+		q.mu.Unlock()
+		backoff = min(max(2*backoff, 100*time.Millisecond), 10*time.Second)
+		q.log.Warn("reading pending layers failed; retrying", "err", err, "in", backoff)
+		retry = time.After(backoff)
+	}
+}
+
+// nextStart is the earliest start-after time not yet woken.
+func (q *Queue) nextStart() (time.Time, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var next time.Time
+	for _, e := range q.layers {
+		if !e.started && (next.IsZero() || e.layer.StartAfter.Before(next)) {
+			next = e.layer.StartAfter
+		}
+	}
+	return next, !next.IsZero()
+}
+
+// wakeStarted wakes the clusters of layers whose start-after time has come.
+func (q *Queue) wakeStarted(now time.Time) {
+	wake := map[cluster.Key]struct{}{}
+	q.mu.Lock()
+	for _, e := range q.layers {
+		if !e.started && !e.layer.StartAfter.After(now) {
+			e.started = true
+			for _, k := range e.keys {
+				wake[k] = struct{}{}
+			}
+		}
+	}
+	q.mu.Unlock()
+	q.wake(wake)
+}

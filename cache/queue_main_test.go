@@ -1,0 +1,11 @@
+package cache
+
+import (
+	"testing"
+
+	"github.com/cuesched/cuesched/internal/pgtest"
+)
+
+// TestMain is the package's only one: every test file of package cache (the
+// queue's and the host index's) shares its throwaway cluster.
+func TestMain(m *testing.M) { pgtest.Main(m) }

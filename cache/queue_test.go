@@ -1,0 +1,705 @@
+package cache_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/cuesched/cuesched/cache"
+	"github.com/cuesched/cuesched/cdc"
+	"github.com/cuesched/cuesched/cluster"
+	"github.com/cuesched/cuesched/internal/cuebotsim"
+	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/match"
+)
+
+const deadline = 30 * time.Second
+
+func metricValue(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		return -1
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
+}
+
+// testFarm is a small farm: two managed shows' worth of room in
+// local.general, a show Cuebot still books, a capped folder and a limit.
+func testFarm(t *testing.T, db *pgtest.DB) *seed.Seeded {
+	t.Helper()
+	f := &seed.Farm{
+		Hosts: []seed.Host{
+			{Name: "127.10.0.1", Alloc: "local.general", Cores: 1600, Mem: 64 * seed.GB},
+			{Name: "127.10.0.2", Alloc: "local.general", Cores: 1600, Mem: 64 * seed.GB},
+		},
+		Shows: []seed.Show{
+			{Name: "managed", Managed: true, Subscriptions: []seed.Subscription{{Alloc: "local.general", Size: 100000, Burst: 100000}}},
+			{Name: "cuebot", Subscriptions: []seed.Subscription{{Alloc: "local.general", Size: 100000, Burst: 100000}}},
+		},
+		Folders: []seed.Folder{{Show: "managed", Name: "capped", MaxCores: 1000, MaxGPUs: 1}},
+		Limits:  []seed.Limit{{Name: "licence", Max: 5}},
+	}
+	s, err := seed.Load(context.Background(), db.Pool, f, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func launch(t *testing.T, s *seed.Seeded, j seed.Job) seed.JobKeys {
+	t.Helper()
+	if j.Show == "" {
+		j.Show = "managed"
+	}
+	k, err := s.Launch(context.Background(), j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func job(name string, layers ...seed.Layer) seed.Job {
+	if len(layers) == 0 {
+		layers = []seed.Layer{{Name: "render", Frames: 3, Cores: 100, Mem: seed.GB}}
+	}
+	return seed.Job{Name: name, Layers: layers}
+}
+
+// rawNotes counts cuesched_work notifications on a plain LISTEN connection of
+// its own. collect sends a fence on another channel and returns everything
+// that arrived before it: notifications are delivered in commit order, so
+// whatever an earlier commit sent is in.
+type rawNotes struct {
+	conn  *pgx.Conn
+	db    *pgtest.DB
+	fence int
+}
+
+func listenRaw(t *testing.T, db *pgtest.DB) *rawNotes {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, db.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	if _, err := conn.Exec(ctx, "LISTEN cuesched_work; LISTEN cuesched_test_fence"); err != nil {
+		t.Fatal(err)
+	}
+	return &rawNotes{conn: conn, db: db}
+}
+
+func (r *rawNotes) collect(t *testing.T) []string {
+	t.Helper()
+	r.fence++
+	fence := fmt.Sprint(r.fence)
+	if _, err := r.db.Pool.Exec(context.Background(), "SELECT pg_notify('cuesched_test_fence', $1)", fence); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	var got []string
+	for {
+		n, err := r.conn.WaitForNotification(ctx)
+		if err != nil {
+			t.Fatalf("waiting for fence %s: %v (got %q)", fence, err, got)
+		}
+		if n.Channel == "cuesched_test_fence" {
+			if n.Payload == fence {
+				return got
+			}
+			continue
+		}
+		got = append(got, n.Payload)
+	}
+}
+
+// harness runs a queue fed by a listener, as `cuesched run --feed events`
+// does, and signals every wake.
+type harness struct {
+	q       *cache.Queue
+	l       *cdc.Listener
+	changed chan struct{}
+	wakes   atomic.Int64
+}
+
+func startQueue(t *testing.T, db *pgtest.DB, dsn string) *harness {
+	t.Helper()
+	h := &harness{changed: make(chan struct{}, 1)}
+	h.q = cache.NewQueue(db.Pool, nil)
+	h.q.Metrics = cache.NewQueueMetrics(prometheus.NewRegistry())
+	h.q.OnWork(func(cluster.Key) {
+		h.wakes.Add(1)
+		select {
+		case h.changed <- struct{}{}:
+		default:
+		}
+	})
+	h.l = cdc.NewListener(dsn, nil)
+	h.l.Metrics = cdc.NewListenMetrics(prometheus.NewRegistry())
+	h.l.MinBackoff, h.l.MaxBackoff = 10*time.Millisecond, 50*time.Millisecond
+	h.l.Handle(cache.WorkChannel, h.q.Notify)
+	h.l.OnConnect(h.q.Resync)
+	connected := h.l.Connected()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	go func() { h.q.Run(ctx); done <- struct{}{} }()
+	go func() { h.l.Run(ctx); done <- struct{}{} }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		<-done
+	})
+	select {
+	case <-connected:
+	case <-time.After(deadline):
+		t.Fatal("listener did not connect")
+	}
+	return h
+}
+
+// waitFor waits until cond holds, checking it again after every wake and
+// every read the queue applies.
+func (h *harness) waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	timeout := time.After(deadline)
+	for {
+		applied := h.q.Applied()
+		if cond() {
+			return
+		}
+		select {
+		case <-h.changed:
+		case <-applied:
+		case <-timeout:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func (h *harness) queued(id string) func() bool {
+	return func() bool { _, ok := h.q.Layer(id); return ok }
+}
+
+func generalKey(t *testing.T, db *pgtest.DB) cluster.Key {
+	t.Helper()
+	var alloc, facility string
+	if err := db.Pool.QueryRow(context.Background(),
+		"SELECT pk_alloc, pk_facility FROM alloc WHERE str_name = 'local.general'").Scan(&alloc, &facility); err != nil {
+		t.Fatal(err)
+	}
+	return cluster.Key{Kind: cluster.KindAlloc, Facility: facility, Alloc: alloc}
+}
+
+func TestLaunchOf5000FramesSendsOneNotificationAndQueuesEveryLayer(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := testFarm(t, db)
+	h := startQueue(t, db, db.DSN)
+	raw := listenRaw(t, db)
+	raw.collect(t) // the farm's own hints are done with
+
+	var layers []seed.Layer
+	for i := range 20 {
+		layers = append(layers, seed.Layer{Name: fmt.Sprintf("l%02d", i), Frames: 250, Cores: 200, Mem: 2 * seed.GB,
+			CoresMax: 800, Threadable: i%2 == 0, Tags: "General | pool1", Services: "maya, arnold", Limits: []string{"licence"}})
+	}
+	j := job("big", layers...)
+	j.Priority = 42
+	j.OS = "linux"
+	k := launch(t, s, j)
+
+	if got := raw.collect(t); !slices.Equal(got, []string{"job:" + k.ID}) {
+		t.Fatalf("launch sent %q, want exactly [job:%s]", got, k.ID)
+	}
+	key := generalKey(t, db)
+	h.waitFor(t, "20 layers queued", func() bool { return len(h.q.Layers(key)) == 20 })
+
+	l, _ := h.q.Layer(k.Layers["l00"])
+	want := match.Layer{ID: k.Layers["l00"], Name: "l00", JobID: k.ID, JobName: "big", ShowID: s.Shows["managed"],
+		FolderID: s.Folders["managed/"], DeptID: l.DeptID, Facility: key.Facility, Priority: 42, OS: "linux",
+		Tags: []string{"general", "pool1"}, Min: match.Resources{Cores: 200, Mem: 2 * seed.GB}, CoresMax: 800,
+		Threadable: true, Services: []string{"maya", "arnold"}, Limits: []string{s.Limits["licence"]}}
+	if fmt.Sprint(*l) != fmt.Sprint(want) || l.DeptID == "" {
+		t.Errorf("queued layer\n got %+v\nwant %+v", *l, want)
+	}
+	// pool1 is not an allocation tag: the layer is also in that tag's bucket.
+	if got := h.q.Clusters(); len(got) != 2 {
+		t.Errorf("clusters %v, want the allocation's and pool1's bucket", got)
+	}
+
+	ls := h.q.Layers(key)
+	if err := h.q.Frames(context.Background(), ls[:2], 10); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range ls[:2] {
+		if len(l.Frames) != 10 {
+			t.Fatalf("layer %s: %d frames, want 10", l.Name, len(l.Frames))
+		}
+		for i, f := range l.Frames {
+			if f.Number != int64(i+1) || f.Name != fmt.Sprintf("%04d-%s", i+1, l.Name) || f.ID == "" {
+				t.Errorf("layer %s frame %d: %+v, want frame number %d in dispatch order", l.Name, i, f, i+1)
+			}
+		}
+	}
+	if n := metricValue(h.q.Metrics.Depth.WithLabelValues(key.String())); n != 20 {
+		t.Errorf("depth gauge of %s = %v, want 20", key, n)
+	}
+}
+
+func TestWorkBecomingDispatchableIsQueued(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := testFarm(t, db)
+	h := startQueue(t, db, db.DSN)
+	raw := listenRaw(t, db)
+	sim := &cuebotsim.Sim{Pool: db.Pool}
+	ctx := context.Background()
+	raw.collect(t)
+
+	t.Run("depend release", func(t *testing.T) {
+		k := launch(t, s, job("dep", seed.Layer{Name: "after", Frames: 3, Cores: 100, Mem: seed.GB, Depend: true}))
+		if got := raw.collect(t); len(got) != 0 {
+			t.Fatalf("launch of a job whose frames all depend sent %q", got)
+		}
+		if _, ok := h.q.Layer(k.Layers["after"]); ok {
+			t.Fatal("layer with only DEPEND frames is queued")
+		}
+		if err := s.ReleaseDepends(ctx, k.Layers["after"]); err != nil {
+			t.Fatal(err)
+		}
+		if got := raw.collect(t); !slices.Equal(got, []string{"job:" + k.ID}) {
+			t.Errorf("depend release sent %q", got)
+		}
+		h.waitFor(t, "released layer queued", h.queued(k.Layers["after"]))
+	})
+
+	t.Run("retry", func(t *testing.T) {
+		k := launch(t, s, job("retry", seed.Layer{Name: "one", Frames: 1, Cores: 100, Mem: seed.GB}))
+		id := k.Layers["one"]
+		h.waitFor(t, "layer queued", h.queued(id))
+		frame := k.Frames["0001-one"]
+		if _, err := sim.Book(ctx, frame, s.Hosts["127.10.0.1"], 100, seed.GB, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+		// Dispatch finds the layer without waiting frames and says so.
+		l, _ := h.q.Layer(id)
+		if err := h.q.Frames(ctx, []*match.Layer{l}, 0); err != nil || len(l.Frames) != 0 {
+			t.Fatalf("frames of a fully booked layer: %v, %v", l.Frames, err)
+		}
+		h.q.Drained(id)
+		if _, ok := h.q.Layer(id); ok {
+			t.Fatal("drained layer still queued")
+		}
+		raw.collect(t)
+		if err := sim.Retry(ctx, frame); err != nil {
+			t.Fatal(err)
+		}
+		if got := raw.collect(t); !slices.Equal(got, []string{"job:" + k.ID}) {
+			t.Errorf("retry sent %q", got)
+		}
+		h.waitFor(t, "retried layer queued", h.queued(id))
+	})
+
+	t.Run("unpause", func(t *testing.T) {
+		j := job("paused")
+		j.Paused = true
+		k := launch(t, s, j)
+		if got := raw.collect(t); len(got) != 0 {
+			t.Fatalf("launch of a paused job sent %q", got)
+		}
+		if _, err := db.Pool.Exec(ctx, "UPDATE job SET b_paused = false WHERE pk_job = $1", k.ID); err != nil {
+			t.Fatal(err)
+		}
+		if got := raw.collect(t); !slices.Equal(got, []string{"job:" + k.ID}) {
+			t.Errorf("unpause sent %q", got)
+		}
+		h.waitFor(t, "unpaused layer queued", h.queued(k.Layers["render"]))
+	})
+
+	t.Run("raised job cap and priority", func(t *testing.T) {
+		k := launch(t, s, job("capped"))
+		id := k.Layers["render"]
+		h.waitFor(t, "layer queued", h.queued(id))
+		raw.collect(t)
+		// Lowering a cap makes nothing dispatchable: nothing is sent.
+		if _, err := db.Pool.Exec(ctx, "UPDATE job_resource SET int_max_cores = 100 WHERE pk_job = $1", k.ID); err != nil {
+			t.Fatal(err)
+		}
+		if got := raw.collect(t); len(got) != 0 {
+			t.Errorf("lowered cap sent %q", got)
+		}
+		before := h.wakes.Load()
+		if _, err := db.Pool.Exec(ctx, "UPDATE job_resource SET int_max_cores = 5000 WHERE pk_job = $1", k.ID); err != nil {
+			t.Fatal(err)
+		}
+		if got := raw.collect(t); !slices.Equal(got, []string{"job:" + k.ID}) {
+			t.Errorf("raised cap sent %q", got)
+		}
+		h.waitFor(t, "the layer's cluster woken", func() bool { return h.wakes.Load() > before })
+		if _, err := db.Pool.Exec(ctx, "UPDATE job_resource SET int_priority = 77 WHERE pk_job = $1", k.ID); err != nil {
+			t.Fatal(err)
+		}
+		h.waitFor(t, "new priority queued", func() bool { l, ok := h.q.Layer(id); return ok && l.Priority == 77 })
+	})
+}
+
+// Cuebot's hot writes must cost no notification: host reports, bookings,
+// completions to SUCCEEDED and retries of layers that still have waiting
+// frames.
+func TestCuebotWritesSendNothing(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := testFarm(t, db)
+	raw := listenRaw(t, db)
+	sim := &cuebotsim.Sim{Pool: db.Pool}
+	ctx := context.Background()
+	managed := launch(t, s, job("m", seed.Layer{Name: "render", Frames: 4, Cores: 100, Mem: seed.GB}))
+	cuebot := launch(t, s, seed.Job{Name: "c", Show: "cuebot", Layers: []seed.Layer{{Name: "render", Frames: 1, Cores: 100, Mem: seed.GB}}})
+	raw.collect(t)
+
+	host := s.Hosts["127.10.0.1"]
+	for _, f := range []string{managed.Frames["0001-render"], managed.Frames["0002-render"], cuebot.Frames["0001-render"]} {
+		if _, err := sim.Book(ctx, f, host, 100, seed.GB, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		if err := sim.HostReport(ctx, host, 32*seed.GB); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sim.Succeed(ctx, managed.Frames["0001-render"]); err != nil {
+		t.Fatal(err)
+	}
+	// The layer still has waiting frames: 2 -> 3 is no transition.
+	if err := sim.Retry(ctx, managed.Frames["0002-render"]); err != nil {
+		t.Fatal(err)
+	}
+	// Cuebot's own show: even 0 -> 1 is none of cuesched's business.
+	if err := sim.Retry(ctx, cuebot.Frames["0001-render"]); err != nil {
+		t.Fatal(err)
+	}
+	if got := raw.collect(t); len(got) != 0 {
+		t.Errorf("Cuebot's writes sent %d notifications: %q", len(got), got)
+	}
+}
+
+// Each trigger fires on its transition only, with the payload naming what to
+// re-read.
+func TestTriggersNotifyOnTransitionsOnly(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := testFarm(t, db)
+	raw := listenRaw(t, db)
+	ctx := context.Background()
+	cj := launch(t, s, seed.Job{Name: "c", Show: "cuebot", Layers: []seed.Layer{{Name: "render", Frames: 1, Cores: 100, Mem: seed.GB}}})
+	mj := launch(t, s, job("m"))
+	managed, cuebot := s.Shows["managed"], s.Shows["cuebot"]
+	folder := s.Folders["managed/capped"]
+	limit := s.Limits["licence"]
+	raw.collect(t)
+
+	for _, c := range []struct {
+		name string
+		sql  string
+		args []any
+		want []string
+	}{
+		{"show made managed", "UPDATE show SET b_scheduler_managed = true WHERE pk_show = $1", []any{cuebot}, []string{"show:" + cuebot}},
+		{"managed show touched", "UPDATE show SET b_active = true WHERE pk_show = $1", []any{managed}, nil},
+		{"show deactivated", "UPDATE show SET b_active = false WHERE pk_show = $1", []any{cuebot}, nil},
+		{"show reactivated", "UPDATE show SET b_active = true WHERE pk_show = $1", []any{cuebot}, []string{"show:" + cuebot}},
+		{"burst grows", "UPDATE subscription SET int_burst = int_burst + 100 WHERE pk_show = $1", []any{managed}, []string{"show:" + managed}},
+		{"burst shrinks", "UPDATE subscription SET int_burst = int_burst - 100 WHERE pk_show = $1", []any{managed}, nil},
+		{"subscription cores move", "UPDATE subscription SET int_cores = int_cores + 100 WHERE pk_show = $1", []any{managed}, nil},
+		{"folder cap raised", "UPDATE folder_resource SET int_max_cores = 2000 WHERE pk_folder = $1", []any{folder}, []string{"folder:" + folder}},
+		{"folder cap unlimited", "UPDATE folder_resource SET int_max_gpus = -1 WHERE pk_folder = $1", []any{folder}, []string{"folder:" + folder}},
+		{"folder cap lowered", "UPDATE folder_resource SET int_max_cores = 10 WHERE pk_folder = $1", []any{folder}, nil},
+		{"folder cores move", "UPDATE folder_resource SET int_cores = int_cores + 100 WHERE pk_folder = $1", []any{folder}, nil},
+		{"limit raised", "UPDATE limit_record SET int_max_value = 50 WHERE pk_limit_record = $1", []any{limit}, []string{"limit:" + limit}},
+		{"limit lowered", "UPDATE limit_record SET int_max_value = 1 WHERE pk_limit_record = $1", []any{limit}, nil},
+		{"layer memory raised", "UPDATE layer SET int_mem_min = int_mem_min * 2 WHERE pk_job = $1", []any{mj.ID}, []string{"job:" + mj.ID}},
+		{"layer cmd edited", "UPDATE layer SET str_cmd = 'echo hi' WHERE pk_job = $1", []any{mj.ID}, nil},
+		{"job moved", "UPDATE job SET pk_folder = $2 WHERE pk_job = $1", []any{mj.ID, folder}, []string{"job:" + mj.ID}},
+		{"job paused", "UPDATE job SET b_paused = true WHERE pk_job = $1", []any{mj.ID}, nil},
+		{"job unpaused", "UPDATE job SET b_paused = false WHERE pk_job = $1", []any{mj.ID}, []string{"job:" + mj.ID}},
+		{"running job unpaused again", "UPDATE job SET b_paused = false WHERE pk_job = $1", []any{cj.ID}, nil},
+		{"allocation added", "INSERT INTO alloc (pk_alloc, str_name, str_tag, pk_facility) SELECT 'a-new', 'local.new', 'new', pk_facility FROM alloc WHERE str_name = 'local.general'", nil, []string{"alloc:a-new"}},
+	} {
+		if _, err := db.Pool.Exec(ctx, c.sql, c.args...); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got := raw.collect(t); !slices.Equal(got, c.want) {
+			t.Errorf("%s: sent %q, want %q", c.name, got, c.want)
+		}
+	}
+}
+
+// One statement unpausing many jobs sends their ids together, split below
+// PostgreSQL's payload limit.
+func TestManyJobsInOneStatementShareSplitPayloads(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := testFarm(t, db)
+	raw := listenRaw(t, db)
+	ctx := context.Background()
+	var ids []string
+	for i := range 3 {
+		j := job(fmt.Sprintf("p%d", i))
+		j.Paused = true
+		ids = append(ids, launch(t, s, j).ID)
+	}
+	raw.collect(t)
+	if _, err := db.Pool.Exec(ctx, "UPDATE job SET b_paused = false WHERE pk_job = ANY($1)", ids); err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(ids)
+	if got := raw.collect(t); !slices.Equal(got, []string{"job:" + strings.Join(ids, ",")}) {
+		t.Errorf("mass unpause sent %q", got)
+	}
+
+	// The splitting itself, on 500 ids of 36 bytes.
+	var many []string
+	for i := range 500 {
+		many = append(many, fmt.Sprintf("%036d", i))
+	}
+	if _, err := db.Pool.Exec(ctx, "SELECT cuesched.work_notify('job', $1)", many); err != nil {
+		t.Fatal(err)
+	}
+	var back []string
+	got := raw.collect(t)
+	for _, p := range got {
+		if len(p) > 7000 {
+			t.Errorf("payload of %d bytes", len(p))
+		}
+		list, ok := strings.CutPrefix(p, "job:")
+		if !ok {
+			t.Fatalf("payload %.40q lacks its kind", p)
+		}
+		back = append(back, strings.Split(list, ",")...)
+	}
+	if len(got) < 3 || !slices.Equal(back, many) {
+		t.Errorf("500 ids came back as %d ids in %d payloads", len(back), len(got))
+	}
+}
+
+// Notifications sent while the listener's backend is gone are lost; the
+// resync after the reconnect finds the work anyway.
+func TestResyncRecoversWorkNotifiedWhileDisconnected(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := testFarm(t, db)
+	ctx := context.Background()
+	role := "queue_" + db.Name
+	if _, err := db.Pool.Exec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN SUPERUSER", role)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		db.Pool.Exec(ctx, "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE usename = $1", role)
+		db.Pool.Exec(ctx, "DROP ROLE IF EXISTS "+role)
+	})
+	h := startQueue(t, db, db.DSN+" user="+role)
+	raw := listenRaw(t, db)
+
+	// Hold the listener off: the role may not log in while the work arrives.
+	if _, err := db.Pool.Exec(ctx, "ALTER ROLE "+role+" NOLOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	connected := h.l.Connected()
+	if _, err := db.Pool.Exec(ctx, "SELECT pg_terminate_backend($1, 10000)", int64(h.l.PID())); err != nil {
+		t.Fatal(err)
+	}
+	k := launch(t, s, job("while-away"))
+	if got := raw.collect(t); !slices.Equal(got, []string{"job:" + k.ID}) {
+		t.Fatalf("launch sent %q", got)
+	}
+	if _, ok := h.q.Layer(k.Layers["render"]); ok {
+		t.Fatal("layer queued while the listener was away")
+	}
+	if _, err := db.Pool.Exec(ctx, "ALTER ROLE "+role+" LOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-connected:
+	case <-time.After(deadline):
+		t.Fatal("listener did not reconnect")
+	}
+	// Connected closes only after the resync has returned.
+	if _, ok := h.q.Layer(k.Layers["render"]); !ok {
+		t.Fatal("work notified while disconnected not queued after the resync")
+	}
+	if n := metricValue(h.q.Metrics.Resyncs); n != 2 {
+		t.Errorf("queue resyncs = %v, want 2", n)
+	}
+}
+
+// A read that lands after dispatch read a layer's frames keeps the layer even
+// when dispatch then reports it drained: that read may have seen a retry.
+func TestDrainedIgnoredAfterNewerRead(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := testFarm(t, db)
+	h := startQueue(t, db, db.DSN)
+	ctx := context.Background()
+	k := launch(t, s, job("d"))
+	id := k.Layers["render"]
+	h.waitFor(t, "layer queued", h.queued(id))
+
+	l, _ := h.q.Layer(id)
+	if err := h.q.Frames(ctx, []*match.Layer{l}, 0); err != nil || len(l.Frames) != 3 {
+		t.Fatalf("frames %v, %v; want 3", l.Frames, err)
+	}
+	before := h.wakes.Load()
+	h.q.Requeue(id)
+	h.waitFor(t, "requeued layer read", func() bool { return h.wakes.Load() > before })
+	h.q.Drained(id)
+	if _, ok := h.q.Layer(id); !ok {
+		t.Fatal("Drained removed a layer read again after its frames were read")
+	}
+	if err := h.q.Frames(ctx, []*match.Layer{l}, 0); err != nil {
+		t.Fatal(err)
+	}
+	h.q.Drained(id)
+	if _, ok := h.q.Layer(id); ok {
+		t.Fatal("Drained after a fresh frames read left the layer queued")
+	}
+}
+
+// A paused job's layers leave the queue with the next read that covers them,
+// and a layer waiting for its start time wakes its cluster when it comes.
+func TestPausedJobLeavesAndStartAfterWakes(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := testFarm(t, db)
+	h := startQueue(t, db, db.DSN)
+	ctx := context.Background()
+	key := cluster.NewKeyer(nil, 16).OfTag(generalKey(t, db).Facility, "pool7")
+	woken := make(chan time.Time, 1)
+	h.q.OnWork(func(k cluster.Key) {
+		if k == key {
+			select {
+			case woken <- time.Now():
+			default:
+			}
+		}
+	})
+	start := time.Now().Add(300 * time.Millisecond)
+	k := launch(t, s, job("later",
+		seed.Layer{Name: "now", Frames: 1, Cores: 100, Mem: seed.GB},
+		seed.Layer{Name: "later", Frames: 1, Cores: 100, Mem: seed.GB, Tags: "pool7", StartAfter: start}))
+	h.waitFor(t, "both layers queued", func() bool { return h.q.Len() == 2 })
+	later, _ := h.q.Layer(k.Layers["later"])
+	if next, ok := h.q.NextStart(key); !ok || !next.Equal(later.StartAfter) {
+		t.Errorf("NextStart(%s) = %v, %v; want %v", key, next, ok, later.StartAfter)
+	}
+	select {
+	case at := <-woken:
+		if at.Before(later.StartAfter) {
+			t.Errorf("woken at %v, before the start time %v", at, later.StartAfter)
+		}
+	case <-time.After(deadline):
+		t.Fatal("start-after time came and the cluster was not woken")
+	}
+
+	if _, err := db.Pool.Exec(ctx, "UPDATE job SET b_paused = true WHERE pk_job = $1", k.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.q.Requeue(k.Layers["now"])
+	h.waitFor(t, "paused job's layers gone", func() bool { return h.q.Len() == 0 })
+}
+
+func TestPollModeFindsTheSameWork(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := testFarm(t, db)
+	q := cache.NewQueue(db.Pool, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { q.Poll(ctx, 20*time.Millisecond); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitQueue := func(what string, cond func() bool) {
+		t.Helper()
+		timeout := time.After(deadline)
+		for {
+			applied := q.Applied()
+			if cond() {
+				return
+			}
+			select {
+			case <-applied:
+			case <-timeout:
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+
+	k := launch(t, s, job("polled"))
+	waitQueue("the launched job found", func() bool { _, ok := q.Layer(k.Layers["render"]); return ok })
+	if _, err := db.Pool.Exec(ctx, "UPDATE job SET b_paused = true WHERE pk_job = $1", k.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitQueue("the paused job dropped", func() bool { return q.Len() == 0 })
+}
+
+func TestMalformedHintsAreCountedAndSkipped(t *testing.T) {
+	q := cache.NewQueue(nil, nil)
+	q.Metrics = cache.NewQueueMetrics(prometheus.NewRegistry())
+	for _, p := range []string{"", "job", "job:", "job:a,,b", "nope:abc", "job:a b", "show:" + strings.Repeat("x", 65)} {
+		q.Notify(p)
+	}
+	q.Notify("job:0b7a4b2e-1111-4c4c-9d9d-000000000001,0b7a4b2e-1111-4c4c-9d9d-000000000002")
+	if n := metricValue(q.Metrics.Malformed); n != 7 {
+		t.Errorf("malformed = %v, want 7", n)
+	}
+	if n := metricValue(q.Metrics.Payloads.WithLabelValues("job")); n != 1 {
+		t.Errorf("job hints = %v, want 1", n)
+	}
+}
+
+// The migration's down removes exactly what its up added.
+func TestWorkNotifyMigrationDownAndUp(t *testing.T) {
+	db := pgtest.NewDB(t)
+	ctx := context.Background()
+	count := func() (triggers, functions int) {
+		t.Helper()
+		if err := db.Pool.QueryRow(ctx, `SELECT
+				(SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'cuesched\_work\_%'),
+				(SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+				  WHERE n.nspname = 'cuesched' AND p.proname LIKE 'work\_%')`).Scan(&triggers, &functions); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	tr, fn := count()
+	if tr != 12 || fn != 9 {
+		t.Fatalf("after up: %d triggers, %d functions; want 12, 9", tr, fn)
+	}
+	for _, f := range []string{"down", "up"} {
+		sql, err := readMigration("0004_work_notify." + f + ".sql")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		tr, fn := count()
+		if f == "down" && (tr != 0 || fn != 0) {
+			t.Errorf("after down: %d triggers, %d functions left", tr, fn)
+		}
+		if f == "up" && (tr != 12 || fn != 9) {
+			t.Errorf("after up again: %d triggers, %d functions", tr, fn)
+		}
+	}
+}
+
+func readMigration(name string) (string, error) {
+	b, err := os.ReadFile(filepath.Join("..", "migrations", name))
+	return string(b), err
+}

@@ -1,0 +1,18 @@
+// Package cdc is cuesched's change data capture: it turns what the database
+// says about its own changes into typed events for package cache, and owns
+// the connections that carry them, their reconnects and the resyncs that
+// follow.
+//
+// Two feeds, each on a dedicated connection (never a pool, never a
+// transaction pooler):
+//
+//   - The logical replication consumer (pgoutput, a temporary slot and an
+//     exported snapshot) feeds hosts, usage and caps.
+//   - The Listener (listen.go) LISTENs for the coalesced hints cuesched's
+//     triggers send (migrations/0004: channel cuesched_work) and feeds the
+//     pending-layer queue.
+//
+// Notifications are hints, never the record: PostgreSQL drops those sent
+// while a listener is disconnected, so every (re)connect is followed by a
+// rebuild from a query (Listener.OnConnect).
+package cdc

@@ -1,0 +1,11 @@
+package cdc
+
+import (
+	"testing"
+
+	"github.com/cuesched/cuesched/internal/pgtest"
+)
+
+// TestMain is the package's only one: every test file of package cdc (the
+// listener's and the replication consumer's) shares its throwaway cluster.
+func TestMain(m *testing.M) { pgtest.Main(m) }

@@ -1,0 +1,22 @@
+DROP TRIGGER cuesched_work_alloc_tag ON alloc;
+DROP TRIGGER cuesched_work_alloc ON alloc;
+DROP TRIGGER cuesched_work_limit ON limit_record;
+DROP TRIGGER cuesched_work_folder ON folder_resource;
+DROP TRIGGER cuesched_work_subscription_new ON subscription;
+DROP TRIGGER cuesched_work_subscription_burst ON subscription;
+DROP TRIGGER cuesched_work_show ON show;
+DROP TRIGGER cuesched_work_job ON job;
+DROP TRIGGER cuesched_work_layer_limit ON layer_limit;
+DROP TRIGGER cuesched_work_layer_edit ON layer;
+DROP TRIGGER cuesched_work_job_resource ON job_resource;
+DROP TRIGGER cuesched_work_layer_waiting ON layer_stat;
+
+DROP FUNCTION cuesched.work_alloc();
+DROP FUNCTION cuesched.work_limit();
+DROP FUNCTION cuesched.work_folder();
+DROP FUNCTION cuesched.work_subscription();
+DROP FUNCTION cuesched.work_show();
+DROP FUNCTION cuesched.work_job();
+DROP FUNCTION cuesched.work_layer_limit();
+DROP FUNCTION cuesched.work_job_row();
+DROP FUNCTION cuesched.work_notify(text, text[]);
