@@ -1,0 +1,459 @@
+package dispatch
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cuesched/cuesched/cluster"
+	"github.com/cuesched/cuesched/internal/metrics"
+	"github.com/cuesched/cuesched/match"
+)
+
+// Defaults of BookerConfig.
+const (
+	DefaultBatchMin = 1
+	DefaultBatchMax = 500
+)
+
+// Cluster is the cluster a batch books in.
+type Cluster struct {
+	ID  int32       // the cluster's number: the second int of its booking lock
+	Key cluster.Key // for logs
+}
+
+// BookerConfig configures a Booker. Zero fields take defaults.
+type BookerConfig struct {
+	Pool *pgxpool.Pool
+	// Fence proves ownership of the cluster in every booking transaction;
+	// nil: SingleOwner.
+	Fence Fence
+	// BatchMin and BatchMax bound the adaptive batch size (config BatchMin,
+	// BatchMax).
+	BatchMin, BatchMax int
+	// DryRun books in the database and launches nothing: outbox rows are
+	// written as 'dry' and nothing is handed to Launcher.
+	DryRun bool
+	// Launcher receives every commit's bookings; nil: the caller launches.
+	Launcher *Launcher
+	// HostAllowed, when set, drops placements on hosts it refuses (an RQD
+	// breaker that is open: RQDClient.Allowed).
+	HostAllowed func(hostName string) bool
+	Metrics     *Metrics           // nil: unregistered metrics
+	Scheduler   *metrics.Scheduler // OpenCue-named metrics; nil: not counted
+	Logger      *slog.Logger       // nil: slog.Default()
+}
+
+// Booker commits placements: one guarded transaction per batch of one
+// cluster (DESIGN.md, "What a booking writes"). It is safe for concurrent
+// use by several goroutines booking different clusters (or the same one: the
+// cluster's advisory lock lets one in and turns the others away as busy).
+type Booker struct {
+	cfg   BookerConfig
+	pool  *pgxpool.Pool
+	fence Fence
+	sizer *sizer
+	m     *Metrics
+	log   *slog.Logger
+
+	// hookBeforeWrite, set by tests, runs inside the transaction between the
+	// re-check and the writes: it stands in for a writer that slipped past
+	// the locks, so that a guard trigger raises.
+	hookBeforeWrite func(ctx context.Context, tx pgx.Tx, attempt int) error
+}
+
+// NewBooker returns a Booker.
+func NewBooker(cfg BookerConfig) *Booker {
+	if cfg.BatchMin <= 0 {
+		cfg.BatchMin = DefaultBatchMin
+	}
+	if cfg.BatchMax <= 0 {
+		cfg.BatchMax = DefaultBatchMax
+	}
+	b := &Booker{cfg: cfg, pool: cfg.Pool, fence: cfg.Fence, sizer: newSizer(cfg.BatchMin, cfg.BatchMax),
+		m: cfg.Metrics, log: cfg.Logger}
+	if b.fence == nil {
+		b.fence = SingleOwner{}
+	}
+	if b.m == nil {
+		b.m = NewMetrics(nil)
+	}
+	if b.log == nil {
+		b.log = slog.Default()
+	}
+	return b
+}
+
+// BatchSize is how many placements the next transaction of the cluster
+// takes; Book splits longer lists, so a caller may plan this many at a time.
+func (b *Booker) BatchSize(clusterID int32) int { return b.sizer.size(clusterID) }
+
+// Booking is a committed placement.
+type Booking struct {
+	match.Placement
+	ProcID    string // proc.pk_proc, RQD's resource_id
+	ClusterID int32
+	HostName  string // host.str_name as locked (where RQD is reached)
+	// Version is frame.int_version after the booking; releasing the booking
+	// is guarded by it.
+	Version    int32
+	ShowName   string
+	EligibleAt time.Time // the later of frame.ts_eligible and ts_stopped; zero when both are NULL
+	CommitAt   time.Time // when the booking's COMMIT returned
+}
+
+// DropReason says why the booking's re-check dropped a placement. The values
+// are metric labels.
+type DropReason string
+
+// Why placements are dropped.
+const (
+	DropBadPlacement   DropReason = "bad-placement"   // malformed: no layer, no cores, a frame of another layer
+	DropDuplicate      DropReason = "duplicate"       // the same frame placed twice in one call
+	DropFrameGone      DropReason = "frame-gone"      // the frame (or its job's resource row) no longer exists
+	DropFrameChanged   DropReason = "frame-changed"   // not WAITING at the version matching read
+	DropStartAfter     DropReason = "start-after"     // layer.ts_start_after lies in the future
+	DropShowUnmanaged  DropReason = "show-unmanaged"  // the show is not scheduler-managed or not active
+	DropJobNotPending  DropReason = "job-not-pending" // the job is not PENDING
+	DropJobPaused      DropReason = "job-paused"
+	DropJobMoved       DropReason = "job-moved"   // the job's show, folder or department is not the one matched
+	DropHostGone       DropReason = "host-gone"   // the host no longer exists
+	DropHostLocked     DropReason = "host-locked" // not OPEN
+	DropHostDown       DropReason = "host-down"   // host_stat.str_state not UP
+	DropHostMoved      DropReason = "host-moved"  // the host's allocation is not the one matched
+	DropHostBreaker    DropReason = "host-breaker"
+	DropHostCapacity   DropReason = "host-capacity" // the host's idle resources no longer cover it
+	DropNoSubscription DropReason = "no-subscription"
+	DropBurst          DropReason = "burst"      // the subscription's burst
+	DropJobCap         DropReason = "job-cap"    // job_resource max cores or GPUs
+	DropFolderCap      DropReason = "folder-cap" // folder_resource max cores or GPUs
+	DropLimit          DropReason = "limit"      // a limit record's maximum of running frames
+	DropGuard          DropReason = "guard"      // the transaction lost to a guard twice; try again later
+)
+
+// Drop is a placement the booking did not commit, and why. The caller gives
+// its capacity back and requeues its frame.
+type Drop struct {
+	Placement match.Placement
+	Reason    DropReason
+	Detail    string
+}
+
+// BatchResult is what one Book call did.
+type BatchResult struct {
+	Booked  []Booking
+	Dropped []Drop
+	// Busy: another transaction was booking the cluster; Deferred holds the
+	// placements not tried. Retry them later (the cluster's lock is never
+	// waited on).
+	Busy     bool
+	Deferred []match.Placement
+	// LSN is pg_current_wal_lsn() read right after the last commit: hold
+	// the booked capacity as checked out until the replication stream has
+	// passed it. Zero when nothing was committed.
+	LSN pglogrepl.LSN
+}
+
+// Book commits placements of one cluster in transactions of at most
+// BatchSize placements each, in the order given (earlier placements win a
+// host or a cap the later ones also want). A placement that no longer fits
+// the locked rows is dropped with its reason; nothing is waited on but the
+// rows themselves. On an error, what was committed before it is in the
+// result and the rest is in Deferred.
+func (b *Booker) Book(ctx context.Context, c Cluster, placements []match.Placement) (BatchResult, error) {
+	var res BatchResult
+	ps := make([]match.Placement, 0, len(placements))
+	seen := make(map[string]bool, len(placements))
+	for _, p := range placements {
+		if seen[p.Frame.ID] {
+			res.drop(b.m, p, DropDuplicate, "frame placed twice")
+			continue
+		}
+		seen[p.Frame.ID] = true
+		ps = append(ps, p)
+	}
+	for len(ps) > 0 {
+		n := min(len(ps), b.sizer.size(c.ID))
+		busy, err := b.bookBatch(ctx, c, ps[:n], &res)
+		if err != nil {
+			res.Deferred = append(res.Deferred, ps...)
+			return res, err
+		}
+		if busy {
+			res.Busy = true
+			res.Deferred = append(res.Deferred, ps...)
+			break
+		}
+		ps = ps[n:]
+	}
+	return res, nil
+}
+
+func (r *BatchResult) drop(m *Metrics, p match.Placement, reason DropReason, detail string) {
+	r.Dropped = append(r.Dropped, Drop{Placement: p, Reason: reason, Detail: detail})
+	m.Drops.WithLabelValues(string(reason)).Inc()
+}
+
+// bookBatch runs one batch's transaction, and once more from fresh values
+// if a guard or a lock conflict rolled it back.
+func (b *Booker) bookBatch(ctx context.Context, c Cluster, ps []match.Placement, res *BatchResult) (busy bool, _ error) {
+	for attempt := 1; ; attempt++ {
+		start := time.Now()
+		a, err := b.attempt(ctx, c, ps, attempt)
+		if err != nil {
+			return false, fmt.Errorf("book %d placements in cluster %d (%s): %w", len(ps), c.ID, c.Key, err)
+		}
+		switch {
+		case a.busy:
+			b.m.Busy.Inc()
+			b.sizer.contended(c.ID)
+			return true, nil
+		case a.lost != "":
+			b.m.GuardLosses.WithLabelValues(a.lost).Inc()
+			b.sizer.contended(c.ID)
+			b.log.Warn("booking transaction rolled back", "cluster", c.ID, "key", c.Key, "reason", a.lost,
+				"attempt", attempt, "placements", len(ps), "err", a.lostErr)
+			if attempt < 2 {
+				continue
+			}
+			for _, p := range ps {
+				res.drop(b.m, p, DropGuard, a.lost)
+			}
+			return false, nil
+		}
+		b.m.BatchSize.Observe(float64(len(ps)))
+		b.m.BatchDuration.Observe(time.Since(start).Seconds())
+		for _, d := range a.dropped {
+			res.drop(b.m, d.Placement, d.Reason, d.Detail)
+		}
+		if len(a.booked) > 0 {
+			res.Booked = append(res.Booked, a.booked...)
+			res.LSN = max(res.LSN, a.lsn)
+			b.afterCommit(a.booked)
+		}
+		b.sizer.committed(c.ID, len(ps))
+		return false, nil
+	}
+}
+
+// afterCommit counts the bookings and hands them to the launcher.
+func (b *Booker) afterCommit(bs []Booking) {
+	if s := b.cfg.Scheduler; s != nil {
+		perShow := map[string]int{}
+		for _, bk := range bs {
+			perShow[bk.ShowName]++
+			if !bk.EligibleAt.IsZero() {
+				s.TimeToBook.Observe(max(0, bk.CommitAt.Sub(bk.EligibleAt).Seconds()))
+			}
+		}
+		for show, n := range perShow {
+			s.FramesDispatched.WithLabelValues(show).Add(float64(n))
+		}
+	}
+	if b.cfg.Launcher != nil && !b.cfg.DryRun {
+		b.cfg.Launcher.Submit(bs)
+	}
+}
+
+// attemptResult is one transaction's outcome. Exactly one of busy, lost (a
+// rollback to retry) or a commit (booked, dropped, lsn) holds.
+type attemptResult struct {
+	busy    bool
+	lost    string // guard, deadlock, serialization, lock-timeout, mismatch
+	lostErr error
+	booked  []Booking
+	dropped []Drop
+	lsn     pglogrepl.LSN
+}
+
+// txTimeout bounds one booking transaction: its locks are held by rows
+// that only short transactions hold, so a longer wait means trouble.
+const txTimeout = 30 * time.Second
+
+// errMismatch: a write touched other rows than the re-check promised.
+var errMismatch = errors.New("write touched other rows than the re-check promised")
+
+// lossReason classifies an error that rolls a booking back and is worth one
+// retry from fresh values; "" for any other error.
+func lossReason(err error) string {
+	if errors.Is(err, errMismatch) {
+		return "mismatch"
+	}
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return ""
+	}
+	switch pe.Code {
+	case "P0001": // raise_exception: Cuebot's guard triggers
+		return "guard"
+	case "40P01":
+		return "deadlock"
+	case "40001":
+		return "serialization"
+	case "55P03":
+		return "lock-timeout"
+	}
+	return ""
+}
+
+// attempt is one booking transaction: five round trips (begin with the
+// cluster lock and the fence; the row locks and re-check reads; the writes;
+// commit; the commit's WAL position).
+func (b *Booker) attempt(ctx context.Context, c Cluster, ps []match.Placement, attempt int) (attemptResult, error) {
+	var res attemptResult
+	ctx, cancel := context.WithTimeout(ctx, txTimeout)
+	defer cancel()
+	conn, err := b.pool.Acquire(ctx)
+	if err != nil {
+		return res, fmt.Errorf("acquire connection: %w", err)
+	}
+	defer conn.Release()
+
+	var locked bool
+	bt := &pgx.Batch{}
+	bt.BeginTx(pgx.TxOptions{})
+	bt.Queue(`SELECT pg_try_advisory_xact_lock($1, $2)`, cluster.BookingLock, c.ID).QueryRow(func(r pgx.Row) error {
+		return r.Scan(&locked)
+	})
+	b.fence.Queue(bt, c.ID)
+	br := conn.SendBatch(ctx, bt)
+	tx := br.Tx()
+	defer rollback(ctx, tx)
+	if err := br.Close(); err != nil {
+		return res, fmt.Errorf("begin: %w", err)
+	}
+	if !locked {
+		res.busy = true
+		return res, nil
+	}
+
+	st, err := lockAndRead(ctx, tx, ps)
+	if err != nil {
+		if r := lossReason(err); r != "" {
+			res.lost, res.lostErr = r, err
+			return res, nil
+		}
+		return res, err
+	}
+	kept, dropped := recheck(ps, st, b.cfg.HostAllowed)
+	res.dropped = dropped
+	if len(kept) == 0 {
+		return res, nil // nothing to write; the deferred rollback lets the locks go
+	}
+	if h := b.hookBeforeWrite; h != nil {
+		if err := h(ctx, tx, attempt); err != nil {
+			return res, err
+		}
+	}
+	if err := b.write(ctx, tx, c, kept); err != nil {
+		if r := lossReason(err); r != "" {
+			res.lost, res.lostErr = r, err
+			res.dropped = nil
+			return res, nil
+		}
+		return res, err
+	}
+	var q rowQuerier = conn
+	if err := tx.Commit(ctx); err != nil {
+		if err := b.commitOutcome(ctx, err, kept); err != nil {
+			return res, err
+		}
+		q = b.pool // it committed; its connection is gone
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+	}
+	commitAt := time.Now()
+	var lsn string
+	if err := q.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
+		return res, fmt.Errorf("read commit position: %w", err)
+	}
+	if res.lsn, err = pglogrepl.ParseLSN(lsn); err != nil {
+		return res, fmt.Errorf("read commit position %q: %w", lsn, err)
+	}
+	res.booked = make([]Booking, len(kept))
+	for i, k := range kept {
+		res.booked[i] = Booking{Placement: k.p, ProcID: k.procID, ClusterID: c.ID, HostName: k.hostName,
+			Version: k.version + 1, ShowName: k.showName, EligibleAt: k.eligible, CommitAt: commitAt}
+	}
+	return res, nil
+}
+
+// ErrCommitUnknown: the connection failed during COMMIT and it could not be
+// told whether the batch committed. If it did, its outbox rows wait for
+// Launcher.Resolve: resolve the cluster before booking it again.
+var ErrCommitUnknown = errors.New("booking commit outcome unknown")
+
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// commitOutcome tells what a failed COMMIT did: nil when the batch committed
+// after all. A COMMIT the server answered with an error rolled back; one cut
+// off by a broken connection may have committed, so the outbox (written in
+// the same transaction) is asked on a fresh connection.
+func (b *Booker) commitOutcome(ctx context.Context, err error, kept []keptPlacement) error {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("commit: %w", err)
+	}
+	ids := make([]string, len(kept))
+	for i, k := range kept {
+		ids[i] = k.procID
+	}
+	// The booking's own deadline may be what cut the COMMIT off.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var n int
+	if qerr := b.pool.QueryRow(ctx, `SELECT count(*) FROM cuesched.launch_outbox WHERE proc_id = ANY($1)`, ids).Scan(&n); qerr != nil {
+		return fmt.Errorf("commit: %w (%w: %v)", err, ErrCommitUnknown, qerr)
+	}
+	if n == 0 {
+		return fmt.Errorf("commit: %w (the batch did not commit)", err)
+	}
+	b.log.Warn("booking commit failed on the connection but committed", "bookings", len(kept), "err", err)
+	return nil
+}
+
+// rollback ends a transaction that did not commit. It must run even when
+// ctx has ended, or the connection would go back to the pool mid-transaction.
+func rollback(ctx context.Context, tx pgx.Tx) {
+	if tx == nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	// ErrTxClosed after a commit; any other failure closes the connection.
+	_ = tx.Rollback(rctx)
+}
+
+// newUUID returns a random (version 4) UUID in its text form: the key of a
+// new proc, chosen before the INSERT so that the outbox row and the result
+// need no RETURNING.
+func newUUID() string {
+	var u [16]byte
+	_, _ = rand.Read(u[:]) // crypto/rand.Read never fails
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+}
+
+// sortedUnique returns the distinct non-empty values of keys, sorted.
+func sortedUnique(keys []string) []string {
+	out := slices.Clone(keys)
+	slices.Sort(out)
+	out = slices.Compact(out)
+	if len(out) > 0 && out[0] == "" {
+		out = out[1:]
+	}
+	return out
+}

@@ -1,0 +1,323 @@
+package dispatch
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/cuesched/cuesched/match"
+)
+
+// The booking's lock-and-read statements, sent in one pipeline in the lock
+// order of DESIGN.md (host, layer_stat, job_stat, frame, then the counters:
+// subscription, layer_resource, job_resource, folder_resource, point), each
+// table's rows in key order, then limit_record, which only bookings lock
+// (after everything else, so no cycle forms with anyone). PostgreSQL locks
+// the rows of a `SELECT ... ORDER BY ... FOR UPDATE` in the sorted order.
+const (
+	sqlLockHosts = `
+		SELECT h.pk_host, h.str_name, h.pk_alloc, h.str_lock_state, coalesce(hs.str_state, ''),
+		       h.int_cores_idle, h.int_mem_idle, h.int_gpus_idle, h.int_gpu_mem_idle
+		  FROM host h LEFT JOIN host_stat hs ON hs.pk_host = h.pk_host
+		 WHERE h.pk_host = ANY($1)
+		 ORDER BY h.pk_host FOR UPDATE OF h`
+	sqlLockLayerStats = `SELECT 1 FROM layer_stat WHERE pk_layer = ANY($1) ORDER BY pk_layer_stat FOR UPDATE`
+	sqlLockJobStats   = `SELECT 1 FROM job_stat WHERE pk_job = ANY($1) ORDER BY pk_job_stat FOR UPDATE`
+	sqlLockFrames     = `
+		SELECT f.pk_frame, f.pk_layer, f.pk_job, f.str_state, f.int_version, greatest(f.ts_eligible, f.ts_stopped),
+		       l.ts_start_after IS NULL OR l.ts_start_after <= current_timestamp,
+		       j.str_state, j.b_paused, s.b_scheduler_managed AND s.b_active, j.pk_show, s.str_name,
+		       j.pk_folder, j.pk_dept
+		  FROM frame f
+		  JOIN layer l ON l.pk_layer = f.pk_layer
+		  JOIN job j ON j.pk_job = f.pk_job
+		  JOIN show s ON s.pk_show = j.pk_show
+		 WHERE f.pk_frame = ANY($1)
+		 ORDER BY f.pk_frame FOR UPDATE OF f`
+	sqlLockSubscriptions = `
+		SELECT s.pk_show, s.pk_alloc, s.int_cores, s.int_burst
+		  FROM subscription s JOIN unnest($1::text[], $2::text[]) k(show, alloc) ON s.pk_show = k.show AND s.pk_alloc = k.alloc
+		 ORDER BY s.pk_subscription FOR UPDATE OF s`
+	sqlLockLayerResources = `SELECT 1 FROM layer_resource WHERE pk_layer = ANY($1) ORDER BY pk_layer_resource FOR UPDATE`
+	sqlLockJobResources   = `
+		SELECT pk_job, int_cores, int_max_cores, int_gpus, int_max_gpus
+		  FROM job_resource WHERE pk_job = ANY($1) ORDER BY pk_job_resource FOR UPDATE`
+	sqlLockFolderResources = `
+		SELECT pk_folder, int_cores, int_max_cores, int_gpus, int_max_gpus
+		  FROM folder_resource WHERE pk_folder = ANY($1) ORDER BY pk_folder_resource FOR UPDATE`
+	sqlLockPoints = `
+		SELECT 1 FROM point p JOIN unnest($1::text[], $2::text[]) k(show, dept) ON p.pk_show = k.show AND p.pk_dept = k.dept
+		 ORDER BY p.pk_point FOR UPDATE OF p`
+	sqlLockLimits = `
+		SELECT 1 FROM limit_record
+		 WHERE pk_limit_record IN (SELECT pk_limit_record FROM layer_limit WHERE pk_layer = ANY($1))
+		 ORDER BY pk_limit_record FOR UPDATE`
+	// A separate statement after the limit locks, so that its snapshot sees
+	// every booking that held them before us. A NULL maximum lets nothing
+	// run, as Cuebot's comparison with it fails.
+	sqlReadLimits = `
+		SELECT ll.pk_layer, lr.pk_limit_record, coalesce(lr.int_max_value, 0),
+		       (SELECT coalesce(sum(ls.int_running_count), 0)::bigint
+		          FROM layer_limit l2 JOIN layer_stat ls ON ls.pk_layer = l2.pk_layer
+		         WHERE l2.pk_limit_record = lr.pk_limit_record)
+		  FROM layer_limit ll JOIN limit_record lr ON lr.pk_limit_record = ll.pk_limit_record
+		 WHERE ll.pk_layer = ANY($1)`
+)
+
+// lockAndRead locks the batch's rows in the lock order and reads what the
+// re-check needs, in one round trip.
+func lockAndRead(ctx context.Context, tx pgx.Tx, ps []match.Placement) (*lockedState, error) {
+	var hosts, layers, jobs, frames, folders []string
+	var subShows, subAllocs, ptShows, ptDepts []string
+	subSeen, ptSeen := map[showAlloc]bool{}, map[showDept]bool{}
+	for _, p := range ps {
+		if p.Layer == nil {
+			continue
+		}
+		l := p.Layer
+		hosts, layers, jobs = append(hosts, p.Host.ID), append(layers, l.ID), append(jobs, l.JobID)
+		frames, folders = append(frames, p.Frame.ID), append(folders, l.FolderID)
+		if k := (showAlloc{l.ShowID, p.Host.Alloc}); !subSeen[k] {
+			subSeen[k] = true
+			subShows, subAllocs = append(subShows, k.show), append(subAllocs, k.alloc)
+		}
+		if k := (showDept{l.ShowID, l.DeptID}); !ptSeen[k] {
+			ptSeen[k] = true
+			ptShows, ptDepts = append(ptShows, k.show), append(ptDepts, k.dept)
+		}
+	}
+	hosts, layers, jobs = sortedUnique(hosts), sortedUnique(layers), sortedUnique(jobs)
+	frames, folders = sortedUnique(frames), sortedUnique(folders)
+
+	st := newLockedState()
+	b := &pgx.Batch{}
+	b.Queue(sqlLockHosts, hosts).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var id string
+			var h lockedHost
+			if err := rows.Scan(&id, &h.name, &h.alloc, &h.lock, &h.state,
+				&h.idle.Cores, &h.idle.Mem, &h.idle.GPUs, &h.idle.GPUMem); err != nil {
+				return fmt.Errorf("lock hosts: %w", err)
+			}
+			st.hosts[id] = h
+		}
+		return rows.Err()
+	})
+	b.Queue(sqlLockLayerStats, layers)
+	b.Queue(sqlLockJobStats, jobs)
+	b.Queue(sqlLockFrames, frames).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var id string
+			var f lockedFrame
+			var eligible *time.Time
+			if err := rows.Scan(&id, &f.layer, &f.job, &f.state, &f.version, &eligible, &f.startOK,
+				&f.jobState, &f.paused, &f.showOK, &f.show, &f.showName, &f.folder, &f.dept); err != nil {
+				return fmt.Errorf("lock frames: %w", err)
+			}
+			if eligible != nil {
+				f.eligible = *eligible
+			}
+			st.frames[id] = f
+		}
+		return rows.Err()
+	})
+	b.Queue(sqlLockSubscriptions, subShows, subAllocs).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var k showAlloc
+			var s subRow
+			if err := rows.Scan(&k.show, &k.alloc, &s.cores, &s.burst); err != nil {
+				return fmt.Errorf("lock subscriptions: %w", err)
+			}
+			st.subs[k] = s
+		}
+		return rows.Err()
+	})
+	b.Queue(sqlLockLayerResources, layers)
+	capRows := func(what string, into map[string]capRow) func(pgx.Rows) error {
+		return func(rows pgx.Rows) error {
+			for rows.Next() {
+				var id string
+				var c capRow
+				if err := rows.Scan(&id, &c.cores, &c.maxCores, &c.gpus, &c.maxGPUs); err != nil {
+					return fmt.Errorf("lock %s: %w", what, err)
+				}
+				into[id] = c
+			}
+			return rows.Err()
+		}
+	}
+	b.Queue(sqlLockJobResources, jobs).Query(capRows("job_resource", st.jobs))
+	b.Queue(sqlLockFolderResources, folders).Query(capRows("folder_resource", st.folders))
+	b.Queue(sqlLockPoints, ptShows, ptDepts)
+	b.Queue(sqlLockLimits, layers)
+	b.Queue(sqlReadLimits, layers).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var layer, limit string
+			var l limitRow
+			if err := rows.Scan(&layer, &limit, &l.max, &l.running); err != nil {
+				return fmt.Errorf("read limits: %w", err)
+			}
+			st.limits[limit] = l
+			st.layerLimits[layer] = append(st.layerLimits[layer], limit)
+		}
+		return rows.Err()
+	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("lock rows: %w", err)
+	}
+	return st, nil
+}
+
+// The booking's writes (DESIGN.md, "What a booking writes"), each one
+// set-based statement over arrays, in the lock order. Every row they touch is
+// locked already, so none of them waits, and the guard triggers find exactly
+// what the re-check checked.
+const (
+	sqlStartFrames = `
+		UPDATE frame f
+		   SET str_state = 'RUNNING', str_host = b.host_name, int_cores = b.cores, int_mem_reserved = b.mem,
+		       int_gpus = b.gpus, int_gpu_mem_reserved = b.gpu_mem, ts_started = current_timestamp,
+		       ts_updated = current_timestamp, ts_stopped = NULL, int_version = f.int_version + 1,
+		       int_retries = CASE WHEN f.int_exit_status IN (-1, 256, 286, 299, 301, 302, 399) THEN f.int_retries
+		                          ELSE f.int_retries + 1 END
+		  FROM unnest($1::text[], $2::int4[], $3::text[], $4::int4[], $5::int8[], $6::int4[], $7::int8[])
+		       AS b(frame, version, host_name, cores, mem, gpus, gpu_mem)
+		 WHERE f.pk_frame = b.frame AND f.str_state = 'WAITING' AND f.int_version = b.version
+		   AND NOT EXISTS (SELECT FROM layer l WHERE l.pk_layer = f.pk_layer AND l.ts_start_after > current_timestamp)`
+	sqlInsertProcs = `
+		INSERT INTO proc (pk_proc, pk_host, pk_show, pk_layer, pk_job, pk_frame, int_cores_reserved, int_mem_reserved,
+		                  int_mem_pre_reserved, int_gpus_reserved, int_gpu_mem_reserved, int_gpu_mem_pre_reserved,
+		                  int_mem_used, b_local)
+		SELECT b.proc, b.host, b.show, b.layer, b.job, b.frame, b.cores, b.mem, b.mem, b.gpus, b.gpu_mem, b.gpu_mem,
+		       262144, false
+		  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::int8[],
+		              $9::int4[], $10::int8[]) AS b(proc, host, show, layer, job, frame, cores, mem, gpus, gpu_mem)
+		ON CONFLICT (pk_frame) DO NOTHING`
+	sqlTakeHosts = `
+		UPDATE host h
+		   SET int_cores_idle = h.int_cores_idle - b.cores, int_mem_idle = h.int_mem_idle - b.mem,
+		       int_gpus_idle = h.int_gpus_idle - b.gpus, int_gpu_mem_idle = h.int_gpu_mem_idle - b.gpu_mem
+		  FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) AS b(host, cores, mem, gpus, gpu_mem)
+		 WHERE h.pk_host = b.host`
+	sqlRaiseSubscriptions = `
+		UPDATE subscription s SET int_cores = s.int_cores + b.cores, int_gpus = s.int_gpus + b.gpus
+		  FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS b(show, alloc, cores, gpus)
+		 WHERE s.pk_show = b.show AND s.pk_alloc = b.alloc`
+	sqlRaiseLayers = `
+		UPDATE layer_resource r SET int_cores = r.int_cores + b.cores, int_gpus = r.int_gpus + b.gpus
+		  FROM unnest($1::text[], $2::int8[], $3::int8[]) AS b(id, cores, gpus) WHERE r.pk_layer = b.id`
+	sqlRaiseJobs = `
+		UPDATE job_resource r SET int_cores = r.int_cores + b.cores, int_gpus = r.int_gpus + b.gpus
+		  FROM unnest($1::text[], $2::int8[], $3::int8[]) AS b(id, cores, gpus) WHERE r.pk_job = b.id`
+	sqlRaiseFolders = `
+		UPDATE folder_resource r SET int_cores = r.int_cores + b.cores, int_gpus = r.int_gpus + b.gpus
+		  FROM unnest($1::text[], $2::int8[], $3::int8[]) AS b(id, cores, gpus) WHERE r.pk_folder = b.id`
+	sqlRaisePoints = `
+		UPDATE point p SET int_cores = p.int_cores + b.cores, int_gpus = p.int_gpus + b.gpus
+		  FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS b(show, dept, cores, gpus)
+		 WHERE p.pk_show = b.show AND p.pk_dept = b.dept`
+	sqlInsertOutbox = `
+		INSERT INTO cuesched.launch_outbox (proc_id, frame_id, frame_version, host_id, host_name, cluster_id, state)
+		SELECT b.proc, b.frame, b.version, b.host, b.host_name, $6, $7
+		  FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[]) AS b(proc, frame, version, host, host_name)`
+)
+
+// sums adds cores and GPUs (the counters) or whole reservations (hosts) per
+// key, and lists the keys in order.
+type sums[K comparable] struct {
+	keys []K
+	by   map[K]match.Resources
+}
+
+func (s *sums[K]) add(k K, r match.Resources) {
+	if s.by == nil {
+		s.by = map[K]match.Resources{}
+	}
+	if _, ok := s.by[k]; !ok {
+		s.keys = append(s.keys, k)
+	}
+	s.by[k] = s.by[k].Add(r)
+}
+
+func (s *sums[K]) columns() (cores, mem, gpus, gpuMem []int64) {
+	for _, k := range s.keys {
+		r := s.by[k]
+		cores, mem, gpus, gpuMem = append(cores, r.Cores), append(mem, r.Mem), append(gpus, r.GPUs), append(gpuMem, r.GPUMem)
+	}
+	return
+}
+
+// write issues the booking's write set for the kept placements in one round
+// trip and checks that every statement touched the rows the re-check
+// promised.
+func (b *Booker) write(ctx context.Context, tx pgx.Tx, c Cluster, kept []keptPlacement) error {
+	n := len(kept)
+	frames, hostNames, procs, hostIDs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	shows, layerIDs, jobIDs := make([]string, n), make([]string, n), make([]string, n)
+	versions, nextVersions := make([]int32, n), make([]int32, n)
+	cores32, gpus32 := make([]int32, n), make([]int32, n) // frame.int_cores and int_gpus are integer
+	cores, mem, gpuMem := make([]int64, n), make([]int64, n), make([]int64, n)
+	var hosts, layers, jobs, folders sums[string]
+	var subs sums[showAlloc]
+	var points sums[showDept]
+	for i, k := range kept {
+		p, l, sz := k.p, k.p.Layer, k.p.Size
+		frames[i], hostNames[i], procs[i], hostIDs[i] = p.Frame.ID, k.hostName, k.procID, p.Host.ID
+		shows[i], layerIDs[i], jobIDs[i] = l.ShowID, l.ID, l.JobID
+		versions[i], nextVersions[i] = k.version, k.version+1
+		cores32[i], gpus32[i] = int32(sz.Cores), int32(sz.GPUs) // range checked by recheck
+		cores[i], mem[i], gpuMem[i] = sz.Cores, sz.Mem, sz.GPUMem
+		counted := match.Resources{Cores: sz.Cores, GPUs: sz.GPUs} // what the counters hold
+		hosts.add(p.Host.ID, sz)
+		subs.add(showAlloc{l.ShowID, k.alloc}, counted)
+		layers.add(l.ID, counted)
+		jobs.add(l.JobID, counted)
+		folders.add(l.FolderID, counted)
+		points.add(showDept{l.ShowID, l.DeptID}, counted)
+	}
+	state := "pending"
+	if b.cfg.DryRun {
+		state = "dry"
+	}
+
+	bt := &pgx.Batch{}
+	expect := func(what string, want int) func(pgconn.CommandTag) error {
+		return func(ct pgconn.CommandTag) error {
+			if got := int(ct.RowsAffected()); got != want {
+				return fmt.Errorf("%s: %d rows, expected %d: %w", what, got, want, errMismatch)
+			}
+			return nil
+		}
+	}
+	bt.Queue(sqlStartFrames, frames, versions, hostNames, cores32, mem, gpus32, gpuMem).Exec(expect("start frames", n))
+	bt.Queue(sqlInsertProcs, procs, hostIDs, shows, layerIDs, jobIDs, frames, cores, mem, gpus32, gpuMem).
+		Exec(expect("insert procs", n))
+	hc, hm, hg, hgm := hosts.columns()
+	bt.Queue(sqlTakeHosts, hosts.keys, hc, hm, hg, hgm).Exec(expect("take host resources", len(hosts.keys)))
+	subShows, subAllocs := make([]string, len(subs.keys)), make([]string, len(subs.keys))
+	for i, k := range subs.keys {
+		subShows[i], subAllocs[i] = k.show, k.alloc
+	}
+	sc, _, sg, _ := subs.columns()
+	bt.Queue(sqlRaiseSubscriptions, subShows, subAllocs, sc, sg).Exec(expect("raise subscriptions", len(subs.keys)))
+	lc, _, lg, _ := layers.columns()
+	bt.Queue(sqlRaiseLayers, layers.keys, lc, lg)
+	jc, _, jg, _ := jobs.columns()
+	bt.Queue(sqlRaiseJobs, jobs.keys, jc, jg).Exec(expect("raise jobs", len(jobs.keys)))
+	fc, _, fg, _ := folders.columns()
+	bt.Queue(sqlRaiseFolders, folders.keys, fc, fg)
+	ptShows, ptDepts := make([]string, len(points.keys)), make([]string, len(points.keys))
+	for i, k := range points.keys {
+		ptShows[i], ptDepts[i] = k.show, k.dept
+	}
+	pc, _, pg, _ := points.columns()
+	bt.Queue(sqlRaisePoints, ptShows, ptDepts, pc, pg)
+	bt.Queue(sqlInsertOutbox, procs, frames, nextVersions, hostIDs, hostNames, c.ID, state).Exec(expect("write outbox", n))
+	if err := tx.SendBatch(ctx, bt).Close(); err != nil {
+		return fmt.Errorf("write bookings: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,491 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Defaults of LauncherConfig.
+const (
+	DefaultLaunchWorkers = 64
+	DefaultKillRetry     = 2 * time.Second
+	DefaultKillGiveUp    = 2 * time.Minute
+	specChunk            = 1000 // bookings whose launch fields one query reads
+	dbTimeout            = 30 * time.Second
+)
+
+// LauncherConfig configures a Launcher. Zero fields take defaults.
+type LauncherConfig struct {
+	Pool *pgxpool.Pool
+	RQD  *RQDClient // may be nil only with DryRun
+	// Workers is how many launches run at once (config LaunchWorkers).
+	Workers int
+	// DryRun launches nothing: Resolve leaves pending rows alone.
+	DryRun bool
+	// KillRetry is the pause between kills of a frame whose launch got no
+	// verdict; KillGiveUp is how long such a host may stay unreachable
+	// before the booking is released anyway.
+	KillRetry, KillGiveUp time.Duration
+	Metrics               *Metrics     // nil: unregistered metrics
+	Logger                *slog.Logger // nil: slog.Default()
+	// OnSettled is called once for every booking the launcher finishes with,
+	// after its outcome is in the database. It must not block. A released
+	// booking's frame is WAITING again: requeue its layer.
+	OnSettled func(Settled)
+}
+
+// SettledResult is how a booking ended for the launcher.
+type SettledResult string
+
+const (
+	// SettledLaunched: RQD runs the frame (it accepted it, or said it already ran
+	// it). The outbox row stays until Cuebot deletes the proc.
+	SettledLaunched SettledResult = "launched"
+	// SettledReleased: the launch failed for certain (or the frame was killed
+	// first); the booking was undone and the frame is WAITING again.
+	SettledReleased SettledResult = "released"
+	// SettledGone: the proc no longer holds the frame (Cuebot released it, or the
+	// booking was already undone): there is nothing to launch or release.
+	SettledGone SettledResult = "gone"
+)
+
+// Settled is one booking's outcome.
+type Settled struct {
+	Result SettledResult
+	// Reason, for Released: refused, killed, unreachable, breaker, bad-spec;
+	// for Launched: already-running or kill-refused when not a plain launch.
+	Reason                            string
+	ProcID, FrameID, HostID, HostName string
+	LayerID, JobID                    string // of a Released booking
+	ClusterID                         int32
+}
+
+// item is one booking on its way through the launcher.
+type item struct {
+	proc, frame, hostID, hostName string
+	version                       int32 // frame.int_version the booking left
+	cluster                       int32
+	unsure                        bool // a launch went unanswered: kill before anything else
+	spec                          LaunchSpec
+}
+
+// Launcher launches committed bookings on RQD from a bounded pool of
+// workers, so that slow hosts never hold up booking, records each outcome in
+// the launch outbox and releases bookings whose launch failed (compensation,
+// release.go). Submit hands it a commit's bookings; Resolve hands it the
+// rows a cluster's previous owner left unresolved. Run does the work until
+// its context ends; bookings still in flight then stay in the outbox for the
+// next Resolve.
+type Launcher struct {
+	cfg  LauncherConfig
+	pool *pgxpool.Pool
+	rqd  *RQDClient
+	m    *Metrics
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	queue    []*item
+	inflight map[string]bool // proc ids submitted and not settled
+	wake     chan struct{}
+
+	markMu   sync.Mutex
+	marks    []markReq
+	markWake chan struct{}
+
+	kills sync.WaitGroup // kill-then-release goroutines
+}
+
+type markReq struct {
+	it     *item
+	reason string
+}
+
+// NewLauncher returns a Launcher; call Run to start it.
+func NewLauncher(cfg LauncherConfig) *Launcher {
+	if cfg.Workers <= 0 {
+		cfg.Workers = DefaultLaunchWorkers
+	}
+	if cfg.KillRetry <= 0 {
+		cfg.KillRetry = DefaultKillRetry
+	}
+	if cfg.KillGiveUp <= 0 {
+		cfg.KillGiveUp = DefaultKillGiveUp
+	}
+	l := &Launcher{cfg: cfg, pool: cfg.Pool, rqd: cfg.RQD, m: cfg.Metrics, log: cfg.Logger,
+		inflight: map[string]bool{}, wake: make(chan struct{}, 1), markWake: make(chan struct{}, 1)}
+	if l.m == nil {
+		l.m = NewMetrics(nil)
+	}
+	if l.log == nil {
+		l.log = slog.Default()
+	}
+	return l
+}
+
+// Submit queues a commit's bookings for launching. It never blocks. A dry
+// run launches nothing.
+func (l *Launcher) Submit(bs []Booking) {
+	if l.cfg.DryRun {
+		return
+	}
+	items := make([]*item, len(bs))
+	for i, b := range bs {
+		items[i] = &item{proc: b.ProcID, frame: b.Frame.ID, hostID: b.Host.ID, hostName: b.HostName,
+			version: b.Version, cluster: b.ClusterID}
+	}
+	l.enqueue(items)
+}
+
+// enqueue adds items not already in flight and wakes the feeder.
+func (l *Launcher) enqueue(items []*item) int {
+	l.mu.Lock()
+	n := 0
+	for _, it := range items {
+		if l.inflight[it.proc] {
+			continue
+		}
+		l.inflight[it.proc] = true
+		l.queue = append(l.queue, it)
+		n++
+	}
+	l.m.OutboxPending.Set(float64(len(l.inflight)))
+	l.mu.Unlock()
+	signal(l.wake)
+	return n
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Resolve takes over the outbox rows of the clusters that are still
+// unresolved (a crash between commit and launch, or an owner that died
+// mid-launch): pending rows are launched (RQD refuses a frame it already
+// runs, which counts as launched), unsure rows are killed first and then
+// released. It returns how many rows it queued; Run carries them out.
+func (l *Launcher) Resolve(ctx context.Context, clusterIDs []int32) (int, error) {
+	rows, err := l.pool.Query(ctx, `
+		SELECT proc_id, frame_id, frame_version, host_id, host_name, cluster_id, state
+		  FROM cuesched.launch_outbox
+		 WHERE cluster_id = ANY($1) AND state IN ('pending', 'unsure')
+		 ORDER BY proc_id`, clusterIDs)
+	if err != nil {
+		return 0, fmt.Errorf("resolve outbox of clusters %v: %w", clusterIDs, err)
+	}
+	var items []*item
+	for rows.Next() {
+		it := &item{}
+		var state string
+		if err := rows.Scan(&it.proc, &it.frame, &it.version, &it.hostID, &it.hostName, &it.cluster, &state); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("resolve outbox of clusters %v: %w", clusterIDs, err)
+		}
+		it.unsure = state == "unsure"
+		items = append(items, it)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("resolve outbox of clusters %v: %w", clusterIDs, err)
+	}
+	if l.cfg.DryRun {
+		if len(items) > 0 {
+			l.log.Warn("dry run: leaving unresolved launches alone", "clusters", clusterIDs, "rows", len(items))
+		}
+		return 0, nil
+	}
+	n := l.enqueue(items)
+	l.log.Info("resolving launch outbox", "clusters", clusterIDs, "rows", len(items), "queued", n)
+	return n, nil
+}
+
+// Run launches until ctx ends, then waits for its workers. Call it once.
+func (l *Launcher) Run(ctx context.Context) error {
+	if l.rqd == nil && !l.cfg.DryRun {
+		return errors.New("launcher: no RQD client")
+	}
+	jobs := make(chan *item)
+	var workers sync.WaitGroup
+	for range l.cfg.Workers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for it := range jobs {
+				l.launch(ctx, it)
+			}
+		}()
+	}
+	stopMarks, marksDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(marksDone)
+		l.markLoop(ctx, stopMarks)
+	}()
+
+	l.feed(ctx, jobs)
+	close(jobs)
+	workers.Wait()
+	l.kills.Wait()
+	close(stopMarks)
+	<-marksDone
+	return nil
+}
+
+// feed reads the launch fields of queued bookings, a chunk per query, and
+// hands them to the workers.
+func (l *Launcher) feed(ctx context.Context, jobs chan<- *item) {
+	for {
+		l.mu.Lock()
+		batch := l.queue
+		l.queue = nil
+		l.mu.Unlock()
+		if len(batch) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-l.wake:
+				continue
+			}
+		}
+		for len(batch) > 0 {
+			chunk := batch[:min(len(batch), specChunk)]
+			dctx, cancel := context.WithTimeout(ctx, dbTimeout)
+			gone, err := loadSpecs(dctx, l.pool, chunk)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				l.log.Error("read launch fields; retrying", "bookings", len(chunk), "err", err)
+				if !l.pause(ctx) {
+					return
+				}
+				continue
+			}
+			batch = batch[len(chunk):]
+			for _, it := range chunk {
+				switch {
+				case gone[it.proc]:
+					l.settle(it, SettledGone, "")
+				case it.unsure:
+					l.startKill(ctx, it)
+				default:
+					select {
+					case jobs <- it:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+		}
+	}
+}
+
+// pause waits KillRetry; false when ctx ended first.
+func (l *Launcher) pause(ctx context.Context) bool {
+	t := time.NewTimer(l.cfg.KillRetry)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// launch sends one booking to its host and acts on the outcome.
+func (l *Launcher) launch(ctx context.Context, it *item) {
+	if !l.rqd.Allowed(it.hostName) {
+		l.releaseAndSettle(ctx, it, "breaker")
+		return
+	}
+	it.spec.StartTime = time.Now()
+	rf, err := BuildRunFrame(it.spec)
+	if err != nil {
+		// Bad rows: RQD could never run it. Release it and say why; the
+		// loop decides whether to book it again.
+		l.m.SpecErrors.Inc()
+		l.log.Error("cannot launch booking", "proc", it.proc, "frame", it.frame, "err", err)
+		l.releaseAndSettle(ctx, it, "bad-spec")
+		return
+	}
+	r := l.rqd.Launch(ctx, it.hostName, rf)
+	if ctx.Err() != nil {
+		return // shutting down: the row stays for the next Resolve
+	}
+	l.m.Launches.WithLabelValues(r.Outcome.String()).Inc()
+	l.m.LaunchDuration.WithLabelValues(r.Outcome.String()).Observe(r.Elapsed.Seconds())
+	switch r.Outcome {
+	case Launched:
+		l.mark(it, "")
+	case AlreadyRunning:
+		l.mark(it, "already-running")
+	case Refused:
+		l.log.Info("launch refused; releasing the booking", "proc", it.proc, "frame", it.frame, "host", it.hostName, "err", r.Err)
+		l.releaseAndSettle(ctx, it, "refused")
+	default: // Ambiguous
+		l.log.Warn("launch unanswered; killing before releasing", "proc", it.proc, "frame", it.frame, "host", it.hostName, "err", r.Err)
+		dctx, cancel := context.WithTimeout(ctx, dbTimeout)
+		_, err := l.pool.Exec(dctx, `UPDATE cuesched.launch_outbox
+				SET state = 'unsure', attempts = attempts + 1, updated_at = current_timestamp WHERE proc_id = $1`, it.proc)
+		cancel()
+		if err != nil {
+			// Left pending, a later Resolve relaunches it instead, which RQD
+			// refuses if the frame runs: still never twice.
+			l.log.Warn("record unsure launch", "proc", it.proc, "err", err)
+		}
+		l.startKill(ctx, it)
+	}
+}
+
+func (l *Launcher) startKill(ctx context.Context, it *item) {
+	l.kills.Add(1)
+	go func() {
+		defer l.kills.Done()
+		l.killThenRelease(ctx, it)
+	}()
+}
+
+// killThenRelease settles a booking whose launch may or may not have
+// started the frame: the booking is released only once RQD confirms the
+// frame is not running, or the host stayed unreachable for KillGiveUp.
+func (l *Launcher) killThenRelease(ctx context.Context, it *item) {
+	giveUp := time.Now().Add(l.cfg.KillGiveUp)
+	msg := "cuesched: launch of proc " + it.proc + " went unanswered; clearing the booking"
+	for {
+		r := l.rqd.Kill(ctx, it.hostName, it.frame, msg)
+		if ctx.Err() != nil {
+			return
+		}
+		past := !time.Now().Before(giveUp)
+		switch {
+		case r.Outcome == Killed || r.Outcome == NotRunning:
+			l.releaseAndSettle(ctx, it, "killed")
+			return
+		case r.Outcome == KillUnreachable && past:
+			l.log.Warn("host unreachable; releasing the booking unconfirmed", "proc", it.proc, "frame", it.frame,
+				"host", it.hostName, "after", l.cfg.KillGiveUp)
+			l.releaseAndSettle(ctx, it, "unreachable")
+			return
+		case r.Outcome == KillError && past:
+			// The host answers and will not kill: the frame may well run,
+			// so the booking stays and Cuebot's host reports decide.
+			l.log.Warn("host refuses to kill an unconfirmed frame; keeping the booking", "proc", it.proc,
+				"frame", it.frame, "host", it.hostName, "err", r.Err)
+			l.mark(it, "kill-refused")
+			return
+		}
+		if !l.pause(ctx) {
+			return
+		}
+	}
+}
+
+// releaseAndSettle runs the compensation, retrying while the database
+// fails, and reports the outcome.
+func (l *Launcher) releaseAndSettle(ctx context.Context, it *item, reason string) {
+	for {
+		s, err := l.release(ctx, it)
+		if err == nil {
+			if s.Result == SettledReleased {
+				l.m.Compensations.WithLabelValues(reason).Inc()
+			}
+			s.Reason = reason
+			l.finish(s)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		l.log.Error("release booking; retrying", "proc", it.proc, "frame", it.frame, "err", err)
+		if !l.pause(ctx) {
+			return
+		}
+	}
+}
+
+// mark queues a launched booking for the next outbox update.
+func (l *Launcher) mark(it *item, reason string) {
+	l.markMu.Lock()
+	l.marks = append(l.marks, markReq{it, reason})
+	l.markMu.Unlock()
+	signal(l.markWake)
+}
+
+// markLoop records launched bookings in the outbox, as many per statement
+// as have finished meanwhile (one commit, not one per launch).
+func (l *Launcher) markLoop(ctx context.Context, stop <-chan struct{}) {
+	for {
+		select {
+		case <-l.markWake:
+			if l.flushMarks(ctx) {
+				continue
+			}
+			t := time.NewTimer(l.cfg.KillRetry) // the database failed: wait before retrying
+			select {
+			case <-t.C:
+			case <-stop:
+				t.Stop()
+				l.flushMarks(ctx)
+				return
+			}
+		case <-stop:
+			l.flushMarks(ctx)
+			return
+		}
+	}
+}
+
+// flushMarks writes the queued marks; on failure they stay queued.
+func (l *Launcher) flushMarks(ctx context.Context) bool {
+	l.markMu.Lock()
+	marks := l.marks
+	l.marks = nil
+	l.markMu.Unlock()
+	if len(marks) == 0 {
+		return true
+	}
+	ids := make([]string, len(marks))
+	for i, m := range marks {
+		ids[i] = m.it.proc
+	}
+	// Outlives ctx: the final flush runs after it ended.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dbTimeout)
+	defer cancel()
+	if _, err := l.pool.Exec(wctx, `UPDATE cuesched.launch_outbox
+			SET state = 'launched', attempts = attempts + 1, updated_at = current_timestamp
+			WHERE proc_id = ANY($1)`, ids); err != nil {
+		l.log.Error("record launches", "bookings", len(ids), "err", err)
+		l.markMu.Lock()
+		l.marks = append(marks, l.marks...)
+		l.markMu.Unlock()
+		signal(l.markWake)
+		return false
+	}
+	for _, m := range marks {
+		l.settle(m.it, SettledLaunched, m.reason)
+	}
+	return true
+}
+
+// settle reports an item's outcome from its own fields.
+func (l *Launcher) settle(it *item, r SettledResult, reason string) {
+	l.finish(Settled{Result: r, Reason: reason, ProcID: it.proc, FrameID: it.frame, HostID: it.hostID,
+		HostName: it.hostName, ClusterID: it.cluster})
+}
+
+func (l *Launcher) finish(s Settled) {
+	l.mu.Lock()
+	delete(l.inflight, s.ProcID)
+	l.m.OutboxPending.Set(float64(len(l.inflight)))
+	l.mu.Unlock()
+	if l.cfg.OnSettled != nil {
+		l.cfg.OnSettled(s)
+	}
+}
