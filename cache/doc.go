@@ -8,6 +8,11 @@
 // waiting frames, grouped per cluster, kept fresh by the cuesched_work
 // notifications (or by polling, poll.go) and by dispatch results.
 //
+// The Replica (replica.go) keeps the host index, usage and caps equal to
+// the database from cdc's replication stream, reads the limits by query when
+// cuesched_limits says they changed (limits.go), and brings the counters of
+// managed shows back to SUM(proc) after the stream shows procs released.
+//
 // Everything here is a replica: after any reconnect it is rebuilt from the
 // database, which stays the source of truth.
 package cache

@@ -6,8 +6,10 @@
 // Two feeds, each on a dedicated connection (never a pool, never a
 // transaction pooler):
 //
-//   - The logical replication consumer (pgoutput, a temporary slot and an
-//     exported snapshot) feeds hosts, usage and caps.
+//   - The logical replication consumer (replication.go, pgoutput.go:
+//     pgoutput protocol v2, a temporary slot and an exported snapshot per
+//     session) feeds hosts, usage and caps (publication cuesched_cache,
+//     migrations/0002).
 //   - The Listener (listen.go) LISTENs for the coalesced hints cuesched's
 //     triggers send (migrations/0004: channel cuesched_work) and feeds the
 //     pending-layer queue.

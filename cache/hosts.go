@@ -1,0 +1,382 @@
+package cache
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cuesched/cuesched/cdc"
+	"github.com/cuesched/cuesched/cluster"
+	"github.com/cuesched/cuesched/match"
+)
+
+// Cuebot's host minimums (DESIGN.md; match/rules.go checks the same on
+// every candidate): a host under any of them is not offered at all.
+const (
+	minIdleCores   = 10     // core units
+	minIdleMem     = 262144 // KB
+	minMemFree     = 524288 // KB of reported free memory
+	minTempPercent = 5      // free temp space, percent of the total; Windows hosts exempt
+)
+
+// Hosts is the host index matching draws from (it implements match.Hosts):
+// per (facility, normalized tag) an index of the hosts carrying that tag,
+// and one capacity record per host shared by all its indexes.
+//
+// A host is offered when it is UP, OPEN, pinged within the configured age
+// and above Cuebot's minimums; its idle capacity is host idle cores and GPUs
+// and the smaller of host idle and reported free memory (GPU memory
+// likewise), less what matchers have checked out (Take) and what dispatch
+// has booked (Booked) but the stream has not yet echoed back.
+//
+// One lock guards the whole index: a host sits in several indexes, and a
+// checkout must move it in all of them at once. Walks share the lock; Take,
+// Return, Booked and the stream's updates hold it alone, briefly.
+type Hosts struct {
+	mu      sync.RWMutex
+	st      *hostState
+	applied cdc.LSN
+	now     func() time.Time
+	maxAge  time.Duration
+}
+
+// NewHosts returns an empty index. Hosts last pinged more than maxAge
+// before now() are not offered (maxAge <= 0: never stale).
+func NewHosts(now func() time.Time, maxAge time.Duration) *Hosts {
+	if now == nil {
+		now = time.Now
+	}
+	return &Hosts{st: newHostState(), now: now, maxAge: maxAge}
+}
+
+// hold is booked capacity waiting for the stream to pass its commit.
+type hold struct {
+	r   match.Resources
+	lsn cdc.LSN
+}
+
+// hostRec is a host's one capacity record.
+type hostRec struct {
+	id    string
+	row   hostRow
+	h     match.Host // as offered; h.Idle is the effective idle capacity
+	base  match.Resources
+	taken match.Resources
+	holds []hold
+	ping  time.Time
+	up    bool
+
+	idxs    []*tagIndex // the indexes of its (facility, tag)s
+	inTrees bool        // filed in the trees of idxs
+	ixCores int64       // where it is filed
+	ixMem   int64
+}
+
+// hostState is the replicated host rows and the index built from them.
+type hostState struct {
+	allocs   map[string]allocRow
+	hosts    map[string]*hostRec
+	stats    map[string]*statRow // by pk_host_stat
+	statOf   map[string]*statRow // by pk_host
+	tagRows  map[string]tagRow   // by pk_host_tag
+	hostTags map[string]map[string]int
+	index    map[tagKey]*tagIndex
+	held     map[*hostRec]struct{}
+	trees    *trees
+	dirty    map[string]struct{}
+}
+
+func newHostState() *hostState {
+	return &hostState{
+		allocs:   map[string]allocRow{},
+		hosts:    map[string]*hostRec{},
+		stats:    map[string]*statRow{},
+		statOf:   map[string]*statRow{},
+		tagRows:  map[string]tagRow{},
+		hostTags: map[string]map[string]int{},
+		index:    map[tagKey]*tagIndex{},
+		held:     map[*hostRec]struct{}{},
+		trees:    newTrees(),
+		dirty:    map[string]struct{}{},
+	}
+}
+
+func (h *Hosts) cutoff() time.Time {
+	if h.maxAge <= 0 {
+		return time.Time{}
+	}
+	return h.now().Add(-h.maxAge)
+}
+
+// Walk implements match.Hosts: the offered hosts of the facility carrying
+// tag with at least min idle, in ascending (idle cores, idle memory, id)
+// order, so the first one visited is the best fit.
+func (h *Hosts) Walk(facility, tag string, min match.Resources, visit func(match.Host) bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	if ix := h.st.index[tagKey{facility, cluster.Normalize(tag)}]; ix != nil {
+		ix.walk(min, h.cutoff(), visit)
+	}
+}
+
+// Tagged implements match.Hosts.
+func (h *Hosts) Tagged(facility, tag string) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	ix := h.st.index[tagKey{facility, cluster.Normalize(tag)}]
+	return ix != nil && ix.n > 0
+}
+
+// Take implements match.Hosts: it checks r out of the host's capacity
+// record if the host is still offered with r idle.
+func (h *Hosts) Take(hostID string, r match.Resources) bool {
+	if r.Cores < 0 || r.Mem < 0 || r.GPUs < 0 || r.GPUMem < 0 {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	rec := h.st.hosts[hostID]
+	if rec == nil || !rec.inTrees || !rec.h.Idle.Covers(r) || rec.ping.Before(h.cutoff()) {
+		return false
+	}
+	rec.taken = rec.taken.Add(r)
+	h.st.reposition(rec)
+	return true
+}
+
+// Return implements match.Hosts: capacity taken that will not be booked.
+func (h *Hosts) Return(hostID string, r match.Resources) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if rec := h.st.hosts[hostID]; rec != nil {
+		rec.taken = subFloor(rec.taken, r)
+		h.st.reposition(rec)
+	}
+}
+
+// Booked turns capacity taken by Take into a booking committed by dispatch:
+// it stays held until the stream has applied commitLSN (the
+// pg_current_wal_lsn() read right after the commit), from which on the
+// replicated host row, which carries the booking, is the truth.
+func (h *Hosts) Booked(hostID string, r match.Resources, commitLSN cdc.LSN) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	rec := h.st.hosts[hostID]
+	if rec == nil {
+		return
+	}
+	rec.taken = subFloor(rec.taken, r)
+	if commitLSN > h.applied {
+		rec.holds = append(rec.holds, hold{r: r, lsn: commitLSN})
+		h.st.held[rec] = struct{}{}
+	}
+	h.st.reposition(rec)
+}
+
+// Host returns a host as the index has it, offered or not.
+func (h *Hosts) Host(hostID string) (match.Host, bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	rec := h.st.hosts[hostID]
+	if rec == nil {
+		return match.Host{}, false
+	}
+	return rec.h, true
+}
+
+// Allocs are the allocations as last replicated, for cluster.NewKeyer (a
+// host's clusters follow its allocation and tags).
+func (h *Hosts) Allocs() []cluster.Alloc {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]cluster.Alloc, 0, len(h.st.allocs))
+	for id, a := range h.st.allocs {
+		out = append(out, cluster.Alloc{ID: id, Facility: a.facility, Tag: a.tag})
+	}
+	slices.SortFunc(out, func(a, b cluster.Alloc) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Len is the number of hosts known, offered or not.
+func (h *Hosts) Len() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.st.hosts)
+}
+
+// advanceLocked releases the holds of bookings the stream has now applied.
+func (h *Hosts) advanceLocked(lsn cdc.LSN) {
+	if lsn <= h.applied {
+		return
+	}
+	h.applied = lsn
+	for rec := range h.st.held {
+		rec.holds = slices.DeleteFunc(rec.holds, func(x hold) bool { return x.lsn <= lsn })
+		if len(rec.holds) == 0 {
+			rec.holds = nil
+			delete(h.st.held, rec)
+		}
+		h.st.reposition(rec)
+	}
+}
+
+// swapLocked installs a state loaded from a snapshot at lsn, carrying over
+// the capacity matchers have checked out and the bookings not yet echoed.
+func (h *Hosts) swapLocked(st *hostState, lsn cdc.LSN) {
+	old := h.st
+	h.st = st
+	h.applied = max(h.applied, lsn)
+	for _, o := range old.hosts {
+		if o.taken == (match.Resources{}) && len(o.holds) == 0 {
+			continue
+		}
+		rec := st.hosts[o.id]
+		if rec == nil {
+			continue
+		}
+		rec.taken = o.taken
+		for _, x := range o.holds {
+			if x.lsn > h.applied {
+				rec.holds = append(rec.holds, x)
+			}
+		}
+		if len(rec.holds) > 0 {
+			st.held[rec] = struct{}{}
+		}
+		st.reposition(rec)
+	}
+}
+
+func subFloor(a, b match.Resources) match.Resources {
+	return match.Resources{
+		Cores: max(0, a.Cores-b.Cores), Mem: max(0, a.Mem-b.Mem),
+		GPUs: max(0, a.GPUs-b.GPUs), GPUMem: max(0, a.GPUMem-b.GPUMem),
+	}
+}
+
+// offerable: UP, OPEN and above Cuebot's minimums (staleness is checked
+// when walking, against the clock).
+func offerable(rec *hostRec) bool {
+	h := &rec.h
+	if !rec.up || rec.row.lock != "OPEN" {
+		return false
+	}
+	if h.Idle.Cores < minIdleCores || h.Idle.Mem < minIdleMem || h.MemFree < minMemFree {
+		return false
+	}
+	switch {
+	case strings.EqualFold(h.OS, "windows"):
+		return true
+	case h.TempTotal <= 0:
+		return h.TempFree > 0
+	}
+	return h.TempFree*100 >= minTempPercent*h.TempTotal
+}
+
+// reposition files rec where its effective idle capacity belongs, or takes
+// it out of the trees when it is no longer offered.
+func (st *hostState) reposition(rec *hostRec) {
+	idle := rec.base.Sub(rec.taken)
+	for _, x := range rec.holds {
+		idle = idle.Sub(x.r)
+	}
+	rec.h.Idle = idle
+	want := offerable(rec)
+	if rec.inTrees {
+		if want && rec.ixCores == idle.Cores && rec.ixMem == idle.Mem {
+			return
+		}
+		for _, ix := range rec.idxs {
+			st.trees.remove(ix, rec)
+		}
+		rec.inTrees = false
+	}
+	if want {
+		rec.ixCores, rec.ixMem = idle.Cores, idle.Mem
+		for _, ix := range rec.idxs {
+			st.trees.insert(ix, rec)
+		}
+		rec.inTrees = true
+	}
+}
+
+// refresh rebuilds a host's record from its rows and re-files it: its
+// indexes when its facility or tags changed, its place when its capacity
+// did.
+func (st *hostState) refresh(id string) {
+	rec := st.hosts[id]
+	if rec == nil {
+		return
+	}
+	facility := st.allocs[rec.row.alloc].facility
+	var tags []string
+	for t, n := range st.hostTags[id] {
+		if n > 0 {
+			tags = append(tags, t)
+		}
+	}
+	slices.Sort(tags)
+	if facility != rec.h.Facility || !slices.Equal(tags, rec.h.Tags) {
+		st.unfile(rec)
+		for _, t := range tags {
+			k := tagKey{facility, t}
+			ix := st.index[k]
+			if ix == nil {
+				ix = st.trees.newIndex(k)
+				st.index[k] = ix
+			}
+			ix.n++
+			rec.idxs = append(rec.idxs, ix)
+		}
+	}
+	row := &rec.row
+	h := &rec.h
+	h.ID, h.Name, h.Facility, h.Alloc = id, row.name, facility, row.alloc
+	h.ThreadMode = match.ThreadMode(row.threadMode)
+	h.Tags = tags
+	h.Total = match.Resources{Cores: row.cores, Mem: row.mem, GPUs: row.gpus, GPUMem: row.gpuMem}
+	rec.base = match.Resources{Cores: row.coresIdle, Mem: row.memIdle, GPUs: row.gpusIdle, GPUMem: row.gpuMemIdle}
+	if s := st.statOf[id]; s != nil {
+		h.OS, h.MemFree, h.TempFree, h.TempTotal = s.os, s.memFree, s.mcpFree, s.mcpTotal
+		rec.base.Mem = min(rec.base.Mem, s.memFree)
+		rec.base.GPUMem = min(rec.base.GPUMem, s.gpuMemFree)
+		rec.ping, rec.up = s.ping, s.state == "UP"
+	} else {
+		h.OS, h.MemFree, h.TempFree, h.TempTotal = "", 0, 0, 0
+		rec.base.Mem, rec.base.GPUMem = 0, 0
+		rec.ping, rec.up = time.Time{}, false
+	}
+	st.reposition(rec)
+}
+
+// unfile takes rec out of every index it is in.
+func (st *hostState) unfile(rec *hostRec) {
+	for _, ix := range rec.idxs {
+		if rec.inTrees {
+			st.trees.remove(ix, rec)
+		}
+		// Every host filed in an index is counted in it: an index counting
+		// none is empty.
+		if ix.n--; ix.n <= 0 {
+			delete(st.index, ix.key)
+		}
+	}
+	rec.inTrees = false
+	rec.idxs = nil
+}
+
+func (st *hostState) drop(id string) {
+	if rec := st.hosts[id]; rec != nil {
+		st.unfile(rec)
+		delete(st.held, rec)
+		delete(st.hosts, id)
+	}
+}
+
+func (st *hostState) refreshDirty() {
+	for id := range st.dirty {
+		st.refresh(id)
+	}
+	clear(st.dirty)
+}

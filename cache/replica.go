@@ -1,0 +1,344 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cuesched/cuesched/cdc"
+	"github.com/cuesched/cuesched/counters"
+	"github.com/cuesched/cuesched/match"
+)
+
+// ReplicaConfig is what a Replica needs.
+type ReplicaConfig struct {
+	// DSN is the database (libpq URL or key=value); the replication stream
+	// opens its own connections to it.
+	DSN string
+	// Pool runs the counter recomputes and the limit reloads.
+	Pool *pgxpool.Pool
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the metrics; nil leaves them unregistered.
+	Registerer prometheus.Registerer
+	// HostPingMaxAge: hosts pinged longer ago than this (by Now) are not
+	// offered; <= 0 means never stale.
+	HostPingMaxAge time.Duration
+	// Now is the clock staleness is judged by; nil means time.Now.
+	Now func() time.Time
+	// Counters is "cuesched" (default: bring the counters of managed shows
+	// back to SUM(proc) after releases) or "cuebot" (Cuebot does it).
+	Counters string
+	// Owns reports whether this instance owns the cluster of a host, and so
+	// recomputes the counters its released procs touched; nil means every
+	// host (one instance).
+	Owns func(hostID string) bool
+	// Observe, when set, receives typed signals of the replica's progress
+	// (tests wait on them). It runs on the goroutine that makes the
+	// progress and must return quickly.
+	Observe func(ReplicaEvent)
+	// Timeout bounds one counter recompute or limit reload.
+	Timeout time.Duration
+	// MinBackoff and MaxBackoff bound retries of failed recomputes and
+	// reloads.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// ReplicaEventKind says what a ReplicaEvent reports.
+type ReplicaEventKind uint8
+
+const (
+	// EventStream carries an event of the replication stream (Stream).
+	EventStream ReplicaEventKind = iota + 1
+	// EventLoading: the snapshot load is about to read Table.
+	EventLoading
+	// EventCounters: a batch of Rows counter rows was recomputed, or failed
+	// with Err (it is retried).
+	EventCounters
+	// EventLimits: the limits were reloaded, or the reload failed with Err.
+	EventLimits
+)
+
+// ReplicaEvent is a typed signal of a Replica's progress.
+type ReplicaEvent struct {
+	Kind   ReplicaEventKind
+	Stream cdc.StreamEvent
+	Table  string
+	Rows   int
+	Err    error
+}
+
+// Replica keeps the host index, usage and caps equal to the database: it
+// is the Sink of a cdc.Stream (a snapshot at every (re)connect, then the
+// change stream), reads the limits by query, and brings the counters of
+// managed shows back to SUM(proc) after the stream shows procs released.
+type Replica struct {
+	cfg     ReplicaConfig
+	log     *slog.Logger
+	hosts   *Hosts
+	usage   *Usage
+	stream  *cdc.Stream
+	metrics *ReplicaMetrics
+
+	limitsKick chan struct{}
+	cnt        *counterWork
+
+	// checked caches, per relation seen, whether it carries every column
+	// the cache reads. Only the stream's goroutine touches it.
+	checked map[*cdc.Relation]error
+}
+
+// NewReplica returns a replica; Run starts it.
+func NewReplica(cfg ReplicaConfig) *Replica {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	if cfg.Owns == nil {
+		cfg.Owns = func(string) bool { return true }
+	}
+	if cfg.Counters == "" {
+		cfg.Counters = "cuesched"
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(cfg.MinBackoff, 10*time.Second)
+	}
+	r := &Replica{
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "cache"),
+		hosts:      NewHosts(cfg.Now, cfg.HostPingMaxAge),
+		usage:      NewUsage(),
+		metrics:    NewReplicaMetrics(cfg.Registerer),
+		limitsKick: make(chan struct{}, 1),
+		cnt: &counterWork{procs: map[counters.Proc]struct{}{}, gone: map[string]struct{}{},
+			kick: make(chan struct{}, 1)},
+		checked: map[*cdc.Relation]error{},
+	}
+	r.stream = cdc.NewStream(cfg.DSN, r, cfg.Logger)
+	r.stream.Metrics = r.metrics.Stream
+	r.stream.MinBackoff, r.stream.MaxBackoff = cfg.MinBackoff, cfg.MaxBackoff
+	r.stream.OnEvent = func(e cdc.StreamEvent) { r.observe(ReplicaEvent{Kind: EventStream, Stream: e}) }
+	return r
+}
+
+// Hosts is the host index (match.Hosts, plus Booked).
+func (r *Replica) Hosts() *Hosts { return r.hosts }
+
+// Usage is usage and caps (match.Caps).
+func (r *Replica) Usage() *Usage { return r.usage }
+
+// Stream is the replication stream; tune its fields before Run.
+func (r *Replica) Stream() *cdc.Stream { return r.stream }
+
+// Ready is closed once the first snapshot is loaded.
+func (r *Replica) Ready() <-chan struct{} { return r.stream.Ready() }
+
+// WaitApplied returns once the cache reflects every transaction committed
+// before lsn.
+func (r *Replica) WaitApplied(ctx context.Context, lsn cdc.LSN) error {
+	return r.stream.WaitApplied(ctx, lsn)
+}
+
+// Booked is Hosts().Booked: dispatch calls it for each booking it committed,
+// with the pg_current_wal_lsn() it read right after the commit.
+func (r *Replica) Booked(hostID string, size match.Resources, commitLSN cdc.LSN) {
+	r.hosts.Booked(hostID, size, commitLSN)
+}
+
+func (r *Replica) observe(e ReplicaEvent) {
+	if r.cfg.Observe != nil {
+		r.cfg.Observe(e)
+	}
+}
+
+// Run keeps the replica fresh until ctx ends: the replication stream, the
+// limit reloads and the counter recomputes. It returns nil then, with no
+// replication slot left behind.
+func (r *Replica) Run(ctx context.Context) error {
+	if r.cfg.Pool == nil {
+		return errors.New("cache: ReplicaConfig.Pool is required")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); r.runLimits(ctx) }()
+	r.LimitsChanged()
+	if r.cfg.Counters != "cuebot" {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.runCounters(ctx) }()
+	}
+	err := r.stream.Run(ctx)
+	cancel()
+	wg.Wait()
+	return err
+}
+
+// Reset implements cdc.Sink: it loads every replicated table inside the
+// slot's snapshot into a new state, then swaps it in under the locks,
+// carrying over the capacity checked out or booked and not yet echoed.
+func (r *Replica) Reset(ctx context.Context, tx pgx.Tx, lsn cdc.LSN) error {
+	clear(r.checked)
+	r.usage.mu.RLock()
+	limits := r.usage.st.limits
+	r.usage.mu.RUnlock()
+	hs, us := newHostState(), newUsageState(limits)
+	for _, tb := range tables {
+		r.observe(ReplicaEvent{Kind: EventLoading, Table: tb.name})
+		err := cdc.LoadTable(ctx, tx, tb.name, tb.cols, func(rel *cdc.Relation, t cdc.Tuple) error {
+			r.applyOne(hs, us, &cdc.Change{Op: cdc.Insert, Rel: rel, New: t}, nil)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	hs.refreshDirty()
+	var managed []string
+	for id, s := range us.shows {
+		if s.managed {
+			managed = append(managed, id)
+		}
+	}
+	r.hosts.mu.Lock()
+	r.usage.mu.Lock()
+	r.hosts.swapLocked(hs, lsn)
+	us.setLimits(r.usage.st.limits) // a reload may have landed during the load
+	r.usage.st = us
+	r.usage.mu.Unlock()
+	r.hosts.mu.Unlock()
+	if r.cfg.Counters != "cuebot" {
+		// Releases while no stream ran (before the start, during a
+		// disconnect) left counters high: recompute the managed shows.
+		r.cnt.addShows(managed)
+	}
+	return nil
+}
+
+// Apply implements cdc.Sink: one transaction, atomically for readers.
+func (r *Replica) Apply(t *cdc.Txn) error {
+	needHosts, needUsage := false, false
+	for i := range t.Changes {
+		c := &t.Changes[i]
+		if tableByName[c.Rel.Name] == nil {
+			continue
+		}
+		if c.Op == cdc.Truncate {
+			return fmt.Errorf("truncate of %s: the cache resyncs", c.Rel.Name)
+		}
+		if hostTable(c.Rel.Name) {
+			needHosts = true
+		}
+		needUsage = needUsage || c.Rel.Name == "host" || !hostTable(c.Rel.Name)
+	}
+	var marks []marked
+	var mark func(string, string, counters.Proc)
+	if r.cfg.Counters != "cuebot" {
+		mark = func(proc, host string, p counters.Proc) { marks = append(marks, marked{proc, host, p}) }
+	}
+	// The host index takes the commit's position even when the transaction
+	// touched none of its tables: it releases the holds of bookings.
+	r.hosts.mu.Lock()
+	if needUsage {
+		r.usage.mu.Lock()
+	}
+	for i := range t.Changes {
+		r.applyOne(r.hosts.st, r.usage.st, &t.Changes[i], mark)
+	}
+	if needHosts {
+		r.hosts.st.refreshDirty()
+	}
+	r.hosts.advanceLocked(t.EndLSN)
+	if needUsage {
+		r.usage.mu.Unlock()
+	}
+	r.hosts.mu.Unlock()
+	if len(marks) > 0 {
+		r.cnt.addProcs(marks, r.cfg.Owns)
+	}
+	return nil
+}
+
+// Advance implements cdc.Sink.
+func (r *Replica) Advance(lsn cdc.LSN) {
+	r.hosts.mu.Lock()
+	r.hosts.advanceLocked(lsn)
+	r.hosts.mu.Unlock()
+}
+
+// applyOne applies one change to the given states; a malformed row is
+// logged with its key, counted and skipped.
+func (r *Replica) applyOne(hs *hostState, us *usageState, c *cdc.Change, mark func(string, string, counters.Proc)) {
+	spec := tableByName[c.Rel.Name]
+	if spec == nil {
+		return
+	}
+	err := r.checkRelation(c.Rel, spec)
+	if err == nil {
+		if hostTable(spec.name) {
+			var host string
+			var gone bool
+			host, gone, err = hs.apply(c)
+			if err == nil && host != "" {
+				alloc := ""
+				if !gone {
+					alloc = hs.hosts[host].row.alloc
+				}
+				us.setHostAlloc(host, alloc)
+			}
+		} else {
+			err = us.apply(c, mark)
+		}
+	}
+	if err != nil {
+		r.metrics.Malformed.WithLabelValues(spec.name).Inc()
+		var m *malformed
+		if errors.As(err, &m) {
+			r.log.Error("skipping malformed row", "table", m.table, "key", m.key, "op", c.Op.String(), "err", m.err)
+		} else {
+			r.log.Error("skipping change", "table", spec.name, "op", c.Op.String(), "err", err)
+		}
+	}
+}
+
+// checkRelation refuses rows of a relation that lacks a column the cache
+// reads (a publication edited by hand): they would read as zeros.
+func (r *Replica) checkRelation(rel *cdc.Relation, spec *table) error {
+	err, ok := r.checked[rel]
+	if !ok {
+		for _, col := range spec.cols {
+			if rel.Col(col) < 0 {
+				err = fmt.Errorf("column %s is not published: run the migrations (publication %s)", col, cdc.Publication)
+				break
+			}
+		}
+		r.checked[rel] = err
+	}
+	return err
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,172 @@
+package cache
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cuesched/cuesched/cdc"
+	"github.com/cuesched/cuesched/internal/audit"
+	"github.com/cuesched/cuesched/internal/audit/audittest"
+	"github.com/cuesched/cuesched/internal/cuebotsim"
+	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/match"
+)
+
+// bookFrames books the job's frames Cuebot-style, round robin over the
+// local hosts, and returns them in booking order.
+func bookFrames(t *testing.T, db *pgtest.DB, sim *cuebotsim.Sim, hosts []string, frames []string) {
+	t.Helper()
+	for i, f := range frames {
+		if _, err := sim.Book(context.Background(), f, hosts[i%len(hosts)], 100, gb, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func counterViolations(t *testing.T, db *pgtest.DB) int {
+	t.Helper()
+	vs, err := audit.Run(context.Background(), db.Pool, audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(vs)
+}
+
+// TestCountersAfterCuebotReleases: Cuebot releases procs of a managed show
+// in its two transactions and leaves the counters high; the replica sees
+// the deletes in the stream and brings the counters back to SUM(proc). The
+// same for releases made while no replica ran, at its next start.
+func TestCountersAfterCuebotReleases(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := loadFarm(t, db, smallFarm())
+	sim := newSim(db)
+	job := s.Jobs["job-a"]
+	var hosts []string
+	for i := range 6 {
+		hosts = append(hosts, s.Hosts[seed.LoopbackName(i)])
+	}
+	var frames []string
+	for _, name := range slices.Sorted(maps.Keys(job.Frames)) {
+		if !strings.HasSuffix(name, "-comp") { // comp's limit allows two
+			frames = append(frames, job.Frames[name])
+		}
+	}
+	bookFrames(t, db, sim, hosts, frames[:10])
+
+	h := newReplicaHarness(t, db, nil).start()
+	h.countersSettled()
+	audittest.Clean(t, db.Pool)
+
+	ctx := context.Background()
+	for _, f := range frames[:4] {
+		if err := sim.Succeed(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sim.Retry(ctx, frames[4]); err != nil {
+		t.Fatal(err)
+	}
+	h.sync()
+	h.countersSettled()
+	audittest.Clean(t, db.Pool)
+	if h.counterBatches.Load() < 2 {
+		t.Fatalf("%d counter batches, want the start's and at least one for the releases", h.counterBatches.Load())
+	}
+	h.stop()
+
+	// Released while no replica runs: the counters stay high...
+	for _, f := range frames[5:8] {
+		if err := sim.Succeed(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if counterViolations(t, db) == 0 {
+		t.Fatal("the audit found the counters right before any recompute: the test proves nothing")
+	}
+	// ...until the next start recomputes every managed show.
+	h2 := newReplicaHarness(t, db, nil).start()
+	h2.countersSettled()
+	audittest.Clean(t, db.Pool)
+}
+
+// TestCountersLeftToCuebot: with Counters "cuebot", Cuebot lowers them
+// itself and the replica recomputes nothing.
+func TestCountersLeftToCuebot(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := loadFarm(t, db, smallFarm())
+	sim := &cuebotsim.Sim{Pool: db.Pool, Counters: cuebotsim.CuebotCounters}
+	job := s.Jobs["job-a"]
+	host := s.Hosts[seed.LoopbackName(0)]
+	bookFrames(t, db, sim, []string{host}, []string{job.Frames["0001-render"], job.Frames["0002-render"]})
+	h := newReplicaHarness(t, db, func(c *ReplicaConfig) { c.Counters = "cuebot" }).start()
+	if err := sim.Succeed(context.Background(), job.Frames["0001-render"]); err != nil {
+		t.Fatal(err)
+	}
+	h.sync()
+	h.countersSettled()
+	audittest.Clean(t, db.Pool)
+	if n := h.counterBatches.Load(); n != 0 {
+		t.Fatalf("%d counter batches with Counters cuebot", n)
+	}
+}
+
+// TestLimitChangesReachMatching: a limit's max lowered and raised, and a
+// layer newly linked to it, reach Caps without a restart, through the
+// cuesched_limits notification (migration 0003) and cdc.Listener.
+func TestLimitChangesReachMatching(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := loadFarm(t, db, smallFarm())
+	h := newReplicaHarness(t, db, nil)
+	l := cdc.NewListener(db.DSN, slog.New(slog.DiscardHandler))
+	l.Handle(LimitsChannel, func(string) { h.r.LimitsChanged() })
+	l.OnConnect(h.r.ReloadLimits)
+	connected := l.Connected()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Error("listener did not stop")
+		}
+	})
+	h.start()
+	select {
+	case <-connected:
+	case <-time.After(60 * time.Second):
+		t.Fatal("listener did not connect")
+	}
+	caps := h.r.Usage()
+	lim, job := s.Limits["lic"], s.Jobs["job-a"]
+	sim := newSim(db)
+	bookFrames(t, db, sim, []string{s.Hosts[seed.LoopbackName(0)]}, []string{job.Frames["0001-comp"]})
+	h.sync()
+	if got, ok := caps.Limit(lim); !ok || got != (match.Limit{Running: 1, Max: 2}) {
+		t.Fatalf("limit %+v %v, want 1 running of 2", got, ok)
+	}
+	limitIs := func(want match.Limit) func() bool {
+		return func() bool { got, _ := caps.Limit(lim); return got == want }
+	}
+	h.exec(`UPDATE limit_record SET int_max_value = 1 WHERE pk_limit_record = $1`, lim)
+	h.waitUntil("the lowered max is seen", limitIs(match.Limit{Running: 1, Max: 1}))
+	h.exec(`UPDATE limit_record SET int_max_value = 5 WHERE pk_limit_record = $1`, lim)
+	h.waitUntil("the raised max is seen", limitIs(match.Limit{Running: 1, Max: 5}))
+
+	render := job.Layers["render"]
+	bookFrames(t, db, sim, []string{s.Hosts[seed.LoopbackName(1)]}, []string{job.Frames["0001-render"]})
+	h.exec(`INSERT INTO layer_limit (pk_layer_limit, pk_layer, pk_limit_record) VALUES ('ll-new', $1, $2)`, render, lim)
+	h.waitUntil("the new link is seen", func() bool {
+		return limitIs(match.Limit{Running: 2, Max: 5})() && slices.Contains(caps.LayerLimits(render), lim)
+	})
+	h.exec(`DELETE FROM layer_limit WHERE pk_layer_limit = 'll-new'`)
+	h.waitUntil("the removed link is seen", limitIs(match.Limit{Running: 1, Max: 5}))
+	audittest.Clean(t, db.Pool)
+}

@@ -1,0 +1,271 @@
+package cdc
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// LSN is a position in the write-ahead log.
+type LSN = pglogrepl.LSN
+
+// Op is what a change did to its row.
+type Op uint8
+
+const (
+	Insert Op = iota + 1
+	Update
+	Delete
+	// Truncate emptied Change.Rel (and possibly other tables, each its own
+	// change). Consumers that cannot follow it resync.
+	Truncate
+)
+
+func (o Op) String() string {
+	switch o {
+	case Insert:
+		return "insert"
+	case Update:
+		return "update"
+	case Delete:
+		return "delete"
+	case Truncate:
+		return "truncate"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Relation is a published table as the stream (or a snapshot load) describes
+// it: its published columns, in order.
+type Relation struct {
+	ID        uint32
+	Namespace string
+	Name      string
+	Columns   []string
+	index     map[string]int
+}
+
+// NewRelation describes a table by its columns.
+func NewRelation(id uint32, namespace, name string, columns []string) *Relation {
+	r := &Relation{ID: id, Namespace: namespace, Name: name, Columns: columns, index: make(map[string]int, len(columns))}
+	for i, c := range columns {
+		r.index[c] = i
+	}
+	return r
+}
+
+// Col is the position of column name, -1 when it is not published.
+func (r *Relation) Col(name string) int {
+	if i, ok := r.index[name]; ok {
+		return i
+	}
+	return -1
+}
+
+// ValueKind says what a Value holds.
+type ValueKind uint8
+
+const (
+	// Absent: the column is not in the tuple (not published).
+	Absent ValueKind = iota
+	Null
+	Text
+	// Unchanged is a TOASTed value an UPDATE did not change: the stream does
+	// not send it, so the consumer keeps the value it already has.
+	Unchanged
+)
+
+// Value is one column of a tuple, in PostgreSQL's text format.
+type Value struct {
+	Kind ValueKind
+	Text string
+}
+
+// Tuple is a row's published columns, aligned with Relation.Columns.
+type Tuple []Value
+
+// Get returns the named column of t (Absent when rel does not publish it).
+func (t Tuple) Get(rel *Relation, name string) Value {
+	i := rel.Col(name)
+	if i < 0 || i >= len(t) {
+		return Value{}
+	}
+	return t[i]
+}
+
+// Change is one row change of a transaction. New is the row after an insert
+// or update; Old is the key (replica identity) of a deleted row, or of an
+// updated row whose key changed.
+type Change struct {
+	Op  Op
+	Rel *Relation
+	Old Tuple
+	New Tuple
+}
+
+// Txn is one committed transaction's changes to the published tables, in
+// the order they were made.
+type Txn struct {
+	Xid        uint32
+	CommitLSN  LSN // the commit record
+	EndLSN     LSN // the end of the commit record; the stream has applied up to it
+	CommitTime time.Time
+	Changes    []Change
+	// Streamed: the transaction arrived in protocol v2 stream blocks while
+	// it was still running, and was buffered until its stream commit.
+	Streamed bool
+}
+
+// assembler turns pgoutput messages (protocol version 2, streaming on) into
+// committed transactions. Changes of a transaction streamed while in progress
+// are buffered per top-level transaction, with the subtransaction each came
+// from, so that an aborted subtransaction (or the whole transaction) can be
+// dropped; nothing is handed on before its commit.
+type assembler struct {
+	rels     map[uint32]*Relation
+	cur      *Txn // the non-streamed transaction between Begin and Commit
+	inStream bool
+	streamOf uint32 // top-level xid of the open stream block
+	streams  map[uint32]*streamed
+}
+
+type streamed struct {
+	changes []subChange
+}
+
+type subChange struct {
+	xid uint32 // the (sub)transaction that made the change
+	c   Change
+}
+
+func newAssembler() *assembler {
+	return &assembler{rels: map[uint32]*Relation{}, streams: map[uint32]*streamed{}}
+}
+
+// busy reports whether a non-streamed transaction is being received: the
+// server's position in a keepalive then says nothing about what has been
+// applied.
+func (a *assembler) busy() bool { return a.cur != nil || a.inStream }
+
+// parse decodes one XLogData payload.
+func (a *assembler) parse(data []byte) (pglogrepl.Message, error) {
+	if len(data) == 0 {
+		return nil, fmt.Errorf("empty pgoutput message")
+	}
+	return pglogrepl.ParseV2(data, a.inStream)
+}
+
+// handle takes one message and returns the transaction it completed, if any.
+func (a *assembler) handle(m pglogrepl.Message) (*Txn, error) {
+	switch m := m.(type) {
+	case *pglogrepl.RelationMessageV2:
+		cols := make([]string, len(m.Columns))
+		for i, c := range m.Columns {
+			cols[i] = c.Name
+		}
+		a.rels[m.RelationID] = NewRelation(m.RelationID, m.Namespace, m.RelationName, cols)
+	case *pglogrepl.BeginMessage:
+		if a.cur != nil {
+			return nil, fmt.Errorf("begin of xid %d inside xid %d", m.Xid, a.cur.Xid)
+		}
+		a.cur = &Txn{Xid: m.Xid, CommitLSN: m.FinalLSN, CommitTime: m.CommitTime}
+	case *pglogrepl.CommitMessage:
+		if a.cur == nil {
+			return nil, fmt.Errorf("commit at %s without begin", m.CommitLSN)
+		}
+		t := a.cur
+		a.cur = nil
+		t.CommitLSN, t.EndLSN, t.CommitTime = m.CommitLSN, m.TransactionEndLSN, m.CommitTime
+		return t, nil
+	case *pglogrepl.InsertMessageV2:
+		return nil, a.change(m.Xid, m.RelationID, Insert, nil, m.Tuple)
+	case *pglogrepl.UpdateMessageV2:
+		old := m.OldTuple
+		return nil, a.change(m.Xid, m.RelationID, Update, old, m.NewTuple)
+	case *pglogrepl.DeleteMessageV2:
+		return nil, a.change(m.Xid, m.RelationID, Delete, m.OldTuple, nil)
+	case *pglogrepl.TruncateMessageV2:
+		for _, id := range m.RelationIDs {
+			if err := a.change(m.Xid, id, Truncate, nil, nil); err != nil {
+				return nil, err
+			}
+		}
+	case *pglogrepl.StreamStartMessageV2:
+		if a.inStream {
+			return nil, fmt.Errorf("stream start of xid %d inside the stream of xid %d", m.Xid, a.streamOf)
+		}
+		a.inStream, a.streamOf = true, m.Xid
+		if a.streams[m.Xid] == nil {
+			a.streams[m.Xid] = &streamed{}
+		}
+	case *pglogrepl.StreamStopMessageV2:
+		a.inStream = false
+	case *pglogrepl.StreamCommitMessageV2:
+		s := a.streams[m.Xid]
+		delete(a.streams, m.Xid)
+		t := &Txn{Xid: m.Xid, CommitLSN: m.CommitLSN, EndLSN: m.TransactionEndLSN, CommitTime: m.CommitTime, Streamed: true}
+		if s != nil {
+			t.Changes = make([]Change, len(s.changes))
+			for i, sc := range s.changes {
+				t.Changes[i] = sc.c
+			}
+		}
+		return t, nil
+	case *pglogrepl.StreamAbortMessageV2:
+		s := a.streams[m.Xid]
+		if s == nil {
+			return nil, nil
+		}
+		if m.SubXid == m.Xid {
+			delete(a.streams, m.Xid)
+			return nil, nil
+		}
+		kept := s.changes[:0]
+		for _, sc := range s.changes {
+			if sc.xid != m.SubXid {
+				kept = append(kept, sc)
+			}
+		}
+		clear(s.changes[len(kept):])
+		s.changes = kept
+	}
+	// Type, origin and logical decoding messages carry nothing the cache needs.
+	return nil, nil
+}
+
+func (a *assembler) change(xid, relID uint32, op Op, old, new *pglogrepl.TupleData) error {
+	rel := a.rels[relID]
+	if rel == nil {
+		return fmt.Errorf("%s on relation %d before its relation message", op, relID)
+	}
+	c := Change{Op: op, Rel: rel, Old: tuple(old), New: tuple(new)}
+	if a.inStream {
+		s := a.streams[a.streamOf]
+		s.changes = append(s.changes, subChange{xid: xid, c: c})
+		return nil
+	}
+	if a.cur == nil {
+		return fmt.Errorf("%s on %s outside a transaction", op, rel.Name)
+	}
+	a.cur.Changes = append(a.cur.Changes, c)
+	return nil
+}
+
+func tuple(td *pglogrepl.TupleData) Tuple {
+	if td == nil {
+		return nil
+	}
+	t := make(Tuple, len(td.Columns))
+	for i, c := range td.Columns {
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeNull:
+			t[i] = Value{Kind: Null}
+		case pglogrepl.TupleDataTypeToast:
+			t[i] = Value{Kind: Unchanged}
+		default:
+			t[i] = Value{Kind: Text, Text: string(c.Data)}
+		}
+	}
+	return t
+}

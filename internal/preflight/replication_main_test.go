@@ -1,0 +1,11 @@
+package preflight
+
+import (
+	"testing"
+
+	"github.com/cuesched/cuesched/internal/pgtest"
+)
+
+// TestMain is the package's only one: every test file of package preflight
+// shares its throwaway cluster.
+func TestMain(m *testing.M) { pgtest.Main(m) }
