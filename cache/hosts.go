@@ -85,6 +85,14 @@ type hostState struct {
 	held     map[*hostRec]struct{}
 	trees    *trees
 	dirty    map[string]struct{}
+	// grown holds hosts whose replicated capacity grew, or which became
+	// offered (in an index they just joined too), since Replica last
+	// reported them: capacity that may fit waiting work, so the loop wakes
+	// their clusters.
+	grown map[string]struct{}
+	// topo is set when a host or allocation came or went, or a host's
+	// facility or tags changed: the set of clusters may have changed.
+	topo bool
 }
 
 func newHostState() *hostState {
@@ -99,6 +107,7 @@ func newHostState() *hostState {
 		held:     map[*hostRec]struct{}{},
 		trees:    newTrees(),
 		dirty:    map[string]struct{}{},
+		grown:    map[string]struct{}{},
 	}
 }
 
@@ -196,6 +205,41 @@ func (h *Hosts) Allocs() []cluster.Alloc {
 	}
 	slices.SortFunc(out, func(a, b cluster.Alloc) int { return strings.Compare(a.ID, b.ID) })
 	return out
+}
+
+// ClusterKeys is every cluster a known host belongs to (cluster.Keyer.OfHost),
+// in key order: the clusters there are to own.
+func (h *Hosts) ClusterKeys(k *cluster.Keyer) []cluster.Key {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	seen := map[cluster.Key]struct{}{}
+	for _, rec := range h.st.hosts {
+		if rec.h.Facility == "" {
+			continue
+		}
+		for _, key := range k.OfHost(rec.h.Facility, rec.h.Alloc, rec.h.Tags) {
+			seen[key] = struct{}{}
+		}
+	}
+	out := make([]cluster.Key, 0, len(seen))
+	for key := range seen {
+		out = append(out, key)
+	}
+	slices.SortFunc(out, func(a, b cluster.Key) int { return strings.Compare(a.String(), b.String()) })
+	return out
+}
+
+// drainChanges hands over (and forgets) the hosts whose capacity grew and
+// whether the clusters may have changed since the last call.
+func (st *hostState) drainChanges() (grown []match.Host, topo bool) {
+	for id := range st.grown {
+		if rec := st.hosts[id]; rec != nil {
+			grown = append(grown, rec.h)
+		}
+	}
+	clear(st.grown)
+	topo, st.topo = st.topo, false
+	return grown, topo
 }
 
 // Len is the number of hosts known, offered or not.
@@ -318,6 +362,7 @@ func (st *hostState) refresh(id string) {
 	}
 	slices.Sort(tags)
 	if facility != rec.h.Facility || !slices.Equal(tags, rec.h.Tags) {
+		st.topo = true
 		st.unfile(rec)
 		for _, t := range tags {
 			k := tagKey{facility, t}
@@ -330,6 +375,7 @@ func (st *hostState) refresh(id string) {
 			rec.idxs = append(rec.idxs, ix)
 		}
 	}
+	prevBase, wasOffered := rec.base, rec.inTrees
 	row := &rec.row
 	h := &rec.h
 	h.ID, h.Name, h.Facility, h.Alloc = id, row.name, facility, row.alloc
@@ -348,6 +394,10 @@ func (st *hostState) refresh(id string) {
 		rec.ping, rec.up = time.Time{}, false
 	}
 	st.reposition(rec)
+	if rec.inTrees && (!wasOffered || rec.base.Cores > prevBase.Cores || rec.base.Mem > prevBase.Mem ||
+		rec.base.GPUs > prevBase.GPUs || rec.base.GPUMem > prevBase.GPUMem) {
+		st.grown[id] = struct{}{}
+	}
 }
 
 // unfile takes rec out of every index it is in.
@@ -368,6 +418,8 @@ func (st *hostState) unfile(rec *hostRec) {
 
 func (st *hostState) drop(id string) {
 	if rec := st.hosts[id]; rec != nil {
+		st.topo = true
+		delete(st.grown, id)
 		st.unfile(rec)
 		delete(st.held, rec)
 		delete(st.hosts, id)

@@ -40,6 +40,13 @@ type ReplicaConfig struct {
 	// recomputes the counters its released procs touched; nil means every
 	// host (one instance).
 	Owns func(hostID string) bool
+	// OnHosts, when set, is called after a snapshot is installed and after
+	// every applied transaction that grew hosts' replicated capacity (a
+	// release gave a host its resources back, a host became offered) or may
+	// have changed the set of clusters (topology: hosts, their tags or
+	// allocations came, went or moved). It runs on the stream's goroutine,
+	// outside the cache's locks, and must return quickly.
+	OnHosts func(grown []match.Host, topology bool)
 	// Observe, when set, receives typed signals of the replica's progress
 	// (tests wait on them). It runs on the goroutine that makes the
 	// progress and must return quickly.
@@ -218,10 +225,14 @@ func (r *Replica) Reset(ctx context.Context, tx pgx.Tx, lsn cdc.LSN) error {
 	r.hosts.mu.Lock()
 	r.usage.mu.Lock()
 	r.hosts.swapLocked(hs, lsn)
+	grown, _ := hs.drainChanges()
 	us.setLimits(r.usage.st.limits) // a reload may have landed during the load
 	r.usage.st = us
 	r.usage.mu.Unlock()
 	r.hosts.mu.Unlock()
+	if r.cfg.OnHosts != nil {
+		r.cfg.OnHosts(grown, true)
+	}
 	if r.cfg.Counters != "cuebot" {
 		// Releases while no stream ran (before the start, during a
 		// disconnect) left counters high: recompute the managed shows.
@@ -264,10 +275,18 @@ func (r *Replica) Apply(t *cdc.Txn) error {
 		r.hosts.st.refreshDirty()
 	}
 	r.hosts.advanceLocked(t.EndLSN)
+	var grown []match.Host
+	var topo bool
+	if needHosts {
+		grown, topo = r.hosts.st.drainChanges()
+	}
 	if needUsage {
 		r.usage.mu.Unlock()
 	}
 	r.hosts.mu.Unlock()
+	if r.cfg.OnHosts != nil && (len(grown) > 0 || topo) {
+		r.cfg.OnHosts(grown, topo)
+	}
 	if len(marks) > 0 {
 		r.cnt.addProcs(marks, r.cfg.Owns)
 	}

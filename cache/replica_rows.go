@@ -218,9 +218,12 @@ func (st *hostState) apply(c *cdc.Change) (host string, gone bool, err error) {
 			}
 			st.allocs[key] = row
 			if had && row.facility == old.facility {
+				// A changed tag moves hosts between clusters, not indexes.
+				st.topo = st.topo || row.tag != old.tag
 				return "", false, nil
 			}
 		}
+		st.topo = true
 		// A facility is part of every index key of the allocation's hosts.
 		for id, rec := range st.hosts {
 			if rec.row.alloc == key {
