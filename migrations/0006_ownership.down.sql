@@ -1,0 +1,3 @@
+DROP TABLE cuesched.handover;
+DROP TABLE cuesched.cluster;
+DROP TABLE cuesched.instance;
