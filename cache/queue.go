@@ -382,6 +382,20 @@ func (q *Queue) Clusters() []cluster.Key {
 	return out
 }
 
+// Depths is the number of queued layers of every cluster that has any: the
+// pending work ownership balances instances by. It reads memory only.
+func (q *Queue) Depths() map[cluster.Key]int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := make(map[cluster.Key]int64, len(q.clusters))
+	for k, ls := range q.clusters {
+		if len(ls) > 0 {
+			out[k] = int64(len(ls))
+		}
+	}
+	return out
+}
+
 // Len is the number of queued layers.
 func (q *Queue) Len() int {
 	q.mu.Lock()

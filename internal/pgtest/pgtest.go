@@ -116,6 +116,13 @@ func NewDB(tb testing.TB, tpl ...Template) *DB {
 		pool.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
+		// A replication session still streaming from the database (a test
+		// that failed before stopping its consumer) keeps it from being
+		// dropped: end those sessions, which drops their temporary slots.
+		if err := exec(ctx, c, fmt.Sprintf(`SELECT pg_terminate_backend(active_pid, 10000) FROM pg_replication_slots
+			WHERE database = '%s' AND active_pid IS NOT NULL`, name)); err != nil {
+			tb.Logf("pgtest: %v", err)
+		}
 		if err := exec(ctx, c, fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", name)); err != nil {
 			tb.Logf("pgtest: %v", err)
 		}

@@ -184,7 +184,7 @@ const Core = 100
 // show subscribed to all three with a burst of 9,000,000 core units; 300 jobs
 // x 4 layers x 5 frames with minimums cycling 1/2/4/8 cores and 2/4/8/16 GB,
 // threadable, a third of the layers tagged with a manual tag and the rest
-// with an allocation tag, priorities 1-100. Host names are loopback
+// with an allocation tag, priorities 1-100, no job cap. Host names are loopback
 // addresses so the simulated farm can give each its own RQD.
 func PeerStress(seed uint64) *Farm {
 	return Stress(seed, 1200, 300)
@@ -226,6 +226,10 @@ func Stress(seed uint64, hosts, jobs int) *Farm {
 			Name:     fmt.Sprintf("stress-job-%04d", j),
 			Show:     "stress",
 			Priority: int64(rng.IntN(100) + 1),
+			// The farm is defined without job caps: a job's threadable
+			// frames may take whole hosts, so Cuebot's default of 100
+			// cores would hold frames back the farm has room for.
+			MaxCores: 1_000_000,
 		}
 		for l := 0; l < 4; l++ {
 			tags := f.Allocations[n%3].Tag

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cuesched/cuesched/internal/audit/audittest"
+	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/seed"
+)
+
+// syncBuffer is an io.Writer safe for the logger and the test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor checks cond until it holds or the deadline passes. Across the
+// process boundary of `cuesched run` the database is the only signal.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		<-tick.C
+	}
+}
+
+// One instance of `cuesched run --dry-run` books the whole peer stress farm,
+// then stops on its context (SIGTERM) with status 0; the audit is clean.
+func TestRunBooksPeerStressFarm(t *testing.T) {
+	db := pgtest.NewDB(t)
+	if _, err := seed.Load(t.Context(), db.Pool, seed.PeerStress(5), 5); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- realMain(ctx, []string{"run", "--db", db.DSN, "--dry-run", "--metrics-addr", "127.0.0.1:0",
+			"--instance", "solo", "--log-level", "debug"}, &environment{stdout: &out, stderr: &out, getenv: func(string) string { return "" }})
+	}()
+	waiting := func() int {
+		var n int
+		if err := db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM frame WHERE str_state = 'WAITING'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("cuesched run output:\n%s", out.String())
+		}
+	})
+	waitFor(t, 2*time.Minute, "every frame booked", func() bool {
+		select {
+		case code := <-done:
+			t.Fatalf("cuesched run exited %d early:\n%s", code, out.String())
+		default:
+		}
+		return waiting() == 0
+	})
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("cuesched run exited %d on stop:\n%s", code, out.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("cuesched run did not stop:\n%s", out.String())
+	}
+	var running int
+	if err := db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM frame WHERE str_state = 'RUNNING'`).Scan(&running); err != nil {
+		t.Fatal(err)
+	}
+	if running != 6000 {
+		t.Errorf("%d frames RUNNING, want 6000", running)
+	}
+	audittest.Clean(t, db.Pool)
+}

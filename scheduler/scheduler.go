@@ -1,0 +1,329 @@
+// Package scheduler is the event-driven loop of `cuesched run`: for every
+// cluster this instance owns it plans the cluster's pending layers against
+// the host cache (match) and commits the placements (dispatch), and then
+// sleeps until something wakes the cluster: new work from the queue, capacity
+// freed in the replicated stream, a start-after time. Nothing reads work on a
+// timer.
+//
+// Clusters are worked concurrently with a bound (Config.Workers); each has
+// its own goroutine, so a slow cluster never stalls the others. Which
+// clusters this instance works is ownership's decision; the loop follows its
+// changes, resolving the launch outbox and recomputing counters of what it
+// takes over before booking there.
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cuesched/cuesched/cache"
+	"github.com/cuesched/cuesched/cdc"
+	"github.com/cuesched/cuesched/cluster"
+	"github.com/cuesched/cuesched/counters"
+	"github.com/cuesched/cuesched/dispatch"
+	"github.com/cuesched/cuesched/internal/metrics"
+	"github.com/cuesched/cuesched/match"
+	"github.com/cuesched/cuesched/ownership"
+)
+
+// Ownership is what the loop needs of the coordination between instances
+// (package ownership implements it).
+type Ownership interface {
+	View() ownership.View
+	// Changes is signalled when the claims of this instance may have changed.
+	Changes() <-chan struct{}
+	// SetClusters gives the clusters there are, from the replicated hosts.
+	SetClusters(keys []cluster.Key)
+	// AllowsShow reports whether this instance may book show inside the
+	// cluster (static mode restricts shows per allocation).
+	AllowsShow(key cluster.Key, show string) bool
+}
+
+// Config tunes the loop.
+type Config struct {
+	Policy          match.Policy // nil: best fit
+	Order           match.Order
+	SelfishServices []string
+	// Workers is how many clusters plan and book at the same time.
+	Workers int
+	// FramesPerLayer is how many waiting frames of each layer a round reads.
+	FramesPerLayer int
+	// RoundPlacements bounds the placements of one round, so new work of a
+	// higher priority never waits behind a long round.
+	RoundPlacements int
+	// BusyRetry is how long a cluster whose booking lock another
+	// transaction held waits before trying again.
+	BusyRetry time.Duration
+	Logger    *slog.Logger
+	Metrics   *metrics.Scheduler // nil: not counted
+	Now       func() time.Time
+}
+
+// Deps are the parts the loop joins.
+type Deps struct {
+	Pool     *pgxpool.Pool
+	Hosts    *cache.Hosts
+	Caps     match.Caps
+	Queue    *cache.Queue
+	Booker   *dispatch.Booker
+	Launcher *dispatch.Launcher // Resolve on takeover; nil: nothing to resolve
+	Owner    Ownership
+	// Booked holds booked capacity until the stream has applied the commit
+	// (cache.Replica.Booked).
+	Booked func(hostID string, r match.Resources, lsn cdc.LSN)
+	// Buckets is the deployment's tag bucket count (cuesched.setting).
+	Buckets int
+}
+
+// Scheduler is the loop.
+type Scheduler struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+
+	topo chan struct{} // the set of clusters may have changed
+
+	mu      sync.Mutex
+	keyer   *cluster.Keyer
+	workers map[cluster.Key]*worker
+	owned   map[string]bool // pk_alloc of the allocation clusters owned
+	waits   map[cluster.Key][]match.Wait
+	sem     chan struct{}
+	seed    int64
+}
+
+// New returns a loop over deps.
+func New(cfg Config, deps Deps) *Scheduler {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 4
+	}
+	if cfg.FramesPerLayer <= 0 {
+		cfg.FramesPerLayer = 32
+	}
+	if cfg.RoundPlacements <= 0 {
+		cfg.RoundPlacements = 2000
+	}
+	if cfg.BusyRetry <= 0 {
+		cfg.BusyRetry = 20 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Scheduler{
+		cfg:     cfg,
+		deps:    deps,
+		log:     cfg.Logger,
+		topo:    make(chan struct{}, 1),
+		workers: map[cluster.Key]*worker{},
+		owned:   map[string]bool{},
+		waits:   map[cluster.Key][]match.Wait{},
+		sem:     make(chan struct{}, cfg.Workers),
+	}
+	s.keyer = cluster.NewKeyer(nil, deps.Buckets)
+	return s
+}
+
+// ReadBuckets reads the deployment's tag bucket count.
+func ReadBuckets(ctx context.Context, pool *pgxpool.Pool) (int, error) {
+	var n int
+	err := pool.QueryRow(ctx, `SELECT value::int FROM cuesched.setting WHERE name = 'tag_buckets'`).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, errors.New("cuesched.setting has no tag_buckets: run `cuesched migrate up`")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read tag_buckets: %w", err)
+	}
+	return n, nil
+}
+
+// HostsChanged is the cache's OnHosts: capacity grew on some hosts (wake
+// their clusters) or the set of clusters may have changed.
+func (s *Scheduler) HostsChanged(grown []match.Host, topology bool) {
+	if topology {
+		signal(s.topo)
+	}
+	if len(grown) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range grown {
+		for _, key := range s.keyer.OfHost(h.Facility, h.Alloc, h.Tags) {
+			if w := s.workers[key]; w != nil {
+				signal(w.wake)
+			}
+		}
+	}
+}
+
+// Wake wakes the worker of a cluster, if this instance works it (the
+// queue's OnWork).
+func (s *Scheduler) Wake(key cluster.Key) {
+	s.mu.Lock()
+	w := s.workers[key]
+	s.mu.Unlock()
+	if w != nil {
+		signal(w.wake)
+	}
+}
+
+// OwnsHost reports whether this instance owns the allocation cluster of a
+// host: that instance recomputes the counters its released procs touched.
+func (s *Scheduler) OwnsHost(hostID string) bool {
+	h, ok := s.deps.Hosts.Host(hostID)
+	if !ok {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.owned[h.Alloc]
+}
+
+// Settled is the launcher's OnSettled: a released booking's frame is
+// WAITING again, so its layer is read again and its cluster woken.
+func (s *Scheduler) Settled(st dispatch.Settled) {
+	if st.Result == dispatch.SettledReleased && st.LayerID != "" {
+		s.deps.Queue.Requeue(st.LayerID)
+	}
+}
+
+// Waits returns why the layers of a cluster waited after its last round.
+func (s *Scheduler) Waits(key cluster.Key) []match.Wait {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.waits[key]
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Run works the owned clusters until ctx ends, then stops every worker
+// (each finishes or rolls back the batch in flight) and returns.
+func (s *Scheduler) Run(ctx context.Context) error {
+	s.discover()
+	changes := s.deps.Owner.Changes()
+	s.reconcile(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			s.stopAll()
+			return nil
+		case <-changes:
+			s.reconcile(ctx)
+		case <-s.topo:
+			s.discover()
+		}
+	}
+}
+
+// discover recomputes the clusters there are from the replicated hosts and
+// hands them to ownership.
+func (s *Scheduler) discover() {
+	keyer := cluster.NewKeyer(s.deps.Hosts.Allocs(), s.deps.Buckets)
+	s.mu.Lock()
+	s.keyer = keyer
+	s.mu.Unlock()
+	s.deps.Owner.SetClusters(s.deps.Hosts.ClusterKeys(keyer))
+}
+
+// reconcile starts workers for clusters gained and stops those lost.
+func (s *Scheduler) reconcile(ctx context.Context) {
+	view := s.deps.Owner.View()
+	var gained []ownership.Claim
+	var stop []*worker
+	s.mu.Lock()
+	for key, w := range s.workers {
+		if c, ok := view.Claims[key]; !ok || c.Epoch != w.claim.Epoch {
+			stop = append(stop, w)
+			delete(s.workers, key)
+		}
+	}
+	clear(s.owned)
+	for key, c := range view.Claims {
+		if key.Kind == cluster.KindAlloc {
+			s.owned[key.Alloc] = true
+		}
+		if _, ok := s.workers[key]; !ok {
+			gained = append(gained, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, w := range stop {
+		w.stop()
+		s.log.Info("cluster lost", "cluster", w.claim.Key, "epoch", w.claim.Epoch)
+	}
+	if len(gained) == 0 {
+		return
+	}
+	s.takeOver(ctx, gained)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range gained {
+		if _, ok := s.workers[c.Key]; ok {
+			continue
+		}
+		w := newWorker(ctx, s, c)
+		s.workers[c.Key] = w
+		signal(w.wake)
+		s.log.Info("cluster owned", "cluster", c.Key, "id", c.ID, "epoch", c.Epoch)
+	}
+}
+
+// takeOver makes clusters this instance just gained safe to book: bookings
+// a previous owner committed but never launched are resolved, and the
+// counters of managed shows are brought back to SUM(proc), since releases
+// may have happened while no one owned them.
+func (s *Scheduler) takeOver(ctx context.Context, gained []ownership.Claim) {
+	ids := make([]int32, len(gained))
+	for i, c := range gained {
+		ids[i] = c.ID
+	}
+	if s.deps.Launcher != nil {
+		if n, err := s.deps.Launcher.Resolve(ctx, ids); err != nil {
+			s.log.Error("resolve launch outbox of clusters taken over", "clusters", len(ids), "err", err)
+		} else if n > 0 {
+			s.log.Info("resolved bookings left unlaunched", "bookings", n)
+		}
+	}
+	err := pgx.BeginFunc(ctx, s.deps.Pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT pk_show FROM show WHERE b_scheduler_managed ORDER BY pk_show`)
+		if err != nil {
+			return err
+		}
+		shows, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return err
+		}
+		return counters.RecomputeShows(ctx, tx, shows)
+	})
+	if err != nil && ctx.Err() == nil {
+		s.log.Error("recompute counters of clusters taken over", "err", err)
+	}
+}
+
+func (s *Scheduler) stopAll() {
+	s.mu.Lock()
+	ws := make([]*worker, 0, len(s.workers))
+	for key, w := range s.workers {
+		ws = append(ws, w)
+		delete(s.workers, key)
+	}
+	s.mu.Unlock()
+	for _, w := range ws {
+		w.stop()
+	}
+}

@@ -1,0 +1,230 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/cuesched/cuesched/cluster"
+	"github.com/cuesched/cuesched/dispatch"
+	"github.com/cuesched/cuesched/match"
+	"github.com/cuesched/cuesched/ownership"
+)
+
+// worker works one owned cluster: it sleeps until woken, then runs rounds
+// while they place frames.
+type worker struct {
+	s      *Scheduler
+	claim  ownership.Claim
+	wake   chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newWorker(parent context.Context, s *Scheduler, c ownership.Claim) *worker {
+	ctx, cancel := context.WithCancel(parent)
+	w := &worker{s: s, claim: c, wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+	go w.run(ctx)
+	return w
+}
+
+// stop ends the worker after the round in flight: a batch being committed
+// finishes or rolls back with its context.
+func (w *worker) stop() {
+	w.cancel()
+	<-w.done
+}
+
+func (w *worker) run(ctx context.Context) {
+	defer close(w.done)
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.wake:
+		case <-retry.C:
+		}
+		select {
+		case w.s.sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		again := w.work(ctx)
+		<-w.s.sem
+		if again > 0 {
+			retry.Reset(again)
+		}
+	}
+}
+
+// work runs rounds while they place frames; it returns how long to wait
+// before trying again when the cluster was busy or a round failed (0: sleep
+// until woken).
+func (w *worker) work(ctx context.Context) time.Duration {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		out, err := w.s.round(ctx, w.claim)
+		switch {
+		case errors.Is(err, dispatch.ErrFenced):
+			// Ownership moved under us; its change signal stops this worker.
+			w.s.log.Warn("cluster fenced: another instance owns it now", "cluster", w.claim.Key)
+			return 0
+		case err != nil && ctx.Err() == nil:
+			w.s.log.Error("round failed", "cluster", w.claim.Key, "err", err)
+			return backoff
+		case out.busy:
+			return w.s.cfg.BusyRetry
+		case out.booked == 0 && !out.deferred:
+			return 0
+		}
+	}
+	return 0
+}
+
+// roundOutcome is what one round did.
+type roundOutcome struct {
+	booked   int
+	busy     bool // another transaction held the cluster's booking lock
+	deferred bool // the round's bound cut placeable work short
+}
+
+// round plans a cluster's pending layers and books the placements.
+func (s *Scheduler) round(ctx context.Context, c ownership.Claim) (roundOutcome, error) {
+	var out roundOutcome
+	key := c.Key
+	q := s.deps.Queue
+	layers := q.Layers(key)
+	kept := layers[:0]
+	for _, l := range layers {
+		if s.deps.Owner.AllowsShow(key, l.ShowID) {
+			kept = append(kept, l)
+		}
+	}
+	layers = kept
+	if len(layers) == 0 {
+		s.setWaits(key, nil)
+		return out, nil
+	}
+	if err := q.Frames(ctx, layers, s.cfg.FramesPerLayer); err != nil {
+		return out, err
+	}
+	live := layers[:0]
+	for _, l := range layers {
+		if len(l.Frames) == 0 {
+			q.Drained(l.ID)
+			continue
+		}
+		live = append(live, l)
+	}
+	if len(live) == 0 {
+		s.setWaits(key, nil)
+		return out, nil
+	}
+	s.mu.Lock()
+	keyer := s.keyer
+	s.seed++
+	seed := s.seed
+	s.mu.Unlock()
+	res := match.Plan(live, s.deps.Hosts, s.deps.Caps, match.Options{
+		Now:             s.cfg.Now(),
+		Seed:            seed,
+		Policy:          s.cfg.Policy,
+		Order:           s.cfg.Order,
+		SelfishServices: s.cfg.SelfishServices,
+		MaxPlacements:   s.cfg.RoundPlacements,
+		TagFilter:       func(facility, tag string) bool { return keyer.OfTag(facility, tag) == key },
+		Allocs:          s.allocsOf(key),
+	})
+	s.setWaits(key, res.Waits)
+	s.count(live, res)
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		reasons := map[match.Reason]int{}
+		for _, wt := range res.Waits {
+			reasons[wt.Reason]++
+		}
+		s.log.Debug("round planned", "cluster", key, "layers", len(live), "placements", len(res.Placements),
+			"waits", reasons)
+	}
+	for _, wt := range res.Waits {
+		out.deferred = out.deferred || wt.Reason == match.ReasonDeferred
+	}
+	if len(res.Placements) == 0 {
+		return out, nil
+	}
+	br, err := s.deps.Booker.Book(ctx, dispatch.Cluster{ID: c.ID, Key: key}, res.Placements)
+	for _, b := range br.Booked {
+		s.deps.Booked(b.Host.ID, b.Size, br.LSN)
+	}
+	out.booked = len(br.Booked)
+	requeue := map[string]struct{}{}
+	for _, d := range br.Dropped {
+		s.deps.Hosts.Return(d.Placement.Host.ID, d.Placement.Size)
+		// What the queue holds of the layer may be stale (a version, a cap):
+		// read it again.
+		requeue[d.Placement.Layer.ID] = struct{}{}
+	}
+	for _, p := range br.Deferred {
+		s.deps.Hosts.Return(p.Host.ID, p.Size)
+	}
+	for id := range requeue {
+		q.Requeue(id)
+	}
+	out.busy = br.Busy
+	if errors.Is(err, dispatch.ErrCommitUnknown) && s.deps.Launcher != nil {
+		// Whether the last batch committed is unknown: its outbox rows, if
+		// any, are resolved before the cluster books again.
+		if _, rerr := s.deps.Launcher.Resolve(ctx, []int32{c.ID}); rerr != nil {
+			return out, errors.Join(err, rerr)
+		}
+	}
+	return out, err
+}
+
+// allocsOf is the allocations a cluster's hosts may belong to, for the
+// shows' subscription tiers: one for an allocation cluster, every
+// allocation of the facility for a tag bucket.
+func (s *Scheduler) allocsOf(key cluster.Key) []string {
+	if key.Kind == cluster.KindAlloc {
+		return []string{key.Alloc}
+	}
+	var out []string
+	for _, a := range s.deps.Hosts.Allocs() {
+		if a.Facility == key.Facility {
+			out = append(out, a.ID)
+		}
+	}
+	return out
+}
+
+func (s *Scheduler) setWaits(key cluster.Key, waits []match.Wait) {
+	s.mu.Lock()
+	if len(waits) == 0 {
+		delete(s.waits, key)
+	} else {
+		s.waits[key] = waits
+	}
+	s.mu.Unlock()
+}
+
+// count feeds OpenCue's metrics.
+func (s *Scheduler) count(layers []*match.Layer, res match.Result) {
+	m := s.cfg.Metrics
+	if m == nil {
+		return
+	}
+	jobs := map[string]struct{}{}
+	for _, l := range layers {
+		jobs[l.JobID] = struct{}{}
+	}
+	m.JobsProcessed.Add(float64(len(jobs)))
+	for _, wt := range res.Waits {
+		switch wt.Reason {
+		case match.ReasonCapacity, match.ReasonNoFit, match.ReasonNoHost:
+			m.NoCandidateIterations.Inc()
+		}
+	}
+}
