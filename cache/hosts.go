@@ -37,9 +37,18 @@ type Hosts struct {
 	mu      sync.RWMutex
 	st      *hostState
 	applied cdc.LSN
-	now     func() time.Time
-	maxAge  time.Duration
+	// echoed remembers the xids of the transactions applied last, so a
+	// booking whose echo the stream applied before dispatch reported it
+	// (Booked) is not held a second time.
+	echoed   map[uint32]struct{}
+	echoRing []uint32
+	echoNext int
+	now      func() time.Time
+	maxAge   time.Duration
 }
+
+// echoMemory is how many applied transactions Hosts remembers for Booked.
+const echoMemory = 4096
 
 // NewHosts returns an empty index. Hosts last pinged more than maxAge
 // before now() are not offered (maxAge <= 0: never stale).
@@ -47,13 +56,16 @@ func NewHosts(now func() time.Time, maxAge time.Duration) *Hosts {
 	if now == nil {
 		now = time.Now
 	}
-	return &Hosts{st: newHostState(), now: now, maxAge: maxAge}
+	return &Hosts{st: newHostState(), now: now, maxAge: maxAge, echoed: map[uint32]struct{}{},
+		echoRing: make([]uint32, echoMemory)}
 }
 
-// hold is booked capacity waiting for the stream to pass its commit.
+// hold is booked capacity waiting for its echo: the stream applying the
+// booking transaction (xid), or passing its commit position (lsn).
 type hold struct {
 	r   match.Resources
 	lsn cdc.LSN
+	xid uint32
 }
 
 // hostRec is a host's one capacity record.
@@ -164,11 +176,14 @@ func (h *Hosts) Return(hostID string, r match.Resources) {
 	}
 }
 
-// Booked turns capacity taken by Take into a booking committed by dispatch:
-// it stays held until the stream has applied commitLSN (the
-// pg_current_wal_lsn() read right after the commit), from which on the
-// replicated host row, which carries the booking, is the truth.
-func (h *Hosts) Booked(hostID string, r match.Resources, commitLSN cdc.LSN) {
+// Booked turns capacity taken by Take into a booking committed by dispatch
+// in transaction xid: it stays held until the stream applies that
+// transaction, whose host rows carry the booking, or has passed commitLSN
+// (the pg_current_wal_lsn() read right after the commit); from then on the
+// replicated host row is the truth. Releasing the hold in the same step that
+// applies the echo means the host is never offered with its pre-booking
+// capacity, nor counted short twice.
+func (h *Hosts) Booked(hostID string, r match.Resources, commitLSN cdc.LSN, xid uint32) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	rec := h.st.hosts[hostID]
@@ -176,11 +191,35 @@ func (h *Hosts) Booked(hostID string, r match.Resources, commitLSN cdc.LSN) {
 		return
 	}
 	rec.taken = subFloor(rec.taken, r)
-	if commitLSN > h.applied {
-		rec.holds = append(rec.holds, hold{r: r, lsn: commitLSN})
+	_, echoed := h.echoed[xid]
+	if commitLSN > h.applied && !echoed {
+		rec.holds = append(rec.holds, hold{r: r, lsn: commitLSN, xid: xid})
 		h.st.held[rec] = struct{}{}
 	}
 	h.st.reposition(rec)
+}
+
+// echoLocked releases the holds of booking transaction xid, which the
+// stream has just applied, and remembers it for a Booked still to come.
+func (h *Hosts) echoLocked(xid uint32) {
+	if old := h.echoRing[h.echoNext]; old != 0 {
+		delete(h.echoed, old)
+	}
+	h.echoRing[h.echoNext] = xid
+	h.echoNext = (h.echoNext + 1) % len(h.echoRing)
+	h.echoed[xid] = struct{}{}
+	for rec := range h.st.held {
+		n := len(rec.holds)
+		rec.holds = slices.DeleteFunc(rec.holds, func(x hold) bool { return x.xid == xid })
+		if len(rec.holds) == n {
+			continue
+		}
+		if len(rec.holds) == 0 {
+			rec.holds = nil
+			delete(h.st.held, rec)
+		}
+		h.st.reposition(rec)
+	}
 }
 
 // Host returns a host as the index has it, offered or not.

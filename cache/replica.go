@@ -163,8 +163,8 @@ func (r *Replica) WaitApplied(ctx context.Context, lsn cdc.LSN) error {
 
 // Booked is Hosts().Booked: dispatch calls it for each booking it committed,
 // with the pg_current_wal_lsn() it read right after the commit.
-func (r *Replica) Booked(hostID string, size match.Resources, commitLSN cdc.LSN) {
-	r.hosts.Booked(hostID, size, commitLSN)
+func (r *Replica) Booked(hostID string, size match.Resources, commitLSN cdc.LSN, xid uint32) {
+	r.hosts.Booked(hostID, size, commitLSN, xid)
 }
 
 func (r *Replica) observe(e ReplicaEvent) {
@@ -274,6 +274,7 @@ func (r *Replica) Apply(t *cdc.Txn) error {
 	if needHosts {
 		r.hosts.st.refreshDirty()
 	}
+	r.hosts.echoLocked(t.Xid)
 	r.hosts.advanceLocked(t.EndLSN)
 	var grown []match.Host
 	var topo bool

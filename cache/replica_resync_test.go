@@ -261,7 +261,7 @@ func TestEchoOfABooking(t *testing.T) {
 		t.Fatal(err)
 	}
 	lsn := h.lsn()
-	h.r.Booked(host, size, lsn)
+	h.r.Booked(host, size, lsn, 0) // a Cuebot-style booking: its xid is not known
 	if x, _ := h.r.Hosts().Host(host); x.Idle.Cores > 400 {
 		t.Fatalf("after Booked: idle %+v", x.Idle)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -109,6 +110,10 @@ type Booking struct {
 	ShowName   string
 	EligibleAt time.Time // the later of frame.ts_eligible and ts_stopped; zero when both are NULL
 	CommitAt   time.Time // when the booking's COMMIT returned
+	// Xid is the booking transaction's id as the replication stream names
+	// it: the host cache releases the booked capacity it holds when the
+	// stream applies that transaction (Hosts.Booked).
+	Xid uint32
 }
 
 // DropReason says why the booking's re-check dropped a placement. The values
@@ -319,11 +324,13 @@ func (b *Booker) attempt(ctx context.Context, c Cluster, ps []match.Placement, a
 	defer conn.Release()
 
 	var locked bool
+	var xid8 string
 	bt := &pgx.Batch{}
 	bt.BeginTx(pgx.TxOptions{})
-	bt.Queue(`SELECT pg_try_advisory_xact_lock($1, $2)`, cluster.BookingLock, c.ID).QueryRow(func(r pgx.Row) error {
-		return r.Scan(&locked)
-	})
+	// The transaction's id tells the host cache which streamed transaction
+	// is this booking's echo.
+	bt.Queue(`SELECT pg_try_advisory_xact_lock($1, $2), pg_current_xact_id()::text`, cluster.BookingLock, c.ID).
+		QueryRow(func(r pgx.Row) error { return r.Scan(&locked, &xid8) })
 	b.fence.Queue(bt, c.ID)
 	br := conn.SendBatch(ctx, bt)
 	tx := br.Tx()
@@ -380,10 +387,16 @@ func (b *Booker) attempt(ctx context.Context, c Cluster, ps []match.Placement, a
 	if res.lsn, err = pglogrepl.ParseLSN(lsn); err != nil {
 		return res, fmt.Errorf("read commit position %q: %w", lsn, err)
 	}
+	// pgoutput names transactions by the low 32 bits of their 64-bit id.
+	full, err := strconv.ParseUint(xid8, 10, 64)
+	if err != nil {
+		return res, fmt.Errorf("read transaction id %q: %w", xid8, err)
+	}
 	res.booked = make([]Booking, len(kept))
 	for i, k := range kept {
 		res.booked[i] = Booking{Placement: k.p, ProcID: k.procID, ClusterID: c.ID, HostName: k.hostName,
-			Version: k.version + 1, ShowName: k.showName, EligibleAt: k.eligible, CommitAt: commitAt}
+			Version: k.version + 1, ShowName: k.showName, EligibleAt: k.eligible, CommitAt: commitAt,
+			Xid: uint32(full)}
 	}
 	return res, nil
 }

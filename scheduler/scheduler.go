@@ -75,9 +75,9 @@ type Deps struct {
 	Booker   *dispatch.Booker
 	Launcher *dispatch.Launcher // Resolve on takeover; nil: nothing to resolve
 	Owner    Ownership
-	// Booked holds booked capacity until the stream has applied the commit
+	// Booked holds booked capacity until the stream has applied the booking
 	// (cache.Replica.Booked).
-	Booked func(hostID string, r match.Resources, lsn cdc.LSN)
+	Booked func(hostID string, r match.Resources, lsn cdc.LSN, xid uint32)
 	// Buckets is the deployment's tag bucket count (cuesched.setting).
 	Buckets int
 }

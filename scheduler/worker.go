@@ -157,22 +157,29 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim) (roundOutcome,
 	}
 	br, err := s.deps.Booker.Book(ctx, dispatch.Cluster{ID: c.ID, Key: key}, res.Placements)
 	for _, b := range br.Booked {
-		s.deps.Booked(b.Host.ID, b.Size, br.LSN)
+		s.deps.Booked(b.Host.ID, b.Size, br.LSN, b.Xid)
 	}
 	out.booked = len(br.Booked)
 	requeue := map[string]struct{}{}
+	var returned []match.Host
 	for _, d := range br.Dropped {
 		s.deps.Hosts.Return(d.Placement.Host.ID, d.Placement.Size)
+		returned = append(returned, d.Placement.Host)
 		// What the queue holds of the layer may be stale (a version, a cap):
 		// read it again.
 		requeue[d.Placement.Layer.ID] = struct{}{}
 	}
 	for _, p := range br.Deferred {
 		s.deps.Hosts.Return(p.Host.ID, p.Size)
+		returned = append(returned, p.Host)
 	}
 	for id := range requeue {
 		q.Requeue(id)
 	}
+	// Capacity this round held and gave back may be what another cluster
+	// sharing those hosts found missing: wake the others (this one runs
+	// again or is woken by the requeue).
+	s.wakeOthers(key, returned)
 	out.busy = br.Busy
 	if errors.Is(err, dispatch.ErrCommitUnknown) && s.deps.Launcher != nil {
 		// Whether the last batch committed is unknown: its outbox rows, if
@@ -182,6 +189,27 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim) (roundOutcome,
 		}
 	}
 	return out, err
+}
+
+// wakeOthers wakes every cluster of the given hosts but key.
+func (s *Scheduler) wakeOthers(key cluster.Key, hosts []match.Host) {
+	if len(hosts) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[string]bool{}
+	for _, h := range hosts {
+		if seen[h.ID] {
+			continue
+		}
+		seen[h.ID] = true
+		for _, k := range s.keyer.OfHost(h.Facility, h.Alloc, h.Tags) {
+			if w := s.workers[k]; w != nil && k != key {
+				signal(w.wake)
+			}
+		}
+	}
 }
 
 // allocsOf is the allocations a cluster's hosts may belong to, for the
