@@ -112,13 +112,16 @@ func (r *Replica) CountersSettled(ctx context.Context) error {
 	}
 }
 
-// runCounters recomputes marked counter rows until ctx ends.
+// runCounters recomputes marked counter rows until ctx ends; then what is
+// still marked is recomputed once more, so a graceful stop leaves no
+// counter high that this instance knew to bring back.
 func (r *Replica) runCounters(ctx context.Context) {
 	w := r.cnt
 	delay := r.cfg.MinBackoff
 	for {
 		select {
 		case <-ctx.Done():
+			r.flushCounters()
 			return
 		case <-w.kick:
 		}
@@ -164,6 +167,23 @@ func (r *Replica) runCounters(ctx context.Context) {
 			}
 			delay = min(delay*2, r.cfg.MaxBackoff)
 		}
+	}
+}
+
+// flushCounters recomputes what is marked, once, on its own deadline.
+func (r *Replica) flushCounters() {
+	w := r.cnt
+	w.mu.Lock()
+	shows, procs, gone := w.shows, w.procs, w.gone
+	w.shows, w.procs, w.gone = nil, map[counters.Proc]struct{}{}, map[string]struct{}{}
+	w.mu.Unlock()
+	if len(shows) == 0 && len(procs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timeout)
+	defer cancel()
+	if _, err := r.recompute(ctx, shows, procs, gone); err != nil {
+		r.log.Warn("recompute counters at stop; the next instance to start recomputes them", "err", err)
 	}
 }
 
