@@ -37,6 +37,29 @@ func slotLess(a, b slot) bool {
 type level struct {
 	maxMem int64 // the largest idle memory filed in hosts
 	hosts  *btree.BTreeG[slot]
+	// Of the hosts filed here, how many carry at least one and at least two
+	// contested tags (hostRec.contested), so a walk avoiding contested hosts
+	// skips a level holding nothing else without descending into it.
+	contested1, contested2 int
+}
+
+// count adds d hosts carrying n contested tags to the level's counts.
+func (lv *level) count(n int32, d int) {
+	if n >= 1 {
+		lv.contested1 += d
+	}
+	if n >= 2 {
+		lv.contested2 += d
+	}
+}
+
+// contested is how many hosts of the level are contested for a walk of an
+// index whose own tag counts own (0 or 1) in every host's number.
+func (lv *level) contested(own int32) int {
+	if own > 0 {
+		return lv.contested2
+	}
+	return lv.contested1
 }
 
 type levelItem struct {
@@ -48,10 +71,19 @@ func levelLess(a, b levelItem) bool { return a.cores < b.cores }
 
 // tagIndex holds the offered hosts of one facility carrying one tag; n
 // counts every host carrying it, offered or not (match.Hosts.Tagged).
+//
+// Tag pressure: supply is the idle cores and memory of the hosts filed here,
+// kept as they are filed and taken out; demand is what waiting work that can
+// run only on hosts with this tag still needs (Hosts.SetDemand); the tag is
+// contested while demand reaches the configured fraction of supply in cores
+// or memory (hostState.pressured).
 type tagIndex struct {
-	key    tagKey
-	n      int
-	levels *btree.BTreeG[levelItem]
+	key       tagKey
+	n         int
+	levels    *btree.BTreeG[levelItem]
+	supply    match.Resources // Cores and Mem only
+	demand    match.Resources
+	contested bool
 }
 
 // trees is what the indexes of one state share: node and level free lists,
@@ -87,6 +119,9 @@ func (t *trees) insert(ix *tagIndex, r *hostRec) {
 	if r.ixMem > it.lv.maxMem {
 		it.lv.maxMem = r.ixMem
 	}
+	it.lv.count(r.contested, 1)
+	ix.supply.Cores += r.ixCores
+	ix.supply.Mem += r.ixMem
 }
 
 func (t *trees) remove(ix *tagIndex, r *hostRec) {
@@ -94,7 +129,12 @@ func (t *trees) remove(ix *tagIndex, r *hostRec) {
 	if !ok {
 		return
 	}
-	it.lv.hosts.Delete(slot{mem: r.ixMem, id: r.id})
+	if _, ok := it.lv.hosts.Delete(slot{mem: r.ixMem, id: r.id}); !ok {
+		return
+	}
+	it.lv.count(r.contested, -1)
+	ix.supply.Cores -= r.ixCores
+	ix.supply.Mem -= r.ixMem
 	switch {
 	case it.lv.hosts.Len() == 0:
 		ix.levels.Delete(it)
@@ -107,21 +147,34 @@ func (t *trees) remove(ix *tagIndex, r *hostRec) {
 
 // walk visits the hosts with at least min idle in ascending (idle cores,
 // idle memory, id) order, skipping those whose GPUs or GPU memory fall short
-// and those last pinged before cutoff, until visit returns false.
-func (ix *tagIndex) walk(min match.Resources, cutoff time.Time, visit func(match.Host) bool) {
-	w := walker{min: min, cutoff: cutoff, visit: visit, more: true}
+// and those last pinged before cutoff, until visit returns false. With avoid
+// it also skips the hosts contested for this index's tag (carrying a
+// contested tag other than it), and reports whether it skipped any.
+func (ix *tagIndex) walk(min match.Resources, cutoff time.Time, visit func(match.Host) bool, avoid bool) (skipped bool) {
+	w := walker{min: min, cutoff: cutoff, visit: visit, more: true, avoid: avoid}
+	if ix.contested {
+		w.own = 1
+	}
 	ix.levels.AscendGreaterOrEqual(levelItem{cores: min.Cores}, w.level)
+	return w.skipped
 }
 
 type walker struct {
-	min    match.Resources
-	cutoff time.Time
-	visit  func(match.Host) bool
-	more   bool
+	min     match.Resources
+	cutoff  time.Time
+	visit   func(match.Host) bool
+	more    bool
+	avoid   bool
+	own     int32 // 1 when the walked tag is contested: every host counts it
+	skipped bool
 }
 
 func (w *walker) level(it levelItem) bool {
 	if it.lv.maxMem < w.min.Mem {
+		return true
+	}
+	if w.avoid && it.lv.contested(w.own) == it.lv.hosts.Len() {
+		w.skipped = true
 		return true
 	}
 	it.lv.hosts.AscendGreaterOrEqual(slot{mem: w.min.Mem}, w.host)
@@ -131,6 +184,10 @@ func (w *walker) level(it levelItem) bool {
 func (w *walker) host(s slot) bool {
 	r := s.rec
 	if r.h.Idle.GPUs < w.min.GPUs || r.h.Idle.GPUMem < w.min.GPUMem || r.ping.Before(w.cutoff) {
+		return true
+	}
+	if w.avoid && r.contested > w.own {
+		w.skipped = true
 		return true
 	}
 	w.more = w.visit(r.h)

@@ -146,7 +146,9 @@ func TestStaleHostsFollowTheClock(t *testing.T) {
 
 // TestHostIndexMatchesBruteForce applies random updates of every kind and
 // compares each index, and walks from random minimums, with a brute-force
-// scan of the test's own model after every transaction.
+// scan of the test's own model after every transaction; with random tag
+// demand and fractions, it compares each tag's supply and pressure and the
+// walks that avoid contested hosts too.
 func TestHostIndexMatchesBruteForce(t *testing.T) {
 	now := &clock{now: epoch}
 	f := newFake(now.Now, time.Minute)
@@ -190,11 +192,13 @@ func TestHostIndexMatchesBruteForce(t *testing.T) {
 		return out
 	}
 	nextHost := 1000
+	pr := pressureModel{demand: map[tagKey]match.Resources{}, fraction: 1}
+	var avoidedWalks, skippingWalks int // the test must see both
 	for step := range 1500 {
 		id := ids()[rng.IntN(len(models))]
 		m := models[id]
 		var cs []cdc.Change
-		switch rng.IntN(14) {
+		switch rng.IntN(16) {
 		case 0, 1, 2:
 			randomize(m)
 			cs = append(cs, f.update("host", "pk_host", id, "int_cores_idle", m.coresIdle, "int_mem_idle", m.memIdle,
@@ -271,6 +275,34 @@ func TestHostIndexMatchesBruteForce(t *testing.T) {
 			} else if got {
 				taken[id] = taken[id].Add(r)
 			}
+		case 14:
+			// New demand around each tag's supply, so tags flip both ways
+			// as hosts move; some tags none, one a tag no host carries.
+			var ds []TagDemand
+			clear(pr.demand)
+			for _, fac := range []string{"local", "cloud"} {
+				for _, tag := range []string{"general", "render", "pool1", "gpu", "big", "nohost"} {
+					if rng.IntN(3) == 0 {
+						continue
+					}
+					sup := bruteSupply(models, taken, facilityOf, fac, tag)
+					d := match.Resources{Cores: sup.Cores * int64(rng.IntN(5)+8) / 10, Mem: sup.Mem * int64(rng.IntN(5)+8) / 10}
+					if rng.IntN(2) == 0 {
+						d.Mem = 0
+					} else if rng.IntN(2) == 0 {
+						d.Cores = 0
+					}
+					// Split in two entries: they add up.
+					half := match.Resources{Cores: d.Cores / 2, Mem: d.Mem / 2}
+					ds = append(ds, TagDemand{Facility: fac, Tag: strings.ToUpper(tag), Need: half},
+						TagDemand{Facility: fac, Tag: " " + tag, Need: d.Sub(half)})
+					pr.demand[tagKey{fac, tag}] = d
+				}
+			}
+			f.r.hosts.SetDemand(ds)
+		case 15:
+			pr.fraction = []float64{0, 0.5, 1, 1.5}[rng.IntN(4)]
+			f.r.hosts.SetPressureFraction(pr.fraction)
 		}
 		if rng.IntN(50) == 0 {
 			now.set(now.Now().Add(time.Duration(rng.IntN(30)) * time.Second))
@@ -291,12 +323,43 @@ func TestHostIndexMatchesBruteForce(t *testing.T) {
 				if !slices.Equal(got, want) {
 					t.Fatalf("step %d: Walk(%s, %s, %+v) = %v, want %v", step, fac, tag, min, got, want)
 				}
+				contested := pr.contested(models, taken, facilityOf, fac)
+				var uncontested []string
+				skipped := f.r.hosts.WalkUncontested(fac, tag, min, func(h match.Host) bool {
+					uncontested = append(uncontested, h.ID)
+					return true
+				})
+				wantSkipped := false
+				want = slices.DeleteFunc(want, func(id string) bool {
+					for _, t := range models[id].tags {
+						if t := normalizeTest(t); t != tag && contested[t] {
+							wantSkipped = true
+							return true
+						}
+					}
+					return false
+				})
+				if len(contested) > 0 {
+					avoidedWalks++
+				}
+				if wantSkipped {
+					skippingWalks++
+				}
+				if !slices.Equal(uncontested, want) || wantSkipped && !skipped {
+					t.Fatalf("step %d: WalkUncontested(%s, %s, %+v) = %v, %v, want %v, %v (contested %v)",
+						step, fac, tag, min, uncontested, skipped, want, wantSkipped, contested)
+				}
 			}
+			checkPressure(t, f.r.hosts, pr, models, taken, facilityOf, fac)
 		}
 		if t.Failed() {
 			t.Fatalf("step %d", step)
 		}
 	}
+	if avoidedWalks == 0 || skippingWalks == 0 {
+		t.Fatalf("%d walks with contested tags, %d of them leaving hosts out: the test lost its reach", avoidedWalks, skippingWalks)
+	}
+	t.Logf("%d walks with contested tags, %d of them leaving hosts out", avoidedWalks, skippingWalks)
 }
 
 // TestEchoHoldsBookedCapacity: capacity booked by dispatch stays out of the
@@ -512,6 +575,38 @@ func BenchmarkPlacement(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "placements/s")
 }
 
+// BenchmarkPlacementUncontested is BenchmarkPlacement with tag pressure
+// on: half the manual tags are contested, so the walks (WalkUncontested)
+// step over the hosts kept for them, a level at a time where a level holds
+// nothing else.
+func BenchmarkPlacementUncontested(b *testing.B) {
+	f := benchFarm(b)
+	var ds []TagDemand
+	for i := range 4 {
+		ds = append(ds, TagDemand{Facility: "local", Tag: fmt.Sprintf("pool%d", i), Need: match.Resources{Cores: 1 << 40}})
+	}
+	f.r.hosts.SetDemand(ds)
+	min := match.Resources{Cores: 100, Mem: 2 * gb}
+	var taken []string
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var id string
+		f.r.hosts.WalkUncontested("local", "general", min, func(h match.Host) bool { id = h.ID; return false })
+		if id == "" || !f.r.hosts.Take(id, min) {
+			b.StopTimer()
+			for _, t := range taken {
+				f.r.hosts.Return(t, min)
+			}
+			taken = taken[:0]
+			b.StartTimer()
+			continue
+		}
+		taken = append(taken, id)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "placements/s")
+}
+
 // BenchmarkBytesPerHost reports the heap the index of 10,000 hosts holds,
 // per host (three tags each; rows, records and trees).
 func BenchmarkBytesPerHost(b *testing.B) {
@@ -580,4 +675,107 @@ func TestHoldWithoutItsEchoWaitsForThePosition(t *testing.T) {
 		t.Fatalf("after the position: idle %+v", h.Idle)
 	}
 	checkIndex(t, f.r.hosts)
+}
+
+// pressureModel is the test's own idea of tag pressure.
+type pressureModel struct {
+	demand   map[tagKey]match.Resources
+	fraction float64
+}
+
+// contested is the facility's contested tags, from brute-force supply.
+func (pr pressureModel) contested(models map[string]*hostModel, taken map[string]match.Resources,
+	facilityOf map[string]string, facility string) map[string]bool {
+	out := map[string]bool{}
+	for k, d := range pr.demand {
+		if k.facility != facility || pr.fraction <= 0 {
+			continue
+		}
+		sup := bruteSupply(models, taken, facilityOf, facility, k.tag)
+		carried := false
+		for _, m := range models {
+			for _, t := range m.tags {
+				carried = carried || facilityOf[m.alloc] == facility && normalizeTest(t) == k.tag
+			}
+		}
+		if carried && (d.Cores > 0 && float64(d.Cores) >= pr.fraction*float64(sup.Cores) ||
+			d.Mem > 0 && float64(d.Mem) >= pr.fraction*float64(sup.Mem)) {
+			out[k.tag] = true
+		}
+	}
+	return out
+}
+
+// bruteSupply sums the idle cores and memory of the offered hosts of the
+// facility carrying tag. Supply counts hosts filed in the index, stale or
+// not: staleness is the walk's check, against the clock.
+func bruteSupply(models map[string]*hostModel, taken map[string]match.Resources, facilityOf map[string]string,
+	facility, tag string) match.Resources {
+	var sup match.Resources
+	for _, m := range models {
+		if facilityOf[m.alloc] != facility {
+			continue
+		}
+		carries := false
+		for _, t := range m.tags {
+			carries = carries || normalizeTest(t) == tag
+		}
+		if idle, ok := offeredModel(m, taken[m.id], time.Time{}); carries && ok {
+			sup.Cores += idle.Cores
+			sup.Mem += idle.Mem
+		}
+	}
+	return sup
+}
+
+// checkPressure compares every tag's supply, demand and verdict with brute
+// force, and every filed host's contested count and every level's counts
+// with a recount.
+func checkPressure(tb testing.TB, h *Hosts, pr pressureModel, models map[string]*hostModel,
+	taken map[string]match.Resources, facilityOf map[string]string, facility string) {
+	tb.Helper()
+	contested := pr.contested(models, taken, facilityOf, facility)
+	for _, tag := range []string{"general", "render", "pool1", "gpu", "big", "nohost"} {
+		supply, demand, c := h.Pressure(facility, tag)
+		want := bruteSupply(models, taken, facilityOf, facility, tag)
+		if supply != want || demand != pr.demand[tagKey{facility, tag}] || c != contested[tag] {
+			tb.Fatalf("Pressure(%s, %s) = %+v, %+v, %v; want supply %+v, demand %+v, contested %v",
+				facility, tag, supply, demand, c, want, pr.demand[tagKey{facility, tag}], contested[tag])
+		}
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, rec := range h.st.hosts {
+		if !rec.inTrees {
+			continue
+		}
+		var n int32
+		for _, ix := range rec.idxs {
+			if ix.contested {
+				n++
+			}
+		}
+		if n != rec.contested {
+			tb.Fatalf("host %s counts %d contested tags, carries %d", rec.id, rec.contested, n)
+		}
+	}
+	for k, ix := range h.st.index {
+		ix.levels.Ascend(func(it levelItem) bool {
+			var c1, c2 int
+			it.lv.hosts.Ascend(func(s slot) bool {
+				if s.rec.contested >= 1 {
+					c1++
+				}
+				if s.rec.contested >= 2 {
+					c2++
+				}
+				return true
+			})
+			if c1 != it.lv.contested1 || c2 != it.lv.contested2 {
+				tb.Fatalf("index %v level %d counts %d/%d contested hosts, holds %d/%d",
+					k, it.cores, it.lv.contested1, it.lv.contested2, c1, c2)
+			}
+			return true
+		})
+	}
 }

@@ -425,7 +425,8 @@ const layerQuery = `
 SELECT l.pk_layer, l.str_name, j.pk_job, j.str_name, j.pk_show, j.pk_folder, j.pk_dept, j.pk_facility,
        jr.int_priority, coalesce(j.str_os, ''), l.str_tags, l.int_cores_min, l.int_mem_min, l.int_gpus_min,
        l.int_gpu_mem_min, l.int_cores_max, l.b_threadable, l.str_services, l.ts_start_after,
-       ARRAY(SELECT ll.pk_limit_record::text FROM layer_limit ll WHERE ll.pk_layer = l.pk_layer ORDER BY 1)
+       ARRAY(SELECT ll.pk_limit_record::text FROM layer_limit ll WHERE ll.pk_layer = l.pk_layer ORDER BY 1),
+       ls.int_waiting_count
   FROM job j
   JOIN show s ON s.pk_show = j.pk_show
   JOIN job_resource jr ON jr.pk_job = j.pk_job
@@ -671,7 +672,7 @@ func (q *Queue) readLayers(ctx context.Context, keyer *cluster.Keyer, sc *scope)
 		var startAfter *time.Time
 		if err := rows.Scan(&l.ID, &l.Name, &l.JobID, &l.JobName, &l.ShowID, &l.FolderID, &l.DeptID, &l.Facility,
 			&l.Priority, &l.OS, &tags, &l.Min.Cores, &l.Min.Mem, &l.Min.GPUs, &l.Min.GPUMem, &l.CoresMax,
-			&l.Threadable, &services, &startAfter, &l.Limits); err != nil {
+			&l.Threadable, &services, &startAfter, &l.Limits, &l.Waiting); err != nil {
 			return nil, fmt.Errorf("read pending layers: %w", err)
 		}
 		l.Tags = cluster.SplitLayerTags(tags)

@@ -233,7 +233,7 @@ func TestLaunchOf5000FramesSendsOneNotificationAndQueuesEveryLayer(t *testing.T)
 	want := match.Layer{ID: k.Layers["l00"], Name: "l00", JobID: k.ID, JobName: "big", ShowID: s.Shows["managed"],
 		FolderID: s.Folders["managed/"], DeptID: l.DeptID, Facility: key.Facility, Priority: 42, OS: "linux",
 		Tags: []string{"general", "pool1"}, Min: match.Resources{Cores: 200, Mem: 2 * seed.GB}, CoresMax: 800,
-		Threadable: true, Services: []string{"maya", "arnold"}, Limits: []string{s.Limits["licence"]}}
+		Threadable: true, Services: []string{"maya", "arnold"}, Limits: []string{s.Limits["licence"]}, Waiting: 250}
 	if fmt.Sprint(*l) != fmt.Sprint(want) || l.DeptID == "" {
 		t.Errorf("queued layer\n got %+v\nwant %+v", *l, want)
 	}

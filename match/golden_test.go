@@ -33,6 +33,10 @@ import (
 //	      [after=DURATION] [limits=l1,l2]
 //	  tags are '|'-separated like layer.str_tags; after is relative to the
 //	  scenario's clock (after=1h starts in an hour).
+//	contested TAG[,TAG...] [facility=local]
+//	  the tags are contested for every round (tag pressure, which package
+//	  cache judges from waiting work and idle capacity): their hosts are
+//	  left to other tags' layers until nothing else fits.
 //	running LAYER HOST [n=1]
 //	  n frames of LAYER already run on HOST at the layer's minimums before the
 //	  first round (held resources and counted usage).
@@ -80,7 +84,11 @@ type scenario struct {
 	rounds  int
 	finish  int
 	expects []expectDef
+
+	contested []tagAt // tags contested for every round
 }
+
+type tagAt struct{ facility, tag string }
 
 type jobDef struct {
 	show, folder, os string
@@ -328,6 +336,13 @@ func (sc *scenario) directive(line int, fields []string) error {
 		}
 		sc.layers = append(sc.layers, l)
 		sc.byName[l.ID] = l
+	case "contested":
+		if err := need(1); err != nil {
+			return err
+		}
+		for _, t := range strings.Split(pos[0], ",") {
+			sc.contested = append(sc.contested, tagAt{g.str("facility", "local"), t})
+		}
 	case "running":
 		if err := need(2); err != nil {
 			return err
@@ -380,6 +395,9 @@ type outcome struct {
 
 func (sc *scenario) run(t *testing.T) {
 	hosts := matchtest.NewHosts(sc.hosts)
+	for _, c := range sc.contested {
+		hosts.SetContested(c.facility, c.tag, true)
+	}
 	var running []match.Placement // oldest first
 	for _, r := range sc.running {
 		l := sc.byName[r.layer]

@@ -144,6 +144,9 @@ type planner struct {
 	nearDist            float64
 	nearWhy             string
 	nearFound           bool
+	// keepFallback: the walks with contested hosts keep the GPU host found
+	// without them.
+	keepFallback bool
 }
 
 type candidate struct {
@@ -608,13 +611,30 @@ func capDetail(kind string, c *capState, size Resources) string {
 
 // search walks the layer's tag indexes and leaves the best candidate in
 // p.best (p.found).
+//
+// Hosts contested for a tag (they carry another tag whose waiting work needs
+// them) are kept for that work: the first walks leave them out, and only
+// when no other host fits do the walks run again with them, so a layer never
+// waits while capacity exists. A host without GPUs comes first either way; a
+// GPU host found without the contested hosts stays preferred to one among
+// them.
 func (p *planner) search(ls *layerState) {
 	p.cur = ls
-	p.found, p.fallback = false, false
+	p.found, p.fallback, p.keepFallback = false, false, false
 	p.capHit, p.capAlloc = capNone, ""
+	skipped := false
 	for _, t := range ls.tags {
 		p.seen = 0
-		p.hosts.Walk(ls.l.Facility, t, ls.min, p.visitFn)
+		if p.hosts.WalkUncontested(ls.l.Facility, t, ls.min, p.visitFn) {
+			skipped = true
+		}
+	}
+	if !p.found && skipped {
+		p.keepFallback = p.fallback
+		for _, t := range ls.tags {
+			p.seen = 0
+			p.hosts.Walk(ls.l.Facility, t, ls.min, p.visitFn)
+		}
 	}
 	if !p.found && p.fallback {
 		p.best, p.second, p.found = p.second, p.best, true
@@ -641,7 +661,7 @@ func (p *planner) visit(h Host) bool {
 	}
 	c.cost = p.policy.Cost(hp, c.size)
 	if ls.noGPU && hp.Total.GPUs > 0 && !ls.shape.plainNone {
-		if !p.fallback || better(c, p.second) {
+		if !p.fallback || !p.keepFallback && better(c, p.second) {
 			p.second, p.spare = c, p.second
 			p.fallback = true
 		}

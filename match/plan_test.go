@@ -217,6 +217,11 @@ func (c *countingHosts) Walk(f, t string, min match.Resources, visit func(match.
 	c.Hosts.Walk(f, t, min, visit)
 }
 
+func (c *countingHosts) WalkUncontested(f, t string, min match.Resources, visit func(match.Host) bool) bool {
+	c.walks++
+	return c.Hosts.WalkUncontested(f, t, min, visit)
+}
+
 // Layers of a shape that failed do not walk again.
 func TestPlanMemoisesFailedShapes(t *testing.T) {
 	hosts := &countingHosts{Hosts: matchtest.NewHosts([]match.Host{testHost("h", "general", 4)})}
@@ -284,5 +289,102 @@ func TestPlanLayerWithoutTags(t *testing.T) {
 	res := match.Plan([]*match.Layer{testLayer("l", "s", 1)}, hosts, matchtest.NewCaps(), match.Options{})
 	if len(res.Waits) != 1 || res.Waits[0].Reason != match.ReasonNoHost || res.Waits[0].Detail != "the layer has no tags" {
 		t.Errorf("waits %+v, want no-host for a layer without tags", res.Waits)
+	}
+}
+
+// Tag pressure: a host carrying a contested tag other than the one walked is
+// left out while another host fits, whatever the policy, and used when none
+// does; GPU hosts stay the last resort.
+func TestPlanTagPressure(t *testing.T) {
+	gpu := func(h match.Host) match.Host {
+		h.Total.GPUs, h.Idle.GPUs = 2, 2
+		return h
+	}
+	for _, tc := range []struct {
+		name      string
+		hosts     []match.Host
+		contested []string
+		tags      []string
+		cores     int64 // per frame, whole cores
+		policy    match.Policy
+		want      string
+	}{
+		{name: "an uncontested host before a tighter contested one",
+			hosts:     []match.Host{testHost("small", "general", 4, "pool1"), testHost("big", "general", 16)},
+			contested: []string{"pool1"}, tags: []string{"general"}, cores: 1, want: "big"},
+		{name: "the same under E-PVM",
+			hosts:     []match.Host{testHost("small", "general", 4, "pool1"), testHost("big", "general", 16)},
+			contested: []string{"pool1"}, tags: []string{"general"}, cores: 1, policy: match.NewEPVM(0, 0), want: "big"},
+		{name: "without pressure best fit takes the tighter host",
+			hosts: []match.Host{testHost("small", "general", 4, "pool1"), testHost("big", "general", 16)},
+			tags:  []string{"general"}, cores: 1, want: "small"},
+		{name: "a contested host when only it fits",
+			hosts:     []match.Host{testHost("small", "general", 4, "pool1"), testHost("tiny", "general", 2)},
+			contested: []string{"pool1"}, tags: []string{"general"}, cores: 3, want: "small"},
+		{name: "a layer of the contested tag is not held back by it",
+			hosts:     []match.Host{testHost("small", "general", 4, "pool1"), testHost("big", "general", 16, "pool1")},
+			contested: []string{"pool1"}, tags: []string{"pool1"}, cores: 1, want: "small"},
+		{name: "a layer of a contested tag avoids hosts kept for another",
+			hosts:     []match.Host{testHost("both", "general", 4, "pool1", "pool2"), testHost("one", "general", 16, "pool1")},
+			contested: []string{"pool1", "pool2"}, tags: []string{"pool1"}, cores: 1, want: "one"},
+		{name: "every tag of the layer is walked without contested hosts first",
+			hosts:     []match.Host{testHost("small", "general", 4, "pool1"), testHost("other", "render", 16)},
+			contested: []string{"pool1"}, tags: []string{"general", "render"}, cores: 1, want: "other"},
+		{name: "a contested host before a GPU host",
+			hosts:     []match.Host{testHost("small", "general", 4, "pool1"), gpu(testHost("gpu", "general", 16))},
+			contested: []string{"pool1"}, tags: []string{"general"}, cores: 1, want: "small"},
+		{name: "an uncontested GPU host before a tighter contested one",
+			hosts:     []match.Host{gpu(testHost("gsmall", "general", 4, "pool1")), gpu(testHost("gbig", "general", 16))},
+			contested: []string{"pool1"}, tags: []string{"general"}, cores: 1, want: "gbig"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hosts := matchtest.NewHosts(tc.hosts)
+			for _, tag := range tc.contested {
+				hosts.SetContested("local", tag, true)
+			}
+			caps := capsWith(map[matchtest.SubKey]match.Subscription{
+				{Show: "s", Alloc: "general"}: {Size: 1 << 30, Burst: 1 << 30},
+				{Show: "s", Alloc: "render"}:  {Size: 1 << 30, Burst: 1 << 30},
+			})
+			l := testLayer("l", "s", 1, tc.tags...)
+			l.Min.Cores = tc.cores * 100
+			res := match.Plan([]*match.Layer{l}, hosts, caps, match.Options{Policy: tc.policy})
+			if len(res.Placements) != 1 {
+				t.Fatalf("%d placements, waits %+v", len(res.Placements), res.Waits)
+			}
+			if got := res.Placements[0].Host.ID; got != tc.want {
+				t.Errorf("placed on %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// The walks without contested hosts are repeated with them only when they
+// left a host out and found nothing.
+func TestPlanWalksAgainOnlyWhenHostsWereLeftOut(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		contested bool
+		fits      bool
+		walks     int
+	}{
+		{"nothing contested, a host fits", false, true, 1},
+		{"nothing contested, nothing fits", false, false, 2}, // the search, then the diagnosis
+		{"the only host contested, it fits", true, true, 2},
+		{"the only host contested, nothing fits", true, false, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hosts := &countingHosts{Hosts: matchtest.NewHosts([]match.Host{testHost("h", "general", 4, "pool1")})}
+			hosts.SetContested("local", "pool1", tc.contested)
+			caps := capsWith(map[matchtest.SubKey]match.Subscription{{Show: "s", Alloc: "general"}: {Size: 1 << 30, Burst: 1 << 30}})
+			l := testLayer("l", "s", 1, "general")
+			if !tc.fits {
+				l.OS = "windows" // the index offers the host, the rules refuse it
+			}
+			res := match.Plan([]*match.Layer{l}, hosts, caps, match.Options{})
+			if (len(res.Placements) == 1) != tc.fits || hosts.walks != tc.walks {
+				t.Errorf("%d placements after %d walks, want %v and %d walks", len(res.Placements), hosts.walks, tc.fits, tc.walks)
+			}
+		})
 	}
 }

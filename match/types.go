@@ -101,7 +101,10 @@ type Layer struct {
 	Services   []string  // layer.str_services split on ','
 	StartAfter time.Time // layer.ts_start_after; zero when NULL
 	Limits     []string  // pk_limit_record of the layer's limits
-	Frames     []Frame
+	// Waiting is layer_stat.int_waiting_count when the layer was read: what
+	// the layer still wants, beyond the frames a round reads (Frames).
+	Waiting int64
+	Frames  []Frame
 }
 
 // Cap is a counter in use against its maximum. A negative max means unlimited.
@@ -132,6 +135,13 @@ type Hosts interface {
 	// least min idle, in ascending (idle cores, idle memory, id) order, until
 	// visit returns false. Walk must not be re-entered from visit.
 	Walk(facility, tag string, min Resources, visit func(Host) bool)
+	// WalkUncontested is Walk without the hosts contested for tag: those
+	// carrying another tag whose waiting work can run only on hosts with
+	// that tag and needs much of their idle capacity (tag pressure, kept by
+	// package cache). skipped reports whether it may have left a host out,
+	// so a caller that found nothing walks again with Walk, never waiting
+	// while a host fits.
+	WalkUncontested(facility, tag string, min Resources, visit func(Host) bool) (skipped bool)
 	// Tagged reports whether any host of the facility carries tag at all,
 	// offered or not (a layer whose tags name no host waits for "no-host").
 	Tagged(facility, tag string) bool

@@ -64,6 +64,11 @@ type Config struct {
 	Logger    *slog.Logger
 	Metrics   *metrics.Scheduler // nil: not counted
 	Now       func() time.Time
+	// OnBooked, when set, receives the bookings of every Book call that
+	// committed some (each with its CommitAt), on the cluster's worker
+	// goroutine: it must return quickly. Benchmarks take the scheduler's
+	// own commit times from it.
+	OnBooked func([]dispatch.Booking)
 }
 
 // Deps are the parts the loop joins.
@@ -95,6 +100,8 @@ type Scheduler struct {
 	workers map[cluster.Key]*worker
 	owned   map[string]bool // pk_alloc of the allocation clusters owned
 	waits   map[cluster.Key][]match.Wait
+	shows   showNames
+	demand  *demand // tag pressure's demand, shared by the workers
 	sem     chan struct{}
 	seed    int64
 }
@@ -128,6 +135,7 @@ func New(cfg Config, deps Deps) *Scheduler {
 		owned:   map[string]bool{},
 		waits:   map[cluster.Key][]match.Wait{},
 		sem:     make(chan struct{}, cfg.Workers),
+		demand:  newDemand(),
 	}
 	s.keyer = cluster.NewKeyer(nil, deps.Buckets)
 	return s

@@ -22,6 +22,7 @@ type worker struct {
 	done   chan struct{}
 }
 
+// newWorker starts a worker.
 func newWorker(parent context.Context, s *Scheduler, c ownership.Claim) *worker {
 	ctx, cancel := context.WithCancel(parent)
 	w := &worker{s: s, claim: c, wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
@@ -61,26 +62,26 @@ func (w *worker) run(ctx context.Context) {
 	}
 }
 
-// work runs rounds while they place frames; it returns how long to wait
-// before trying again when the cluster was busy or a round failed (0: sleep
-// until woken).
+// work runs one round; it returns how long to wait before trying again
+// when the cluster was busy or the round failed (0: sleep until woken). A
+// round that placed frames wakes its worker again: the cluster goes on
+// after the clusters already waiting for a turn, so clusters whose work
+// keeps coming never starve the others of the Workers bound.
 func (w *worker) work(ctx context.Context) time.Duration {
 	backoff := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		out, err := w.s.round(ctx, w.claim)
-		switch {
-		case errors.Is(err, dispatch.ErrFenced):
-			// Ownership moved under us; its change signal stops this worker.
-			w.s.log.Warn("cluster fenced: another instance owns it now", "cluster", w.claim.Key)
-			return 0
-		case err != nil && ctx.Err() == nil:
-			w.s.log.Error("round failed", "cluster", w.claim.Key, "err", err)
-			return backoff
-		case out.busy:
-			return w.s.cfg.BusyRetry
-		case out.booked == 0 && !out.deferred:
-			return 0
-		}
+	out, err := w.s.round(ctx, w.claim)
+	switch {
+	case ctx.Err() != nil:
+	case errors.Is(err, dispatch.ErrFenced):
+		// Ownership moved under us; its change signal stops this worker.
+		w.s.log.Warn("cluster fenced: another instance owns it now", "cluster", w.claim.Key)
+	case err != nil:
+		w.s.log.Error("round failed", "cluster", w.claim.Key, "err", err)
+		return backoff
+	case out.busy:
+		return w.s.cfg.BusyRetry
+	case out.booked > 0 || out.deferred:
+		signal(w.wake)
 	}
 	return 0
 }
@@ -92,15 +93,20 @@ type roundOutcome struct {
 	deferred bool // the round's bound cut placeable work short
 }
 
-// round plans a cluster's pending layers and books the placements.
+// round plans a cluster's pending layers and books the placements, keeping
+// tag pressure's demand current.
 func (s *Scheduler) round(ctx context.Context, c ownership.Claim) (roundOutcome, error) {
 	var out roundOutcome
 	key := c.Key
 	q := s.deps.Queue
 	layers := q.Layers(key)
+	names, err := s.shows.of(ctx, s.deps.Pool, layers)
+	if err != nil {
+		return out, err
+	}
 	kept := layers[:0]
 	for _, l := range layers {
-		if s.deps.Owner.AllowsShow(key, l.ShowID) {
+		if s.deps.Owner.AllowsShow(key, names[l.ShowID]) {
 			kept = append(kept, l)
 		}
 	}
@@ -129,6 +135,7 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim) (roundOutcome,
 	s.seed++
 	seed := s.seed
 	s.mu.Unlock()
+	s.demand.refresh(s)
 	res := match.Plan(live, s.deps.Hosts, s.deps.Caps, match.Options{
 		Now:             s.cfg.Now(),
 		Seed:            seed,
@@ -159,7 +166,11 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim) (roundOutcome,
 	for _, b := range br.Booked {
 		s.deps.Booked(b.Host.ID, b.Size, br.LSN, b.Xid)
 	}
+	s.demand.bookedFrames(s, br.Booked)
 	out.booked = len(br.Booked)
+	if out.booked > 0 && s.cfg.OnBooked != nil {
+		s.cfg.OnBooked(br.Booked)
+	}
 	requeue := map[string]struct{}{}
 	var returned []match.Host
 	for _, d := range br.Dropped {

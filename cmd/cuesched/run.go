@@ -102,17 +102,28 @@ func runScheduler(ctx context.Context, env *environment, args []string) error {
 		"db", config.RedactDSN(cfg.DB), "feed", cfg.Feed, "dry_run", cfg.DryRun)
 	pool, err := connect(ctx, cfg, ownership.AppName(cfg.Instance))
 	if err != nil {
-		return err
+		return stoppedWhileStarting(ctx, log, err)
 	}
 	defer pool.Close()
 	if err := checkDatabase(ctx, cfg, pool); err != nil {
-		return err
+		return stoppedWhileStarting(ctx, log, err)
 	}
 	buckets, err := scheduler.ReadBuckets(ctx, pool)
 	if err != nil {
-		return err
+		return stoppedWhileStarting(ctx, log, err)
 	}
 	return serve(ctx, cfg, log, pool, buckets)
+}
+
+// stoppedWhileStarting is err, unless the instance was told to stop
+// (SIGTERM) while it started: the step failed because it was cut short, and
+// a stop is a clean exit whenever it comes.
+func stoppedWhileStarting(ctx context.Context, log *slog.Logger, err error) error {
+	if ctx.Err() != nil {
+		log.Info("stopped while starting", "step", err)
+		return nil
+	}
+	return err
 }
 
 // serve runs every part of an instance until ctx ends, then stops them in

@@ -17,6 +17,9 @@ import (
 // in id order, so slot order is id order and a level's keys are searched
 // without touching the hosts. It is safe for concurrent use; a visit function
 // must not call back into it.
+//
+// Tag pressure is set by hand (SetContested): WalkUncontested leaves out the
+// hosts carrying a contested tag other than the one walked.
 type Hosts struct {
 	mu    sync.Mutex
 	ents  []entry // by slot
@@ -29,14 +32,19 @@ type tagKey struct{ facility, tag string }
 type entry struct {
 	h    match.Host
 	idxs []*tagIndex
+	// contested counts the contested tags among idxs, so a walk tells a
+	// contested host by one comparison.
+	contested int
 }
 
 // tagIndex keeps its levels in a pool and orders them by reference, so
 // re-indexing moves plain integers, never pointers.
 type tagIndex struct {
-	levels []levelRef // ascending cores
-	pool   []level
-	free   []int32 // pool entries emptied, kept for reuse
+	levels    []levelRef // ascending cores
+	pool      []level
+	free      []int32 // pool entries emptied, kept for reuse
+	slots     []int32 // the hosts carrying the tag
+	contested bool
 }
 
 type levelRef struct {
@@ -84,6 +92,7 @@ func NewHosts(hs []match.Host) *Hosts {
 			}
 			if !slices.Contains(e.idxs, ix) {
 				e.idxs = append(e.idxs, ix)
+				ix.slots = append(ix.slots, s)
 				ix.insert(e.h.Idle.Cores, key{e.h.Idle.Mem, s})
 			}
 		}
@@ -102,13 +111,46 @@ func (f *Hosts) Host(id string) (match.Host, bool) {
 	return f.ents[s].h, true
 }
 
+// SetContested marks a tag of a facility contested (its waiting work needs
+// its hosts) or not.
+func (f *Hosts) SetContested(facility, tag string, contested bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ix := f.index[tagKey{facility, strings.ToLower(tag)}]
+	if ix == nil || ix.contested == contested {
+		return
+	}
+	ix.contested = contested
+	d := 1
+	if !contested {
+		d = -1
+	}
+	for _, s := range ix.slots {
+		f.ents[s].contested += d
+	}
+}
+
 // Walk implements match.Hosts.
 func (f *Hosts) Walk(facility, tag string, min match.Resources, visit func(match.Host) bool) {
+	f.walk(facility, tag, min, visit, false)
+}
+
+// WalkUncontested implements match.Hosts.
+func (f *Hosts) WalkUncontested(facility, tag string, min match.Resources, visit func(match.Host) bool) bool {
+	return f.walk(facility, tag, min, visit, true)
+}
+
+func (f *Hosts) walk(facility, tag string, min match.Resources, visit func(match.Host) bool, avoid bool) (skipped bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	ix := f.index[tagKey{facility, tag}]
 	if ix == nil {
-		return
+		return false
+	}
+	// A host of this index counts its own tag when that is contested.
+	own := 0
+	if ix.contested {
+		own = 1
 	}
 	for _, ref := range ix.levels[ix.firstLevel(min.Cores):] {
 		lv := &ix.pool[ref.at]
@@ -116,15 +158,21 @@ func (f *Hosts) Walk(facility, tag string, min match.Resources, visit func(match
 			continue // no host of this level has the memory
 		}
 		for _, k := range lv.keys[lv.position(key{mem: min.Mem, slot: -1}):] {
-			h := &f.ents[k.slot].h
+			e := &f.ents[k.slot]
+			h := &e.h
 			if h.Idle.GPUs < min.GPUs || h.Idle.GPUMem < min.GPUMem {
 				continue
 			}
+			if avoid && e.contested > own {
+				skipped = true
+				continue
+			}
 			if !visit(*h) {
-				return
+				return skipped
 			}
 		}
 	}
+	return skipped
 }
 
 // Tagged implements match.Hosts.

@@ -13,7 +13,8 @@ import (
 
 // Walk visits exactly the hosts of the tag with at least min idle, in
 // ascending (idle cores, idle memory, id) order, after any sequence of Take
-// and Return; checked against a brute-force filter and sort.
+// and Return; WalkUncontested those of them carrying no contested tag but
+// the one walked. Checked against a brute-force filter and sort.
 func TestHostsWalkOrder(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 11))
 	var hs []match.Host
@@ -25,7 +26,14 @@ func TestHostsWalkOrder(t *testing.T) {
 		})
 	}
 	f := NewHosts(hs)
+	contested := map[string]bool{}
 	for step := range 2000 {
+		if step%150 == 0 {
+			for _, tag := range []string{"all", "t0", "t1", "t2"} {
+				contested[tag] = r.IntN(3) == 0
+				f.SetContested("f", tag, contested[tag])
+			}
+		}
 		h := hs[r.IntN(len(hs))]
 		cur, _ := f.Host(h.ID)
 		d := match.Resources{Cores: 100 * r.Int64N(3), Mem: 512 * r.Int64N(3), GPUs: r.Int64N(2)}
@@ -59,6 +67,23 @@ func TestHostsWalkOrder(t *testing.T) {
 			}
 			if !slices.Equal(got, wantIDs) {
 				t.Fatalf("step %d: Walk(%s, %+v) = %v, want %v", step, tag, min, got, wantIDs)
+			}
+			got = nil
+			skipped := f.WalkUncontested("f", tag, min, func(h match.Host) bool { got = append(got, h.ID); return true })
+			var wantSkipped bool
+			wantIDs = slices.DeleteFunc(wantIDs, func(id string) bool {
+				h, _ := f.Host(id)
+				for _, other := range h.Tags {
+					if other != tag && contested[other] {
+						wantSkipped = true
+						return true
+					}
+				}
+				return false
+			})
+			if !slices.Equal(got, wantIDs) || skipped != wantSkipped {
+				t.Fatalf("step %d: WalkUncontested(%s, %+v) = %v, %v, want %v, %v (contested %v)",
+					step, tag, min, got, skipped, wantIDs, wantSkipped, contested)
 			}
 		}
 	}

@@ -1,0 +1,10 @@
+// Package e2e holds the acceptance tests of `cuesched run` (issue 7): real
+// `cuesched run` processes against a throwaway PostgreSQL, driven by the
+// seeder and the Cuebot simulator, checked through the database (the only
+// signal shared across processes) and the processes' own output, and
+// audited at the end. The tests build the binary once per run.
+//
+// CUESCHED_BENCH=1 runs the long versions (60 s idle, 200-job latency, 20
+// kill trials) and logs their figures; CUESCHED_CHAOS=1 repeats the race
+// tests many more times.
+package e2e
