@@ -21,9 +21,13 @@ test: postgres
 demo: postgres build
 	$(BIN) demo
 
-# Go benchmarks of the pure parts (matching, the host index).
+# Go benchmarks (matching, the host index, sizing), then the measured
+# scenarios of BENCHMARKS.md against real PostgreSQL, without the race
+# detector. Their figures are in the -v output.
+BENCH_TESTS ?= TestBench|TestPropagationDelay|TestProcessTakeover|TestTimeToBook|TestIdleCost|TestTakeoverAfterKill|TestWastedAttempts
 bench: postgres
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+	CUESCHED_BENCH=1 $(GO) test -count=1 -timeout 90m -v -run '$(BENCH_TESTS)' ./cache ./dispatch ./ownership ./internal/e2e
 
 # Race tests repeated many more times than the default suite runs them.
 chaos: postgres

@@ -78,6 +78,14 @@ func (m *ReplicationMetrics) observeApplied(lsn LSN, commit time.Time) {
 	}
 }
 
+// Lag is the WAL between the server's last reported position and what has
+// been applied: the gauge's value, for those who publish it elsewhere.
+func (m *ReplicationMetrics) Lag() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return int64(max(m.serverEnd, m.applied) - m.applied)
+}
+
 func (m *ReplicationMetrics) setLagLocked() {
 	if m.serverEnd > m.applied {
 		m.LagBytes.Set(float64(m.serverEnd - m.applied))

@@ -62,7 +62,8 @@ type Config struct {
 	// transaction held waits before trying again.
 	BusyRetry time.Duration
 	Logger    *slog.Logger
-	Metrics   *metrics.Scheduler // nil: not counted
+	Metrics   *metrics.Scheduler // OpenCue's metrics; nil: not counted
+	Loop      *metrics.Loop      // cuesched's own; nil: not counted
 	Now       func() time.Time
 	// OnBooked, when set, receives the bookings of every Book call that
 	// committed some (each with its CommitAt), on the cluster's worker
@@ -100,6 +101,7 @@ type Scheduler struct {
 	workers map[cluster.Key]*worker
 	owned   map[string]bool // pk_alloc of the allocation clusters owned
 	waits   map[cluster.Key][]match.Wait
+	reasons map[match.Reason]int // layers waiting over waits, by reason (the gauge)
 	shows   showNames
 	demand  *demand // tag pressure's demand, shared by the workers
 	sem     chan struct{}
@@ -134,6 +136,7 @@ func New(cfg Config, deps Deps) *Scheduler {
 		workers: map[cluster.Key]*worker{},
 		owned:   map[string]bool{},
 		waits:   map[cluster.Key][]match.Wait{},
+		reasons: map[match.Reason]int{},
 		sem:     make(chan struct{}, cfg.Workers),
 		demand:  newDemand(),
 	}
@@ -272,6 +275,7 @@ func (s *Scheduler) reconcile(ctx context.Context) {
 	s.mu.Unlock()
 	for _, w := range stop {
 		w.stop()
+		s.setWaits(w.claim.Key, nil) // another instance explains it now
 		s.log.Info("cluster lost", "cluster", w.claim.Key, "epoch", w.claim.Epoch)
 	}
 	if len(gained) == 0 {
@@ -333,5 +337,6 @@ func (s *Scheduler) stopAll() {
 	s.mu.Unlock()
 	for _, w := range ws {
 		w.stop()
+		s.setWaits(w.claim.Key, nil)
 	}
 }

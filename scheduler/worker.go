@@ -42,13 +42,26 @@ func (w *worker) run(ctx context.Context) {
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	defer retry.Stop()
+	retrying := false
 	for {
+		asleep := !retrying
+		if asleep {
+			w.s.asleep(1)
+		}
 		select {
 		case <-ctx.Done():
+			if asleep {
+				w.s.asleep(-1)
+			}
 			return
 		case <-w.wake:
 		case <-retry.C:
 		}
+		if asleep {
+			w.s.asleep(-1)
+		}
+		retry.Stop() // woken before a retry: the round now is the retry
+		retrying = false
 		select {
 		case w.s.sem <- struct{}{}:
 		case <-ctx.Done():
@@ -58,6 +71,7 @@ func (w *worker) run(ctx context.Context) {
 		<-w.s.sem
 		if again > 0 {
 			retry.Reset(again)
+			retrying = true
 		}
 	}
 }
@@ -163,6 +177,7 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim) (roundOutcome,
 		return out, nil
 	}
 	br, err := s.deps.Booker.Book(ctx, dispatch.Cluster{ID: c.ID, Key: key}, res.Placements)
+	s.attempts(len(br.Booked), len(br.Dropped), len(br.Deferred))
 	for _, b := range br.Booked {
 		s.deps.Booked(b.Host.ID, b.Size, br.LSN, b.Xid)
 	}
@@ -241,12 +256,40 @@ func (s *Scheduler) allocsOf(key cluster.Key) []string {
 
 func (s *Scheduler) setWaits(key cluster.Key, waits []match.Wait) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, wt := range s.waits[key] {
+		s.reasons[wt.Reason]--
+	}
 	if len(waits) == 0 {
 		delete(s.waits, key)
 	} else {
 		s.waits[key] = waits
 	}
-	s.mu.Unlock()
+	for _, wt := range waits {
+		s.reasons[wt.Reason]++
+	}
+	if m := s.cfg.Loop; m != nil {
+		for r, n := range s.reasons {
+			m.LayersWaiting.WithLabelValues(string(r)).Set(float64(n))
+		}
+	}
+}
+
+// asleep moves the clusters-asleep gauge by d.
+func (s *Scheduler) asleep(d float64) {
+	if m := s.cfg.Loop; m != nil {
+		m.ClustersAsleep.Add(d)
+	}
+}
+
+// attempts counts a round's placements by how they ended: every one not
+// booked was a wasted attempt (DESIGN.md).
+func (s *Scheduler) attempts(booked, dropped, deferred int) {
+	if m := s.cfg.Loop; m != nil {
+		m.Attempts.WithLabelValues("booked").Add(float64(booked))
+		m.Attempts.WithLabelValues("dropped").Add(float64(dropped))
+		m.Attempts.WithLabelValues("deferred").Add(float64(deferred))
+	}
 }
 
 // count feeds OpenCue's metrics.

@@ -1,6 +1,7 @@
 // Command cuesched is the one binary of cuesched: the scheduler itself
-// (run), its database migrations (migrate), a self-contained demo (demo) and
-// its version.
+// (run), its database migrations (migrate), what the instances are doing
+// (status), why a job waits (explain), a self-contained demo (demo) and its
+// version.
 package main
 
 import (
@@ -38,6 +39,8 @@ func commands() []command {
 	return []command{
 		{"run", "book frames of scheduler-managed shows onto render hosts", runScheduler},
 		{"migrate", "apply, roll back or show cuesched's migrations: migrate up|down|status --db ...", runMigrate},
+		{"status", "show instances, the clusters each owns, pending work and why it waits: status --db ... [--json]", runStatus},
+		{"explain", "why a job's layers wait (read-only): explain --db ... --job NAME [--layer NAME] [--json]", runExplain},
 		{"demo", "run a throwaway database with a simulated farm and show cuesched at work", runDemo},
 		{"version", "print the version", runVersion},
 	}

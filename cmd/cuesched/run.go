@@ -179,7 +179,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpo
 	}
 	sched = scheduler.New(scheduler.Config{
 		Policy: policyOf(cfg), Order: orderOf(cfg), SelfishServices: cfg.SelfishServices,
-		Workers: cfg.Workers, Logger: log, Metrics: sm,
+		Workers: cfg.Workers, Logger: log, Metrics: sm, Loop: metrics.NewLoop(reg),
 	}, scheduler.Deps{
 		Pool: pool, Hosts: replica.Hosts(), Caps: replica.Usage(), Queue: queue,
 		Booker: dispatch.NewBooker(bcfg), Launcher: launcher, Owner: coord,
@@ -222,6 +222,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpo
 	g.Go(func() error { return launcher.Run(gctx) })
 	coordDone := make(chan error, 1)
 	go func() { coordDone <- coord.Run(coordCtx) }()
+	// Status publishing stops after the loop, before the handover.
+	pubCtx, stopPub := context.WithCancel(context.Background())
+	defer stopPub()
+	pubDone := make(chan error, 1)
+	go func() { pubDone <- newStatusPublisher(pool, coord, sched, replica, log).Run(pubCtx) }()
 
 	// The loop starts once the cache holds a snapshot: planning against an
 	// empty index would only record waits.
@@ -247,6 +252,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpo
 	}
 	stopSched()
 	<-schedDone
+	stopPub()
+	<-pubDone
 	stopCoord()
 	if err := <-coordDone; err != nil && failure == nil && !errors.Is(err, context.Canceled) {
 		failure = err

@@ -24,8 +24,9 @@ import (
 // startInProcess runs one instance inside the test, wired as `cuesched run
 // --dry-run` wires it (cmd/cuesched serve, less the metrics server), for
 // what only the process itself knows: the scheduler's commit times, through
-// scheduler.Config.OnBooked. It stops when the test ends.
-func startInProcess(t *testing.T, db *pgtest.DB, name string, onBooked func([]dispatch.Booking)) {
+// scheduler.Config.OnBooked, and its metrics, which it returns. It stops
+// when the test ends.
+func startInProcess(t *testing.T, db *pgtest.DB, name string, onBooked func([]dispatch.Booking)) inProcess {
 	t.Helper()
 	cfg, err := config.Load("run", []string{"--db", db.DSN, "--dry-run", "--instance", name},
 		func(string) string { return "" }, nil, &testWriter{t})
@@ -49,6 +50,7 @@ func startInProcess(t *testing.T, db *pgtest.DB, name string, onBooked func([]di
 
 	reg := metrics.NewRegistry()
 	sm := metrics.NewScheduler(reg)
+	loop := metrics.NewLoop(reg)
 	var sched *scheduler.Scheduler
 	replica := cache.NewReplica(cache.ReplicaConfig{
 		DSN: cfg.DB, Pool: pool, Logger: log, Registerer: reg,
@@ -77,7 +79,7 @@ func startInProcess(t *testing.T, db *pgtest.DB, name string, onBooked func([]di
 	})
 	sched = scheduler.New(scheduler.Config{
 		Policy: match.BestFit{}, Order: match.OrderLottery, Workers: cfg.Workers, Logger: log, Metrics: sm,
-		OnBooked: onBooked,
+		Loop: loop, OnBooked: onBooked,
 	}, scheduler.Deps{
 		Pool: pool, Hosts: replica.Hosts(), Caps: replica.Usage(), Queue: queue,
 		Booker: dispatch.NewBooker(dispatch.BookerConfig{
@@ -117,6 +119,13 @@ func startInProcess(t *testing.T, db *pgtest.DB, name string, onBooked func([]di
 	case <-time.After(time.Minute):
 		t.Fatalf("in-process instance %s: no snapshot within a minute", name)
 	}
+	return inProcess{loop: loop, dispatch: dm}
+}
+
+// inProcess is the metrics of an instance run in the test.
+type inProcess struct {
+	loop     *metrics.Loop
+	dispatch *dispatch.Metrics
 }
 
 // testWriter sends log output to t.Log.

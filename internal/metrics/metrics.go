@@ -54,6 +54,36 @@ func NewScheduler(reg prometheus.Registerer) *Scheduler {
 	return s
 }
 
+// Loop holds cuesched's own metrics of the scheduling loop.
+type Loop struct {
+	// Attempts counts placements handed to dispatch by outcome: booked,
+	// dropped (the booking's re-check refused it) or deferred (not tried:
+	// the cluster's lock was held, ownership moved, the batch failed). The
+	// last two are wasted attempts.
+	Attempts *prometheus.CounterVec
+	// LayersWaiting is the layers left with waiting frames after the last
+	// round of each owned cluster, by the reason matching gave.
+	LayersWaiting *prometheus.GaugeVec
+	// ClustersAsleep is the owned clusters sleeping until an event wakes them.
+	ClustersAsleep prometheus.Gauge
+}
+
+// NewLoop creates the loop's metrics and registers them.
+func NewLoop(reg prometheus.Registerer) *Loop {
+	l := &Loop{
+		Attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cuesched_placement_attempts_total",
+			Help: "Placements handed to dispatch, by outcome: booked, dropped or deferred."}, []string{"outcome"}),
+		LayersWaiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cuesched_layers_waiting",
+			Help: "Layers left with waiting frames after their cluster's last round, by reason."}, []string{"reason"}),
+		ClustersAsleep: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cuesched_clusters_asleep", Help: "Owned clusters sleeping until an event wakes them."}),
+	}
+	reg.MustRegister(l.Attempts, l.LayersWaiting, l.ClustersAsleep)
+	return l
+}
+
 // NewRegistry is a registry with the Go runtime and process collectors.
 func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()

@@ -1,0 +1,74 @@
+package cache
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/cuesched/cuesched/match"
+)
+
+// BenchmarkPlan is issue 5's placements per second through the real index:
+// match.Plan over this package's Hosts and Usage, 10,000 hosts (benchFarm)
+// and 2,000 pending layers shaped like the peer stress farm's (500 jobs x 4
+// threadable layers, minimums cycling 1/2/4/8 cores and 2/4/8/16 GB, a third
+// tagged with a manual tag, the rest with an allocation tag, priorities
+// 1-100), 100 waiting frames each, more than the farm holds. One op is one
+// round from an empty farm until it is full, checkout and re-indexing
+// included; the capacity is given back untimed between ops.
+func BenchmarkPlan(b *testing.B) {
+	f := benchFarm(b)
+	f.apply(b, f.insert("show", "pk_show", "s1", "b_active", true, "b_scheduler_managed", true),
+		f.insert("subscription", "pk_subscription", "sub1", "pk_show", "s1", "pk_alloc", "a1",
+			"int_size", int64(1)<<40, "int_burst", int64(1)<<40),
+		f.insert("subscription", "pk_subscription", "sub2", "pk_show", "s1", "pk_alloc", "a2",
+			"int_size", int64(1)<<40, "int_burst", int64(1)<<40))
+	layers := make([]*match.Layer, 2000)
+	for i := range layers {
+		tag := []string{"general", "render"}[i%2]
+		if i%3 == 0 {
+			tag = fmt.Sprintf("pool%d", (i/3)%8)
+		}
+		job := i / 4
+		l := &match.Layer{
+			ID: fmt.Sprintf("layer%04d", i), JobID: fmt.Sprintf("job%03d", job), ShowID: "s1", FolderID: "f1",
+			Facility: "local", Priority: int64(1 + (job*37)%100), Tags: []string{tag}, Threadable: true,
+			Min: match.Resources{Cores: int64(100) << (i % 4), Mem: int64(2*gb) << ((i / 4) % 4)},
+		}
+		l.Frames = make([]match.Frame, 100)
+		for k := range l.Frames {
+			l.Frames[k] = match.Frame{ID: fmt.Sprintf("%s/%d", l.ID, k), Number: int64(k)}
+		}
+		layers[i] = l
+	}
+	// Fresh result slices every round, and handed back (Buffer) as a
+	// steady-state caller would.
+	for _, reuse := range []bool{false, true} {
+		name := "fresh"
+		if reuse {
+			name = "reuse"
+		}
+		b.Run(name, func(b *testing.B) {
+			placed := 0
+			var buf []match.Placement
+			for b.Loop() {
+				opt := match.Options{Seed: 1, Allocs: []string{"a1", "a2"}}
+				if reuse {
+					opt.Buffer = buf
+				}
+				res := match.Plan(layers, f.r.hosts, f.r.usage, opt)
+				placed += len(res.Placements)
+				b.StopTimer()
+				if len(res.Placements) == 0 {
+					b.Fatalf("nothing placed: %v", res.Waits)
+				}
+				for _, p := range res.Placements {
+					f.r.hosts.Return(p.Host.ID, p.Size)
+				}
+				buf = res.Placements
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(placed)/b.Elapsed().Seconds(), "placements/s")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(placed), "ns/placement")
+		})
+	}
+}

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cuesched/cuesched/cache"
+	"github.com/cuesched/cuesched/internal/config"
+	"github.com/cuesched/cuesched/ownership"
+	"github.com/cuesched/cuesched/scheduler"
+	"github.com/cuesched/cuesched/status"
+)
+
+// layersShown bounds the waiting layers the table lists per cluster; --json
+// lists them all.
+const layersShown = 10
+
+// runStatus prints the deployment's state as the database holds it.
+func runStatus(ctx context.Context, env *environment, args []string) error {
+	asJSON := false
+	var rest []string
+	for _, a := range args {
+		switch strings.TrimLeft(a, "-") {
+		case "json", "json=true":
+			asJSON = true
+			continue
+		case "json=false":
+			asJSON = false
+			continue
+		}
+		rest = append(rest, a)
+	}
+	cfg, err := config.Load("status", rest, env.getenv, []string{"db"}, env.stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(env.stderr, "  -json\n    \tprint the report as JSON")
+		}
+		return err
+	}
+	pool, err := connect(ctx, cfg, "cuesched-status")
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	r, err := status.Read(rctx, pool)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(env.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	printStatus(env.stdout, r)
+	return nil
+}
+
+// printStatus writes the report as tables for people.
+func printStatus(w io.Writer, r status.Report) {
+	fmt.Fprintf(w, "as of %s   WAL %s   tag buckets %s\n", r.At.Format(time.RFC3339), r.WAL, r.Buckets)
+	fmt.Fprintf(w, "%d pending layers, %d waiting frames, %d clusters, %d unowned\n\n",
+		r.Layers, r.Frames, len(r.Clusters), r.Unowned)
+
+	fmt.Fprintln(w, "INSTANCES")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tHOST\tPID\tSTARTED\tLEASE\tLIVE\tCLUSTERS\tREPLICATION LAG")
+	if len(r.Instances) == 0 {
+		fmt.Fprintln(tw, "-\t(none registered)\t\t\t\t\t\t\t")
+	}
+	for _, in := range r.Instances {
+		live := "yes"
+		if !in.Live {
+			live = "NO"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s ago\t%s\t%s\t%d\t%s\n", in.ID, in.Name, in.Host, in.PID,
+			ago(r.At, in.Started), lease(r.At, in.LeaseUntil), live, in.Clusters, lag(r.At, in))
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w, "\nCLUSTERS")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY\tKIND\tFACILITY\tALLOCATION / BUCKET\tOWNER\tLAYERS\tFRAMES")
+	for _, c := range r.Clusters {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", c.Key, c.Kind, c.Facility, what(c), owner(c), c.Pending, c.Waiting)
+	}
+	tw.Flush()
+
+	for _, c := range r.Clusters {
+		if len(c.Layers) == 0 {
+			continue
+		}
+		who := owner(c)
+		if !c.Unowned {
+			who = "owner " + who
+		}
+		fmt.Fprintf(w, "\nWAITING IN %s (%s; %s", c.Key, what(c), who)
+		if c.ReasonsAt != nil {
+			fmt.Fprintf(w, ", reasons as of %s ago", ago(r.At, *c.ReasonsAt))
+		}
+		fmt.Fprintln(w, ")")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  PRIORITY\tJOB\tLAYER\tFRAMES\tREASON\tDETAIL")
+		for i, l := range c.Layers {
+			if i == layersShown {
+				fmt.Fprintf(tw, "  ...\t%d more layers (--json lists all)\t\t\t\t\n", len(c.Layers)-layersShown)
+				break
+			}
+			reason, detail := l.Reason, l.Detail
+			if reason == "" {
+				reason = "-"
+				if l.StartAfter != nil {
+					reason, detail = "start-after", "not before "+l.StartAfter.Format(time.RFC3339)
+				}
+			}
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%d\t%s\t%s\n", l.Priority, l.Job, l.Name, l.Waiting, reason, detail)
+		}
+		tw.Flush()
+	}
+}
+
+func what(c status.Cluster) string {
+	if c.Kind == "alloc" {
+		if c.AllocTag != "" {
+			return fmt.Sprintf("%s (tag %s)", c.Alloc, c.AllocTag)
+		}
+		return c.Alloc
+	}
+	return fmt.Sprintf("tag bucket %d", c.Bucket)
+}
+
+func owner(c status.Cluster) string {
+	s := "UNOWNED"
+	switch {
+	case c.ID == 0:
+		s = "UNOWNED (no cluster row: no instance registered it)"
+	case !c.Unowned:
+		s = fmt.Sprintf("%d %s", c.Owner, c.OwnerName)
+	case c.Owner != 0:
+		s = fmt.Sprintf("UNOWNED (owner %d is not live)", c.Owner)
+	}
+	if c.HandingTo != nil {
+		s += fmt.Sprintf(", handing over to %d", *c.HandingTo)
+	}
+	return s
+}
+
+func ago(now, t time.Time) string { return now.Sub(t).Round(time.Second).String() }
+
+func lease(now, until time.Time) string {
+	if d := until.Sub(now).Round(time.Second); d >= 0 {
+		return "+" + d.String()
+	}
+	return "EXPIRED " + ago(now, until) + " ago"
+}
+
+func lag(now time.Time, in status.Instance) string {
+	if in.ReportedAt == nil || in.LagBytes == nil {
+		return "not reported"
+	}
+	return fmt.Sprintf("%s (reported %s ago)", bytesText(*in.LagBytes), ago(now, *in.ReportedAt))
+}
+
+func bytesText(b int64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", b)
+}
+
+// newStatusPublisher is the publisher serve runs: it reads the instance's
+// claims from ownership, the reasons from the loop and the lag from the
+// replica's stream.
+func newStatusPublisher(pool status.Execer, coord *ownership.Coordinator, sched *scheduler.Scheduler,
+	replica *cache.Replica, log *slog.Logger) *status.Publisher {
+	stream := replica.Stream()
+	return status.NewPublisher(status.PublisherConfig{
+		DB: pool, Logger: log,
+		Source: status.Source{
+			Instance: func() (int32, []status.Owned) {
+				v := coord.View()
+				owned := make([]status.Owned, 0, len(v.Claims))
+				for _, c := range v.Claims {
+					owned = append(owned, status.Owned{ID: c.ID, Key: c.Key})
+				}
+				return v.Instance, owned
+			},
+			Waits: sched.Waits,
+			Replication: func() status.Replication {
+				rep := status.Replication{Applied: stream.Applied()}
+				if stream.Metrics != nil {
+					rep.LagBytes = stream.Metrics.Lag()
+				}
+				return rep
+			},
+		},
+	})
+}

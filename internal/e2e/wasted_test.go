@@ -1,0 +1,110 @@
+package e2e
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/cuesched/cuesched/dispatch"
+	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/seed"
+)
+
+// Wasted attempts (DESIGN.md): placements matching hands to dispatch that
+// end in no committed booking. OpenCue's Rust scheduler reported 42% on its
+// stress farm, one scheduler booking it; the target is under 5%. One
+// instance books the peer stress farm; then three do, whose clusters share
+// hosts (each host is in an allocation cluster and in the tag buckets of its
+// manual and hostname tags), so placements of one are committed against
+// hosts another has just booked and its replica has not seen yet. The
+// figures are logged; CUESCHED_BENCH=1 fails when one instance wastes 5% or
+// more.
+func TestWastedAttempts(t *testing.T) {
+	for _, n := range []int{1, 3} {
+		t.Run(fmt.Sprintf("%d-instances", n), func(t *testing.T) {
+			db := pgtest.NewDB(t)
+			farm := seed.PeerStress(11)
+			total := int64(farm.FrameCount())
+			if _, err := seed.Load(t.Context(), db.Pool, farm, 11); err != nil {
+				t.Fatal(err)
+			}
+			// Hold the work back until every instance has its snapshot, so
+			// they all book (one alone would take the farm before the others
+			// start).
+			if _, err := db.Pool.Exec(t.Context(), `UPDATE show SET b_scheduler_managed = false`); err != nil {
+				t.Fatal(err)
+			}
+			var insts []inProcess
+			for i := range n {
+				insts = append(insts, startInProcess(t, db, fmt.Sprintf("waste-%d", i+1), nil))
+			}
+			waitFor(t, time.Minute, "every instance registered", func() bool {
+				return count(t, db.Pool, `SELECT count(*) FROM cuesched.instance`) == int64(n)
+			})
+			if _, err := db.Pool.Exec(t.Context(), `UPDATE show SET b_scheduler_managed = true`); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 2*time.Minute, "every frame booked", func() bool {
+				return count(t, db.Pool, `SELECT count(*) FROM frame WHERE str_state = 'RUNNING'`) == total
+			})
+			// A booking's commit is visible before its Book call returns and
+			// is counted: wait for the counts too.
+			waitFor(t, time.Minute, "every booking counted", func() bool {
+				var n float64
+				for _, in := range insts {
+					n += counterValue(t, in.loop.Attempts, "booked")
+				}
+				return int64(n) == total
+			})
+			var booked, dropped, deferred float64
+			drops := map[string]float64{}
+			for _, in := range insts {
+				booked += counterValue(t, in.loop.Attempts, "booked")
+				dropped += counterValue(t, in.loop.Attempts, "dropped")
+				deferred += counterValue(t, in.loop.Attempts, "deferred")
+				for _, r := range []dispatch.DropReason{dispatch.DropHostCapacity, dispatch.DropGuard, dispatch.DropBurst,
+					dispatch.DropDuplicate} {
+					drops[string(r)] += counterValue(t, in.dispatch.Drops, string(r))
+				}
+			}
+			if int64(booked) != total {
+				t.Errorf("attempts booked %v, want the farm's %d frames", booked, total)
+			}
+			wasted := dropped + deferred
+			ratio := wasted / (booked + wasted)
+			t.Logf("peer stress farm, %d instance(s): %v attempts, %v wasted (%.2f%%): %v deferred, %v dropped %v",
+				n, booked+wasted, wasted, 100*ratio, deferred, dropped, drops)
+			if benchOn() && n == 1 && ratio >= 0.05 {
+				t.Errorf("wasted attempts %.2f%%, target under 5%%", 100*ratio)
+			}
+			// With the farm full and nothing queued, every owned cluster
+			// sleeps until an event wakes it.
+			clusters := count(t, db.Pool, `SELECT count(*) FROM cuesched.cluster`)
+			waitFor(t, time.Minute, "every cluster asleep", func() bool {
+				var asleep float64
+				for _, in := range insts {
+					var m dto.Metric
+					if err := in.loop.ClustersAsleep.Write(&m); err != nil {
+						t.Fatal(err)
+					}
+					asleep += m.GetGauge().GetValue()
+				}
+				return int64(asleep) == clusters
+			})
+			auditClean(t, db.Pool)
+		})
+	}
+}
+
+// counterValue reads one label's value of a counter.
+func counterValue(t *testing.T, c *prometheus.CounterVec, label string) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.WithLabelValues(label).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
