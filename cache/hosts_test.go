@@ -554,25 +554,7 @@ func BenchmarkTakeReturn(b *testing.B) {
 // the farm is full (DESIGN.md's measurement), then the farm is reset.
 func BenchmarkPlacement(b *testing.B) {
 	f := benchFarm(b)
-	min := match.Resources{Cores: 100, Mem: 2 * gb}
-	var taken []string
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		var id string
-		f.r.hosts.Walk("local", "general", min, func(h match.Host) bool { id = h.ID; return false })
-		if id == "" || !f.r.hosts.Take(id, min) {
-			b.StopTimer()
-			for _, t := range taken {
-				f.r.hosts.Return(t, min)
-			}
-			taken = taken[:0]
-			b.StartTimer()
-			continue
-		}
-		taken = append(taken, id)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "placements/s")
+	benchPlacement(b, f, f.r.hosts.Walk)
 }
 
 // BenchmarkPlacementUncontested is BenchmarkPlacement with tag pressure
@@ -586,13 +568,19 @@ func BenchmarkPlacementUncontested(b *testing.B) {
 		ds = append(ds, TagDemand{Facility: "local", Tag: fmt.Sprintf("pool%d", i), Need: match.Resources{Cores: 1 << 40}})
 	}
 	f.r.hosts.SetDemand(ds)
+	benchPlacement(b, f, func(facility, tag string, min match.Resources, visit func(match.Host) bool) {
+		f.r.hosts.WalkUncontested(facility, tag, min, visit)
+	})
+}
+
+func benchPlacement(b *testing.B, f *fake, walk func(facility, tag string, min match.Resources, visit func(match.Host) bool)) {
 	min := match.Resources{Cores: 100, Mem: 2 * gb}
 	var taken []string
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		var id string
-		f.r.hosts.WalkUncontested("local", "general", min, func(h match.Host) bool { id = h.ID; return false })
+		walk("local", "general", min, func(h match.Host) bool { id = h.ID; return false })
 		if id == "" || !f.r.hosts.Take(id, min) {
 			b.StopTimer()
 			for _, t := range taken {
