@@ -525,4 +525,7 @@ func TestPropagationDelay(t *testing.T) {
 	pct := func(p float64) time.Duration { return delays[int(p*float64(len(delays)-1))] }
 	t.Logf("propagation over %d host changes: p50 %s, p90 %s, p99 %s, max %s", len(delays), pct(0.5), pct(0.9),
 		pct(0.99), delays[len(delays)-1])
+	if pct(0.99) >= 20*time.Millisecond {
+		t.Errorf("propagation p99 %s, target under 20ms", pct(0.99))
+	}
 }

@@ -212,6 +212,12 @@ func TestBenchBooking(t *testing.T) {
 			strings.Join(floorRatios, " "), median(fr))
 		t.Logf("%s / one frame per transaction: %s, median %.1f (target >= 8)", name,
 			strings.Join(frameRatios, " "), median(pr))
+		if m := median(fr); m < 0.8 {
+			t.Errorf("%s / write floor: median %.2f, below the target 0.8", name, m)
+		}
+		if m := median(pr); m < 8 {
+			t.Errorf("%s / one frame per transaction: median %.1f, below the target 8", name, m)
+		}
 	}
 	var own []float64
 	for r := range rounds {

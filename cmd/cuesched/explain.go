@@ -18,6 +18,7 @@ import (
 	"github.com/cuesched/cuesched/cache"
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/internal/config"
+	"github.com/cuesched/cuesched/internal/instance"
 	"github.com/cuesched/cuesched/internal/preflight"
 	"github.com/cuesched/cuesched/match"
 )
@@ -434,7 +435,7 @@ SELECT j.pk_job, j.str_name, j.str_state, j.b_paused, j.pk_show, s.str_name, s.b
 		rep.Blocked = append(rep.Blocked, noWaitingReason(j.Frames))
 	}
 	res := match.Plan(live, hosts, usage, match.Options{
-		Now: time.Now(), Seed: 1, Policy: policyOf(cfg), Order: orderOf(cfg),
+		Now: time.Now(), Seed: 1, Policy: instance.Policy(cfg), Order: instance.Order(cfg),
 		SelfishServices: cfg.SelfishServices, Allocs: allocs,
 	})
 	byLayer := map[*match.Layer]*explainLayer{}

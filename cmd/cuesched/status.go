@@ -7,15 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/cuesched/cuesched/cache"
 	"github.com/cuesched/cuesched/internal/config"
-	"github.com/cuesched/cuesched/ownership"
-	"github.com/cuesched/cuesched/scheduler"
 	"github.com/cuesched/cuesched/status"
 )
 
@@ -180,33 +176,4 @@ func bytesText(b int64) string {
 		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", b)
-}
-
-// newStatusPublisher is the publisher serve runs: it reads the instance's
-// claims from ownership, the reasons from the loop and the lag from the
-// replica's stream.
-func newStatusPublisher(pool status.Execer, coord *ownership.Coordinator, sched *scheduler.Scheduler,
-	replica *cache.Replica, log *slog.Logger) *status.Publisher {
-	stream := replica.Stream()
-	return status.NewPublisher(status.PublisherConfig{
-		DB: pool, Logger: log,
-		Source: status.Source{
-			Instance: func() (int32, []status.Owned) {
-				v := coord.View()
-				owned := make([]status.Owned, 0, len(v.Claims))
-				for _, c := range v.Claims {
-					owned = append(owned, status.Owned{ID: c.ID, Key: c.Key})
-				}
-				return v.Instance, owned
-			},
-			Waits: sched.Waits,
-			Replication: func() status.Replication {
-				rep := status.Replication{Applied: stream.Applied()}
-				if stream.Metrics != nil {
-					rep.LagBytes = stream.Metrics.Lag()
-				}
-				return rep
-			},
-		},
-	})
 }

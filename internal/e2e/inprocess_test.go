@@ -8,28 +8,26 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"golang.org/x/sync/errgroup"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
-	"github.com/cuesched/cuesched/cache"
-	"github.com/cuesched/cuesched/cdc"
 	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/internal/config"
+	cuesched "github.com/cuesched/cuesched/internal/instance"
 	"github.com/cuesched/cuesched/internal/metrics"
 	"github.com/cuesched/cuesched/internal/pgtest"
-	"github.com/cuesched/cuesched/match"
 	"github.com/cuesched/cuesched/ownership"
 	"github.com/cuesched/cuesched/scheduler"
 )
 
-// startInProcess runs one instance inside the test, wired as `cuesched run
-// --dry-run` wires it (cmd/cuesched serve, less the metrics server), for
-// what only the process itself knows: the scheduler's commit times, through
-// scheduler.Config.OnBooked, and its metrics, which it returns. It stops
-// when the test ends.
-func startInProcess(t *testing.T, db *pgtest.DB, name string, onBooked func([]dispatch.Booking)) inProcess {
+// startInProcess runs one instance inside the test, with the wiring of
+// `cuesched run --dry-run` (package instance), for what only the process
+// itself knows: the scheduler's commit times, through onBooked, and its
+// metrics, in the registry it returns. It stops when the test ends.
+func startInProcess(t *testing.T, db *pgtest.DB, name string, onBooked func([]dispatch.Booking)) *prometheus.Registry {
 	t.Helper()
-	cfg, err := config.Load("run", []string{"--db", db.DSN, "--dry-run", "--instance", name},
-		func(string) string { return "" }, nil, &testWriter{t})
+	cfg, err := config.Load("run", []string{"--db", db.DSN, "--dry-run", "--instance", name,
+		"--metrics-addr", "127.0.0.1:0"}, func(string) string { return "" }, nil, &testWriter{t})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,85 +45,67 @@ func startInProcess(t *testing.T, db *pgtest.DB, name string, onBooked func([]di
 	if err != nil {
 		t.Fatal(err)
 	}
-
 	reg := metrics.NewRegistry()
-	sm := metrics.NewScheduler(reg)
-	loop := metrics.NewLoop(reg)
-	var sched *scheduler.Scheduler
-	replica := cache.NewReplica(cache.ReplicaConfig{
-		DSN: cfg.DB, Pool: pool, Logger: log, Registerer: reg,
-		HostPingMaxAge: cfg.HostPingMaxAge, Counters: cfg.Counters,
-		Owns:    func(hostID string) bool { return sched.OwnsHost(hostID) },
-		OnHosts: func(grown []match.Host, topology bool) { sched.HostsChanged(grown, topology) },
-	})
-	queue := cache.NewQueue(pool, log)
-	queue.Metrics, queue.Sched = cache.NewQueueMetrics(reg), sm
-	listener := cdc.NewListener(cfg.DB, log)
-	listener.Handle(cache.WorkChannel, queue.Notify)
-	listener.OnConnect(queue.Resync)
-	listener.Handle(cache.LimitsChannel, func(string) { replica.LimitsChanged() })
-	listener.OnConnect(replica.ReloadLimits)
-	coord, err := ownership.New(pool, cfg.DB, ownership.Options{
-		Name: cfg.Instance, Lease: cfg.Lease, Weights: queue.Depths, Fenced: dispatch.ErrFenced,
-		Logger: log, Registerer: reg,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dm := dispatch.NewMetrics(reg)
-	launcher := dispatch.NewLauncher(dispatch.LauncherConfig{
-		Pool: pool, Workers: cfg.LaunchWorkers, DryRun: true, Metrics: dm, Logger: log,
-		OnSettled: func(s dispatch.Settled) { sched.Settled(s) },
-	})
-	sched = scheduler.New(scheduler.Config{
-		Policy: match.BestFit{}, Order: match.OrderLottery, Workers: cfg.Workers, Logger: log, Metrics: sm,
-		Loop: loop, OnBooked: onBooked,
-	}, scheduler.Deps{
-		Pool: pool, Hosts: replica.Hosts(), Caps: replica.Usage(), Queue: queue,
-		Booker: dispatch.NewBooker(dispatch.BookerConfig{
-			Pool: pool, Fence: coord, BatchMin: cfg.BatchMin, BatchMax: cfg.BatchMax, DryRun: true,
-			Launcher: launcher, Metrics: dm, Scheduler: sm, Logger: log,
-		}),
-		Launcher: launcher, Owner: coord, Booked: replica.Booked, Buckets: buckets,
-	})
-	queue.OnWork(sched.Wake)
-
+	ready := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return replica.Run(gctx) })
-	g.Go(func() error { return queue.Run(gctx) })
-	g.Go(func() error { return listener.Run(gctx) })
-	g.Go(func() error { return launcher.Run(gctx) })
-	g.Go(func() error { return coord.Run(gctx) })
-	g.Go(func() error {
-		select {
-		case <-replica.Ready():
-		case <-gctx.Done():
-			return nil
-		}
-		return sched.Run(gctx)
-	})
+	done := make(chan error, 1)
+	go func() {
+		done <- cuesched.Run(ctx, cfg, log, pool, buckets, cuesched.Options{
+			Registry: reg, OnBooked: onBooked, OnReady: func() { close(ready) },
+		})
+	}()
 	t.Cleanup(func() {
 		cancel()
-		if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 			t.Errorf("in-process instance %s: %v", name, err)
 		}
 		pool.Close()
 	})
 	select {
-	case <-replica.Ready():
-	case <-gctx.Done():
-		t.Fatalf("in-process instance %s stopped before its snapshot: %v", name, g.Wait())
+	case <-ready:
+	case err := <-done:
+		done <- err
+		t.Fatalf("in-process instance %s stopped before its snapshot: %v", name, err)
 	case <-time.After(time.Minute):
 		t.Fatalf("in-process instance %s: no snapshot within a minute", name)
 	}
-	return inProcess{loop: loop, dispatch: dm}
+	return reg
 }
 
-// inProcess is the metrics of an instance run in the test.
-type inProcess struct {
-	loop     *metrics.Loop
-	dispatch *dispatch.Metrics
+// metricValue is the value of the series of a counter or gauge family with
+// the given label values (name=value pairs); 0 when there is none.
+func metricValue(t *testing.T, reg *prometheus.Registry, family string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != family {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if hasLabels(m, labels) {
+				return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+func hasLabels(m *dto.Metric, pairs []string) bool {
+	for i := 0; i+1 < len(pairs); i += 2 {
+		found := false
+		for _, l := range m.GetLabel() {
+			if l.GetName() == pairs[i] && l.GetValue() == pairs[i+1] {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 // testWriter sends log output to t.Log.

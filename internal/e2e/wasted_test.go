@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/internal/pgtest"
@@ -37,9 +36,9 @@ func TestWastedAttempts(t *testing.T) {
 			if _, err := db.Pool.Exec(t.Context(), `UPDATE show SET b_scheduler_managed = false`); err != nil {
 				t.Fatal(err)
 			}
-			var insts []inProcess
+			var regs []*prometheus.Registry
 			for i := range n {
-				insts = append(insts, startInProcess(t, db, fmt.Sprintf("waste-%d", i+1), nil))
+				regs = append(regs, startInProcess(t, db, fmt.Sprintf("waste-%d", i+1), nil))
 			}
 			waitFor(t, time.Minute, "every instance registered", func() bool {
 				return count(t, db.Pool, `SELECT count(*) FROM cuesched.instance`) == int64(n)
@@ -54,20 +53,20 @@ func TestWastedAttempts(t *testing.T) {
 			// is counted: wait for the counts too.
 			waitFor(t, time.Minute, "every booking counted", func() bool {
 				var n float64
-				for _, in := range insts {
-					n += counterValue(t, in.loop.Attempts, "booked")
+				for _, reg := range regs {
+					n += metricValue(t, reg, "cuesched_placement_attempts_total", "outcome", "booked")
 				}
 				return int64(n) == total
 			})
 			var booked, dropped, deferred float64
 			drops := map[string]float64{}
-			for _, in := range insts {
-				booked += counterValue(t, in.loop.Attempts, "booked")
-				dropped += counterValue(t, in.loop.Attempts, "dropped")
-				deferred += counterValue(t, in.loop.Attempts, "deferred")
+			for _, reg := range regs {
+				booked += metricValue(t, reg, "cuesched_placement_attempts_total", "outcome", "booked")
+				dropped += metricValue(t, reg, "cuesched_placement_attempts_total", "outcome", "dropped")
+				deferred += metricValue(t, reg, "cuesched_placement_attempts_total", "outcome", "deferred")
 				for _, r := range []dispatch.DropReason{dispatch.DropHostCapacity, dispatch.DropGuard, dispatch.DropBurst,
 					dispatch.DropDuplicate} {
-					drops[string(r)] += counterValue(t, in.dispatch.Drops, string(r))
+					drops[string(r)] += metricValue(t, reg, "cuesched_dispatch_drops_total", "reason", string(r))
 				}
 			}
 			if int64(booked) != total {
@@ -85,26 +84,12 @@ func TestWastedAttempts(t *testing.T) {
 			clusters := count(t, db.Pool, `SELECT count(*) FROM cuesched.cluster`)
 			waitFor(t, time.Minute, "every cluster asleep", func() bool {
 				var asleep float64
-				for _, in := range insts {
-					var m dto.Metric
-					if err := in.loop.ClustersAsleep.Write(&m); err != nil {
-						t.Fatal(err)
-					}
-					asleep += m.GetGauge().GetValue()
+				for _, reg := range regs {
+					asleep += metricValue(t, reg, "cuesched_clusters_asleep")
 				}
 				return int64(asleep) == clusters
 			})
 			auditClean(t, db.Pool)
 		})
 	}
-}
-
-// counterValue reads one label's value of a counter.
-func counterValue(t *testing.T, c *prometheus.CounterVec, label string) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := c.WithLabelValues(label).Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetCounter().GetValue()
 }

@@ -1,0 +1,236 @@
+// Package instance is one cuesched instance: every part built from the
+// settings (the host cache and its replication stream, the pending-layer
+// queue and its listener, ownership, the launcher, the loop, the status
+// publisher, the metrics server), started, and stopped in order. `cuesched
+// run`, the demo and the in-process acceptance tests all run this one
+// wiring.
+package instance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cuesched/cuesched/cache"
+	"github.com/cuesched/cuesched/cdc"
+	"github.com/cuesched/cuesched/dispatch"
+	"github.com/cuesched/cuesched/internal/config"
+	"github.com/cuesched/cuesched/internal/metrics"
+	"github.com/cuesched/cuesched/match"
+	"github.com/cuesched/cuesched/ownership"
+	"github.com/cuesched/cuesched/scheduler"
+	"github.com/cuesched/cuesched/status"
+)
+
+// Options are what a caller adds to the settings; the zero value is
+// `cuesched run`.
+type Options struct {
+	// Registry receives the instance's metrics (nil: a registry of its own).
+	// Tests read the figures of an in-process instance from it.
+	Registry *prometheus.Registry
+	// OnBooked is scheduler.Config.OnBooked: the bookings of every batch
+	// that committed some, with their commit times.
+	OnBooked func([]dispatch.Booking)
+	// OnReady is called once the host cache holds its first snapshot, just
+	// before the loop starts.
+	OnReady func()
+}
+
+// Run runs every part of an instance until ctx ends, then stops them in
+// order: the loop first (each cluster finishes or rolls back its batch in
+// flight), then ownership (which hands every cluster over at once), then the
+// feeds and the launcher.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, buckets int, opt Options) error {
+	reg := opt.Registry
+	if reg == nil {
+		reg = metrics.NewRegistry()
+	}
+	sm := metrics.NewScheduler(reg)
+
+	var sched *scheduler.Scheduler // the cache's callbacks reach it once built
+	replica := cache.NewReplica(cache.ReplicaConfig{
+		DSN: cfg.DB, Pool: pool, Logger: log, Registerer: reg,
+		HostPingMaxAge: cfg.HostPingMaxAge, Counters: cfg.Counters,
+		Owns:    func(hostID string) bool { return sched.OwnsHost(hostID) },
+		OnHosts: func(grown []match.Host, topology bool) { sched.HostsChanged(grown, topology) },
+	})
+	queue := cache.NewQueue(pool, log)
+	queue.Metrics, queue.Sched = cache.NewQueueMetrics(reg), sm
+	listener := cdc.NewListener(cfg.DB, log)
+	listener.Metrics = cdc.NewListenMetrics(reg)
+	if cfg.Feed == "events" {
+		listener.Handle(cache.WorkChannel, queue.Notify)
+		listener.OnConnect(queue.Resync)
+	}
+	listener.Handle(cache.LimitsChannel, func(string) { replica.LimitsChanged() })
+	listener.OnConnect(replica.ReloadLimits)
+
+	coord, err := ownership.New(pool, cfg.DB, ownership.Options{
+		Name: cfg.Instance, Lease: cfg.Lease,
+		Static:  ownership.Static{Facility: cfg.Facility, AllocTags: cfg.AllocTags, ManualTags: cfg.ManualTags},
+		Weights: queue.Depths, Fenced: dispatch.ErrFenced, Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	var rqd *dispatch.RQDClient
+	if !cfg.DryRun {
+		rqd = dispatch.NewRQDClient(dispatch.RQDConfig{Port: cfg.RQDPort, CallTimeout: cfg.RQDTimeout, Logger: log})
+		defer rqd.Close()
+	}
+	dm := dispatch.NewMetrics(reg)
+	launcher := dispatch.NewLauncher(dispatch.LauncherConfig{
+		Pool: pool, RQD: rqd, Workers: cfg.LaunchWorkers, DryRun: cfg.DryRun, Metrics: dm, Logger: log,
+		OnSettled: func(s dispatch.Settled) { sched.Settled(s) },
+	})
+	bcfg := dispatch.BookerConfig{
+		Pool: pool, Fence: coord, BatchMin: cfg.BatchMin, BatchMax: cfg.BatchMax, DryRun: cfg.DryRun,
+		Launcher: launcher, Metrics: dm, Scheduler: sm, Logger: log,
+	}
+	if rqd != nil {
+		bcfg.HostAllowed = rqd.Allowed
+	}
+	sched = scheduler.New(scheduler.Config{
+		Policy: Policy(cfg), Order: Order(cfg), SelfishServices: cfg.SelfishServices,
+		Workers: cfg.Workers, Logger: log, Metrics: sm, Loop: metrics.NewLoop(reg), OnBooked: opt.OnBooked,
+	}, scheduler.Deps{
+		Pool: pool, Hosts: replica.Hosts(), Caps: replica.Usage(), Queue: queue,
+		Booker: dispatch.NewBooker(bcfg), Launcher: launcher, Owner: coord,
+		Booked: replica.Booked, Buckets: buckets,
+	})
+	queue.OnWork(sched.Wake)
+
+	srv, err := metrics.Listen(cfg.MetricsAddr, reg, func() error {
+		select {
+		case <-replica.Ready():
+		default:
+			return errors.New("host cache snapshot not loaded")
+		}
+		if coord.View().Instance == 0 {
+			return errors.New("not registered with the other instances")
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("serving metrics", "addr", srv.Addr())
+
+	feeds, stopFeeds := context.WithCancel(context.Background())
+	defer stopFeeds()
+	coordCtx, stopCoord := context.WithCancel(context.Background())
+	defer stopCoord()
+	g, gctx := errgroup.WithContext(feeds)
+	g.Go(func() error { return srv.Serve(gctx) })
+	g.Go(func() error { return replica.Run(gctx) })
+	g.Go(func() error { return queue.Run(gctx) })
+	if cfg.Feed == "poll" {
+		// Work is found by the poller; the listener carries only the limit
+		// changes.
+		g.Go(func() error { return queue.Poll(gctx, cfg.PollEvery) })
+		g.Go(func() error { return listener.Run(gctx) })
+	} else {
+		g.Go(func() error { return listener.Run(gctx) })
+	}
+	g.Go(func() error { return launcher.Run(gctx) })
+	coordDone := make(chan error, 1)
+	go func() { coordDone <- coord.Run(coordCtx) }()
+	// Status publishing stops after the loop, before the handover.
+	pubCtx, stopPub := context.WithCancel(context.Background())
+	defer stopPub()
+	pubDone := make(chan error, 1)
+	go func() { pubDone <- newStatusPublisher(pool, coord, sched, replica, log).Run(pubCtx) }()
+
+	// The loop starts once the cache holds a snapshot: planning against an
+	// empty index would only record waits.
+	select {
+	case <-replica.Ready():
+		if opt.OnReady != nil {
+			opt.OnReady()
+		}
+	case <-ctx.Done():
+	case <-gctx.Done():
+	}
+	schedCtx, stopSched := context.WithCancel(ctx)
+	defer stopSched()
+	schedDone := make(chan error, 1)
+	go func() { schedDone <- sched.Run(schedCtx) }()
+
+	var failure error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: finishing batches in flight and handing clusters over")
+	case <-gctx.Done():
+		failure = g.Wait()
+	case err := <-coordDone:
+		failure = fmt.Errorf("ownership: %w", err)
+		coordDone <- err
+	}
+	stopSched()
+	<-schedDone
+	stopPub()
+	<-pubDone
+	stopCoord()
+	if err := <-coordDone; err != nil && failure == nil && !errors.Is(err, context.Canceled) {
+		failure = err
+	}
+	stopFeeds()
+	if err := g.Wait(); err != nil && failure == nil && !errors.Is(err, context.Canceled) {
+		failure = err
+	}
+	if failure != nil {
+		return failure
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// Policy is the placement policy the settings name.
+func Policy(cfg config.Config) match.Policy {
+	if cfg.Policy == "epvm" {
+		return match.NewEPVM(0, 0)
+	}
+	return match.BestFit{}
+}
+
+// Order is the layer order the settings name.
+func Order(cfg config.Config) match.Order {
+	if cfg.Order == "strict" {
+		return match.OrderStrict
+	}
+	return match.OrderLottery
+}
+
+// newStatusPublisher is the publisher Run runs: it reads the instance's
+// claims from ownership, the reasons from the loop and the lag from the
+// replica's stream.
+func newStatusPublisher(pool status.Execer, coord *ownership.Coordinator, sched *scheduler.Scheduler,
+	replica *cache.Replica, log *slog.Logger) *status.Publisher {
+	stream := replica.Stream()
+	return status.NewPublisher(status.PublisherConfig{
+		DB: pool, Logger: log,
+		Source: status.Source{
+			Instance: func() (int32, []status.Owned) {
+				v := coord.View()
+				owned := make([]status.Owned, 0, len(v.Claims))
+				for _, c := range v.Claims {
+					owned = append(owned, status.Owned{ID: c.ID, Key: c.Key})
+				}
+				return v.Instance, owned
+			},
+			Waits: sched.Waits,
+			Replication: func() status.Replication {
+				rep := status.Replication{Applied: stream.Applied()}
+				if stream.Metrics != nil {
+					rep.LagBytes = stream.Metrics.Lag()
+				}
+				return rep
+			},
+		},
+	})
+}
