@@ -36,6 +36,11 @@ type demand struct {
 	// read of the queue that has not read the layer again keeps them off.
 	booked map[string]bookedSince
 	total  map[cache.TagDemand]match.Resources // by (Facility, Tag); Need zero
+	// foreign holds the tags of queued work in tag-bucket clusters this
+	// instance does not own. Their hosts are contested outright: another
+	// instance books that work on them, and work here that can go
+	// elsewhere would only race it for them (wasted attempts).
+	foreign map[cache.TagDemand]bool
 }
 
 // layerDemand is one tagged layer's share of demand.
@@ -54,9 +59,10 @@ type bookedSince struct {
 
 func newDemand() *demand {
 	return &demand{
-		layers: map[string]*layerDemand{},
-		booked: map[string]bookedSince{},
-		total:  map[cache.TagDemand]match.Resources{},
+		layers:  map[string]*layerDemand{},
+		booked:  map[string]bookedSince{},
+		total:   map[cache.TagDemand]match.Resources{},
+		foreign: map[cache.TagDemand]bool{},
 	}
 }
 
@@ -83,13 +89,39 @@ func (d *demand) refresh(s *Scheduler) {
 	keyer := s.keyer
 	s.mu.Unlock()
 	var layers []*match.Layer
+	clear(d.foreign)
 	for _, key := range q.Clusters() {
-		if key.Kind == cluster.KindTags {
-			layers = append(layers, q.Layers(key)...)
+		if key.Kind != cluster.KindTags {
+			continue
+		}
+		ls := q.Layers(key)
+		layers = append(layers, ls...)
+		if !s.works(key) {
+			d.addForeign(keyer, key, ls)
 		}
 	}
 	d.recompute(layers, keyer, s.deps.Hosts.Tagged)
 	s.deps.Hosts.SetDemand(d.demands())
+}
+
+// addForeign marks foreign the tags, in key's bucket, of the queued layers
+// of a tag-bucket cluster this instance does not work.
+func (d *demand) addForeign(keyer *cluster.Keyer, key cluster.Key, layers []*match.Layer) {
+	for _, l := range layers {
+		for _, t := range l.Tags {
+			if keyer.OfTag(l.Facility, t) == key {
+				d.foreign[cache.TagDemand{Facility: l.Facility, Tag: t}] = true
+			}
+		}
+	}
+}
+
+// invalidate makes the next refresh read the queue again: what this
+// instance owns changed.
+func (d *demand) invalidate() {
+	d.mu.Lock()
+	d.applied = nil
+	d.mu.Unlock()
 }
 
 // recompute sets the demand from the queued layers of the tag-bucket
@@ -216,11 +248,19 @@ func (d *demand) lower(booked []*match.Layer) bool {
 	return changed
 }
 
+// foreignNeed is the demand given a foreign tag: more than any supply, so
+// the tag is contested whatever the pressure fraction.
+const foreignNeed = int64(1) << 50
+
 // demands is the totals as the host cache takes them.
 func (d *demand) demands() []cache.TagDemand {
-	ds := make([]cache.TagDemand, 0, len(d.total))
+	ds := make([]cache.TagDemand, 0, len(d.total)+len(d.foreign))
 	for k, v := range d.total {
 		k.Need = v
+		ds = append(ds, k)
+	}
+	for k := range d.foreign {
+		k.Need = match.Resources{Cores: foreignNeed}
 		ds = append(ds, k)
 	}
 	return ds

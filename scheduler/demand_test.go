@@ -114,3 +114,38 @@ func TestDemandFollowsBookings(t *testing.T) {
 		}
 	}
 }
+
+// Work queued in a tag bucket another instance owns makes its tags
+// contested outright, whatever their supply; tags of the same layers that
+// fall in other buckets are left to those buckets' owners.
+func TestDemandForeignBuckets(t *testing.T) {
+	keyer := cluster.NewKeyer([]cluster.Alloc{{ID: "a1", Facility: "local", Tag: "general"}}, 4)
+	// Two tags in different buckets, so a layer carrying both belongs to two
+	// clusters.
+	t1, t2 := "pool1", ""
+	for i := 2; t2 == ""; i++ {
+		if c := "pool" + strconv.Itoa(i); keyer.OfTag("local", c) != keyer.OfTag("local", t1) {
+			t2 = c
+		}
+	}
+	l := demandLayer("l", 3, 100, gb, t1+"|"+t2)
+	d := newDemand()
+	d.addForeign(keyer, keyer.OfTag("local", t1), []*match.Layer{l})
+	d.recompute([]*match.Layer{l}, keyer, func(string, string) bool { return true })
+	got := map[string]int64{}
+	for _, x := range d.demands() {
+		got[x.Tag] += x.Need.Cores
+	}
+	if got[t1] < foreignNeed {
+		t.Errorf("%s (foreign bucket) needs %d cores, want it contested outright", t1, got[t1])
+	}
+	if got[t2] != 150 {
+		t.Errorf("%s (a bucket of its own) needs %d cores, want its share 150", t2, got[t2])
+	}
+	clear(d.foreign)
+	for _, x := range d.demands() {
+		if x.Need.Cores >= foreignNeed {
+			t.Errorf("%s still contested outright once no bucket is foreign", x.Tag)
+		}
+	}
+}

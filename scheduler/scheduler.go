@@ -177,6 +177,13 @@ func (s *Scheduler) HostsChanged(grown []match.Host, topology bool) {
 	}
 }
 
+// works reports whether this instance works the cluster.
+func (s *Scheduler) works(key cluster.Key) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.workers[key] != nil
+}
+
 // Wake wakes the worker of a cluster, if this instance works it (the
 // queue's OnWork).
 func (s *Scheduler) Wake(key cluster.Key) {
@@ -273,6 +280,9 @@ func (s *Scheduler) reconcile(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
+	if len(stop) > 0 || len(gained) > 0 {
+		s.demand.invalidate()
+	}
 	for _, w := range stop {
 		w.stop()
 		s.setWaits(w.claim.Key, nil) // another instance explains it now

@@ -20,6 +20,10 @@ type worker struct {
 	wake   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
+	// placements is the array the worker's rounds build their placements
+	// in (match.Options.Buffer), one round at a time: nothing holds a
+	// round's placements once it is over (Book copies what it keeps).
+	placements []match.Placement
 }
 
 // newWorker starts a worker.
@@ -83,7 +87,7 @@ func (w *worker) run(ctx context.Context) {
 // keeps coming never starve the others of the Workers bound.
 func (w *worker) work(ctx context.Context) time.Duration {
 	backoff := 100 * time.Millisecond
-	out, err := w.s.round(ctx, w.claim)
+	out, err := w.s.round(ctx, w.claim, &w.placements)
 	switch {
 	case ctx.Err() != nil:
 	case errors.Is(err, dispatch.ErrFenced):
@@ -108,8 +112,9 @@ type roundOutcome struct {
 }
 
 // round plans a cluster's pending layers and books the placements, keeping
-// tag pressure's demand current.
-func (s *Scheduler) round(ctx context.Context, c ownership.Claim) (roundOutcome, error) {
+// tag pressure's demand current. It builds the placements in *buf and leaves
+// the array there, emptied, for the caller's next round.
+func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.Placement) (roundOutcome, error) {
 	var out roundOutcome
 	key := c.Key
 	q := s.deps.Queue
@@ -159,7 +164,13 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim) (roundOutcome,
 		MaxPlacements:   s.cfg.RoundPlacements,
 		TagFilter:       func(facility, tag string) bool { return keyer.OfTag(facility, tag) == key },
 		Allocs:          s.allocsOf(key),
+		Buffer:          *buf,
 	})
+	defer func() {
+		// Cleared, so the array holds no layer or host of this round.
+		clear(res.Placements)
+		*buf = res.Placements[:0]
+	}()
 	s.setWaits(key, res.Waits)
 	s.count(live, res)
 	if s.log.Enabled(ctx, slog.LevelDebug) {
