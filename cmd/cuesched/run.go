@@ -78,6 +78,9 @@ func runScheduler(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
+	if _, err := cfg.RQDTLS(); err != nil {
+		return err // before connecting: a bad file is a configuration error
+	}
 	log := newLogger(cfg, env.stderr)
 	log.Info("cuesched starting", "version", versionString(), "instance", cfg.Instance,
 		"db", config.RedactDSN(cfg.DB), "feed", cfg.Feed, "dry_run", cfg.DryRun)

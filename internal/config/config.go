@@ -37,12 +37,15 @@ type Config struct {
 	MetricsAddr string
 	RQDPort     int
 	RQDTimeout  time.Duration
-	DryRun      bool
-	Feed        string // events | poll
-	PollEvery   time.Duration
-	Counters    string // cuesched | cuebot
-	LogLevel    string
-	LogFormat   string
+	// RQD over TLS (off unless RQDTLSCA is set): the CA bundle that signs the
+	// hosts' certificates, and a client certificate for RQDs that ask one.
+	RQDTLSCA, RQDTLSCert, RQDTLSKey string
+	DryRun                          bool
+	Feed                            string // events | poll
+	PollEvery                       time.Duration
+	Counters                        string // cuesched | cuebot
+	LogLevel                        string
+	LogFormat                       string
 	// HostPingMaxAge: a host whose host_stat.ts_ping is older is not offered.
 	HostPingMaxAge  time.Duration
 	Policy          string // best-fit | epvm
@@ -157,6 +160,9 @@ func settings(c *Config) []setting {
 		{name: "metrics-addr", usage: "address of the /metrics, /healthz and /readyz server", set: str(&c.MetricsAddr)},
 		{name: "rqd-port", usage: "port RQD listens on", set: num(&c.RQDPort, 1, 65535)},
 		{name: "rqd-timeout", usage: "deadline of one call to RQD", set: dur(&c.RQDTimeout, time.Millisecond)},
+		{name: "rqd-tls-ca", usage: "PEM file of the CAs that sign RQD hosts' certificates: talk to RQD over TLS (default plaintext, as RQD serves)", set: str(&c.RQDTLSCA)},
+		{name: "rqd-tls-cert", usage: "with rqd-tls-ca, PEM client certificate for RQDs that require one (with rqd-tls-key)", set: str(&c.RQDTLSCert)},
+		{name: "rqd-tls-key", usage: "with rqd-tls-cert, its PEM private key", set: str(&c.RQDTLSKey)},
 		{name: "dry-run", isBool: true, usage: "book in the database but launch nothing (test and benchmark databases only, never beside a production farm)", set: func(c *Config, v string) error {
 			b, err := strconv.ParseBool(v)
 			if err != nil {
@@ -294,6 +300,12 @@ func Load(cmd string, args []string, getenv func(string) string, only []string, 
 	c.ConfigFile = path
 	if c.BatchMin > c.BatchMax {
 		return c, &Error{Setting: "batch-min", Err: fmt.Errorf("%d is above --batch-max %d", c.BatchMin, c.BatchMax)}
+	}
+	switch {
+	case (c.RQDTLSCert == "") != (c.RQDTLSKey == ""):
+		return c, &Error{Setting: "rqd-tls-cert", Err: errors.New("rqd-tls-cert and rqd-tls-key go together")}
+	case c.RQDTLSCert != "" && c.RQDTLSCA == "":
+		return c, &Error{Setting: "rqd-tls-cert", Err: errors.New("a client certificate needs rqd-tls-ca (TLS is off without it)")}
 	}
 	return c, nil
 }

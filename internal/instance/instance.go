@@ -80,7 +80,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 	}
 	var rqd *dispatch.RQDClient
 	if !cfg.DryRun {
-		rqd = dispatch.NewRQDClient(dispatch.RQDConfig{Port: cfg.RQDPort, CallTimeout: cfg.RQDTimeout, Logger: log})
+		tc, err := cfg.RQDTLS()
+		if err != nil {
+			return err
+		}
+		rqd = dispatch.NewRQDClient(dispatch.RQDConfig{Port: cfg.RQDPort, TLS: tc, CallTimeout: cfg.RQDTimeout,
+			Logger: log})
 		defer rqd.Close()
 	}
 	dm := dispatch.NewMetrics(reg)
