@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/cuesched/cuesched/explain"
 	"github.com/cuesched/cuesched/internal/pgtest"
 	"github.com/cuesched/cuesched/internal/seed"
 )
@@ -124,7 +125,7 @@ func TestExplain(t *testing.T) {
 		if err != nil {
 			t.Fatalf("explain: %v\n%s", err, out)
 		}
-		var rep explainReport
+		var rep explain.Report
 		if err := json.Unmarshal([]byte(out), &rep); err != nil {
 			t.Fatalf("--json does not parse: %v\n%s", err, out)
 		}
@@ -145,7 +146,7 @@ func TestExplain(t *testing.T) {
 		if err != nil {
 			t.Fatalf("explain: %v\n%s", err, out)
 		}
-		var rep explainReport
+		var rep explain.Report
 		if err := json.Unmarshal([]byte(out), &rep); err != nil {
 			t.Fatal(err)
 		}
