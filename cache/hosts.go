@@ -86,6 +86,7 @@ type hostRec struct {
 	up    bool
 
 	idxs    []*tagIndex // the indexes of its (facility, tag)s
+	lvs     []*level    // while filed, its level in each of idxs
 	inTrees bool        // filed in the trees of idxs
 	ixCores int64       // where it is filed
 	ixMem   int64
@@ -439,13 +440,12 @@ func offerable(rec *hostRec) bool {
 	if h.Idle.Cores < minIdleCores || h.Idle.Mem < minIdleMem || h.MemFree < minMemFree {
 		return false
 	}
-	switch {
-	case strings.EqualFold(h.OS, "windows"):
+	// Windows hosts are exempt from the temp-space floor; the floor is
+	// checked first as it is the cheaper test.
+	if h.TempTotal <= 0 && h.TempFree > 0 || h.TempTotal > 0 && h.TempFree*100 >= minTempPercent*h.TempTotal {
 		return true
-	case h.TempTotal <= 0:
-		return h.TempFree > 0
 	}
-	return h.TempFree*100 >= minTempPercent*h.TempTotal
+	return strings.EqualFold(h.OS, "windows")
 }
 
 // reposition files rec where its effective idle capacity belongs, or takes
@@ -457,26 +457,35 @@ func (st *hostState) reposition(rec *hostRec) {
 	}
 	rec.h.Idle = idle
 	want := offerable(rec)
-	if rec.inTrees {
-		if want && rec.ixCores == idle.Cores && rec.ixMem == idle.Mem {
+	switch {
+	case rec.inTrees && want:
+		if rec.ixCores == idle.Cores && rec.ixMem == idle.Mem {
 			return
 		}
-		for _, ix := range rec.idxs {
-			st.trees.remove(ix, rec)
+		// Filed, its contested count is current (judge keeps it).
+		for i, ix := range rec.idxs {
+			st.trees.move(ix, rec, i, idle.Cores, idle.Mem)
+		}
+		rec.ixCores, rec.ixMem = idle.Cores, idle.Mem
+	case rec.inTrees:
+		for i, ix := range rec.idxs {
+			st.trees.remove(ix, rec, i)
 		}
 		rec.inTrees = false
-	}
-	if want {
-		rec.ixCores, rec.ixMem = idle.Cores, idle.Mem
+	case want:
 		rec.contested = 0
 		for _, ix := range rec.idxs {
 			if ix.contested {
 				rec.contested++
 			}
 		}
-		for _, ix := range rec.idxs {
-			st.trees.insert(ix, rec)
+		if len(rec.lvs) != len(rec.idxs) {
+			rec.lvs = make([]*level, len(rec.idxs))
 		}
+		for i, ix := range rec.idxs {
+			st.trees.insert(ix, rec, i, idle.Cores, idle.Mem)
+		}
+		rec.ixCores, rec.ixMem = idle.Cores, idle.Mem
 		rec.inTrees = true
 	}
 	// The supply of its tags moved.
@@ -609,9 +618,9 @@ func (st *hostState) refresh(id string) {
 // unfile takes rec out of every index it is in.
 func (st *hostState) unfile(rec *hostRec) {
 	idxs, filed := rec.idxs, rec.inTrees
-	for _, ix := range idxs {
+	for i, ix := range idxs {
 		if filed {
-			st.trees.remove(ix, rec)
+			st.trees.remove(ix, rec, i)
 		}
 		// Every host filed in an index is counted in it: an index counting
 		// none is empty.
@@ -620,7 +629,7 @@ func (st *hostState) unfile(rec *hostRec) {
 		}
 	}
 	rec.inTrees = false
-	rec.idxs = nil
+	rec.idxs, rec.lvs = nil, nil
 	if filed {
 		// The supply of the tags it left moved.
 		for _, ix := range idxs {

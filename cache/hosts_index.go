@@ -102,8 +102,9 @@ func (t *trees) newIndex(k tagKey) *tagIndex {
 	return &tagIndex{key: k, levels: btree.NewWithFreeListG(btreeDegree, levelLess, t.levels)}
 }
 
-func (t *trees) insert(ix *tagIndex, r *hostRec) {
-	it, ok := ix.levels.Get(levelItem{cores: r.ixCores})
+// insert files r in ix at (cores, mem), as its i-th index.
+func (t *trees) insert(ix *tagIndex, r *hostRec, i int, cores, mem int64) {
+	it, ok := ix.levels.Get(levelItem{cores: cores})
 	if !ok {
 		var lv *level
 		if n := len(t.spare); n > 0 {
@@ -111,38 +112,76 @@ func (t *trees) insert(ix *tagIndex, r *hostRec) {
 		} else {
 			lv = &level{hosts: btree.NewWithFreeListG(btreeDegree, slotLess, t.slots)}
 		}
-		lv.maxMem = r.ixMem
-		it = levelItem{cores: r.ixCores, lv: lv}
+		lv.maxMem = mem
+		it = levelItem{cores: cores, lv: lv}
 		ix.levels.ReplaceOrInsert(it)
 	}
-	it.lv.hosts.ReplaceOrInsert(slot{mem: r.ixMem, id: r.id, rec: r})
-	if r.ixMem > it.lv.maxMem {
-		it.lv.maxMem = r.ixMem
+	it.lv.hosts.ReplaceOrInsert(slot{mem: mem, id: r.id, rec: r})
+	if mem > it.lv.maxMem {
+		it.lv.maxMem = mem
 	}
 	it.lv.count(r.contested, 1)
-	ix.supply.Cores += r.ixCores
-	ix.supply.Mem += r.ixMem
+	r.lvs[i] = it.lv
+	ix.supply.Cores += cores
+	ix.supply.Mem += mem
 }
 
-func (t *trees) remove(ix *tagIndex, r *hostRec) {
-	it, ok := ix.levels.Get(levelItem{cores: r.ixCores})
-	if !ok {
+// remove takes r, filed where it says (ixCores, ixMem), out of ix, its i-th
+// index.
+func (t *trees) remove(ix *tagIndex, r *hostRec, i int) {
+	lv := r.lvs[i]
+	if lv == nil {
 		return
 	}
-	if _, ok := it.lv.hosts.Delete(slot{mem: r.ixMem, id: r.id}); !ok {
+	if _, ok := lv.hosts.Delete(slot{mem: r.ixMem, id: r.id}); !ok {
 		return
 	}
-	it.lv.count(r.contested, -1)
+	r.lvs[i] = nil
+	lv.count(r.contested, -1)
 	ix.supply.Cores -= r.ixCores
 	ix.supply.Mem -= r.ixMem
 	switch {
-	case it.lv.hosts.Len() == 0:
-		ix.levels.Delete(it)
-		t.spare = append(t.spare, it.lv)
-	case r.ixMem >= it.lv.maxMem:
-		top, _ := it.lv.hosts.Max()
-		it.lv.maxMem = top.mem
+	case lv.hosts.Len() == 0:
+		ix.levels.Delete(levelItem{cores: r.ixCores})
+		t.spare = append(t.spare, lv)
+	case r.ixMem >= lv.maxMem:
+		top, _ := lv.hosts.Max()
+		lv.maxMem = top.mem
 	}
+}
+
+// move re-files r, filed where it says (ixCores, ixMem) and counting its
+// contested tags, at (cores, mem) in ix, its i-th index. A host alone in its
+// level (always so in its hostname tag's index, and mostly so in others, as
+// idle core counts spread) takes its level along: the level is filed again
+// under its new cores, saving the search for a level to join and the
+// shuffle through the spares.
+func (t *trees) move(ix *tagIndex, r *hostRec, i int, cores, mem int64) {
+	lv := r.lvs[i]
+	if lv == nil || lv.hosts.Len() != 1 {
+		t.remove(ix, r, i)
+		t.insert(ix, r, i, cores, mem)
+		return
+	}
+	if cores != r.ixCores {
+		if ix.levels.Len() == 1 {
+			ix.levels.DeleteMin()
+			ix.levels.ReplaceOrInsert(levelItem{cores: cores, lv: lv})
+		} else if other, found := ix.levels.ReplaceOrInsert(levelItem{cores: cores, lv: lv}); found {
+			// Other hosts hold that level: put it back, and join them.
+			ix.levels.ReplaceOrInsert(other)
+			t.remove(ix, r, i)
+			t.insert(ix, r, i, cores, mem)
+			return
+		} else {
+			ix.levels.Delete(levelItem{cores: r.ixCores})
+		}
+	}
+	lv.hosts.DeleteMin()
+	lv.hosts.ReplaceOrInsert(slot{mem: mem, id: r.id, rec: r})
+	lv.maxMem = mem
+	ix.supply.Cores += cores - r.ixCores
+	ix.supply.Mem += mem - r.ixMem
 }
 
 // walk visits the hosts with at least min idle in ascending (idle cores,

@@ -712,7 +712,12 @@ func (p *planner) capsOn(ls *layerState, h *Host, size Resources) bool {
 func (p *planner) commit(ls *layerState) {
 	b := p.best
 	l := ls.l
-	p.res.Placements = append(p.res.Placements, Placement{Layer: l, Frame: l.Frames[ls.next], Host: b.host, Size: b.size})
+	// A Placement is large: filled in place, not built apart and copied.
+	ps := slices.Grow(p.res.Placements, 1)
+	ps = ps[:len(ps)+1]
+	pl := &ps[len(ps)-1]
+	pl.Layer, pl.Frame, pl.Host, pl.Size = l, l.Frames[ls.next], b.host, b.size
+	p.res.Placements = ps
 	ls.next++
 	ss := p.sub(ls.show, b.host.Alloc)
 	ss.sub.Cores += b.size.Cores

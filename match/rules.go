@@ -96,15 +96,13 @@ func memFreeMinimum(h *Host) bool {
 // tempSpaceMinimum: free temp space at least minTempPercent of the total,
 // Windows hosts exempt. Cuebot divides in floating point, so a total of zero
 // passes when anything is free (+Inf) and fails when nothing is (NaN); the
-// integer form below keeps both outcomes.
+// integer form below keeps both outcomes. The exemption is tested last, as
+// the dearer test.
 func tempSpaceMinimum(h *Host) bool {
-	if strings.EqualFold(h.OS, windowsOS) {
+	if h.TempTotal <= 0 && h.TempFree > 0 || h.TempTotal > 0 && h.TempFree*100 >= minTempPercent*h.TempTotal {
 		return true
 	}
-	if h.TempTotal <= 0 {
-		return h.TempFree > 0
-	}
-	return h.TempFree*100 >= minTempPercent*h.TempTotal
+	return strings.EqualFold(h.OS, windowsOS)
 }
 
 // hostMinimums is every Cuebot host minimum at once.
