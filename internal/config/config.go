@@ -57,6 +57,8 @@ type Config struct {
 	Instance        string // name this instance registers under
 	Lease           time.Duration
 	Workers         int // clusters worked concurrently
+	// TagPressure is cache.Hosts' pressure fraction: 0 turns it off.
+	TagPressure float64
 }
 
 // Default is the configuration with nothing set.
@@ -80,6 +82,7 @@ func Default() Config {
 		Instance:       fmt.Sprintf("%s-%d", host, os.Getpid()),
 		Lease:          6 * time.Second,
 		Workers:        4,
+		TagPressure:    0.5, // cache.DefaultPressureFraction
 	}
 }
 
@@ -189,6 +192,14 @@ func settings(c *Config) []setting {
 		{name: "instance", usage: "name this instance registers under (default host-pid)", set: str(&c.Instance)},
 		{name: "lease", usage: "how long a hung instance keeps its clusters", set: dur(&c.Lease, time.Second)},
 		{name: "workers", usage: "clusters booked concurrently", set: num(&c.Workers, 1, 1024)},
+		{name: "tag-pressure", usage: "leave a tag's hosts to the work that can run only there once that work needs this share of their idle capacity (0 turns it off)", set: func(c *Config, v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < 0 || f > 10 {
+				return fmt.Errorf("%q is not a number from 0 to 10", v)
+			}
+			c.TagPressure = f
+			return nil
+		}},
 	}
 }
 

@@ -56,12 +56,24 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{[]string{"--no-such-flag"}, nil, "flag provided but not defined: -no-such-flag"},
 		{[]string{"--batch-min", "10", "--batch-max", "5"}, nil, "--batch-min: 10 is above --batch-max 5"},
 		{[]string{"stray"}, nil, `unexpected argument "stray"`},
+		{[]string{"--tag-pressure", "-1"}, nil, `--tag-pressure: "-1" is not a number from 0 to 10`},
 	} {
 		_, err := Load("run", tc.args, env(tc.env), nil, io.Discard)
 		var ce *Error
 		if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v %v: got %v, want a config error containing %q", tc.args, tc.env, err, tc.want)
 		}
+	}
+}
+
+func TestTagPressure(t *testing.T) {
+	c, err := Load("run", nil, env(nil), nil, io.Discard)
+	if err != nil || c.TagPressure != 0.5 {
+		t.Fatalf("default tag pressure %v (%v), want 0.5", c.TagPressure, err)
+	}
+	c, err = Load("run", []string{"--tag-pressure", "0"}, env(nil), nil, io.Discard)
+	if err != nil || c.TagPressure != 0 {
+		t.Fatalf("--tag-pressure 0: %v (%v), want off", c.TagPressure, err)
 	}
 }
 

@@ -59,6 +59,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 		Owns:    func(hostID string) bool { return sched.OwnsHost(hostID) },
 		OnHosts: func(grown []match.Host, topology bool) { sched.HostsChanged(grown, topology) },
 	})
+	replica.Hosts().SetPressureFraction(cfg.TagPressure)
 	queue := cache.NewQueue(pool, log)
 	queue.Metrics, queue.Sched = cache.NewQueueMetrics(reg), sm
 	listener := cdc.NewListener(cfg.DB, log)
