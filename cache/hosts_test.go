@@ -731,39 +731,5 @@ func checkPressure(tb testing.TB, h *Hosts, pr pressureModel, models map[string]
 				facility, tag, supply, demand, c, want, pr.demand[tagKey{facility, tag}], contested[tag])
 		}
 	}
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	for _, rec := range h.st.hosts {
-		if !rec.inTrees {
-			continue
-		}
-		var n int32
-		for _, ix := range rec.idxs {
-			if ix.contested {
-				n++
-			}
-		}
-		if n != rec.contested {
-			tb.Fatalf("host %s counts %d contested tags, carries %d", rec.id, rec.contested, n)
-		}
-	}
-	for k, ix := range h.st.index {
-		ix.levels.Ascend(func(it levelItem) bool {
-			var c1, c2 int
-			it.lv.hosts.Ascend(func(s slot) bool {
-				if s.rec.contested >= 1 {
-					c1++
-				}
-				if s.rec.contested >= 2 {
-					c2++
-				}
-				return true
-			})
-			if c1 != it.lv.contested1 || c2 != it.lv.contested2 {
-				tb.Fatalf("index %v level %d counts %d/%d contested hosts, holds %d/%d",
-					k, it.cores, it.lv.contested1, it.lv.contested2, c1, c2)
-			}
-			return true
-		})
-	}
+	checkLevels(tb, h)
 }

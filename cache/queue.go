@@ -676,7 +676,7 @@ func (q *Queue) readLayers(ctx context.Context, keyer *cluster.Keyer, sc *scope)
 			return nil, fmt.Errorf("read pending layers: %w", err)
 		}
 		l.Tags = cluster.SplitLayerTags(tags)
-		l.Services = splitServices(services)
+		l.Services = SplitServices(services)
 		if startAfter != nil {
 			l.StartAfter = *startAfter
 		}
@@ -696,7 +696,9 @@ func (q *Queue) readLayers(ctx context.Context, keyer *cluster.Keyer, sc *scope)
 	return out, nil
 }
 
-func splitServices(s string) []string {
+// SplitServices splits layer.str_services, Cuebot's comma-separated list,
+// as the queue reads it.
+func SplitServices(s string) []string {
 	var out []string
 	for _, v := range strings.Split(s, ",") {
 		if v = strings.TrimSpace(v); v != "" {

@@ -26,9 +26,8 @@ import (
 	"github.com/cuesched/cuesched/match"
 )
 
-// The report, as --json prints it. Cores are core units (100 = one core),
-// memory and GPU memory KB, as in the database.
-
+// Report is the explanation of one job, as --json prints it. Cores are
+// core units (100 = one core), memory and GPU memory KB, as in the database.
 type Report struct {
 	At     time.Time `json:"at"`
 	Policy string    `json:"policy"`
@@ -42,6 +41,7 @@ type Report struct {
 	Notes   []string `json:"notes,omitempty"`
 }
 
+// JobState is the job as the database holds it.
 type JobState struct {
 	ID         string      `json:"id"`
 	Name       string      `json:"name"`
@@ -57,6 +57,7 @@ type JobState struct {
 	SameName int `json:"same_name,omitempty"`
 }
 
+// FrameCounts are a job's or layer's frames by state (layer_stat, job_stat).
 type FrameCounts struct {
 	Total     int64 `json:"total"`
 	Waiting   int64 `json:"waiting"`
@@ -78,6 +79,7 @@ type Cap struct {
 	MaxGPUs  int64  `json:"max_gpus"`
 }
 
+// Show is the job's show and its subscriptions.
 type Show struct {
 	ID            string         `json:"id"`
 	Name          string         `json:"name"`
@@ -86,6 +88,7 @@ type Show struct {
 	Subscriptions []Subscription `json:"subscriptions"`
 }
 
+// Subscription is one of the show's subscriptions with its usage.
 type Subscription struct {
 	AllocID string `json:"alloc_id"`
 	Alloc   string `json:"alloc"`
@@ -96,6 +99,7 @@ type Subscription struct {
 	GPUs    int64  `json:"gpus"`
 }
 
+// Layer is one layer: what it needs, where it may run, and the plan's outcome.
 type Layer struct {
 	ID         string      `json:"id"`
 	Name       string      `json:"name"`
@@ -121,6 +125,7 @@ type Layer struct {
 	Unplaced int `json:"unplaced"`
 }
 
+// Limit is a limit record the layer is linked to.
 type Limit struct {
 	ID      string `json:"id"`
 	Name    string `json:"name"`
@@ -142,13 +147,14 @@ type TagHosts struct {
 	IdleGPUs  int64  `json:"idle_gpus"`
 }
 
+// Placement is a frame the dry plan would book, and where.
 type Placement struct {
 	Frame string    `json:"frame"`
 	Host  string    `json:"host"`
 	Size  Resources `json:"size"`
 }
 
-// resources is match.Resources as --json prints it.
+// Resources is match.Resources as --json prints it.
 type Resources struct {
 	Cores  int64 `json:"cores"`
 	Mem    int64 `json:"mem"`
@@ -423,7 +429,7 @@ SELECT l.pk_layer, l.str_name, coalesce(l.str_tags, ''), l.int_cores_min, l.int_
 			return nil, fmt.Errorf("read layers: %w", err)
 		}
 		l.Tags = cluster.SplitLayerTags(tags)
-		l.Services = splitList(services)
+		l.Services = cache.SplitServices(services)
 		if startAfter != nil {
 			l.StartAfter = *startAfter
 			sa := startAfter.UTC()
@@ -465,16 +471,6 @@ SELECT pk_layer, pk_frame, str_name, coalesce(int_version, 0), int_number
 		return nil, fmt.Errorf("read waiting frames: %w", err)
 	}
 	return out, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			out = append(out, v)
-		}
-	}
-	return out
 }
 
 // tagCensus is what the host cache offers under each tag, before the plan

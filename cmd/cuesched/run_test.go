@@ -52,14 +52,7 @@ func TestRunBooksPeerStressFarm(t *testing.T) {
 	if _, err := seed.Load(t.Context(), db.Pool, seed.PeerStress(5), 5); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- realMain(ctx, []string{"run", "--db", db.DSN, "--dry-run", "--metrics-addr", "127.0.0.1:0",
-			"--instance", "solo", "--log-level", "debug"}, &environment{stdout: &out, stderr: &out, getenv: func(string) string { return "" }})
-	}()
+	run := startRun(t, db, "--log-level", "debug")
 	waiting := func() int {
 		var n int
 		if err := db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM frame WHERE str_state = 'WAITING'`).Scan(&n); err != nil {
@@ -67,28 +60,11 @@ func TestRunBooksPeerStressFarm(t *testing.T) {
 		}
 		return n
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("cuesched run output:\n%s", out.String())
-		}
-	})
 	waitFor(t, 2*time.Minute, "every frame booked", func() bool {
-		select {
-		case code := <-done:
-			t.Fatalf("cuesched run exited %d early:\n%s", code, out.String())
-		default:
-		}
+		run.alive(t)
 		return waiting() == 0
 	})
-	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("cuesched run exited %d on stop:\n%s", code, out.String())
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("cuesched run did not stop:\n%s", out.String())
-	}
+	run.stop(t)
 	var running int
 	if err := db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM frame WHERE str_state = 'RUNNING'`).Scan(&running); err != nil {
 		t.Fatal(err)
@@ -97,4 +73,56 @@ func TestRunBooksPeerStressFarm(t *testing.T) {
 		t.Errorf("%d frames RUNNING, want 6000", running)
 	}
 	audittest.Clean(t, db.Pool)
+}
+
+// runProcess is `cuesched run --dry-run --instance solo` run in-process by
+// realMain, as the binary would run it.
+type runProcess struct {
+	out    syncBuffer
+	done   chan int
+	cancel context.CancelFunc
+}
+
+// startRun starts it on db with extra flags; its output is logged if the
+// test fails, and it is stopped when the test ends.
+func startRun(t *testing.T, db *pgtest.DB, extra ...string) *runProcess {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &runProcess{done: make(chan int, 1), cancel: cancel}
+	args := append([]string{"run", "--db", db.DSN, "--dry-run", "--metrics-addr", "127.0.0.1:0", "--instance", "solo"},
+		extra...)
+	go func() {
+		r.done <- realMain(ctx, args, &environment{stdout: &r.out, stderr: &r.out, getenv: func(string) string { return "" }})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if t.Failed() {
+			t.Logf("cuesched run output:\n%s", r.out.String())
+		}
+	})
+	return r
+}
+
+// alive fails the test if the process has exited.
+func (r *runProcess) alive(t *testing.T) {
+	t.Helper()
+	select {
+	case code := <-r.done:
+		t.Fatalf("cuesched run exited %d early:\n%s", code, r.out.String())
+	default:
+	}
+}
+
+// stop cancels it and requires exit status 0 within a minute.
+func (r *runProcess) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case code := <-r.done:
+		if code != 0 {
+			t.Fatalf("cuesched run exited %d on stop:\n%s", code, r.out.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("cuesched run did not stop:\n%s", r.out.String())
+	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -115,26 +114,10 @@ func TestStatusOfRunningInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	big := s.Jobs["too-big"].Layers["sim"]
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- realMain(ctx, []string{"run", "--db", db.DSN, "--dry-run", "--metrics-addr", "127.0.0.1:0",
-			"--instance", "solo"}, &environment{stdout: &out, stderr: &out, getenv: func(string) string { return "" }})
-	}()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("cuesched run output:\n%s", out.String())
-		}
-	})
+	run := startRun(t, db)
 	// Across the process boundary the database is the only signal.
 	waitFor(t, time.Minute, "the instance to publish why the big layer waits", func() bool {
-		select {
-		case code := <-done:
-			t.Fatalf("cuesched run exited %d early:\n%s", code, out.String())
-		default:
-		}
+		run.alive(t)
 		var n int
 		if err := db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM cuesched.cluster_wait w, cuesched.instance i
 			WHERE i.id = w.instance AND i.reported_at IS NOT NULL AND w.waits @> jsonb_build_array(jsonb_build_object('layer', $1::text))`,
@@ -169,13 +152,5 @@ func TestStatusOfRunningInstance(t *testing.T) {
 	if !found {
 		t.Errorf("the big layer is not in the report: %s", js)
 	}
-	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("cuesched run exited %d on stop", code)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("cuesched run did not stop")
-	}
+	run.stop(t)
 }

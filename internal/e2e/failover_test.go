@@ -264,15 +264,7 @@ func TestTakeoverAfterKill(t *testing.T) {
 	waitFor(t, time.Minute, "three instances sharing every cluster", func() bool {
 		return settled(t, db, insts...)
 	}, insts...)
-	fl.stopFlow()
-	fl.check(t)
-	checkBookings(t, db.Pool)
-	// The instances bring the counters back after the last releases.
-	auditClean(t, db.Pool)
-	for _, i := range insts {
-		i.stop(t)
-	}
-	auditClean(t, db.Pool)
+	finishFlow(t, db, fl, insts)
 }
 
 // SIGSTOP of one of three instances for longer than its lease: the others
@@ -342,10 +334,18 @@ func TestStoppedInstanceCommitsNothing(t *testing.T) {
 		victim.app, stopped.Add(time.Second), woke); n > 0 {
 		t.Errorf("%d bookings recorded for %s while it was stopped", n, victim.name)
 	}
+	finishFlow(t, db, fl, insts)
+}
+
+// finishFlow stops the flow of work and checks the end of a run: the flow's
+// own checks, every booking by its cluster's owner, the audit clean with the
+// instances running (they bring the counters back after the last releases)
+// and again once each has stopped cleanly.
+func finishFlow(t *testing.T, db *pgtest.DB, fl *flow, insts []*instance) {
+	t.Helper()
 	fl.stopFlow()
 	fl.check(t)
 	checkBookings(t, db.Pool)
-	// The instances bring the counters back after the last releases.
 	auditClean(t, db.Pool)
 	for _, i := range insts {
 		i.stop(t)
