@@ -20,7 +20,9 @@ import (
 
 // WorkChannel is the channel migration 0004's triggers notify when work may
 // have become dispatchable. Register Queue.Notify for it on a cdc.Listener,
-// and Queue.Resync as the listener's OnConnect.
+// and Queue.Resync as the listener's OnConnect. Migration 0008 sends a
+// retry's hint as a logical decoding message with this prefix instead: give
+// the Replica Queue.Notify as OnHint and Queue.ResyncLater as OnReset.
 const WorkChannel = "cuesched_work"
 
 // QueueMetrics are the pending-layer queue's metrics.
@@ -58,10 +60,12 @@ func NewQueueMetrics(reg prometheus.Registerer) *QueueMetrics {
 // of a managed, active show that has waiting frames, as a *match.Layer,
 // grouped by the clusters its tags fall in.
 //
-// It is fed by hints (Notify, from the cuesched_work notifications: each
-// names a job, show, folder, limit or allocation, and the queue re-reads
-// what it names in one query), by a rebuild from one query (Resync, after
-// every listener connect, or on a timer in poll mode: Poll) and by dispatch
+// It is fed by hints (Notify, from the cuesched_work notifications and the
+// retry messages of the change stream: each names a job, show, folder, limit
+// or allocation, and the queue re-reads what it names in one query), by a
+// rebuild from one query (Resync, after every listener connect, and
+// ResyncLater, after every load of the change stream, or on a timer in poll
+// mode: Poll) and by dispatch
 // results (Drained, Requeue). A layer stays queued until a read finds it
 // without waiting frames or dispatch reports it drained. Frames are not
 // held: Frames reads them on demand.
@@ -468,6 +472,17 @@ func (q *Queue) Resync(ctx context.Context) error {
 		q.mu.Unlock()
 	}
 	return err
+}
+
+// ResyncLater has the queue's goroutine rebuild the whole queue, as Resync
+// does, without blocking the caller: it is the replication stream's OnReset,
+// since the retry hints the stream carries (migration 0008) are gone while
+// it is down.
+func (q *Queue) ResyncLater() {
+	q.mu.Lock()
+	q.pending.all = true
+	q.mu.Unlock()
+	q.signal(q.kick)
 }
 
 func (q *Queue) resyncLocked(ctx context.Context) error {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -80,14 +81,28 @@ func job(name string, layers ...seed.Layer) seed.Job {
 	return seed.Job{Name: name, Layers: layers}
 }
 
-// rawNotes counts cuesched_work notifications on a plain LISTEN connection of
-// its own. collect sends a fence on another channel and returns everything
-// that arrived before it: notifications are delivered in commit order, so
-// whatever an earlier commit sent is in.
+// rawNotes counts the hints sent: cuesched_work notifications on a plain
+// LISTEN connection of its own, and cuesched_work messages (migration 0008's
+// retries) on a change stream of its own. collect sends a fence both ways in
+// one transaction and returns everything that arrived before it: both are
+// delivered in commit order, so whatever an earlier commit sent is in.
 type rawNotes struct {
 	conn  *pgx.Conn
 	db    *pgtest.DB
+	msgs  chan cdc.Message
 	fence int
+}
+
+// msgSink is a change stream's sink that keeps only the messages.
+type msgSink chan cdc.Message
+
+func (msgSink) Reset(context.Context, pgx.Tx, cdc.LSN) error { return nil }
+func (msgSink) Advance(cdc.LSN)                              {}
+func (s msgSink) Apply(t *cdc.Txn) error {
+	for _, m := range t.Messages {
+		s <- m
+	}
+	return nil
 }
 
 func listenRaw(t *testing.T, db *pgtest.DB) *rawNotes {
@@ -101,31 +116,70 @@ func listenRaw(t *testing.T, db *pgtest.DB) *rawNotes {
 	if _, err := conn.Exec(ctx, "LISTEN cuesched_work; LISTEN cuesched_test_fence"); err != nil {
 		t.Fatal(err)
 	}
-	return &rawNotes{conn: conn, db: db}
+	r := &rawNotes{conn: conn, db: db, msgs: make(chan cdc.Message, 1024)}
+	st := cdc.NewStream(db.DSN, msgSink(r.msgs), nil)
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); st.Run(sctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	select {
+	case <-st.Ready():
+	case <-time.After(deadline):
+		t.Fatal("change stream not ready")
+	}
+	return r
 }
 
+// collect returns the notifications sent since the last collect.
 func (r *rawNotes) collect(t *testing.T) []string {
+	t.Helper()
+	notes, msgs := r.collectBoth(t)
+	if len(msgs) > 0 {
+		t.Errorf("hints sent as change stream messages: %q", msgs)
+	}
+	return notes
+}
+
+// collectBoth returns the notifications and the change stream messages sent
+// since the last collect.
+func (r *rawNotes) collectBoth(t *testing.T) (notes, msgs []string) {
 	t.Helper()
 	r.fence++
 	fence := fmt.Sprint(r.fence)
-	if _, err := r.db.Pool.Exec(context.Background(), "SELECT pg_notify('cuesched_test_fence', $1)", fence); err != nil {
+	if _, err := r.db.Pool.Exec(context.Background(),
+		"SELECT pg_notify('cuesched_test_fence', $1), pg_logical_emit_message(true, 'cuesched_test_fence', $1)", fence); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
-	var got []string
 	for {
 		n, err := r.conn.WaitForNotification(ctx)
 		if err != nil {
-			t.Fatalf("waiting for fence %s: %v (got %q)", fence, err, got)
+			t.Fatalf("waiting for fence %s: %v (got %q)", fence, err, notes)
 		}
 		if n.Channel == "cuesched_test_fence" {
 			if n.Payload == fence {
-				return got
+				break
 			}
 			continue
 		}
-		got = append(got, n.Payload)
+		notes = append(notes, n.Payload)
+	}
+	for {
+		select {
+		case m := <-r.msgs:
+			if m.Prefix == "cuesched_test_fence" {
+				if m.Content == fence {
+					return notes, msgs
+				}
+				continue
+			}
+			if m.Prefix == cache.WorkChannel {
+				msgs = append(msgs, m.Content)
+			}
+		case <-ctx.Done():
+			t.Fatalf("waiting for the stream's fence %s (got %q)", fence, msgs)
+		}
 	}
 }
 
@@ -190,6 +244,25 @@ func (h *harness) waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
+}
+
+// withStream adds the change stream, as `cuesched run --feed events` has
+// it: retries' hints (migration 0008) and a rebuild after every load. dsn
+// is the stream's database.
+func (h *harness) withStream(t *testing.T, db *pgtest.DB, dsn string, observe func(cache.ReplicaEvent)) *cache.Replica {
+	t.Helper()
+	r := cache.NewReplica(cache.ReplicaConfig{DSN: dsn, Pool: db.Pool, OnHint: h.q.Notify, OnReset: h.q.ResyncLater,
+		Observe: observe, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-r.Ready():
+	case <-time.After(deadline):
+		t.Fatal("change stream not ready")
+	}
+	return r
 }
 
 func (h *harness) queued(id string) func() bool {
@@ -265,6 +338,7 @@ func TestWorkBecomingDispatchableIsQueued(t *testing.T) {
 	db := pgtest.NewDB(t)
 	s := testFarm(t, db)
 	h := startQueue(t, db, db.DSN)
+	h.withStream(t, db, db.DSN, nil)
 	raw := listenRaw(t, db)
 	sim := &cuebotsim.Sim{Pool: db.Pool}
 	ctx := context.Background()
@@ -308,8 +382,9 @@ func TestWorkBecomingDispatchableIsQueued(t *testing.T) {
 		if err := sim.Retry(ctx, frame); err != nil {
 			t.Fatal(err)
 		}
-		if got := raw.collect(t); !slices.Equal(got, []string{"job:" + k.ID}) {
-			t.Errorf("retry sent %q", got)
+		// Through the change stream, not NOTIFY (migration 0008).
+		if notes, msgs := raw.collectBoth(t); len(notes) != 0 || !slices.Equal(msgs, []string{"job:" + k.ID}) {
+			t.Errorf("retry sent notifications %q and messages %q, want only the message job:%s", notes, msgs, k.ID)
 		}
 		h.waitFor(t, "retried layer queued", h.queued(id))
 	})
@@ -392,9 +467,110 @@ func TestCuebotWritesSendNothing(t *testing.T) {
 	if err := sim.Retry(ctx, cuebot.Frames["0001-render"]); err != nil {
 		t.Fatal(err)
 	}
-	if got := raw.collect(t); len(got) != 0 {
-		t.Errorf("Cuebot's writes sent %d notifications: %q", len(got), got)
+	if notes, msgs := raw.collectBoth(t); len(notes)+len(msgs) != 0 {
+		t.Errorf("Cuebot's writes sent notifications %q and messages %q", notes, msgs)
 	}
+}
+
+// Cuebot's role, with rights on Cuebot's tables and none on cuesched's
+// schema, retries a managed show's frame: migration 0008's trigger sends the
+// hint in its transaction.
+func TestRetryHintSentByCuebotsRole(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := testFarm(t, db)
+	ctx := context.Background()
+	role := "cuebot_" + db.Name
+	if _, err := db.Pool.Exec(ctx, fmt.Sprintf(`CREATE ROLE %[1]s LOGIN NOSUPERUSER;
+		GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO %[1]s`, role)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		db.Pool.Exec(ctx, "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE usename = $1", role)
+		db.Pool.Exec(ctx, fmt.Sprintf("DROP OWNED BY %[1]s; DROP ROLE IF EXISTS %[1]s", role))
+	})
+	pool, err := pgxpool.New(ctx, db.DSN+" user="+role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	raw := listenRaw(t, db)
+	sim := &cuebotsim.Sim{Pool: pool}
+	k := launch(t, s, job("by-cuebot", seed.Layer{Name: "one", Frames: 1, Cores: 100, Mem: seed.GB}))
+	frame := k.Frames["0001-one"]
+	if _, err := sim.Book(ctx, frame, s.Hosts["127.10.0.1"], 100, seed.GB, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	raw.collect(t)
+	if err := sim.Retry(ctx, frame); err != nil {
+		t.Fatalf("Cuebot's role retrying a frame: %v", err)
+	}
+	if notes, msgs := raw.collectBoth(t); len(notes) != 0 || !slices.Equal(msgs, []string{"job:" + k.ID}) {
+		t.Errorf("retry by Cuebot's role sent notifications %q and messages %q, want only the message job:%s", notes, msgs, k.ID)
+	}
+}
+
+// A retry's hint sent while the change stream is down is lost with the
+// stream's temporary slot; the rebuild after the stream's next load finds the
+// work anyway.
+func TestResyncRecoversRetriesWhileStreamDown(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := testFarm(t, db)
+	ctx := context.Background()
+	role := "stream_" + db.Name
+	if _, err := db.Pool.Exec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN SUPERUSER", role)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		db.Pool.Exec(ctx, "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE usename = $1", role)
+		db.Pool.Exec(ctx, "DROP ROLE IF EXISTS "+role)
+	})
+	h := startQueue(t, db, db.DSN)
+	loads := make(chan struct{}, 8)
+	h.withStream(t, db, db.DSN+" user="+role, func(e cache.ReplicaEvent) {
+		if e.Kind == cache.EventStream && e.Stream.Kind == cdc.EventLoaded {
+			loads <- struct{}{}
+		}
+	})
+	<-loads
+	sim := &cuebotsim.Sim{Pool: db.Pool}
+	k := launch(t, s, job("retried-away", seed.Layer{Name: "one", Frames: 1, Cores: 100, Mem: seed.GB}))
+	id, frame := k.Layers["one"], k.Frames["0001-one"]
+	h.waitFor(t, "layer queued", h.queued(id))
+	if _, err := sim.Book(ctx, frame, s.Hosts["127.10.0.1"], 100, seed.GB, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := h.q.Layer(id)
+	if err := h.q.Frames(ctx, []*match.Layer{l}, 0); err != nil {
+		t.Fatal(err)
+	}
+	h.q.Drained(id)
+	if _, ok := h.q.Layer(id); ok {
+		t.Fatal("drained layer still queued")
+	}
+
+	// Hold the stream off while the retry commits.
+	if _, err := db.Pool.Exec(ctx, "ALTER ROLE "+role+" NOLOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity
+		WHERE usename = $1`, role); err != nil {
+		t.Fatal(err)
+	}
+	if err := sim.Retry(ctx, frame); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := h.q.Layer(id); ok {
+		t.Fatal("retried layer queued while the stream was down")
+	}
+	if _, err := db.Pool.Exec(ctx, "ALTER ROLE "+role+" LOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-loads:
+	case <-time.After(deadline):
+		t.Fatal("change stream did not load again")
+	}
+	h.waitFor(t, "retried layer queued after the stream's reload", h.queued(id))
 }
 
 // Each trigger fires on its transition only, with the payload naming what to
@@ -663,38 +839,50 @@ func TestMalformedHintsAreCountedAndSkipped(t *testing.T) {
 	}
 }
 
-// The migration's down removes exactly what its up added.
-func TestWorkNotifyMigrationDownAndUp(t *testing.T) {
+// Each migration's down removes exactly what its up added: 0008's down
+// gives 0004's layer_stat trigger its retries back, 0004's removes the rest.
+func TestWorkNotifyMigrationsDownAndUp(t *testing.T) {
 	db := pgtest.NewDB(t)
 	ctx := context.Background()
-	count := func() (triggers, functions int) {
+	type state struct {
+		triggers, functions int
+		retryHint           bool // 0004's layer_stat trigger leaves retries to 0008's
+	}
+	read := func() state {
 		t.Helper()
+		var st state
 		if err := db.Pool.QueryRow(ctx, `SELECT
 				(SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'cuesched\_work\_%'),
 				(SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-				  WHERE n.nspname = 'cuesched' AND p.proname LIKE 'work\_%')`).Scan(&triggers, &functions); err != nil {
+				  WHERE n.nspname = 'cuesched' AND p.proname LIKE 'work\_%'),
+				coalesce((SELECT pg_get_triggerdef(oid) LIKE '%int_running_count%' FROM pg_trigger
+				  WHERE tgname = 'cuesched_work_layer_waiting'), false)`).Scan(&st.triggers, &st.functions, &st.retryHint); err != nil {
 			t.Fatal(err)
 		}
-		return
+		return st
 	}
-	tr, fn := count()
-	if tr != 12 || fn != 9 {
-		t.Fatalf("after up: %d triggers, %d functions; want 12, 9", tr, fn)
+	all := state{13, 10, true}
+	if got := read(); got != all {
+		t.Fatalf("after up: %+v, want %+v", got, all)
 	}
-	for _, f := range []string{"down", "up"} {
-		sql, err := readMigration("0004_work_notify." + f + ".sql")
+	for _, step := range []struct {
+		file string
+		want state
+	}{
+		{"0008_retry_hint.down.sql", state{12, 9, false}},
+		{"0004_work_notify.down.sql", state{}},
+		{"0004_work_notify.up.sql", state{12, 9, false}},
+		{"0008_retry_hint.up.sql", all},
+	} {
+		sql, err := readMigration(step.file)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, err := db.Pool.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", f, err)
+			t.Fatalf("%s: %v", step.file, err)
 		}
-		tr, fn := count()
-		if f == "down" && (tr != 0 || fn != 0) {
-			t.Errorf("after down: %d triggers, %d functions left", tr, fn)
-		}
-		if f == "up" && (tr != 12 || fn != 9) {
-			t.Errorf("after up again: %d triggers, %d functions", tr, fn)
+		if got := read(); got != step.want {
+			t.Errorf("after %s: %+v, want %+v", step.file, got, step.want)
 		}
 	}
 }

@@ -47,6 +47,17 @@ type ReplicaConfig struct {
 	// allocations came, went or moved). It runs on the stream's goroutine,
 	// outside the cache's locks, and must return quickly.
 	OnHosts func(grown []match.Host, topology bool)
+	// OnHint, when set, receives each distinct work hint a transaction sent
+	// into the change stream (migration 0008's retries: a logical decoding
+	// message with prefix WorkChannel, the payload a cuesched_work
+	// notification would carry), after the transaction is applied. It runs
+	// on the stream's goroutine and must not block: Queue.Notify.
+	OnHint func(payload string)
+	// OnReset, when set, is called after every snapshot load: hints sent
+	// while no stream ran are gone, so whoever relies on them rebuilds
+	// (Queue.ResyncLater). It runs on the stream's goroutine and must not
+	// block.
+	OnReset func()
 	// Observe, when set, receives typed signals of the replica's progress
 	// (tests wait on them). It runs on the goroutine that makes the
 	// progress and must return quickly.
@@ -238,6 +249,9 @@ func (r *Replica) Reset(ctx context.Context, tx pgx.Tx, lsn cdc.LSN) error {
 		// disconnect) left counters high: recompute the managed shows.
 		r.cnt.addShows(managed)
 	}
+	if r.cfg.OnReset != nil {
+		r.cfg.OnReset()
+	}
 	return nil
 }
 
@@ -291,7 +305,31 @@ func (r *Replica) Apply(t *cdc.Txn) error {
 	if len(marks) > 0 {
 		r.cnt.addProcs(marks, r.cfg.Owns)
 	}
+	r.hint(t.Messages)
 	return nil
+}
+
+// hint hands the transaction's work hints on, each distinct payload once,
+// as PostgreSQL delivers a transaction's identical notifications once.
+func (r *Replica) hint(msgs []cdc.Message) {
+	if r.cfg.OnHint == nil {
+		return
+	}
+	for i, m := range msgs {
+		if m.Prefix != WorkChannel {
+			continue
+		}
+		seen := false
+		for _, p := range msgs[:i] {
+			if p == m {
+				seen = true
+				break
+			}
+		}
+		if !seen {
+			r.cfg.OnHint(m.Content)
+		}
+	}
 }
 
 // Advance implements cdc.Sink.

@@ -104,6 +104,13 @@ type Change struct {
 	New Tuple
 }
 
+// Message is a transactional logical decoding message a transaction sent
+// with pg_logical_emit_message(true, prefix, content).
+type Message struct {
+	Prefix  string
+	Content string
+}
+
 // Txn is one committed transaction's changes to the published tables, in
 // the order they were made.
 type Txn struct {
@@ -112,6 +119,10 @@ type Txn struct {
 	EndLSN     LSN // the end of the commit record; the stream has applied up to it
 	CommitTime time.Time
 	Changes    []Change
+	// Messages are the transactional messages the transaction sent, in the
+	// order sent (non-transactional ones are not kept: they are not bound
+	// to a commit).
+	Messages []Message
 	// Streamed: the transaction arrived in protocol v2 stream blocks while
 	// it was still running, and was buffered until its stream commit.
 	Streamed bool
@@ -131,12 +142,18 @@ type assembler struct {
 }
 
 type streamed struct {
-	changes []subChange
+	changes  []subChange
+	messages []subMessage
 }
 
 type subChange struct {
 	xid uint32 // the (sub)transaction that made the change
 	c   Change
+}
+
+type subMessage struct {
+	xid uint32 // the (sub)transaction that sent the message
+	m   Message
 }
 
 func newAssembler() *assembler {
@@ -210,6 +227,9 @@ func (a *assembler) handle(m pglogrepl.Message) (*Txn, error) {
 			for i, sc := range s.changes {
 				t.Changes[i] = sc.c
 			}
+			for _, sm := range s.messages {
+				t.Messages = append(t.Messages, sm.m)
+			}
 		}
 		return t, nil
 	case *pglogrepl.StreamAbortMessageV2:
@@ -229,8 +249,30 @@ func (a *assembler) handle(m pglogrepl.Message) (*Txn, error) {
 		}
 		clear(s.changes[len(kept):])
 		s.changes = kept
+		keptMsgs := s.messages[:0]
+		for _, sm := range s.messages {
+			if sm.xid != m.SubXid {
+				keptMsgs = append(keptMsgs, sm)
+			}
+		}
+		clear(s.messages[len(keptMsgs):])
+		s.messages = keptMsgs
+	case *pglogrepl.LogicalDecodingMessageV2:
+		if !m.Transactional {
+			return nil, nil
+		}
+		msg := Message{Prefix: m.Prefix, Content: string(m.Content)}
+		if a.inStream {
+			s := a.streams[a.streamOf]
+			s.messages = append(s.messages, subMessage{xid: m.Xid, m: msg})
+			return nil, nil
+		}
+		if a.cur == nil {
+			return nil, fmt.Errorf("transactional message %q outside a transaction", m.Prefix)
+		}
+		a.cur.Messages = append(a.cur.Messages, msg)
 	}
-	// Type, origin and logical decoding messages carry nothing the cache needs.
+	// Type and origin messages carry nothing the cache needs.
 	return nil, nil
 }
 

@@ -128,6 +128,34 @@ func TestAssembler(t *testing.T) {
 	}
 }
 
+// TestAssemblerMessages: transactional messages travel with their
+// transaction (streamed ones too, dropped with an aborted subtransaction);
+// non-transactional ones are not kept.
+func TestAssemblerMessages(t *testing.T) {
+	rel := relMsg(1, "t", "id", "v")
+	msg := func(xid uint32, transactional bool, content string) *pglogrepl.LogicalDecodingMessageV2 {
+		m := &pglogrepl.LogicalDecodingMessageV2{}
+		m.Xid, m.Transactional, m.Prefix, m.Content = xid, transactional, "p", []byte(content)
+		return m
+	}
+	start := &pglogrepl.StreamStartMessageV2{Xid: 7, FirstSegment: 1}
+	txns := feed(t, rel, msg(0, false, "loose"),
+		&pglogrepl.BeginMessage{Xid: 5}, msg(0, true, "a"), ins(0, "x"), msg(0, true, "b"), &pglogrepl.CommitMessage{},
+		start, msg(7, true, "s1"), msg(9, true, "sub"), ins(7, "y"), &pglogrepl.StreamStopMessageV2{},
+		&pglogrepl.StreamAbortMessageV2{Xid: 7, SubXid: 9},
+		&pglogrepl.StreamCommitMessageV2{Xid: 7})
+	var got []string
+	for _, txn := range txns {
+		got = append(got, fmt.Sprintf("%d %v", txn.Xid, txn.Messages))
+	}
+	if want := []string{"5 [{p a} {p b}]", "7 [{p s1}]"}; !slices.Equal(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	if _, err := newAssembler().handle(msg(0, true, "outside")); err == nil {
+		t.Fatal("a transactional message outside a transaction was accepted")
+	}
+}
+
 func TestAssemblerValues(t *testing.T) {
 	rel := relMsg(1, "t", "id", "v")
 	upd := &pglogrepl.UpdateMessageV2{}

@@ -323,7 +323,7 @@ func (s *Stream) session(ctx context.Context, repCfg *pgconn.Config, loadCfg *pg
 
 	err = pglogrepl.StartReplication(ctx, conn, slot, start, pglogrepl.StartReplicationOptions{
 		Mode: pglogrepl.LogicalReplication,
-		PluginArgs: []string{"proto_version '2'", "streaming 'on'",
+		PluginArgs: []string{"proto_version '2'", "streaming 'on'", "messages 'true'",
 			"publication_names '" + strings.ReplaceAll(s.Publication, "'", "''") + "'"},
 	})
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -25,7 +26,8 @@ type rowsSink struct {
 	mu       sync.Mutex
 	rows     map[string]map[string]Tuple // table -> id -> row
 	resets   int
-	unchaged int // values received as unchanged TOAST
+	unchaged int      // values received as unchanged TOAST
+	msgs     []string // messages received, as "prefix:content"
 }
 
 func newRowsSink(tables map[string][]string) *rowsSink {
@@ -53,6 +55,9 @@ func (s *rowsSink) Reset(ctx context.Context, tx pgx.Tx, lsn LSN) error {
 func (s *rowsSink) Apply(t *Txn) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for _, m := range t.Messages {
+		s.msgs = append(s.msgs, m.Prefix+":"+m.Content)
+	}
 	for _, c := range t.Changes {
 		m := s.rows[c.Rel.Name]
 		if m == nil {
@@ -239,6 +244,48 @@ func TestStreamSnapshotThenChanges(t *testing.T) {
 	h.stop()
 	if n := h.slots(); n != 0 {
 		t.Fatalf("%d replication slots left after Stop", n)
+	}
+}
+
+// TestStreamCarriesTransactionalMessages: pg_logical_emit_message(true, ...)
+// arrives with its transaction, only if that commits and only once; a
+// non-transactional message is not bound to a commit and is dropped.
+func TestStreamCarriesTransactionalMessages(t *testing.T) {
+	h := startStream(t, "logical_decoding_work_mem=64kB")
+	ctx := context.Background()
+	h.exec(`SELECT pg_logical_emit_message(true, 'p', 'alone')`)
+	h.exec(`SELECT pg_logical_emit_message(false, 'p', 'loose')`)
+	h.exec(`INSERT INTO rep_unpublished VALUES (1); SELECT pg_logical_emit_message(true, 'p', 'unpublished write')`)
+	tx, err := h.db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_logical_emit_message(true, 'p', 'rolled back')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := pgx.BeginFunc(ctx, h.db.Pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE rep_a SET n = n + 1 WHERE id = 1;
+			SELECT pg_logical_emit_message(true, 'p', 'with a change');
+			SAVEPOINT s1; SELECT pg_logical_emit_message(true, 'p', 'savepoint rolled back'); ROLLBACK TO s1;
+			SELECT pg_logical_emit_message(true, 'q', 'second')`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Streamed while in progress (over the 64 kB budget).
+	h.exec(`INSERT INTO rep_a (id, big) SELECT g, repeat('z', 200) FROM generate_series(1000, 2999) g;
+		SELECT pg_logical_emit_message(true, 'p', 'streamed')`)
+	h.sync()
+	h.check()
+	h.sink.mu.Lock()
+	got := h.sink.msgs
+	h.sink.mu.Unlock()
+	want := []string{"p:alone", "p:unpublished write", "p:with a change", "q:second", "p:streamed"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("messages %q, want %q", got, want)
 	}
 }
 

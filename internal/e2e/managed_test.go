@@ -10,6 +10,7 @@ import (
 )
 
 // What a running instance books follows the database without a restart:
+//   - a retried frame of a layer with nothing else waiting is booked again;
 //   - a show made managed (UPDATE show SET b_scheduler_managed = true) is
 //     picked up and booked;
 //   - a new allocation with a subscription, and hosts moved into it, make
@@ -66,6 +67,18 @@ func TestManagedShowsFollowTheDatabase(t *testing.T) {
 
 	inst := startInstance(t, db, "managed")
 	waitFor(t, time.Minute, "the managed show's frames booked", func() bool { return state(managed, "RUNNING") == 5 }, inst)
+
+	// A retry (Cuebot stops a failed frame RUNNING -> WAITING and releases
+	// its proc) in a layer with nothing else waiting: its hint comes through
+	// the change stream (migration 0008) and the frame is booked again.
+	sim := &cuebotsim.Sim{Pool: db.Pool}
+	retried := frameIDs(t, db, `SELECT pk_frame FROM frame WHERE pk_job = $1 ORDER BY int_number LIMIT 1`, managed)[0]
+	if err := sim.Retry(t.Context(), retried); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the retried frame booked again", func() bool {
+		return count(t, db.Pool, `SELECT count(*) FROM frame WHERE pk_frame = $1 AND str_state = 'RUNNING'`, retried) == 1
+	}, inst)
 	if n := state(later, "RUNNING"); n != 0 {
 		t.Fatalf("%d frames of a show not yet managed booked", n)
 	}
@@ -108,7 +121,6 @@ func TestManagedShowsFollowTheDatabase(t *testing.T) {
 
 	// The frames of the now unmanaged show finish; Cuebot lowers its
 	// counters itself, as for any show it manages.
-	sim := &cuebotsim.Sim{Pool: db.Pool}
 	for _, f := range frameIDs(t, db, `SELECT f.pk_frame FROM frame f JOIN job j USING (pk_job) JOIN show s USING (pk_show)
 		WHERE s.str_name = 'later' AND f.str_state = 'RUNNING'`) {
 		if err := sim.Succeed(t.Context(), f); err != nil {

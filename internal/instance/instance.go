@@ -53,15 +53,20 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 	sm := metrics.NewScheduler(reg)
 
 	var sched *scheduler.Scheduler // the cache's callbacks reach it once built
-	replica := cache.NewReplica(cache.ReplicaConfig{
+	queue := cache.NewQueue(pool, log)
+	queue.Metrics, queue.Sched = cache.NewQueueMetrics(reg), sm
+	rcfg := cache.ReplicaConfig{
 		DSN: cfg.DB, Pool: pool, Logger: log, Registerer: reg,
 		HostPingMaxAge: cfg.HostPingMaxAge, Counters: cfg.Counters,
 		Owns:    func(hostID string) bool { return sched.OwnsHost(hostID) },
 		OnHosts: func(grown []match.Host, topology bool) { sched.HostsChanged(grown, topology) },
-	})
+	}
+	if cfg.Feed == "events" {
+		// Retries' hints come through the change stream (migration 0008).
+		rcfg.OnHint, rcfg.OnReset = queue.Notify, queue.ResyncLater
+	}
+	replica := cache.NewReplica(rcfg)
 	replica.Hosts().SetPressureFraction(cfg.TagPressure)
-	queue := cache.NewQueue(pool, log)
-	queue.Metrics, queue.Sched = cache.NewQueueMetrics(reg), sm
 	listener := cdc.NewListener(cfg.DB, log)
 	listener.Metrics = cdc.NewListenMetrics(reg)
 	if cfg.Feed == "events" {
