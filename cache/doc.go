@@ -6,7 +6,8 @@
 // back in), usage and caps (implementing match.Hosts and match.Caps), and the
 // pending-layer queue (queue.go): the layers of managed shows that have
 // waiting frames, grouped per cluster, kept fresh by the cuesched_work
-// notifications (or by polling, poll.go) and by dispatch results.
+// hints (notifications, and the retry messages of the replication stream) or
+// by polling (poll.go), and by dispatch results.
 //
 // The Replica (replica.go) keeps the host index, usage and caps equal to
 // the database from cdc's replication stream, reads the limits by query when

@@ -8,6 +8,7 @@ package cache_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -119,7 +120,7 @@ func TestBenchTriggerOverhead(t *testing.T) {
 					hints.Add(1)
 				}
 			}()
-			stream := cdc.NewStream(db.DSN, hintCounter{&hints}, nil)
+			stream := cdc.NewStream(db.DSN, hintCounter{&hints}, slog.New(slog.DiscardHandler))
 			go func() { defer func() { listened <- struct{}{} }(); stream.Run(lctx) }()
 			defer func() { stopListen(); <-listened; <-listened; conn.Close(ctx) }()
 			<-stream.Ready()

@@ -3,6 +3,7 @@ package cache_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -117,7 +118,7 @@ func listenRaw(t *testing.T, db *pgtest.DB) *rawNotes {
 		t.Fatal(err)
 	}
 	r := &rawNotes{conn: conn, db: db, msgs: make(chan cdc.Message, 1024)}
-	st := cdc.NewStream(db.DSN, msgSink(r.msgs), nil)
+	st := cdc.NewStream(db.DSN, msgSink(r.msgs), slog.New(slog.DiscardHandler))
 	sctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); st.Run(sctx) }()
@@ -251,7 +252,8 @@ func (h *harness) waitFor(t *testing.T, what string, cond func() bool) {
 // is the stream's database.
 func (h *harness) withStream(t *testing.T, db *pgtest.DB, dsn string, observe func(cache.ReplicaEvent)) *cache.Replica {
 	t.Helper()
-	r := cache.NewReplica(cache.ReplicaConfig{DSN: dsn, Pool: db.Pool, OnHint: h.q.Notify, OnReset: h.q.ResyncLater,
+	r := cache.NewReplica(cache.ReplicaConfig{DSN: dsn, Pool: db.Pool, Logger: slog.New(slog.DiscardHandler),
+		OnHint: h.q.Notify, OnReset: h.q.ResyncLater,
 		Observe: observe, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -469,6 +471,49 @@ func TestCuebotWritesSendNothing(t *testing.T) {
 	}
 	if notes, msgs := raw.collectBoth(t); len(notes)+len(msgs) != 0 {
 		t.Errorf("Cuebot's writes sent notifications %q and messages %q", notes, msgs)
+	}
+}
+
+// Two layers of one job retried in one transaction send two messages with
+// the same payload; the queue gets the hint once, as NOTIFY would deliver it.
+func TestRetriesInOneTransactionHintOnce(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := testFarm(t, db)
+	h := startQueue(t, db, db.DSN)
+	r := h.withStream(t, db, db.DSN, nil)
+	raw := listenRaw(t, db)
+	sim := &cuebotsim.Sim{Pool: db.Pool}
+	ctx := context.Background()
+	k := launch(t, s, job("twice", seed.Layer{Name: "a", Frames: 1, Cores: 100, Mem: seed.GB},
+		seed.Layer{Name: "b", Frames: 1, Cores: 100, Mem: seed.GB}))
+	for _, f := range []string{k.Frames["0001-a"], k.Frames["0001-b"]} {
+		if _, err := sim.Book(ctx, f, s.Hosts["127.10.0.1"], 100, seed.GB, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.collect(t)
+	hints := func() float64 { return metricValue(h.q.Metrics.Payloads.WithLabelValues("job")) }
+	before := hints()
+	if _, err := db.Pool.Exec(ctx, `UPDATE frame SET str_state = 'WAITING', int_version = int_version + 1
+		WHERE pk_job = $1`, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	if notes, msgs := raw.collectBoth(t); len(notes) != 0 || !slices.Equal(msgs, []string{"job:" + k.ID, "job:" + k.ID}) {
+		t.Fatalf("sent notifications %q and messages %q, want the message job:%s twice", notes, msgs, k.ID)
+	}
+	// The instance's stream has handed on all it will once it has applied
+	// the position reached now.
+	var lsn cdc.LSN
+	if err := db.Pool.QueryRow(ctx, "SELECT pg_current_wal_lsn()").Scan(&lsn); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	if err := r.WaitApplied(wctx, lsn); err != nil {
+		t.Fatal(err)
+	}
+	if n := hints() - before; n != 1 {
+		t.Errorf("the queue got %v job hints, want 1", n)
 	}
 }
 

@@ -9,12 +9,14 @@
 //   - The logical replication consumer (replication.go, pgoutput.go:
 //     pgoutput protocol v2, a temporary slot and an exported snapshot per
 //     session) feeds hosts, usage and caps (publication cuesched_cache,
-//     migrations/0002).
+//     migrations/0002). It also carries the transactional messages
+//     transactions send (Txn.Messages): migrations/0008 sends a retried
+//     frame's hint that way.
 //   - The Listener (listen.go) LISTENs for the coalesced hints cuesched's
 //     triggers send (migrations/0004: channel cuesched_work) and feeds the
 //     pending-layer queue.
 //
-// Notifications are hints, never the record: PostgreSQL drops those sent
-// while a listener is disconnected, so every (re)connect is followed by a
-// rebuild from a query (Listener.OnConnect).
+// Hints are never the record: those sent while a listener or the stream is
+// disconnected are gone, so every (re)connect is followed by a rebuild from
+// a query (Listener.OnConnect; the stream's Sink.Reset).
 package cdc

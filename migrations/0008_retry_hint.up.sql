@@ -3,12 +3,15 @@
 -- UPDATE) is the one transition of 0004's that rides on Cuebot's hottest
 -- write, a frame's completion. A NOTIFY there takes PostgreSQL's global
 -- notify lock across the commit and wakes every listener; measured on a load
--- of retries that each move a layer 0 -> 1 waiting, it cost 3-4% of Cuebot's
+-- of retries that each move a layer 0 -> 1 waiting, it cost 2.6-3.9% of Cuebot's
 -- write throughput. So a retry's hint goes into the write-ahead log instead,
 -- as a transactional logical decoding message (no lock, delivered only if
 -- the transaction commits), and reaches every instance through the change
--- stream it already reads (cache_publication, pgoutput with messages on).
--- The payload is 0004's ("job:<pk_job>"), the prefix its channel's name.
+-- stream it already reads (publication cuesched_cache, pgoutput with messages
+-- on).
+-- The payload is 0004's ("job:<pk_job>"), the prefix its channel's name; a
+-- message is written per layer that goes 0 -> 1, and the consumer hands each
+-- distinct payload of a transaction on once, as NOTIFY would deliver it.
 --
 -- Every other 0 -> more transition (launch, depend release, a dead frame
 -- retried by hand) keeps 0004's NOTIFY: those do not lower the running count.
