@@ -267,6 +267,24 @@ func (h *harness) withStream(t *testing.T, db *pgtest.DB, dsn string, observe fu
 	return r
 }
 
+// newRole creates a login role named prefix_<database> with the given
+// attributes and further SQL (%[1]s is the role's name), dropped at the end
+// of the test with whatever it owns or was granted. Tests log in as it to
+// hold a feed off (ALTER ROLE ... NOLOGIN) or to act as Cuebot.
+func newRole(t *testing.T, db *pgtest.DB, prefix, sql string) string {
+	t.Helper()
+	ctx := context.Background()
+	role := prefix + "_" + db.Name
+	if _, err := db.Pool.Exec(ctx, fmt.Sprintf(sql, role)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		db.Pool.Exec(ctx, "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE usename = $1", role)
+		db.Pool.Exec(ctx, fmt.Sprintf("DROP OWNED BY %[1]s; DROP ROLE IF EXISTS %[1]s", role))
+	})
+	return role
+}
+
 func (h *harness) queued(id string) func() bool {
 	return func() bool { _, ok := h.q.Layer(id); return ok }
 }
@@ -524,15 +542,8 @@ func TestRetryHintSentByCuebotsRole(t *testing.T) {
 	db := pgtest.NewDB(t)
 	s := testFarm(t, db)
 	ctx := context.Background()
-	role := "cuebot_" + db.Name
-	if _, err := db.Pool.Exec(ctx, fmt.Sprintf(`CREATE ROLE %[1]s LOGIN NOSUPERUSER;
-		GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO %[1]s`, role)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		db.Pool.Exec(ctx, "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE usename = $1", role)
-		db.Pool.Exec(ctx, fmt.Sprintf("DROP OWNED BY %[1]s; DROP ROLE IF EXISTS %[1]s", role))
-	})
+	role := newRole(t, db, "cuebot", `CREATE ROLE %[1]s LOGIN NOSUPERUSER;
+		GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO %[1]s`)
 	pool, err := pgxpool.New(ctx, db.DSN+" user="+role)
 	if err != nil {
 		t.Fatal(err)
@@ -561,14 +572,7 @@ func TestResyncRecoversRetriesWhileStreamDown(t *testing.T) {
 	db := pgtest.NewDB(t)
 	s := testFarm(t, db)
 	ctx := context.Background()
-	role := "stream_" + db.Name
-	if _, err := db.Pool.Exec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN SUPERUSER", role)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		db.Pool.Exec(ctx, "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE usename = $1", role)
-		db.Pool.Exec(ctx, "DROP ROLE IF EXISTS "+role)
-	})
+	role := newRole(t, db, "stream", "CREATE ROLE %[1]s LOGIN SUPERUSER")
 	h := startQueue(t, db, db.DSN)
 	loads := make(chan struct{}, 8)
 	h.withStream(t, db, db.DSN+" user="+role, func(e cache.ReplicaEvent) {
@@ -721,14 +725,7 @@ func TestResyncRecoversWorkNotifiedWhileDisconnected(t *testing.T) {
 	db := pgtest.NewDB(t)
 	s := testFarm(t, db)
 	ctx := context.Background()
-	role := "queue_" + db.Name
-	if _, err := db.Pool.Exec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN SUPERUSER", role)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		db.Pool.Exec(ctx, "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE usename = $1", role)
-		db.Pool.Exec(ctx, "DROP ROLE IF EXISTS "+role)
-	})
+	role := newRole(t, db, "queue", "CREATE ROLE %[1]s LOGIN SUPERUSER")
 	h := startQueue(t, db, db.DSN+" user="+role)
 	raw := listenRaw(t, db)
 

@@ -2,6 +2,7 @@ package cdc
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -241,22 +242,8 @@ func (a *assembler) handle(m pglogrepl.Message) (*Txn, error) {
 			delete(a.streams, m.Xid)
 			return nil, nil
 		}
-		kept := s.changes[:0]
-		for _, sc := range s.changes {
-			if sc.xid != m.SubXid {
-				kept = append(kept, sc)
-			}
-		}
-		clear(s.changes[len(kept):])
-		s.changes = kept
-		keptMsgs := s.messages[:0]
-		for _, sm := range s.messages {
-			if sm.xid != m.SubXid {
-				keptMsgs = append(keptMsgs, sm)
-			}
-		}
-		clear(s.messages[len(keptMsgs):])
-		s.messages = keptMsgs
+		s.changes = slices.DeleteFunc(s.changes, func(sc subChange) bool { return sc.xid == m.SubXid })
+		s.messages = slices.DeleteFunc(s.messages, func(sm subMessage) bool { return sm.xid == m.SubXid })
 	case *pglogrepl.LogicalDecodingMessageV2:
 		if !m.Transactional {
 			return nil, nil
