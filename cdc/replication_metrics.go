@@ -14,6 +14,7 @@ type ReplicationMetrics struct {
 	Events       *prometheus.CounterVec // by table and op
 	Transactions *prometheus.CounterVec // by streamed ("true", "false")
 	StreamBlocks prometheus.Counter
+	Messages     prometheus.Counter
 	SnapshotLoad prometheus.Histogram
 	Reconnects   prometheus.Counter
 
@@ -40,6 +41,9 @@ func NewReplicationMetrics(reg prometheus.Registerer) *ReplicationMetrics {
 		StreamBlocks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cuesched_replication_stream_blocks_total",
 			Help: "Blocks of in-progress transactions received (protocol v2 streaming)."}),
+		Messages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cuesched_replication_messages_total",
+			Help: "Transactional logical decoding messages received with applied transactions (cuesched's retry hints, and any other application's)."}),
 		SnapshotLoad: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "cuesched_replication_snapshot_load_seconds",
 			Help:    "Duration of the initial state load inside each session's exported snapshot.",
@@ -48,7 +52,8 @@ func NewReplicationMetrics(reg prometheus.Registerer) *ReplicationMetrics {
 			Name: "cuesched_replication_reconnects_total",
 			Help: "Replication sessions that ended or failed to start and were retried."}),
 	}
-	reg.MustRegister(m.LagBytes, m.LagSeconds, m.Events, m.Transactions, m.StreamBlocks, m.SnapshotLoad, m.Reconnects)
+	reg.MustRegister(m.LagBytes, m.LagSeconds, m.Events, m.Transactions, m.StreamBlocks, m.Messages, m.SnapshotLoad,
+		m.Reconnects)
 	return m
 }
 
@@ -103,5 +108,6 @@ func (m *ReplicationMetrics) observeTxn(t *Txn) {
 		streamed = "true"
 	}
 	m.Transactions.WithLabelValues(streamed).Inc()
+	m.Messages.Add(float64(len(t.Messages)))
 	m.observeApplied(t.EndLSN, t.CommitTime)
 }

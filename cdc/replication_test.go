@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/cuesched/cuesched/internal/pgtest"
 )
@@ -151,6 +153,7 @@ func startStream(t *testing.T, extraDSN string) *streamHarness {
 	h := &streamHarness{t: t, db: db, sink: newRowsSink(testCols), events: make(chan StreamEvent, 4096)}
 	h.stream = NewStream(db.DSN+" "+extraDSN, h.sink, slog.New(slog.DiscardHandler))
 	h.stream.Publication = "rep_test"
+	h.stream.Metrics = NewReplicationMetrics(prometheus.NewRegistry())
 	h.stream.MinBackoff, h.stream.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond
 	h.stream.StatusInterval = 200 * time.Millisecond
 	h.stream.OnEvent = func(e StreamEvent) {
@@ -286,6 +289,10 @@ func TestStreamCarriesTransactionalMessages(t *testing.T) {
 	want := []string{"p:alone", "p:unpublished write", "p:with a change", "q:second", "p:streamed"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("messages %q, want %q", got, want)
+	}
+	var d dto.Metric
+	if err := h.stream.Metrics.Messages.Write(&d); err != nil || d.Counter.GetValue() != float64(len(want)) {
+		t.Errorf("messages counted %v (%v), want %d", d.Counter.GetValue(), err, len(want))
 	}
 }
 
