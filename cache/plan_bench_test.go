@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cuesched/cuesched/match"
+	"github.com/cuesched/cuesched/match/matchtest"
 )
 
 // BenchmarkPlan is issue 5's placements per second through the real index:
@@ -23,24 +24,13 @@ func BenchmarkPlan(b *testing.B) {
 			"int_size", int64(1)<<40, "int_burst", int64(1)<<40),
 		f.insert("subscription", "pk_subscription", "sub2", "pk_show", "s1", "pk_alloc", "a2",
 			"int_size", int64(1)<<40, "int_burst", int64(1)<<40))
-	layers := make([]*match.Layer, 2000)
-	for i := range layers {
-		tag := []string{"general", "render"}[i%2]
+	// A third of the layers carry a manual tag, the rest an allocation's.
+	layers := matchtest.StressLayers(2000, 100, "s1", "f1", func(i int) string {
 		if i%3 == 0 {
-			tag = fmt.Sprintf("pool%d", (i/3)%8)
+			return fmt.Sprintf("pool%d", (i/3)%8)
 		}
-		job := i / 4
-		l := &match.Layer{
-			ID: fmt.Sprintf("layer%04d", i), JobID: fmt.Sprintf("job%03d", job), ShowID: "s1", FolderID: "f1",
-			Facility: "local", Priority: int64(1 + (job*37)%100), Tags: []string{tag}, Threadable: true,
-			Min: match.Resources{Cores: int64(100) << (i % 4), Mem: int64(2*gb) << ((i / 4) % 4)},
-		}
-		l.Frames = make([]match.Frame, 100)
-		for k := range l.Frames {
-			l.Frames[k] = match.Frame{ID: fmt.Sprintf("%s/%d", l.ID, k), Number: int64(k)}
-		}
-		layers[i] = l
-	}
+		return []string{"general", "render"}[i%2]
+	})
 	// Fresh result slices every round, and handed back (Buffer) as a
 	// steady-state caller would.
 	for _, reuse := range []bool{false, true} {

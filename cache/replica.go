@@ -315,20 +315,16 @@ func (r *Replica) hint(msgs []cdc.Message) {
 	if r.cfg.OnHint == nil {
 		return
 	}
-	for i, m := range msgs {
-		if m.Prefix != WorkChannel {
+	var seen map[cdc.Message]bool
+	for _, m := range msgs {
+		if m.Prefix != WorkChannel || seen[m] {
 			continue
 		}
-		seen := false
-		for _, p := range msgs[:i] {
-			if p == m {
-				seen = true
-				break
-			}
+		if seen == nil {
+			seen = map[cdc.Message]bool{}
 		}
-		if !seen {
-			r.cfg.OnHint(m.Content)
-		}
+		seen[m] = true
+		r.cfg.OnHint(m.Content)
 	}
 }
 

@@ -35,24 +35,12 @@ func benchFarm(nHosts, nLayers, frames int) ([]match.Host, []*match.Layer, *matc
 	for _, a := range allocs {
 		caps.Subs[matchtest.SubKey{Show: "show", Alloc: a}] = match.Subscription{Size: 1 << 40, Burst: 1 << 40}
 	}
-	layers := make([]*match.Layer, nLayers)
-	for i := range layers {
-		tag := allocs[i%3]
+	layers := matchtest.StressLayers(nLayers, frames, "show", "folder", func(i int) string {
 		if i%3 == 0 {
-			tag = fmt.Sprintf("manual%d", (i/3)%8)
+			return fmt.Sprintf("manual%d", (i/3)%8)
 		}
-		job := i / 4
-		l := &match.Layer{
-			ID: fmt.Sprintf("layer%04d", i), JobID: fmt.Sprintf("job%03d", job), ShowID: "show", FolderID: "folder",
-			Facility: "local", Priority: int64(1 + (job*37)%100), Tags: []string{tag}, Threadable: true,
-			Min: match.Resources{Cores: int64(100) << (i % 4), Mem: int64(2*gb) << ((i / 4) % 4)},
-		}
-		l.Frames = make([]match.Frame, frames)
-		for k := range l.Frames {
-			l.Frames[k] = match.Frame{ID: fmt.Sprintf("%s/%d", l.ID, k), Number: int64(k)}
-		}
-		layers[i] = l
-	}
+		return allocs[i%3]
+	})
 	return hosts, layers, caps
 }
 
