@@ -26,7 +26,7 @@ import (
 
 // ErrNotInstalled is returned when no PostgreSQL server binaries are found.
 var ErrNotInstalled = errors.New("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: " +
-	"install them (Debian 12: apt-get install -y postgresql-15; any PostgreSQL 14 or newer works) " +
+	"install them (Debian 12: apt-get install -y postgresql-15; any PostgreSQL 15 or newer works) " +
 	"or point CUESCHED_PG_BINDIR at their directory")
 
 // Options tune a cluster. The zero value is what tests want.
