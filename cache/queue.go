@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -22,7 +24,7 @@ import (
 // have become dispatchable. Register Queue.Notify for it on a cdc.Listener,
 // and Queue.Resync as the listener's OnConnect. Migration 0008 sends a
 // retry's hint as a logical decoding message with this prefix instead: give
-// the Replica Queue.Notify as OnHint and Queue.ResyncLater as OnReset.
+// the Replica Queue.StreamHint as OnHint and Queue.ResyncLater as OnReset.
 const WorkChannel = "cuesched_work"
 
 // QueueMetrics are the pending-layer queue's metrics.
@@ -32,7 +34,10 @@ type QueueMetrics struct {
 	Resyncs    prometheus.Counter
 	Refreshes  prometheus.Counter
 	ReadErrors prometheus.Counter
-	Depth      *prometheus.GaugeVec // queued layers, by cluster
+	// VisibilityWaits counts reads taken again because a stream hint's
+	// transaction was not yet visible to them (StreamHint).
+	VisibilityWaits prometheus.Counter
+	Depth           *prometheus.GaugeVec // queued layers, by cluster
 }
 
 // NewQueueMetrics creates the queue's metrics and registers them.
@@ -49,10 +54,13 @@ func NewQueueMetrics(reg prometheus.Registerer) *QueueMetrics {
 			Name: "cuesched_queue_refreshes_total", Help: "Re-reads of the jobs, shows, folders or limits hints named."}),
 		ReadErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cuesched_queue_read_errors_total", Help: "Failed reads of pending layers (retried)."}),
+		VisibilityWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cuesched_queue_visibility_waits_total",
+			Help: "Reads taken again because a retry hint's transaction, already decoded by the change stream, was not yet visible."}),
 		Depth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cuesched_queue_layers", Help: "Layers with waiting frames queued, by cluster."}, []string{"cluster"}),
 	}
-	reg.MustRegister(m.Payloads, m.Malformed, m.Resyncs, m.Refreshes, m.ReadErrors, m.Depth)
+	reg.MustRegister(m.Payloads, m.Malformed, m.Resyncs, m.Refreshes, m.ReadErrors, m.VisibilityWaits, m.Depth)
 	return m
 }
 
@@ -60,9 +68,10 @@ func NewQueueMetrics(reg prometheus.Registerer) *QueueMetrics {
 // of a managed, active show that has waiting frames, as a *match.Layer,
 // grouped by the clusters its tags fall in.
 //
-// It is fed by hints (Notify, from the cuesched_work notifications and the
-// retry messages of the change stream: each names a job, show, folder, limit
-// or allocation, and the queue re-reads what it names in one query), by a
+// It is fed by hints (Notify, from the cuesched_work notifications, and
+// StreamHint, from the retry messages of the change stream: each names a
+// job, show, folder, limit or allocation, and the queue re-reads what it
+// names in one query), by a
 // rebuild from one query (Resync, after every listener connect, and
 // ResyncLater, after every load of the change stream, or on a timer in poll
 // mode: Poll) and by dispatch
@@ -144,15 +153,17 @@ func (q *Queue) Applied() <-chan struct{} {
 	return q.applied
 }
 
-// scope is what a refresh re-reads.
+// scope is what a refresh re-reads, and the transactions (by 32-bit xid)
+// whose commits the read must see: those of stream hints.
 type scope struct {
 	all                                  bool
 	jobs, shows, folders, layers, limits map[string]struct{}
+	after                                map[uint32]struct{}
 }
 
 func newScope() scope {
 	return scope{jobs: map[string]struct{}{}, shows: map[string]struct{}{}, folders: map[string]struct{}{},
-		layers: map[string]struct{}{}, limits: map[string]struct{}{}}
+		layers: map[string]struct{}{}, limits: map[string]struct{}{}, after: map[uint32]struct{}{}}
 }
 
 func (s scope) empty() bool {
@@ -166,6 +177,17 @@ func (s scope) merge(o scope) {
 			p[0][k] = struct{}{}
 		}
 	}
+	for x := range o.after {
+		s.after[x] = struct{}{}
+	}
+}
+
+func (s scope) xids() []uint32 {
+	out := make([]uint32, 0, len(s.after))
+	for x := range s.after {
+		out = append(out, x)
+	}
+	return out
 }
 
 // covers reports whether a queued layer falls in the scope, so that a read
@@ -201,7 +223,17 @@ func keys(m map[string]struct{}) []string {
 // Notify takes one cuesched_work payload ("kind:id[,id...]") and schedules
 // the re-read it asks for. It never blocks and never queries: it is the
 // listener's handler. A malformed payload is logged, counted and skipped.
-func (q *Queue) Notify(payload string) {
+func (q *Queue) Notify(payload string) { q.hint(0, payload) }
+
+// StreamHint is Notify for a hint the change stream decoded from the
+// transaction xid (the Replica's OnHint). PostgreSQL delivers a NOTIFY only
+// once its transaction is visible, but the stream can decode a commit a
+// moment before the committing session has left the proc array, and a read
+// then would miss the retry for good: the read this hint asks for waits
+// until its snapshot sees xid committed.
+func (q *Queue) StreamHint(xid uint32, payload string) { q.hint(xid, payload) }
+
+func (q *Queue) hint(xid uint32, payload string) {
 	kind, list, ok := strings.Cut(payload, ":")
 	ids := strings.Split(list, ",")
 	if ok {
@@ -236,6 +268,9 @@ func (q *Queue) Notify(payload string) {
 			if set != nil {
 				set[id] = struct{}{}
 			}
+		}
+		if xid != 0 {
+			q.pending.after[xid] = struct{}{}
 		}
 	}
 	q.mu.Unlock()
@@ -464,7 +499,7 @@ func (q *Queue) Resync(ctx context.Context) error {
 	taken := q.pending
 	q.pending = newScope()
 	q.mu.Unlock()
-	err := q.resyncLocked(ctx)
+	err := q.resyncLocked(ctx, taken.xids())
 	if err != nil {
 		q.mu.Lock()
 		q.pending.merge(taken)
@@ -485,13 +520,13 @@ func (q *Queue) ResyncLater() {
 	q.signal(q.kick)
 }
 
-func (q *Queue) resyncLocked(ctx context.Context) error {
+func (q *Queue) resyncLocked(ctx context.Context, after []uint32) error {
 	keyer, err := q.readKeyer(ctx)
 	if err != nil {
 		q.readFailed()
 		return err
 	}
-	layers, err := q.readLayers(ctx, keyer, nil)
+	layers, err := q.readLayers(ctx, keyer, nil, after)
 	if err != nil {
 		q.readFailed()
 		return err
@@ -597,9 +632,9 @@ func (q *Queue) refresh(ctx context.Context, sc scope) error {
 	keyer := q.keyer
 	q.mu.Unlock()
 	if sc.all || keyer == nil {
-		return q.resyncLocked(ctx)
+		return q.resyncLocked(ctx, sc.xids())
 	}
-	layers, err := q.readLayers(ctx, keyer, &sc)
+	layers, err := q.readLayers(ctx, keyer, &sc, sc.xids())
 	if err != nil {
 		q.readFailed()
 		return err
@@ -667,14 +702,98 @@ func (q *Queue) readKeyer(ctx context.Context) (*cluster.Keyer, error) {
 }
 
 // readLayers runs the layer query, over everything or over sc.
-func (q *Queue) readLayers(ctx context.Context, keyer *cluster.Keyer, sc *scope) ([]*entry, error) {
+// visibleWithin bounds how long a read waits for hinting transactions to
+// become visible; a commit already decoded takes microseconds to, so only
+// a stalled server reaches it, and the read is then retried with backoff.
+const visibleWithin = 10 * time.Second
+
+// readLayers reads the pending layers sc names (all when sc is nil) with a
+// snapshot that sees the transactions after committed.
+func (q *Queue) readLayers(ctx context.Context, keyer *cluster.Keyer, sc *scope, after []uint32) ([]*entry, error) {
 	sql, args := layerQuery, []any(nil)
 	if sc != nil {
 		sql += scopeFilter
 		args = []any{keys(sc.jobs), keys(sc.shows), keys(sc.folders), keys(sc.layers), keys(sc.limits)}
 	}
+	if len(after) == 0 {
+		return q.scanLayers(ctx, q.pool, keyer, sql, args)
+	}
+	wait := time.Millisecond
+	give := time.Now().Add(visibleWithin)
+	for {
+		var out []*entry
+		visible := false
+		// REPEATABLE READ: the check and the read share one snapshot.
+		err := pgx.BeginTxFunc(ctx, q.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
+			func(tx pgx.Tx) error {
+				var snap string
+				if err := tx.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&snap); err != nil {
+					return fmt.Errorf("read pending layers: take snapshot: %w", err)
+				}
+				var err error
+				if visible, err = snapshotSees(snap, after); err != nil {
+					return fmt.Errorf("read pending layers: %w", err)
+				}
+				if !visible {
+					return nil
+				}
+				out, err = q.scanLayers(ctx, tx, keyer, sql, args)
+				return err
+			})
+		if err != nil || visible {
+			return out, err
+		}
+		if q.Metrics != nil {
+			q.Metrics.VisibilityWaits.Inc()
+		}
+		if time.Now().After(give) {
+			return nil, fmt.Errorf("read pending layers: transactions %v decoded as committed but not visible after %s",
+				after, visibleWithin)
+		}
+		if !sleepCtx(ctx, wait) {
+			return nil, fmt.Errorf("read pending layers: %w", ctx.Err())
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
+// snapshotSees reports whether a snapshot, in pg_snapshot's text form
+// ("xmin:xmax:xip,..."), sees the transactions xids, all known to have
+// committed, as committed: it does not see one at or after its xmax or one
+// it lists in progress. An xid is the low 32 bits of an xid8, compared
+// modulo 2^32 as PostgreSQL compares them.
+func snapshotSees(snap string, xids []uint32) (bool, error) {
+	parts := strings.Split(snap, ":")
+	if len(parts) != 3 {
+		return false, fmt.Errorf("snapshot %q: want xmin:xmax:xip", snap)
+	}
+	xmax, err := strconv.ParseUint(parts[1], 10, 64)
+	if err != nil {
+		return false, fmt.Errorf("snapshot %q: xmax: %w", snap, err)
+	}
+	var xip []uint32
+	if parts[2] != "" {
+		for _, f := range strings.Split(parts[2], ",") {
+			x, err := strconv.ParseUint(f, 10, 64)
+			if err != nil {
+				return false, fmt.Errorf("snapshot %q: xip: %w", snap, err)
+			}
+			xip = append(xip, uint32(x))
+		}
+	}
+	for _, x := range xids {
+		if int32(x-uint32(xmax)) >= 0 || slices.Contains(xip, x) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func (q *Queue) scanLayers(ctx context.Context, db interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, keyer *cluster.Keyer, sql string, args []any) ([]*entry, error) {
 	start := time.Now()
-	rows, err := q.pool.Query(ctx, sql, args...)
+	rows, err := db.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read pending layers: %w", err)
 	}

@@ -253,7 +253,7 @@ func (h *harness) waitFor(t *testing.T, what string, cond func() bool) {
 func (h *harness) withStream(t *testing.T, db *pgtest.DB, dsn string, observe func(cache.ReplicaEvent)) *cache.Replica {
 	t.Helper()
 	r := cache.NewReplica(cache.ReplicaConfig{DSN: dsn, Pool: db.Pool, Logger: slog.New(slog.DiscardHandler),
-		OnHint: h.q.Notify, OnReset: h.q.ResyncLater,
+		OnHint: h.q.StreamHint, OnReset: h.q.ResyncLater,
 		Observe: observe, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -532,6 +532,75 @@ func TestRetriesInOneTransactionHintOnce(t *testing.T) {
 	}
 	if n := hints() - before; n != 1 {
 		t.Errorf("the queue got %v job hints, want 1", n)
+	}
+}
+
+// The change stream can hand on a retry's hint a moment before the retrying
+// transaction is visible to other sessions (cdc's package doc); a read then
+// would miss the retry for good, since no other hint follows. Here the hint
+// comes while its transaction is still open, the widest form of that gap:
+// the read waits for the commit, for a job hint (a refresh) and for an
+// allocation hint (a rebuild) alike.
+func TestStreamHintWaitsForItsTransaction(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := testFarm(t, db)
+	q := cache.NewQueue(db.Pool, nil) // no listener: the hint is the only news
+	q.Metrics = cache.NewQueueMetrics(prometheus.NewRegistry())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); q.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	for _, tc := range []struct{ name, hint string }{
+		{"job", "job:"},
+		{"alloc", "alloc:" + s.Allocs["local.general"]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j := job("held-" + tc.name)
+			j.Paused = true
+			k := launch(t, s, j)
+			hint := tc.hint
+			if tc.name == "job" {
+				hint += k.ID
+			}
+			tx, err := db.Pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx)
+			var xid int64
+			if err := tx.QueryRow(ctx, "UPDATE job SET b_paused = false WHERE pk_job = $1 RETURNING txid_current()",
+				k.ID).Scan(&xid); err != nil {
+				t.Fatal(err)
+			}
+			waits := metricValue(q.Metrics.VisibilityWaits)
+			q.StreamHint(uint32(xid), hint)
+			timeout := time.After(deadline)
+			for metricValue(q.Metrics.VisibilityWaits) == waits {
+				select {
+				case <-time.After(time.Millisecond):
+				case <-timeout:
+					t.Fatal("the read did not wait for the hinting transaction")
+				}
+			}
+			if _, ok := q.Layer(k.Layers["render"]); ok {
+				t.Fatal("layer queued before its transaction committed")
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				applied := q.Applied()
+				if _, ok := q.Layer(k.Layers["render"]); ok {
+					break
+				}
+				select {
+				case <-applied:
+				case <-timeout:
+					t.Fatal("timed out waiting for the layer, its transaction committed")
+				}
+			}
+		})
 	}
 }
 

@@ -50,9 +50,11 @@ type ReplicaConfig struct {
 	// OnHint, when set, receives each distinct work hint a transaction sent
 	// into the change stream (migration 0008's retries: a logical decoding
 	// message with prefix WorkChannel, the payload a cuesched_work
-	// notification would carry), after the transaction is applied. It runs
-	// on the stream's goroutine and must not block: Queue.Notify.
-	OnHint func(payload string)
+	// notification would carry), with the transaction's xid, after the
+	// transaction is applied. The transaction may not yet be visible to
+	// other sessions then (see Queue.StreamHint). It runs on the stream's
+	// goroutine and must not block: Queue.StreamHint.
+	OnHint func(xid uint32, payload string)
 	// OnReset, when set, is called after every snapshot load: hints sent
 	// while no stream ran are gone, so whoever relies on them rebuilds
 	// (Queue.ResyncLater). It runs on the stream's goroutine and must not
@@ -305,13 +307,13 @@ func (r *Replica) Apply(t *cdc.Txn) error {
 	if len(marks) > 0 {
 		r.cnt.addProcs(marks, r.cfg.Owns)
 	}
-	r.hint(t.Messages)
+	r.hint(t.Xid, t.Messages)
 	return nil
 }
 
 // hint hands the transaction's work hints on, each distinct payload once,
 // as PostgreSQL delivers a transaction's identical notifications once.
-func (r *Replica) hint(msgs []cdc.Message) {
+func (r *Replica) hint(xid uint32, msgs []cdc.Message) {
 	if r.cfg.OnHint == nil {
 		return
 	}
@@ -324,7 +326,7 @@ func (r *Replica) hint(msgs []cdc.Message) {
 			seen = map[cdc.Message]bool{}
 		}
 		seen[m] = true
-		r.cfg.OnHint(m.Content)
+		r.cfg.OnHint(xid, m.Content)
 	}
 }
 

@@ -19,4 +19,11 @@
 // Hints are never the record: those sent while a listener or the stream is
 // disconnected are gone, so every (re)connect is followed by a rebuild from
 // a query (Listener.OnConnect; the stream's Sink.Reset).
+//
+// A notification arrives once its transaction is visible; a decoded
+// transaction can arrive a moment before: the walsender sends the commit
+// record once it is flushed, and the committing session leaves the proc
+// array after that. Whoever queries the database because of a Txn must wait
+// for it to be visible (cache.Queue.StreamHint checks its snapshot; the
+// counter recomputes lock the released rows).
 package cdc

@@ -63,7 +63,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 	}
 	if cfg.Feed == "events" {
 		// Retries' hints come through the change stream (migration 0008).
-		rcfg.OnHint, rcfg.OnReset = queue.Notify, queue.ResyncLater
+		rcfg.OnHint, rcfg.OnReset = queue.StreamHint, queue.ResyncLater
 	}
 	replica := cache.NewReplica(rcfg)
 	replica.Hosts().SetPressureFraction(cfg.TagPressure)
