@@ -701,10 +701,9 @@ func (q *Queue) readKeyer(ctx context.Context) (*cluster.Keyer, error) {
 	return cluster.NewKeyer(allocs, buckets), nil
 }
 
-// readLayers runs the layer query, over everything or over sc.
 // visibleWithin bounds how long a read waits for hinting transactions to
-// become visible; a commit already decoded takes microseconds to, so only
-// a stalled server reaches it, and the read is then retried with backoff.
+// become visible. A decoded commit becomes visible within microseconds, so
+// only a stalled server reaches it; the read is then retried with backoff.
 const visibleWithin = 10 * time.Second
 
 // readLayers reads the pending layers sc names (all when sc is nil) with a
