@@ -714,31 +714,18 @@ func (q *Queue) readLayers(ctx context.Context, keyer *cluster.Keyer, sc *scope,
 		sql += scopeFilter
 		args = []any{keys(sc.jobs), keys(sc.shows), keys(sc.folders), keys(sc.layers), keys(sc.limits)}
 	}
+	start := time.Now()
 	if len(after) == 0 {
-		return q.scanLayers(ctx, q.pool, keyer, sql, args)
+		rows, err := q.pool.Query(ctx, sql, args...)
+		if err != nil {
+			return nil, fmt.Errorf("read pending layers: %w", err)
+		}
+		return q.scanLayers(rows, keyer, start)
 	}
 	wait := time.Millisecond
-	give := time.Now().Add(visibleWithin)
+	give := start.Add(visibleWithin)
 	for {
-		var out []*entry
-		visible := false
-		// REPEATABLE READ: the check and the read share one snapshot.
-		err := pgx.BeginTxFunc(ctx, q.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
-			func(tx pgx.Tx) error {
-				var snap string
-				if err := tx.QueryRow(ctx, "SELECT pg_current_snapshot()::text").Scan(&snap); err != nil {
-					return fmt.Errorf("read pending layers: take snapshot: %w", err)
-				}
-				var err error
-				if visible, err = snapshotSees(snap, after); err != nil {
-					return fmt.Errorf("read pending layers: %w", err)
-				}
-				if !visible {
-					return nil
-				}
-				out, err = q.scanLayers(ctx, tx, keyer, sql, args)
-				return err
-			})
+		out, visible, err := q.readAfter(ctx, keyer, sql, args, after, start)
 		if err != nil || visible {
 			return out, err
 		}
@@ -753,7 +740,49 @@ func (q *Queue) readLayers(ctx context.Context, keyer *cluster.Keyer, sc *scope,
 			return nil, fmt.Errorf("read pending layers: %w", ctx.Err())
 		}
 		wait = min(2*wait, 50*time.Millisecond)
+		start = time.Now()
 	}
+}
+
+// readAfter reads the layers with a snapshot it first checks against the
+// transactions after, in one round trip: the check and the read share a
+// REPEATABLE READ transaction. What it read is dropped when the snapshot
+// does not see them all.
+func (q *Queue) readAfter(ctx context.Context, keyer *cluster.Keyer, sql string, args []any, after []uint32,
+	start time.Time) ([]*entry, bool, error) {
+	b := &pgx.Batch{}
+	b.Queue("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+	b.Queue("SELECT pg_current_snapshot()::text")
+	b.Queue(sql, args...)
+	b.Queue("COMMIT")
+	br := q.pool.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return nil, false, fmt.Errorf("read pending layers: begin: %w", err)
+	}
+	var snap string
+	if err := br.QueryRow().Scan(&snap); err != nil {
+		return nil, false, fmt.Errorf("read pending layers: take snapshot: %w", err)
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, false, fmt.Errorf("read pending layers: %w", err)
+	}
+	out, err := q.scanLayers(rows, keyer, start)
+	if err != nil {
+		return nil, false, err
+	}
+	if _, err := br.Exec(); err != nil {
+		return nil, false, fmt.Errorf("read pending layers: commit: %w", err)
+	}
+	visible, err := snapshotSees(snap, after)
+	if err != nil {
+		return nil, false, fmt.Errorf("read pending layers: %w", err)
+	}
+	if !visible {
+		return nil, false, nil
+	}
+	return out, true, nil
 }
 
 // snapshotSees reports whether a snapshot, in pg_snapshot's text form
@@ -788,14 +817,9 @@ func snapshotSees(snap string, xids []uint32) (bool, error) {
 	return true, nil
 }
 
-func (q *Queue) scanLayers(ctx context.Context, db interface {
-	Query(context.Context, string, ...any) (pgx.Rows, error)
-}, keyer *cluster.Keyer, sql string, args []any) ([]*entry, error) {
-	start := time.Now()
-	rows, err := db.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, fmt.Errorf("read pending layers: %w", err)
-	}
+// scanLayers reads the layer query's rows; start is when the query was
+// sent, for the OpenCue-named query metrics.
+func (q *Queue) scanLayers(rows pgx.Rows, keyer *cluster.Keyer, start time.Time) ([]*entry, error) {
 	defer rows.Close()
 	var out []*entry
 	jobs := map[string]struct{}{}
