@@ -37,7 +37,8 @@ import (
 // (package ownership implements it).
 type Ownership interface {
 	View() ownership.View
-	// Changes is signalled when the claims of this instance may have changed.
+	// Changes returns a channel closed when the claims of this instance may
+	// have changed; a new one must be taken after each signal.
 	Changes() <-chan struct{}
 	// SetClusters gives the clusters there are, from the replicated hosts.
 	SetClusters(keys []cluster.Key)
@@ -233,6 +234,9 @@ func signal(ch chan struct{}) {
 // (each finishes or rolls back the batch in flight) and returns.
 func (s *Scheduler) Run(ctx context.Context) error {
 	s.discover()
+	// Changes is closed at the next change and then replaced: take it again
+	// after every signal (before reading the view, so no change is missed),
+	// or every later select finds it closed and the loop spins.
 	changes := s.deps.Owner.Changes()
 	s.reconcile(ctx)
 	for {
@@ -241,6 +245,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			s.stopAll()
 			return nil
 		case <-changes:
+			changes = s.deps.Owner.Changes()
 			s.reconcile(ctx)
 		case <-s.topo:
 			s.discover()
