@@ -75,9 +75,15 @@ type instance struct {
 // is killed at the end of the test if it still runs.
 func startInstance(t *testing.T, db *pgtest.DB, name string, extra ...string) *instance {
 	t.Helper()
+	return startBinary(t, binary, db, name, extra...)
+}
+
+// startBinary is startInstance with the cuesched binary at path bin.
+func startBinary(t *testing.T, bin string, db *pgtest.DB, name string, extra ...string) *instance {
+	t.Helper()
 	args := append([]string{"run", "--db", db.DSN, "--dry-run", "--metrics-addr", "127.0.0.1:0",
 		"--instance", name}, extra...)
-	cmd := exec.Command(binary, args...)
+	cmd := exec.Command(bin, args...)
 	// Settings come from the flags alone: a CUESCHED_* variable of the
 	// developer's shell must not change what the test runs.
 	for _, kv := range os.Environ() {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"hash/crc32"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,10 @@ import (
 
 // binary is the cuesched binary the tests run, built once in TestMain.
 var binary string
+
+// buildDir holds the binaries of this checkout: one folder per checkout, so
+// two checkouts testing at once never run each other's build.
+var buildDir string
 
 // TestMain builds cuesched, then runs the tests on the package's throwaway
 // PostgreSQL cluster. The binary goes to one fixed path per build mode
@@ -26,24 +31,37 @@ func TestMain(m *testing.M) {
 		mode += "-race"
 		args = append(args, "-race")
 	}
-	dir := filepath.Join(os.TempDir(), "cuesched-e2e")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	wd, err := os.Getwd()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, mode)
-	tmp := fmt.Sprintf("%s.%d", binary, os.Getpid())
-	cmd := exec.Command("go", append(args, "-o", tmp, "github.com/cuesched/cuesched/cmd/cuesched")...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: build cuesched:", err)
-		os.Remove(tmp)
-		os.Exit(1)
-	}
-	if err := os.Rename(tmp, binary); err != nil {
+	buildDir = filepath.Join(os.TempDir(), "cuesched-e2e", fmt.Sprintf("%08x", crc32.ChecksumIEEE([]byte(wd))))
+	if binary, err = build(mode, args...); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
-		os.Remove(tmp)
 		os.Exit(1)
 	}
 	pgtest.Main(m)
+}
+
+// build builds cuesched with the go build arguments args into buildDir/name
+// and returns its path. It builds under a temporary name and renames into
+// place, so runs at the same time never see half a file.
+func build(name string, args ...string) (string, error) {
+	if err := os.MkdirAll(buildDir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(buildDir, name)
+	tmp := fmt.Sprintf("%s.%d", path, os.Getpid())
+	cmd := exec.Command("go", append(args, "-o", tmp, "github.com/cuesched/cuesched/cmd/cuesched")...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("build cuesched: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return path, nil
 }

@@ -1,0 +1,103 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/seed"
+)
+
+var normal struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// normalBinary is cuesched built without the race detector, which alone
+// costs an idle process more CPU than the budget it is checked against.
+func normalBinary(t *testing.T) string {
+	t.Helper()
+	if !raceEnabled {
+		return binary
+	}
+	normal.once.Do(func() { normal.path, normal.err = build("cuesched", "build") })
+	if normal.err != nil {
+		t.Fatal(normal.err)
+	}
+	return normal.path
+}
+
+// cpuTime is the user plus system CPU time a process has used so far
+// (/proc/PID/stat, in clock ticks of 1/100 s, Linux's USER_HZ).
+func cpuTime(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatalf("read CPU time of process %d: %v", pid, err)
+	}
+	// The command name (field 2) may hold spaces: count from its closing
+	// parenthesis. utime and stime are fields 14 and 15.
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	var ticks int64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			t.Fatalf("CPU time of process %d: %q: %v", pid, f, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
+// An idle instance uses almost no CPU, also after ownership has changed
+// (issue 11, defect 1: the loop once spun after the first change). Two
+// instances book the peer stress farm to the full (one hands clusters to
+// the other as it joins); one is killed and the other takes its clusters
+// over; then the survivor, with nothing left to book, must use under 0.2 s
+// of CPU in 10 s.
+func TestIdleCPU(t *testing.T) {
+	window, budget := 10*time.Second, 200*time.Millisecond
+	bin := normalBinary(t)
+	db := pgtest.NewDB(t)
+	farm := seed.PeerStress(11)
+	total := int64(farm.FrameCount())
+	if _, err := seed.Load(t.Context(), db.Pool, farm, 11); err != nil {
+		t.Fatal(err)
+	}
+	a := startBinary(t, bin, db, "cpu-a", "--lease", "2s")
+	b := startBinary(t, bin, db, "cpu-b", "--lease", "2s")
+	waitFor(t, 2*time.Minute, "both instances sharing every cluster", func() bool {
+		return settled(t, db, a, b)
+	}, a, b)
+	waitFor(t, 2*time.Minute, "every frame booked", func() bool {
+		return count(t, db.Pool, `SELECT count(*) FROM frame WHERE str_state = 'RUNNING'`) == total
+	}, a, b)
+	b.signal(syscall.SIGKILL)
+	<-b.done
+	waitFor(t, time.Minute, "the survivor owning every cluster", func() bool {
+		ok, _ := ownedOnce(t, db.Pool, a)
+		return ok
+	}, a)
+	addr := a.metricsAddr(t)
+	waitFor(t, time.Minute, "the survivor's queue empty", func() bool { return queuedLayers(t, addr) == 0 }, a)
+
+	pid := a.cmd.Process.Pid
+	before := cpuTime(t, pid)
+	began := time.Now()
+	<-time.After(window) // the measurement window itself, not a wait for an event
+	used, elapsed := cpuTime(t, pid)-before, time.Since(began)
+	t.Logf("idle after a handover and a takeover: %v of CPU in %v", used, elapsed.Round(time.Millisecond))
+	if used >= budget {
+		t.Errorf("the idle instance used %v of CPU in %v, budget %v", used, elapsed.Round(time.Millisecond), budget)
+	}
+	a.stop(t)
+	auditClean(t, db.Pool)
+}
