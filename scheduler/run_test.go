@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ type fakeOwner struct {
 	mu      sync.Mutex
 	changed chan struct{}
 	views   int
+	claims  map[cluster.Key]ownership.Claim
 }
 
 func newFakeOwner() *fakeOwner { return &fakeOwner{changed: make(chan struct{})} }
@@ -25,7 +27,7 @@ func (o *fakeOwner) View() ownership.View {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.views++
-	return ownership.View{Instance: 1}
+	return ownership.View{Instance: 1, Claims: o.claims}
 }
 
 func (o *fakeOwner) Changes() <-chan struct{} {
@@ -87,5 +89,70 @@ func TestRunSleepsBetweenOwnershipChanges(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if n := owner.viewCount(); n != 4 {
 		t.Fatalf("ownership view read %d times after 3 changes, want 4: the loop reconciles without a change", n)
+	}
+}
+
+// fakeResolver fails its first calls, then resolves.
+type fakeResolver struct {
+	mu    sync.Mutex
+	fails int
+	calls [][]int32
+}
+
+func (r *fakeResolver) Resolve(_ context.Context, ids []int32) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, ids)
+	if len(r.calls) <= r.fails {
+		return 0, errors.New("connection refused")
+	}
+	return 0, nil
+}
+
+func (r *fakeResolver) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.calls)
+}
+
+// A cluster gained while its launch outbox cannot be read (the database
+// down at start or takeover) keeps trying until the rows it inherited are
+// handed to the launcher, and then stops (issue 11, defect 3: the first
+// failure was logged and never retried, leaving committed bookings
+// unlaunched).
+func TestGainedClusterResolvesItsOutboxUntilDone(t *testing.T) {
+	t.Parallel()
+	key := cluster.Key{Kind: cluster.KindAlloc, Facility: "local", Alloc: "a1"}
+	owner := newFakeOwner()
+	owner.claims = map[cluster.Key]ownership.Claim{key: {ID: 7, Key: key, Epoch: 1}}
+	res := &fakeResolver{fails: 3}
+	s := New(Config{}, Deps{Hosts: cache.NewHosts(time.Now, time.Minute), Owner: owner,
+		Queue: cache.NewQueue(nil, nil), Launcher: res})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for res.count() < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox resolution tried %d times, want it retried until it succeeds (4th try)", res.count())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Resolved: nothing asks again until something new is unresolved.
+	s.Wake(key)
+	time.Sleep(100 * time.Millisecond)
+	if n := res.count(); n != 4 {
+		t.Fatalf("outbox resolution tried %d times, want 4 (done once it succeeded)", n)
+	}
+	for _, ids := range res.calls {
+		if len(ids) != 1 || ids[0] != 7 {
+			t.Fatalf("resolved clusters %v, want [7]", ids)
+		}
 	}
 }

@@ -26,7 +26,6 @@ import (
 	"github.com/cuesched/cuesched/cache"
 	"github.com/cuesched/cuesched/cdc"
 	"github.com/cuesched/cuesched/cluster"
-	"github.com/cuesched/cuesched/counters"
 	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/internal/metrics"
 	"github.com/cuesched/cuesched/match"
@@ -45,6 +44,13 @@ type Ownership interface {
 	// AllowsShow reports whether this instance may book show inside the
 	// cluster (static mode restricts shows per allocation).
 	AllowsShow(key cluster.Key, show string) bool
+}
+
+// Resolver hands the launch outbox rows of clusters to the launcher: the
+// bookings a previous owner, or an unknown commit outcome, left unlaunched
+// (dispatch.Launcher implements it).
+type Resolver interface {
+	Resolve(ctx context.Context, clusterIDs []int32) (int, error)
 }
 
 // Config tunes the loop.
@@ -80,13 +86,16 @@ type Deps struct {
 	Caps     match.Caps
 	Queue    *cache.Queue
 	Booker   *dispatch.Booker
-	Launcher *dispatch.Launcher // Resolve on takeover; nil: nothing to resolve
+	Launcher Resolver // resolves what a cluster inherits; nil: nothing to resolve
 	Owner    Ownership
 	// Booked holds booked capacity until the stream has applied the booking
 	// (cache.Replica.Booked).
 	Booked func(hostID string, r match.Resources, lsn cdc.LSN, xid uint32)
 	// Buckets is the deployment's tag bucket count (cuesched.setting).
 	Buckets int
+	// RecomputeCounters brings every counter row of the managed shows back
+	// to SUM(proc) (counters.RecomputeManaged); nil: nothing to recompute.
+	RecomputeCounters func(ctx context.Context) error
 }
 
 // Scheduler is the loop.
@@ -296,7 +305,7 @@ func (s *Scheduler) reconcile(ctx context.Context) {
 	if len(gained) == 0 {
 		return
 	}
-	s.takeOver(ctx, gained)
+	s.takeOver(ctx)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, c := range gained {
@@ -310,34 +319,15 @@ func (s *Scheduler) reconcile(ctx context.Context) {
 	}
 }
 
-// takeOver makes clusters this instance just gained safe to book: bookings
-// a previous owner committed but never launched are resolved, and the
-// counters of managed shows are brought back to SUM(proc), since releases
-// may have happened while no one owned them.
-func (s *Scheduler) takeOver(ctx context.Context, gained []ownership.Claim) {
-	ids := make([]int32, len(gained))
-	for i, c := range gained {
-		ids[i] = c.ID
+// takeOver brings the counters of managed shows back to SUM(proc) when
+// clusters are gained, since releases may have happened while no one owned
+// them. (Bookings a previous owner left unlaunched are each worker's first
+// task: see worker.resolve.)
+func (s *Scheduler) takeOver(ctx context.Context) {
+	if s.deps.RecomputeCounters == nil {
+		return
 	}
-	if s.deps.Launcher != nil {
-		if n, err := s.deps.Launcher.Resolve(ctx, ids); err != nil {
-			s.log.Error("resolve launch outbox of clusters taken over", "clusters", len(ids), "err", err)
-		} else if n > 0 {
-			s.log.Info("resolved bookings left unlaunched", "bookings", n)
-		}
-	}
-	err := pgx.BeginFunc(ctx, s.deps.Pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT pk_show FROM show WHERE b_scheduler_managed ORDER BY pk_show`)
-		if err != nil {
-			return err
-		}
-		shows, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return err
-		}
-		return counters.RecomputeShows(ctx, tx, shows)
-	})
-	if err != nil && ctx.Err() == nil {
+	if err := s.deps.RecomputeCounters(ctx); err != nil && ctx.Err() == nil {
 		s.log.Error("recompute counters of clusters taken over", "err", err)
 	}
 }

@@ -20,6 +20,13 @@ type worker struct {
 	wake   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
+	// resolved is false until the cluster's launch outbox rows have been
+	// read and handed to the launcher: at first (rows a previous owner
+	// left) and after a batch whose commit outcome is unknown. The worker
+	// books nothing while it is false.
+	resolved bool
+	// failures counts the rounds or resolutions failed in a row (backoff).
+	failures int
 	// placements is the array the worker's rounds build their placements
 	// in (match.Options.Buffer), one round at a time: nothing holds a
 	// round's placements once it is over (Book copies what it keeps).
@@ -86,8 +93,22 @@ func (w *worker) run(ctx context.Context) {
 // after the clusters already waiting for a turn, so clusters whose work
 // keeps coming never starve the others of the Workers bound.
 func (w *worker) work(ctx context.Context) time.Duration {
-	backoff := 100 * time.Millisecond
+	if !w.resolved {
+		if err := w.resolve(ctx); err != nil {
+			if ctx.Err() != nil {
+				return 0
+			}
+			w.s.log.Warn("resolve launch outbox: retrying before the cluster books again", "cluster", w.claim.Key,
+				"attempt", w.failures, "err", err)
+			return w.backoff()
+		}
+	}
 	out, err := w.s.round(ctx, w.claim, &w.placements)
+	if errors.Is(err, dispatch.ErrCommitUnknown) {
+		// The batch may have committed: its outbox rows, if any, are
+		// resolved before the cluster books again.
+		w.resolved = false
+	}
 	switch {
 	case ctx.Err() != nil:
 	case errors.Is(err, dispatch.ErrFenced):
@@ -95,13 +116,41 @@ func (w *worker) work(ctx context.Context) time.Duration {
 		w.s.log.Warn("cluster fenced: another instance owns it now", "cluster", w.claim.Key)
 	case err != nil:
 		w.s.log.Error("round failed", "cluster", w.claim.Key, "err", err)
-		return backoff
+		return w.backoff()
 	case out.busy:
 		return w.s.cfg.BusyRetry
 	case out.booked > 0 || out.deferred:
 		signal(w.wake)
 	}
+	if err == nil {
+		w.failures = 0
+	}
 	return 0
+}
+
+// resolve hands the cluster's unresolved launch outbox rows to the launcher.
+func (w *worker) resolve(ctx context.Context) error {
+	if w.s.deps.Launcher == nil {
+		w.resolved = true
+		return nil
+	}
+	n, err := w.s.deps.Launcher.Resolve(ctx, []int32{w.claim.ID})
+	if err != nil {
+		return err
+	}
+	w.resolved, w.failures = true, 0
+	if n > 0 {
+		w.s.log.Info("resolving bookings left unlaunched", "cluster", w.claim.Key, "bookings", n)
+	}
+	return nil
+}
+
+// backoff counts a failure and returns how long to wait before the next
+// try: 100 ms, doubling to 5 s, so a database that is down is not hammered.
+func (w *worker) backoff() time.Duration {
+	w.failures++
+	d := 100 * time.Millisecond << min(w.failures-1, 6)
+	return min(d, 5*time.Second)
 }
 
 // roundOutcome is what one round did.
@@ -218,13 +267,6 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.P
 	// again or is woken by the requeue).
 	s.wakeOthers(key, returned)
 	out.busy = br.Busy
-	if errors.Is(err, dispatch.ErrCommitUnknown) && s.deps.Launcher != nil {
-		// Whether the last batch committed is unknown: its outbox rows, if
-		// any, are resolved before the cluster books again.
-		if _, rerr := s.deps.Launcher.Resolve(ctx, []int32{c.ID}); rerr != nil {
-			return out, errors.Join(err, rerr)
-		}
-	}
 	return out, err
 }
 

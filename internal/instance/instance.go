@@ -18,6 +18,7 @@ import (
 
 	"github.com/cuesched/cuesched/cache"
 	"github.com/cuesched/cuesched/cdc"
+	"github.com/cuesched/cuesched/counters"
 	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/internal/config"
 	"github.com/cuesched/cuesched/internal/metrics"
@@ -113,6 +114,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 		Pool: pool, Hosts: replica.Hosts(), Caps: replica.Usage(), Queue: queue,
 		Booker: dispatch.NewBooker(bcfg), Launcher: launcher, Owner: coord,
 		Booked: replica.Booked, Buckets: buckets,
+		RecomputeCounters: func(ctx context.Context) error { return counters.RecomputeManaged(ctx, pool) },
 	})
 	queue.OnWork(sched.Wake)
 

@@ -1,0 +1,26 @@
+package counters
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// RecomputeManaged recomputes every counter row of every managed show, in
+// a transaction of its own: what an instance does when it starts or takes
+// clusters over.
+func RecomputeManaged(ctx context.Context, pool *pgxpool.Pool) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT pk_show FROM show WHERE b_scheduler_managed ORDER BY pk_show`)
+		if err != nil {
+			return fmt.Errorf("read managed shows: %w", err)
+		}
+		shows, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("read managed shows: %w", err)
+		}
+		return RecomputeShows(ctx, tx, shows)
+	})
+}
