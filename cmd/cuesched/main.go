@@ -38,7 +38,7 @@ type environment struct {
 func commands() []command {
 	return []command{
 		{"run", "book frames of scheduler-managed shows onto render hosts", runScheduler},
-		{"migrate", "apply, roll back or show cuesched's migrations: migrate up|down|status --db ...", runMigrate},
+		{"migrate", "apply, roll back, show or force cuesched's migrations: migrate up|down|status|force VERSION --db ...", runMigrate},
 		{"status", "show instances, the clusters each owns, pending work and why it waits: status --db ... [--json]", runStatus},
 		{"explain", "why a job's layers wait (read-only): explain --db ... --job NAME [--layer NAME] [--json]", runExplain},
 		{"demo", "run a throwaway database with a simulated farm and show cuesched at work", runDemo},
