@@ -15,10 +15,13 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/golang-migrate/migrate/v4"
+	"github.com/golang-migrate/migrate/v4/database"
 	migratepgx "github.com/golang-migrate/migrate/v4/database/pgx/v5"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
+	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
 )
 
@@ -88,45 +91,100 @@ func Down(ctx context.Context, dsn string) error {
 	return nil
 }
 
-// Get reports where the database stands.
-func Get(ctx context.Context, dsn string) (Status, error) {
+// Force records version as applied and clean without running anything
+// (golang-migrate's force): the way out of a dirty database once it has been
+// fixed by hand. Version 0 records that none is applied.
+func Force(ctx context.Context, dsn string, version uint) error {
+	versions, err := versions()
+	if err != nil {
+		return err
+	}
+	if version != 0 && !slices.Contains(versions, version) {
+		return fmt.Errorf("force: there is no migration %d (this binary holds 1 to %d)", version, versions[len(versions)-1])
+	}
+	m, done, err := open(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer done()
+	v := int(version)
+	if version == 0 {
+		v = database.NilVersion
+	}
+	if err := m.Force(v); err != nil {
+		return fmt.Errorf("migrate force %d: %w", version, err)
+	}
+	return nil
+}
+
+// Querier is a pgx connection, pool or transaction.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Read reports where the database stands and, unlike opening golang-migrate
+// (which creates its table as it opens), changes nothing.
+func Read(ctx context.Context, q Querier) (Status, error) {
 	var st Status
 	latest, err := Latest()
 	if err != nil {
 		return st, err
 	}
 	st.Latest = latest
-	m, done, err := open(ctx, dsn)
-	if err != nil {
-		return st, err
+	// golang-migrate keeps its table in the connection's current schema; a
+	// regclass prints as a quoted name that is safe to put in SQL.
+	var table *string
+	if err := q.QueryRow(ctx, `SELECT to_regclass(quote_ident(current_schema()) || '.schema_migrations')::text`).
+		Scan(&table); err != nil {
+		return st, fmt.Errorf("find schema_migrations: %w", err)
 	}
-	defer done()
-	st.Version, st.Dirty, err = m.Version()
-	if errors.Is(err, migrate.ErrNilVersion) {
+	if table == nil {
 		return st, nil
 	}
-	if err != nil {
-		return st, fmt.Errorf("migration version: %w", err)
+	var version int64
+	err = q.QueryRow(ctx, `SELECT version, dirty FROM `+*table+` LIMIT 1`).Scan(&version, &st.Dirty)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return st, nil
+	case err != nil:
+		return st, fmt.Errorf("read %s: %w", *table, err)
+	}
+	// A negative version is golang-migrate's "none applied" (kept when a
+	// roll back to nothing failed half-way, dirty).
+	if version > 0 {
+		st.Version = uint(version)
 	}
 	return st, nil
 }
 
 // Latest is the newest migration version embedded in this binary.
 func Latest() (uint, error) {
+	vs, err := versions()
+	if err != nil {
+		return 0, err
+	}
+	return vs[len(vs)-1], nil
+}
+
+// versions lists the migration versions embedded in this binary, oldest
+// first.
+func versions() ([]uint, error) {
 	src, err := iofs.New(files, ".")
 	if err != nil {
-		return 0, fmt.Errorf("embedded migrations: %w", err)
+		return nil, fmt.Errorf("embedded migrations: %w", err)
 	}
 	defer src.Close()
 	v, err := src.First()
 	if err != nil {
-		return 0, fmt.Errorf("embedded migrations: %w", err)
+		return nil, fmt.Errorf("embedded migrations: %w", err)
 	}
+	out := []uint{v}
 	for {
 		next, err := src.Next(v)
 		if err != nil {
-			return v, nil
+			return out, nil
 		}
+		out = append(out, next)
 		v = next
 	}
 }

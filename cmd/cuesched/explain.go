@@ -52,6 +52,9 @@ func runExplain(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer pool.Close()
+	if err := checkSchemas(ctx, pool); err != nil {
+		return err
+	}
 	tx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return fmt.Errorf("begin read-only transaction: %w", err)

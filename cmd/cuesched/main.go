@@ -38,7 +38,7 @@ type environment struct {
 func commands() []command {
 	return []command{
 		{"run", "book frames of scheduler-managed shows onto render hosts", runScheduler},
-		{"migrate", "apply, roll back or show cuesched's migrations: migrate up|down|status --db ...", runMigrate},
+		{"migrate", "apply, roll back, show or force cuesched's migrations: migrate up|down|status|force VERSION --db ...", runMigrate},
 		{"status", "show instances, the clusters each owns, pending work and why it waits: status --db ... [--json]", runStatus},
 		{"explain", "why a job's layers wait (read-only): explain --db ... --job NAME [--layer NAME] [--json]", runExplain},
 		{"demo", "run a throwaway database with a simulated farm and show cuesched at work", runDemo},
@@ -95,7 +95,8 @@ func realMain(ctx context.Context, args []string, env *environment) int {
 			// Errors can carry text from drivers; scrub any password the
 			// configured DSNs hold before printing (contract 6).
 			msg := err.Error()
-			for _, dsn := range []string{env.getenv("CUESCHED_DB"), env.getenv("DATABASE_URL"), flagValue(args, "db")} {
+			// Every argument too: a DSN given in the wrong place is a DSN.
+			for _, dsn := range append([]string{env.getenv("CUESCHED_DB"), env.getenv("DATABASE_URL"), flagValue(args, "db")}, args...) {
 				msg = config.Scrub(msg, config.Secrets(dsn))
 			}
 			if pw := env.getenv("PGPASSWORD"); pw != "" {
@@ -105,7 +106,12 @@ func realMain(ctx context.Context, args []string, env *environment) int {
 		}
 		return exitCode(err)
 	}
-	fmt.Fprintf(env.stderr, "cuesched: unknown command %q\n\n", args[0])
+	if config.LooksLikeDSN(args[0]) {
+		fmt.Fprintf(env.stderr, "cuesched: %q is a database, not a command: give it to a command as --db=..., e.g. cuesched status --db=...\n\n",
+			config.RedactDSN(args[0]))
+	} else {
+		fmt.Fprintf(env.stderr, "cuesched: unknown command %q\n\n", config.RedactDSN(args[0]))
+	}
 	usage(env.stderr)
 	return 2
 }
@@ -126,6 +132,9 @@ func flagValue(args []string, name string) string {
 
 func runVersion(_ context.Context, env *environment, args []string) error {
 	if len(args) > 0 {
+		if config.LooksLikeDSN(args[0]) {
+			return &config.Error{Err: config.UnexpectedArgument(args[0], false)}
+		}
 		return usageError("version takes no arguments")
 	}
 	fmt.Fprintln(env.stdout, "cuesched", versionString())

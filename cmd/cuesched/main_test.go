@@ -99,6 +99,29 @@ func TestRunRefusals(t *testing.T) {
 	}
 }
 
+// Defect 9: a DSN given as a positional argument is never printed with its
+// password, and the message says to give it as --db.
+func TestPositionalDSNIsNotEchoed(t *testing.T) {
+	for _, dsn := range []string{"postgres://u:secret@h/db", "host=h user=u password=secret dbname=db"} {
+		for _, args := range [][]string{
+			{"run", dsn}, {"migrate", dsn}, {"migrate", "up", dsn}, {"migrate", "down", dsn}, {"migrate", "status", dsn},
+			{"migrate", "force", dsn}, {"migrate", "force", "1", dsn}, {"status", dsn}, {"status", "--json", dsn},
+			{"explain", "--job", "x", dsn}, {"demo", dsn}, {"version", dsn}, {dsn},
+		} {
+			code, out := cli(t, nil, args...)
+			if code != 2 {
+				t.Errorf("%q exited %d, want 2", args, code)
+			}
+			if strings.Contains(out, "secret") {
+				t.Errorf("%q prints the password:\n%s", args, out)
+			}
+			if !strings.Contains(out, "--db") {
+				t.Errorf("%q does not say to use --db:\n%s", args, out)
+			}
+		}
+	}
+}
+
 // schemaDump is the database's schema as pg_dump prints it, without
 // golang-migrate's bookkeeping table.
 func schemaDump(t *testing.T, db *pgtest.DB) string {

@@ -2,39 +2,155 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 
 	"github.com/cuesched/cuesched/internal/config"
+	"github.com/cuesched/cuesched/internal/preflight"
 	"github.com/cuesched/cuesched/migrations"
 )
 
+const migrateUsage = `usage: cuesched migrate up|down|status|force VERSION --db ...
+
+  up             check that the database holds Cuebot's schema (V47 or newer), then apply every cuesched
+                 migration not yet applied
+  down           roll back every cuesched migration (Cuebot's own tables and rows stay as they are)
+  status         show the version applied and, when a migration failed half-way (dirty), what to do
+  force VERSION  record VERSION (0: none) as applied and clean without running anything, once the
+                 database has been fixed by hand after a failed migration
+
+`
+
+// runMigrate applies, rolls back, shows or forces cuesched's migrations.
+// Nothing but up, down and force writes: status and the checks before up
+// only read, so a refused up leaves the database as it was.
 func runMigrate(ctx context.Context, env *environment, args []string) error {
-	if len(args) == 0 || (args[0] != "up" && args[0] != "down" && args[0] != "status") {
-		return usageError("migrate needs one of up, down or status: cuesched migrate up --db ...")
+	if slices.ContainsFunc(args, isHelpFlag) {
+		fmt.Fprint(env.stderr, migrateUsage)
+		_, err := config.Load("migrate", []string{"--help"}, env.getenv, []string{"db"}, env.stderr)
+		return err
 	}
-	cfg, err := config.Load("migrate "+args[0], args[1:], env.getenv, []string{"db"}, env.stderr)
+	latest, err := migrations.Latest()
 	if err != nil {
 		return err
 	}
-	dsn := cfg.DB
-	switch args[0] {
+	if len(args) == 0 {
+		return usageError("migrate needs one of up, down, status or force VERSION: cuesched migrate up|down|status|force VERSION --db ...")
+	}
+	sub, rest := args[0], args[1:]
+	var version uint
+	switch sub {
+	case "up", "down", "status":
+	case "force":
+		if len(rest) == 0 {
+			return forceUsage(latest, "")
+		}
+		v, err := strconv.ParseUint(rest[0], 10, 0)
+		if err != nil || v > uint64(latest) {
+			return forceUsage(latest, rest[0])
+		}
+		version, rest = uint(v), rest[1:]
+	default:
+		if config.LooksLikeDSN(sub) {
+			return usageError("migrate needs one of up, down, status or force VERSION first, and the database as --db=...: cuesched migrate up --db ...")
+		}
+		return usageError(fmt.Sprintf("migrate needs one of up, down, status or force VERSION, not %q: cuesched migrate up --db ...", sub))
+	}
+	cfg, err := config.Load("migrate "+sub, rest, env.getenv, []string{"db"}, env.stderr)
+	if err != nil {
+		return err
+	}
+	pool, err := connect(ctx, cfg, "cuesched-migrate")
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	st, err := migrations.Read(ctx, pool)
+	if err != nil {
+		return err
+	}
+	switch sub {
 	case "up":
-		if err := migrations.Up(ctx, dsn); err != nil {
+		// Before golang-migrate opens: it creates its table as it does, and
+		// a database without Cuebot's schema would be left with 0001 applied
+		// and 0002 failed.
+		if err := preflight.CuebotSchema(ctx, pool); err != nil {
 			return err
+		}
+		if st.Dirty {
+			return fmt.Errorf("refusing to migrate up: cuesched migrations %s", describe(st))
+		}
+		if err := migrations.Up(ctx, cfg.DB); err != nil {
+			return failed(ctx, pool, err)
 		}
 	case "down":
-		if err := migrations.Down(ctx, dsn); err != nil {
+		if st.Dirty {
+			return fmt.Errorf("refusing to migrate down: cuesched migrations %s", describe(st))
+		}
+		if st.Version > 0 {
+			if err := migrations.Down(ctx, cfg.DB); err != nil {
+				return failed(ctx, pool, err)
+			}
+		}
+	case "force":
+		if err := migrations.Force(ctx, cfg.DB, version); err != nil {
 			return err
 		}
 	}
-	st, err := migrations.Get(ctx, dsn)
-	if err != nil {
+	if sub != "status" {
+		if st, err = migrations.Read(ctx, pool); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(env.stdout, "%s: cuesched migrations %s\n", config.RedactDSN(cfg.DB), describe(st))
+	return nil
+}
+
+func forceUsage(latest uint, got string) error {
+	what := "migrate force needs the version to record"
+	if got != "" && !config.LooksLikeDSN(got) {
+		what = fmt.Sprintf("migrate force: %q is not a version", got)
+	}
+	return usageError(fmt.Sprintf("%s, 0 to %d (0: none applied): cuesched migrate force VERSION --db ...", what, latest))
+}
+
+// failed adds to a failed migration what state it left the database in.
+func failed(ctx context.Context, pool migrations.Querier, err error) error {
+	st, rerr := migrations.Read(ctx, pool)
+	if rerr != nil || !st.Dirty {
 		return err
 	}
-	fmt.Fprintf(env.stdout, "%s: cuesched migrations at version %d of %d", config.RedactDSN(dsn), st.Version, st.Latest)
-	if st.Dirty {
-		fmt.Fprint(env.stdout, " (dirty: a migration failed half-way; fix it, then `migrate force`)")
+	return fmt.Errorf("%w; cuesched migrations are now %s", err, describe(st))
+}
+
+// describe is where the migrations stand and, when dirty, the way out.
+func describe(st migrations.Status) string {
+	s := fmt.Sprintf("at version %d of %d", st.Version, st.Latest)
+	switch {
+	case !st.Dirty:
+		return s
+	case st.Version == 0:
+		return s + ", dirty: rolling back migration 1 failed half-way; undo by hand what is left of it, " +
+			"then run `cuesched migrate force 0`"
 	}
-	fmt.Fprintln(env.stdout)
+	return s + fmt.Sprintf(", dirty: migration %d failed half-way; undo by hand what it applied, then run "+
+		"`cuesched migrate force %d` and `cuesched migrate up` (or, had you completed it by hand, `cuesched migrate force %d`)",
+		st.Version, st.Version-1, st.Version)
+}
+
+// migrationsCurrent refuses migrations that are not exactly the ones this
+// binary holds, all applied and clean.
+func migrationsCurrent(st migrations.Status) error {
+	switch {
+	case st.Dirty:
+		return errors.New("cuesched migrations " + describe(st))
+	case st.Version < st.Latest:
+		return fmt.Errorf("cuesched migrations at version %d of %d: run `cuesched migrate up --db ...` first", st.Version, st.Latest)
+	case st.Version > st.Latest:
+		return fmt.Errorf("cuesched migrations at version %d, newer than this binary's %d: run the cuesched that applied them, or a newer one",
+			st.Version, st.Latest)
+	}
 	return nil
 }

@@ -50,20 +50,24 @@ func connect(ctx context.Context, cfg config.Config, app string) (*pgxpool.Pool,
 	return pool, nil
 }
 
-// checkDatabase refuses a Cuebot schema older than V47, a database whose
-// cuesched migrations are not all applied, and one logical replication
-// cannot serve.
-func checkDatabase(ctx context.Context, cfg config.Config, pool *pgxpool.Pool) error {
+// checkSchemas refuses a database without Cuebot's schema at V47 or newer,
+// or whose cuesched migrations are not all applied. It only reads.
+func checkSchemas(ctx context.Context, pool *pgxpool.Pool) error {
 	if err := preflight.CuebotSchema(ctx, pool); err != nil {
 		return err
 	}
-	st, err := migrations.Get(ctx, cfg.DB)
+	st, err := migrations.Read(ctx, pool)
 	if err != nil {
 		return err
 	}
-	if st.Dirty || st.Version != st.Latest {
-		return fmt.Errorf("cuesched's migrations are at version %d (dirty %v), this binary needs %d: run `cuesched migrate up --db ...`",
-			st.Version, st.Dirty, st.Latest)
+	return migrationsCurrent(st)
+}
+
+// checkDatabase refuses what checkSchemas does, and a database logical
+// replication cannot serve.
+func checkDatabase(ctx context.Context, cfg config.Config, pool *pgxpool.Pool) error {
+	if err := checkSchemas(ctx, pool); err != nil {
+		return err
 	}
 	if cfg.Feed == "events" {
 		if err := preflight.Replication(ctx, pool, cdc.Publication); err != nil {

@@ -46,6 +46,9 @@ func runStatus(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer pool.Close()
+	if err := checkSchemas(ctx, pool); err != nil {
+		return err
+	}
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	r, err := status.Read(rctx, pool)

@@ -269,7 +269,7 @@ func Load(cmd string, args []string, getenv func(string) string, only []string, 
 		return c, &Error{Err: err}
 	}
 	if fs.NArg() > 0 {
-		return c, &Error{Err: fmt.Errorf("unexpected argument %q (settings are given as --name=value)", fs.Arg(0))}
+		return c, &Error{Err: UnexpectedArgument(fs.Arg(0), only == nil || contains(only, "db"))}
 	}
 	byName := map[string]setting{}
 	for _, s := range accepted {
@@ -319,6 +319,21 @@ func Load(cmd string, args []string, getenv func(string) string, only []string, 
 		return c, &Error{Setting: "rqd-tls-cert", Err: errors.New("a client certificate needs rqd-tls-ca (TLS is off without it)")}
 	}
 	return c, nil
+}
+
+// UnexpectedArgument is the error for a stray positional argument of a
+// command (takesDB: whether the command reads --db). It never prints a
+// password: a database given in the wrong place is shown masked.
+func UnexpectedArgument(arg string, takesDB bool) error {
+	shown := RedactDSN(arg)
+	switch {
+	case !LooksLikeDSN(arg):
+		return fmt.Errorf("unexpected argument %q (settings are given as --name=value)", shown)
+	case takesDB:
+		return fmt.Errorf("unexpected argument %q: give the database as --db=... (or CUESCHED_DB), not as a bare argument", shown)
+	default:
+		return fmt.Errorf("unexpected argument %q: this command takes no database (the commands that do take it as --db=...)", shown)
+	}
 }
 
 func contains(xs []string, x string) bool {

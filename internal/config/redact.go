@@ -8,6 +8,9 @@ import (
 
 const mask = "xxxxx"
 
+// kvSetting matches a libpq key=value setting that names a connection.
+var kvSetting = regexp.MustCompile(`(?i)(^|\s)(host|hostaddr|port|dbname|user|password|sslmode|service)\s*=`)
+
 var kvPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s]+)`)
 
 // RedactDSN returns dsn with its password masked, in either libpq form.
@@ -60,4 +63,10 @@ func Scrub(s string, secrets []string) string {
 		s = strings.ReplaceAll(s, p, mask)
 	}
 	return s
+}
+
+// LooksLikeDSN tells whether s is a connection string in either libpq form,
+// so a misplaced one can be told apart from any other stray argument.
+func LooksLikeDSN(s string) bool {
+	return strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") || kvSetting.MatchString(s)
 }

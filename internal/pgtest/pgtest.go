@@ -38,6 +38,9 @@ const (
 	// Cuebot is the Cuebot-compatible schema alone, as a site has it before
 	// `cuesched migrate up`.
 	Cuebot Template = "tpl_cuebot"
+	// Empty is a database with no Cuebot schema at all (someone else's
+	// database, or the wrong one).
+	Empty Template = "tpl_empty"
 )
 
 var (
@@ -139,14 +142,16 @@ func ensureTemplate(ctx context.Context, c *pgcluster.Cluster, t Template) error
 	if err := exec(ctx, c, "CREATE DATABASE "+string(t)); err != nil {
 		return err
 	}
-	conn, err := pgx.Connect(ctx, c.DSN(string(t)))
-	if err != nil {
-		return fmt.Errorf("connect %s: %w", t, err)
-	}
-	err = cuebotdb.Create(ctx, conn)
-	conn.Close(ctx)
-	if err != nil {
-		return err
+	if t != Empty {
+		conn, err := pgx.Connect(ctx, c.DSN(string(t)))
+		if err != nil {
+			return fmt.Errorf("connect %s: %w", t, err)
+		}
+		err = cuebotdb.Create(ctx, conn)
+		conn.Close(ctx)
+		if err != nil {
+			return err
+		}
 	}
 	if t == Full {
 		if err := migrations.Up(ctx, c.URL(string(t))); err != nil {

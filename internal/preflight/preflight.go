@@ -4,7 +4,10 @@ package preflight
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -26,12 +29,46 @@ var required = []struct{ table, column, migration string }{
 	{"job", "ts_eligible", "V41 (Add_ts_eligible_columns)"},
 }
 
-// CuebotSchema refuses a Cuebot schema older than V47.
+// coreTables are tables every Cuebot schema has had since its first
+// migration: none of them on the search_path means the connection is not on
+// a Cuebot schema at all.
+var coreTables = []string{"show", "host", "frame"}
+
+// CuebotSchema refuses a database that is not on Cuebot's schema (no Cuebot
+// tables, or them in a schema the connection does not search or may not
+// use), a Cuebot schema older than V47, and a role that may not read
+// Cuebot's tables, each with its own line. It reads only the catalog, never
+// the tables, so a missing privilege is not mistaken for a missing table or
+// column.
 func CuebotSchema(ctx context.Context, q Querier) error {
+	var database, role, searchPath string
+	if err := q.QueryRow(ctx, `SELECT current_database(), current_user, current_setting('search_path')`).
+		Scan(&database, &role, &searchPath); err != nil {
+		return fmt.Errorf("check Cuebot schema: %w", err)
+	}
+	tables := slices.Clone(coreTables)
+	for _, r := range required {
+		if !slices.Contains(tables, r.table) {
+			tables = append(tables, r.table)
+		}
+	}
+	// to_regclass resolves a name along the search_path (skipping schemas
+	// the role may not use) without reading the table.
+	var missing, unreadable []string
+	if err := q.QueryRow(ctx, `SELECT
+		coalesce(array_agg(t ORDER BY i) FILTER (WHERE to_regclass(t) IS NULL), '{}'),
+		coalesce(array_agg(t ORDER BY i) FILTER (WHERE to_regclass(t) IS NOT NULL
+			AND NOT has_table_privilege(to_regclass(t), 'SELECT')), '{}')
+		FROM unnest($1::text[]) WITH ORDINALITY AS u(t, i)`, tables).Scan(&missing, &unreadable); err != nil {
+		return fmt.Errorf("check Cuebot schema: %w", err)
+	}
+	if len(missing) > 0 {
+		return missingTables(ctx, q, database, role, searchPath, missing)
+	}
 	for _, r := range required {
 		var found bool
-		if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM information_schema.columns
-			WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2)`, r.table, r.column).
+		if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute
+			WHERE attrelid = to_regclass($1) AND attname = $2 AND attnum > 0 AND NOT attisdropped)`, r.table, r.column).
 			Scan(&found); err != nil {
 			return fmt.Errorf("check Cuebot schema: %w", err)
 		}
@@ -40,5 +77,40 @@ func CuebotSchema(ctx context.Context, q Querier) error {
 				r.table, r.column, r.migration)
 		}
 	}
+	if len(unreadable) > 0 {
+		return fmt.Errorf("role %s may not read Cuebot's tables %s in database %s (permission denied, the schema itself is fine): "+
+			"GRANT SELECT (and the privileges cuesched's deployment needs) on them to %s, or connect as Cuebot's role",
+			role, strings.Join(unreadable, ", "), database, role)
+	}
 	return nil
+}
+
+// missingTables says why Cuebot's tables are not on the search_path: they
+// are in a schema the role may not use, in one it does not search, nowhere
+// in this database, or only some of them are there.
+func missingTables(ctx context.Context, q Querier, database, role, searchPath string, missing []string) error {
+	if len(missing) < len(coreTables) || !slices.Equal(missing[:len(coreTables)], coreTables) {
+		return fmt.Errorf("Cuebot schema incomplete in database %s: no table %s on the search_path (%s); "+
+			"point --db at Cuebot's own database, at migration V47 or newer", database, strings.Join(missing, ", "), searchPath)
+	}
+	var schema string
+	var usage bool
+	err := q.QueryRow(ctx, `SELECT n.nspname, has_schema_privilege(n.oid, 'USAGE')
+		FROM pg_catalog.pg_namespace n
+		WHERE (SELECT count(*) FROM pg_catalog.pg_class c
+			WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p') AND c.relname = ANY($1)) = cardinality($1)
+		ORDER BY n.nspname = 'public' DESC, n.nspname LIMIT 1`, coreTables).Scan(&schema, &usage)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("no Cuebot schema in database %s: none of the tables %s exists in any schema, so this is not a Cuebot database; "+
+			"point --db at the database Cuebot uses", database, strings.Join(coreTables, ", "))
+	case err != nil:
+		return fmt.Errorf("check Cuebot schema: %w", err)
+	case !usage:
+		return fmt.Errorf("Cuebot's tables are in schema %s of database %s, on which role %s lacks USAGE (permission denied): "+
+			"GRANT USAGE ON SCHEMA %s TO %s, or connect as Cuebot's role", schema, database, role, schema, role)
+	default:
+		return fmt.Errorf("Cuebot's tables are in schema %s of database %s, which is not on the search_path (%s): "+
+			"ALTER ROLE %s SET search_path = %s, or add options=-csearch_path=%s to --db", schema, database, searchPath, role, schema, schema)
+	}
 }

@@ -1,0 +1,98 @@
+package preflight
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cuesched/cuesched/internal/pgtest"
+)
+
+// CuebotSchema names the real cause of a refusal: no Cuebot schema, an old
+// one, or a role that may not see or read it. None of the latter is told
+// "too old".
+func TestCuebotSchemaDiagnosis(t *testing.T) {
+	ctx := context.Background()
+	role := func(t *testing.T, db *pgtest.DB) string {
+		name := fmt.Sprintf("reader_%d", time.Now().UnixNano())
+		if _, err := db.Pool.Exec(ctx, "CREATE ROLE "+name+" LOGIN"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			db.Pool.Exec(context.Background(), "DROP OWNED BY "+name)
+			db.Pool.Exec(context.Background(), "DROP ROLE IF EXISTS "+name)
+		})
+		return name
+	}
+	check := func(t *testing.T, dsn string) error {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		return CuebotSchema(ctx, conn)
+	}
+	for _, tc := range []struct {
+		name string
+		// setup prepares the database and returns the DSN to check with.
+		setup func(t *testing.T, db *pgtest.DB) string
+		tpl   pgtest.Template
+		want  []string // parts of the message; none for no error
+	}{
+		{"Cuebot V47", func(t *testing.T, db *pgtest.DB) string { return db.DSN }, pgtest.Cuebot, nil},
+		{"empty database", func(t *testing.T, db *pgtest.DB) string { return db.DSN }, pgtest.Empty,
+			[]string{"no Cuebot schema in database", "not a Cuebot database", "--db"}},
+		{"schema older than V47", func(t *testing.T, db *pgtest.DB) string {
+			if _, err := db.Pool.Exec(ctx, `ALTER TABLE layer DROP COLUMN ts_start_after`); err != nil {
+				t.Fatal(err)
+			}
+			return db.DSN
+		}, pgtest.Cuebot, []string{"layer.ts_start_after is missing; apply Cuebot migration V47"}},
+		{"role that may not read the tables", func(t *testing.T, db *pgtest.DB) string {
+			return db.DSN + " user=" + role(t, db)
+		}, pgtest.Cuebot, []string{"may not read Cuebot's tables", "GRANT SELECT"}},
+		{"role without USAGE on the schema", func(t *testing.T, db *pgtest.DB) string {
+			if _, err := db.Pool.Exec(ctx, `REVOKE USAGE ON SCHEMA public FROM PUBLIC`); err != nil {
+				t.Fatal(err)
+			}
+			return db.DSN + " user=" + role(t, db)
+		}, pgtest.Cuebot, []string{"Cuebot's tables are in schema public", "lacks USAGE", "GRANT USAGE ON SCHEMA public"}},
+		{"search_path without Cuebot's schema", func(t *testing.T, db *pgtest.DB) string {
+			if _, err := db.Pool.Exec(ctx, `CREATE SCHEMA elsewhere`); err != nil {
+				t.Fatal(err)
+			}
+			return db.DSN + " search_path=elsewhere"
+		}, pgtest.Cuebot, []string{"Cuebot's tables are in schema public", "not on the search_path (elsewhere)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			db := pgtest.NewDB(t, tc.tpl)
+			err := check(t, tc.setup(t, db))
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected refusal: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("no refusal")
+			}
+			msg := err.Error()
+			t.Log(msg)
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("message lacks %q: %s", w, msg)
+				}
+			}
+			if strings.Contains(msg, "\n") {
+				t.Errorf("not one line: %q", msg)
+			}
+			if tc.name != "schema older than V47" && strings.Contains(msg, "too old") {
+				t.Errorf("misreported as an old schema: %s", msg)
+			}
+		})
+	}
+}
