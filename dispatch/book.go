@@ -216,6 +216,9 @@ func (b *Booker) bookBatch(ctx context.Context, c Cluster, ps []match.Placement,
 		start := time.Now()
 		a, err := b.attempt(ctx, c, ps, attempt)
 		if err != nil {
+			if errors.Is(err, ErrCommitUnknown) && b.cfg.Launcher != nil && !b.cfg.DryRun {
+				b.cfg.Launcher.resolveLater(c.ID)
+			}
 			return false, fmt.Errorf("book %d placements in cluster %d (%s): %w", len(ps), c.ID, c.Key, err)
 		}
 		switch {
@@ -470,7 +473,9 @@ func (b *Booker) laterPosition(ctx context.Context, c Cluster, bookings int, cau
 
 // ErrCommitUnknown: the connection failed during COMMIT and it could not be
 // told whether the batch committed. If it did, its outbox rows wait for
-// Launcher.Resolve: resolve the cluster before booking it again.
+// Launcher.Resolve: the Booker's Launcher (BookerConfig.Launcher) tries it
+// until it succeeds; without one, resolve the cluster before booking it
+// again.
 var ErrCommitUnknown = errors.New("booking commit outcome unknown")
 
 type rowQuerier interface {

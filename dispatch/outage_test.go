@@ -3,11 +3,13 @@ package dispatch
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,8 +31,8 @@ type outage struct {
 	pool  *pgxpool.Pool
 
 	mu     sync.Mutex
-	trap   []byte                                  // bytes whose sending springs the trap, once
-	spring func(c net.Conn, p []byte) (int, error) // what the write does instead
+	trap   []byte                                   // bytes whose sending springs the trap, once
+	spring func(c *trapConn, p []byte) (int, error) // what the write does instead
 }
 
 func newOutage(t *testing.T, db *seeded) *outage {
@@ -73,13 +75,13 @@ func newOutage(t *testing.T, db *seeded) *outage {
 
 // arm makes the next write holding sql (as sent on the wire) run spring
 // instead.
-func (o *outage) arm(sql []byte, spring func(c net.Conn, p []byte) (int, error)) {
+func (o *outage) arm(sql []byte, spring func(c *trapConn, p []byte) (int, error)) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.trap, o.spring = sql, spring
 }
 
-func (o *outage) sprung(p []byte) func(c net.Conn, p []byte) (int, error) {
+func (o *outage) sprung(p []byte) func(c *trapConn, p []byte) (int, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.trap == nil || !bytes.Contains(p, o.trap) {
@@ -112,14 +114,24 @@ func (o *outage) unlock(ctx context.Context) {
 
 type trapConn struct {
 	net.Conn
-	o *outage
+	o   *outage
+	cut atomic.Bool // reads fail: the answers to what was sent are lost
 }
 
 func (c *trapConn) Write(p []byte) (int, error) {
 	if f := c.o.sprung(p); f != nil {
-		return f(c.Conn, p)
+		// pgx starts reading while a write is slow, as a spring's is.
+		c.cut.Store(true)
+		return f(c, p)
 	}
 	return c.Conn.Write(p)
+}
+
+func (c *trapConn) Read(p []byte) (int, error) {
+	if c.cut.Load() {
+		return 0, net.ErrClosed
+	}
+	return c.Conn.Read(p)
 }
 
 // logWatch is a slog handler that lets a test wait for a message.
@@ -170,6 +182,10 @@ type outageRig struct {
 	booker  *testBooker
 	logs    *logWatch
 	settled *settledLog
+	rqd     *RQDClient
+	// stopLauncher ends the launcher's Run and returns its error; an error
+	// too when Run does not return before ctx ends.
+	stopLauncher func(ctx context.Context) error
 }
 
 func newOutageRig(t *testing.T, frames int) *outageRig {
@@ -178,11 +194,32 @@ func newOutageRig(t *testing.T, frames int) *outageRig {
 	r.o = newOutage(t, r.db)
 	farm, port := rqdFarm(t, []string{seedName(0)}, fakerqd.Options{})
 	r.srv = farm.Server(seedName(0) + ":" + itoa(port))
-	rqd := newRQD(t, port, 5*time.Second)
+	r.rqd = newRQD(t, port, 5*time.Second)
 	m := NewMetrics(nil)
-	l := runLauncher(t, LauncherConfig{Pool: r.o.pool, RQD: rqd, OnSettled: r.settled.add, Metrics: m,
+	l := NewLauncher(LauncherConfig{Pool: r.o.pool, RQD: r.rqd, OnSettled: r.settled.add, Metrics: m,
 		KillRetry: 50 * time.Millisecond, Logger: slog.New(r.logs)})
-	r.booker = newTestBooker(r.o.pool, BookerConfig{Launcher: l, HostAllowed: rqd.Allowed, Metrics: m})
+	lctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(lctx) }()
+	var stopped error
+	var once sync.Once
+	r.stopLauncher = func(ctx context.Context) error {
+		once.Do(func() {
+			cancel()
+			select {
+			case stopped = <-done:
+			case <-ctx.Done():
+				stopped = errors.New("launcher did not stop")
+			}
+		})
+		return stopped
+	}
+	t.Cleanup(func() {
+		if err := r.stopLauncher(ctxFor(t, time.Minute)); err != nil {
+			t.Errorf("launcher: %v", err)
+		}
+	})
+	r.booker = newTestBooker(r.o.pool, BookerConfig{Launcher: l, HostAllowed: r.rqd.Allowed, Metrics: m})
 	r.booker.log = slog.New(r.logs)
 	return r
 }
@@ -225,7 +262,7 @@ func TestBookPositionLost(t *testing.T) {
 			const frames = 2
 			r := newOutageRig(t, frames)
 			ps := firstFit(readView(ctx, t, r.db.Pool), nil)
-			r.o.arm([]byte("pg_current_wal_lsn()"), func(c net.Conn, _ []byte) (int, error) {
+			r.o.arm([]byte("pg_current_wal_lsn()"), func(c *trapConn, _ []byte) (int, error) {
 				if tc.down {
 					r.o.lock(ctx)
 				}
@@ -253,6 +290,75 @@ func TestBookPositionLost(t *testing.T) {
 			}
 			if b.err != nil || len(b.res.Booked) != frames || len(b.res.Deferred) != 0 || b.res.LSN == 0 {
 				t.Fatalf("booked %d deferred %d lsn %v: %v", len(b.res.Booked), len(b.res.Deferred), b.res.LSN, b.err)
+			}
+			r.launched(ctx, t, frames)
+		})
+	}
+}
+
+// A booking whose COMMIT is cut off with the database unreachable has an
+// unknown outcome; it is resolved once the database is back, however many
+// tries that takes, and its committed bookings are launched. A launcher
+// stopped before then stops at once and leaves the rows to the next owner.
+func TestBookCommitUnknownResolved(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		stop bool // the launcher stops while the database is unreachable
+	}{
+		{name: "database back"},
+		{name: "stopped first", stop: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := ctxFor(t, 20*time.Second)
+			const frames = 2
+			r := newOutageRig(t, frames)
+			ps := firstFit(readView(ctx, t, r.db.Pool), nil)
+			// pgx sends COMMIT as a simple query: 'Q', its length, the text.
+			r.o.arm([]byte("Q\x00\x00\x00\x0bcommit\x00"), func(c *trapConn, p []byte) (int, error) {
+				r.o.lock(ctx)
+				n, err := c.Conn.Write(p)
+				if err != nil {
+					return n, err
+				}
+				// Cut the connection once the server has committed, before
+				// its answer is read.
+				for {
+					var rows int
+					if err := r.o.admin.QueryRow(ctx, `SELECT count(*) FROM cuesched.launch_outbox`).Scan(&rows); err != nil {
+						t.Error(err)
+						break
+					}
+					if rows == frames {
+						break
+					}
+				}
+				c.Close()
+				return n, nil
+			})
+			res, err := r.booker.Book(ctx, testCluster, ps)
+			if !errors.Is(err, ErrCommitUnknown) || len(res.Booked) != 0 {
+				t.Fatalf("booked %d: %v, want the commit's outcome unknown", len(res.Booked), err)
+			}
+			r.logs.wait(ctx, t, "resolve outbox after an unknown commit; retrying")
+			if !tc.stop {
+				r.o.unlock(ctx)
+				r.launched(ctx, t, frames)
+				return
+			}
+			if err := r.stopLauncher(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var pending int
+			if err := r.db.Pool.QueryRow(ctx, `SELECT count(*) FROM cuesched.launch_outbox WHERE state = 'pending'`).Scan(&pending); err != nil {
+				t.Fatal(err)
+			}
+			if pending != frames || len(r.srv.Launches()) != 0 {
+				t.Fatalf("%d outbox rows pending, %d launches, want %d and none", pending, len(r.srv.Launches()), frames)
+			}
+			r.o.unlock(ctx)
+			next := runLauncher(t, LauncherConfig{Pool: r.db.Pool, RQD: r.rqd, OnSettled: r.settled.add})
+			if n, err := next.Resolve(ctx, []int32{testCluster.ID}); err != nil || n != frames {
+				t.Fatalf("next owner resolved %d: %v", n, err)
 			}
 			r.launched(ctx, t, frames)
 		})
