@@ -70,6 +70,8 @@ type Booker struct {
 	// re-check and the writes: it stands in for a writer that slipped past
 	// the locks, so that a guard trigger raises.
 	hookBeforeWrite func(ctx context.Context, tx pgx.Tx, attempt int) error
+	// positionWait bounds laterPosition (tests shorten it).
+	positionWait time.Duration
 }
 
 // NewBooker returns a Booker.
@@ -81,7 +83,7 @@ func NewBooker(cfg BookerConfig) *Booker {
 		cfg.BatchMax = DefaultBatchMax
 	}
 	b := &Booker{cfg: cfg, pool: cfg.Pool, fence: cfg.Fence, sizer: newSizer(cfg.BatchMin, cfg.BatchMax),
-		m: cfg.Metrics, log: cfg.Logger}
+		m: cfg.Metrics, log: cfg.Logger, positionWait: positionWait}
 	if b.fence == nil {
 		b.fence = SingleOwner{}
 	}
@@ -446,7 +448,7 @@ const (
 func (b *Booker) laterPosition(ctx context.Context, c Cluster, bookings int, cause error) pglogrepl.LSN {
 	b.log.Warn("booking committed but its commit position was not read; reading a later one",
 		"cluster", c.ID, "key", c.Key, "bookings", bookings, "err", cause)
-	giveUp := time.Now().Add(positionWait)
+	giveUp := time.Now().Add(b.positionWait)
 	pause := positionRetryMin
 	for try := 1; ; try++ {
 		tctx, cancel := context.WithTimeout(ctx, positionTry)

@@ -248,19 +248,25 @@ func (r *outageRig) launched(ctx context.Context, t *testing.T, frames int) {
 
 // A booking whose connection drops right after its COMMIT, before its WAL
 // position is read, is still booked and launched, with a position read
-// later, whether the database answers at once or only after a while.
+// later, whether the database answers at once or only after a while; with
+// none if it stays unreachable past the Booker's wait.
 func TestBookPositionLost(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		down bool // the database is unreachable for the role for a while
+		name   string
+		down   bool // the database is unreachable for the role for a while
+		noWait bool // ... past the Booker's wait for a position
 	}{
 		{name: "connection dropped"},
 		{name: "database unreachable", down: true},
+		{name: "database unreachable past the wait", down: true, noWait: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := ctxFor(t, 20*time.Second)
 			const frames = 2
 			r := newOutageRig(t, frames)
+			if tc.noWait {
+				r.booker.positionWait = time.Millisecond
+			}
 			ps := firstFit(readView(ctx, t, r.db.Pool), nil)
 			r.o.arm([]byte("pg_current_wal_lsn()"), func(c *trapConn, _ []byte) (int, error) {
 				if tc.down {
@@ -278,7 +284,7 @@ func TestBookPositionLost(t *testing.T) {
 				res, err := r.booker.Book(ctx, testCluster, ps)
 				done <- booked{res, err}
 			}()
-			if tc.down {
+			if tc.down && !tc.noWait {
 				r.logs.wait(ctx, t, "read commit position; retrying")
 				r.o.unlock(ctx)
 			}
@@ -288,8 +294,13 @@ func TestBookPositionLost(t *testing.T) {
 			case <-ctx.Done():
 				t.Fatal("Book did not return")
 			}
-			if b.err != nil || len(b.res.Booked) != frames || len(b.res.Deferred) != 0 || b.res.LSN == 0 {
+			if b.err != nil || len(b.res.Booked) != frames || len(b.res.Deferred) != 0 || (b.res.LSN == 0) != tc.noWait {
 				t.Fatalf("booked %d deferred %d lsn %v: %v", len(b.res.Booked), len(b.res.Deferred), b.res.LSN, b.err)
+			}
+			if tc.noWait {
+				// Booked, with no position: the launcher retries once the
+				// database answers.
+				r.o.unlock(ctx)
 			}
 			r.launched(ctx, t, frames)
 		})
