@@ -70,6 +70,8 @@ type Booker struct {
 	// re-check and the writes: it stands in for a writer that slipped past
 	// the locks, so that a guard trigger raises.
 	hookBeforeWrite func(ctx context.Context, tx pgx.Tx, attempt int) error
+	// positionWait bounds laterPosition (tests shorten it).
+	positionWait time.Duration
 }
 
 // NewBooker returns a Booker.
@@ -81,7 +83,7 @@ func NewBooker(cfg BookerConfig) *Booker {
 		cfg.BatchMax = DefaultBatchMax
 	}
 	b := &Booker{cfg: cfg, pool: cfg.Pool, fence: cfg.Fence, sizer: newSizer(cfg.BatchMin, cfg.BatchMax),
-		m: cfg.Metrics, log: cfg.Logger}
+		m: cfg.Metrics, log: cfg.Logger, positionWait: positionWait}
 	if b.fence == nil {
 		b.fence = SingleOwner{}
 	}
@@ -162,9 +164,10 @@ type BatchResult struct {
 	// waited on).
 	Busy     bool
 	Deferred []match.Placement
-	// LSN is pg_current_wal_lsn() read right after the last commit: hold
-	// the booked capacity as checked out until the replication stream has
-	// passed it. Zero when nothing was committed.
+	// LSN is pg_current_wal_lsn() read right after the last commit (or
+	// later, when the connection failed first): hold the booked capacity as
+	// checked out until the replication stream has passed it. Zero when
+	// nothing was committed or no position could be read (laterPosition).
 	LSN pglogrepl.LSN
 }
 
@@ -215,6 +218,9 @@ func (b *Booker) bookBatch(ctx context.Context, c Cluster, ps []match.Placement,
 		start := time.Now()
 		a, err := b.attempt(ctx, c, ps, attempt)
 		if err != nil {
+			if errors.Is(err, ErrCommitUnknown) && b.cfg.Launcher != nil && !b.cfg.DryRun {
+				b.cfg.Launcher.resolveLater(c.ID)
+			}
 			return false, fmt.Errorf("book %d placements in cluster %d (%s): %w", len(ps), c.ID, c.Key, err)
 		}
 		switch {
@@ -242,8 +248,13 @@ func (b *Booker) bookBatch(ctx context.Context, c Cluster, ps []match.Placement,
 		}
 		if len(a.booked) > 0 {
 			res.Booked = append(res.Booked, a.booked...)
-			res.LSN = max(res.LSN, a.lsn)
+			// Launch first: the position only serves the echo.
 			b.afterCommit(a.booked)
+			lsn := a.lsn
+			if a.lsnErr != nil {
+				lsn = b.laterPosition(ctx, c, len(a.booked), a.lsnErr)
+			}
+			res.LSN = max(res.LSN, lsn)
 		}
 		b.sizer.committed(c.ID, len(ps))
 		return false, nil
@@ -278,6 +289,7 @@ type attemptResult struct {
 	booked  []Booking
 	dropped []Drop
 	lsn     pglogrepl.LSN
+	lsnErr  error // the commit's position could not be read: lsn is zero
 }
 
 // txTimeout bounds one booking transaction: its locks are held by rows
@@ -342,6 +354,12 @@ func (b *Booker) attempt(ctx context.Context, c Cluster, ps []match.Placement, a
 		res.busy = true
 		return res, nil
 	}
+	// pgoutput names transactions by the low 32 bits of their 64-bit id.
+	// Parsed before the commit: an error after it would lose the bookings.
+	xid, err := strconv.ParseUint(xid8, 10, 64)
+	if err != nil {
+		return res, fmt.Errorf("read transaction id %q: %w", xid8, err)
+	}
 
 	st, err := lockAndRead(ctx, tx, ps)
 	if err != nil {
@@ -380,30 +398,86 @@ func (b *Booker) attempt(ctx context.Context, c Cluster, ps []match.Placement, a
 		defer cancel()
 	}
 	commitAt := time.Now()
-	var lsn string
-	if err := q.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
-		return res, fmt.Errorf("read commit position: %w", err)
-	}
-	if res.lsn, err = pglogrepl.ParseLSN(lsn); err != nil {
-		return res, fmt.Errorf("read commit position %q: %w", lsn, err)
-	}
-	// pgoutput names transactions by the low 32 bits of their 64-bit id.
-	full, err := strconv.ParseUint(xid8, 10, 64)
-	if err != nil {
-		return res, fmt.Errorf("read transaction id %q: %w", xid8, err)
-	}
+	// Committed: from here on nothing may fail the batch, or its bookings
+	// would be neither launched nor resolved.
+	res.lsn, res.lsnErr = readPosition(ctx, q)
 	res.booked = make([]Booking, len(kept))
 	for i, k := range kept {
 		res.booked[i] = Booking{Placement: k.p, ProcID: k.procID, ClusterID: c.ID, HostName: k.hostName,
 			Version: k.version + 1, ShowName: k.showName, EligibleAt: k.eligible, CommitAt: commitAt,
-			Xid: uint32(full)}
+			Xid: uint32(xid)}
 	}
 	return res, nil
 }
 
+// readPosition reads the current WAL position.
+func readPosition(ctx context.Context, q rowQuerier) (pglogrepl.LSN, error) {
+	var s string
+	if err := q.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&s); err != nil {
+		return 0, fmt.Errorf("read commit position: %w", err)
+	}
+	lsn, err := pglogrepl.ParseLSN(s)
+	if err != nil {
+		return 0, fmt.Errorf("read commit position %q: %w", s, err)
+	}
+	return lsn, nil
+}
+
+// How long laterPosition tries, each try's deadline and its pauses.
+const (
+	positionWait     = 30 * time.Second
+	positionTry      = 5 * time.Second
+	positionRetryMin = 100 * time.Millisecond
+	positionRetryMax = 2 * time.Second
+)
+
+// laterPosition stands in for the position of a commit that could not be
+// read (the connection failed after COMMIT): any position read later is at
+// or past the commit, so holding the booked capacity until the stream has
+// passed it is safe, only longer. It tries on fresh connections for
+// positionWait, then gives up with zero, as it does once ctx ends.
+//
+// Zero holds nothing: until the stream echoes the booking, its host is
+// offered with the capacity it had before, and a placement that counted on
+// it is dropped by the booking's re-check against the locked host row, so
+// it costs a wasted attempt, never a double booking (the guards live in the
+// transaction). Holding without a position instead (until the echo of the
+// transaction alone) could hold for good: a stream that resyncs from a
+// snapshot, as it does when the database went away, the likely reason the
+// position was lost, never delivers that echo.
+func (b *Booker) laterPosition(ctx context.Context, c Cluster, bookings int, cause error) pglogrepl.LSN {
+	b.log.Warn("booking committed but its commit position was not read; reading a later one",
+		"cluster", c.ID, "key", c.Key, "bookings", bookings, "err", cause)
+	giveUp := time.Now().Add(b.positionWait)
+	pause := positionRetryMin
+	for try := 1; ; try++ {
+		tctx, cancel := context.WithTimeout(ctx, positionTry)
+		lsn, err := readPosition(tctx, b.pool)
+		cancel()
+		if err == nil {
+			return lsn
+		}
+		if ctx.Err() != nil || !time.Now().Add(pause).Before(giveUp) {
+			b.log.Warn("no commit position; the stream's host rows are the truth for these bookings",
+				"cluster", c.ID, "key", c.Key, "bookings", bookings, "tries", try, "err", err)
+			return 0
+		}
+		b.log.Warn("read commit position; retrying", "cluster", c.ID, "key", c.Key, "try", try, "in", pause, "err", err)
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		pause = min(2*pause, positionRetryMax)
+	}
+}
+
 // ErrCommitUnknown: the connection failed during COMMIT and it could not be
 // told whether the batch committed. If it did, its outbox rows wait for
-// Launcher.Resolve: resolve the cluster before booking it again.
+// Launcher.Resolve: the Booker's Launcher (BookerConfig.Launcher) tries it
+// until it succeeds; without one, resolve the cluster before booking it
+// again.
 var ErrCommitUnknown = errors.New("booking commit outcome unknown")
 
 type rowQuerier interface {

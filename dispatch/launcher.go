@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -79,9 +81,10 @@ type item struct {
 // workers, so that slow hosts never hold up booking, records each outcome in
 // the launch outbox and releases bookings whose launch failed (compensation,
 // release.go). Submit hands it a commit's bookings; Resolve hands it the
-// rows a cluster's previous owner left unresolved. Run does the work until
-// its context ends; bookings still in flight then stay in the outbox for the
-// next Resolve.
+// rows a cluster's previous owner left unresolved, and Run resolves those of
+// a batch whose commit outcome is unknown until the database answers. Run
+// does the work until its context ends; bookings still in flight then stay
+// in the outbox for the next Resolve.
 type Launcher struct {
 	cfg  LauncherConfig
 	pool *pgxpool.Pool
@@ -99,6 +102,10 @@ type Launcher struct {
 	markWake chan struct{}
 
 	kills sync.WaitGroup // kill-then-release goroutines
+
+	resolveMu   sync.Mutex
+	unresolved  map[int32]struct{} // clusters Run must resolve (resolveLater)
+	resolveWake chan struct{}
 }
 
 type markReq struct {
@@ -118,7 +125,8 @@ func NewLauncher(cfg LauncherConfig) *Launcher {
 		cfg.KillGiveUp = DefaultKillGiveUp
 	}
 	l := &Launcher{cfg: cfg, pool: cfg.Pool, rqd: cfg.RQD, m: cfg.Metrics, log: cfg.Logger,
-		inflight: map[string]bool{}, wake: make(chan struct{}, 1), markWake: make(chan struct{}, 1)}
+		inflight: map[string]bool{}, wake: make(chan struct{}, 1), markWake: make(chan struct{}, 1),
+		unresolved: map[int32]struct{}{}, resolveWake: make(chan struct{}, 1)}
 	if l.m == nil {
 		l.m = NewMetrics(nil)
 	}
@@ -227,14 +235,85 @@ func (l *Launcher) Run(ctx context.Context) error {
 		defer close(marksDone)
 		l.markLoop(ctx, stopMarks)
 	}()
+	resolveDone := make(chan struct{})
+	go func() {
+		defer close(resolveDone)
+		l.resolveLoop(ctx)
+	}()
 
 	l.feed(ctx, jobs)
 	close(jobs)
 	workers.Wait()
+	<-resolveDone
 	l.kills.Wait()
 	close(stopMarks)
 	<-marksDone
 	return nil
+}
+
+// How long one try of resolveLoop may take, and its pauses between tries.
+const (
+	resolveTry      = 10 * time.Second
+	resolveRetryMin = 100 * time.Millisecond
+	resolveRetryMax = 5 * time.Second
+)
+
+// resolveLater has Run resolve the clusters' outbox, trying until it
+// succeeds: a batch whose commit outcome is unknown may have committed, and
+// then only its outbox rows remember its bookings. Rows still unresolved
+// when Run stops stay in the outbox for the clusters' next owner.
+func (l *Launcher) resolveLater(clusterID int32) {
+	l.resolveMu.Lock()
+	l.unresolved[clusterID] = struct{}{}
+	l.resolveMu.Unlock()
+	signal(l.resolveWake)
+}
+
+// resolveLoop resolves what resolveLater asks for until ctx ends, pausing
+// longer after each failure.
+func (l *Launcher) resolveLoop(ctx context.Context) {
+	pause := resolveRetryMin
+	for {
+		l.resolveMu.Lock()
+		ids := slices.Sorted(maps.Keys(l.unresolved))
+		clear(l.unresolved)
+		l.resolveMu.Unlock()
+		if len(ids) == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-l.resolveWake:
+				continue
+			}
+		}
+		tctx, cancel := context.WithTimeout(ctx, resolveTry)
+		_, err := l.Resolve(tctx, ids)
+		cancel()
+		if err == nil {
+			pause = resolveRetryMin
+			continue
+		}
+		// Taken out before the try, so that a request arriving during it
+		// is not lost with the success of a read that began before its
+		// commit; back in for the next try.
+		l.resolveMu.Lock()
+		for _, id := range ids {
+			l.unresolved[id] = struct{}{}
+		}
+		l.resolveMu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		l.log.Warn("resolve outbox after an unknown commit; retrying", "clusters", ids, "in", pause, "err", err)
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+		pause = min(2*pause, resolveRetryMax)
+	}
 }
 
 // feed reads the launch fields of queued bookings, a chunk per query, and
