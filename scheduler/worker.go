@@ -20,10 +20,9 @@ type worker struct {
 	wake   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
-	// resolved is false until the cluster's launch outbox rows have been
-	// read and handed to the launcher: at first (rows a previous owner
-	// left) and after a batch whose commit outcome is unknown. The worker
-	// books nothing while it is false.
+	// resolved is false until the cluster's launch outbox rows, those a
+	// previous owner left, have been read and handed to the launcher. The
+	// worker books nothing while it is false.
 	resolved bool
 	// failures counts the rounds or resolutions failed in a row (backoff).
 	failures int
@@ -103,12 +102,9 @@ func (w *worker) work(ctx context.Context) time.Duration {
 			return w.backoff()
 		}
 	}
+	// A batch whose commit outcome is unknown is resolved by the launcher
+	// (dispatch.Booker hands it the cluster), retried until done.
 	out, err := w.s.round(ctx, w.claim, &w.placements)
-	if errors.Is(err, dispatch.ErrCommitUnknown) {
-		// The batch may have committed: its outbox rows, if any, are
-		// resolved before the cluster books again.
-		w.resolved = false
-	}
 	switch {
 	case ctx.Err() != nil:
 	case errors.Is(err, dispatch.ErrFenced):
