@@ -40,8 +40,14 @@ func TestWastedAttempts(t *testing.T) {
 			for i := range n {
 				regs = append(regs, startInProcess(t, db, fmt.Sprintf("waste-%d", i+1), nil))
 			}
-			waitFor(t, time.Minute, "every instance registered", func() bool {
-				return count(t, db.Pool, `SELECT count(*) FROM cuesched.instance`) == int64(n)
+			// ... and until the clusters have settled between them: a booking
+			// in a cluster moving to another instance is deferred, which says
+			// nothing of matching.
+			waitFor(t, time.Minute, "every instance owning clusters, none moving", func() bool {
+				return count(t, db.Pool, `SELECT count(*) FROM cuesched.instance`) == int64(n) &&
+					count(t, db.Pool, `SELECT count(DISTINCT owner) FROM cuesched.cluster`) == int64(n) &&
+					count(t, db.Pool, `SELECT count(*) FROM cuesched.handover`) == 0 &&
+					count(t, db.Pool, `SELECT count(*) FROM cuesched.cluster`) == int64(len(expectedClusters(t, db.Pool)))
 			})
 			if _, err := db.Pool.Exec(t.Context(), `UPDATE show SET b_scheduler_managed = true`); err != nil {
 				t.Fatal(err)
@@ -60,8 +66,14 @@ func TestWastedAttempts(t *testing.T) {
 			})
 			var booked, dropped, deferred float64
 			drops := map[string]float64{}
+			var shares []float64
+			var busy, handovers float64
 			for _, reg := range regs {
-				booked += metricValue(t, reg, "cuesched_placement_attempts_total", "outcome", "booked")
+				busy += metricValue(t, reg, "cuesched_dispatch_cluster_busy_total")
+				handovers += metricValue(t, reg, "cuesched_handovers_total")
+				mine := metricValue(t, reg, "cuesched_placement_attempts_total", "outcome", "booked")
+				shares = append(shares, mine/float64(total))
+				booked += mine
 				dropped += metricValue(t, reg, "cuesched_placement_attempts_total", "outcome", "dropped")
 				deferred += metricValue(t, reg, "cuesched_placement_attempts_total", "outcome", "deferred")
 				for _, r := range []dispatch.DropReason{dispatch.DropHostCapacity, dispatch.DropGuard, dispatch.DropBurst,
@@ -74,10 +86,24 @@ func TestWastedAttempts(t *testing.T) {
 			}
 			wasted := dropped + deferred
 			ratio := wasted / (booked + wasted)
-			t.Logf("peer stress farm, %d instance(s): %v attempts, %v wasted (%.2f%%): %v deferred, %v dropped %v",
-				n, booked+wasted, wasted, 100*ratio, deferred, dropped, drops)
-			if benchOn() && n == 1 && ratio >= 0.05 {
-				t.Errorf("wasted attempts %.2f%%, target under 5%%", 100*ratio)
+			t.Logf("peer stress farm, %d instance(s): %v attempts, %v wasted (%.2f%%): %v deferred, %v dropped %v; "+
+				"share of the frames booked by each instance %.2f; %v batches found their cluster busy, %v clusters handed over",
+				n, booked+wasted, wasted, 100*ratio, deferred, dropped, drops, shares, busy, handovers)
+			// The benchmark's target is 5%; the default suite asserts 10% on
+			// the same count, leaving room for a loaded machine.
+			limit := 0.10
+			if benchOn() {
+				limit = 0.05
+			}
+			if ratio >= limit {
+				t.Errorf("wasted attempts %.2f%%, want under %.0f%%", 100*ratio, 100*limit)
+			}
+			if n > 1 {
+				for i, sh := range shares {
+					if sh < 0.20 {
+						t.Errorf("instance waste-%d booked %.1f%% of the frames, want at least 20%% each", i+1, 100*sh)
+					}
+				}
 			}
 			// With the farm full and nothing queued, every owned cluster
 			// sleeps until an event wakes it.
