@@ -298,7 +298,7 @@ func (s *Scheduler) reconcile(ctx context.Context) {
 		s.demand.invalidate()
 	}
 	for _, w := range stop {
-		w.stop()
+		w.retire()
 		s.setWaits(w.claim.Key, nil) // another instance explains it now
 		s.log.Info("cluster lost", "cluster", w.claim.Key, "epoch", w.claim.Epoch)
 	}

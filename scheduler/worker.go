@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/cuesched/cuesched/cluster"
@@ -20,6 +21,10 @@ type worker struct {
 	wake   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
+	// leaving is set when the cluster is handed over: the worker books no
+	// further batch and ends after the one in flight; quit wakes it.
+	leaving atomic.Bool
+	quit    chan struct{}
 	// resolved is false until the cluster's launch outbox rows, those a
 	// previous owner left, have been read and handed to the launcher. The
 	// worker books nothing while it is false.
@@ -35,17 +40,38 @@ type worker struct {
 // newWorker starts a worker.
 func newWorker(parent context.Context, s *Scheduler, c ownership.Claim) *worker {
 	ctx, cancel := context.WithCancel(parent)
-	w := &worker{s: s, claim: c, wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+	w := &worker{s: s, claim: c, wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}),
+		quit: make(chan struct{})}
 	go w.run(ctx)
 	return w
 }
 
-// stop ends the worker after the round in flight: a batch being committed
-// finishes or rolls back with its context.
+// stop ends the worker at once: a batch being committed rolls back with its
+// context (shutdown).
 func (w *worker) stop() {
 	w.cancel()
 	<-w.done
 }
+
+// retire ends the worker of a cluster handed over: the batch in flight
+// commits (the handover waits for it, and its fence still holds) and the
+// rest of the round is never tried, so a move wastes no placement that
+// matching made. A round still busy after retireWait (a database that does
+// not answer) is cancelled.
+func (w *worker) retire() {
+	w.leaving.Store(true)
+	close(w.quit)
+	select {
+	case <-w.done:
+	case <-time.After(retireWait):
+		w.cancel()
+		<-w.done
+	}
+	w.cancel()
+}
+
+// retireWait bounds how long a retiring worker may take to finish its batch.
+const retireWait = 10 * time.Second
 
 func (w *worker) run(ctx context.Context) {
 	defer close(w.done)
@@ -64,6 +90,11 @@ func (w *worker) run(ctx context.Context) {
 				w.s.asleep(-1)
 			}
 			return
+		case <-w.quit:
+			if asleep {
+				w.s.asleep(-1)
+			}
+			return
 		case <-w.wake:
 		case <-retry.C:
 		}
@@ -75,6 +106,8 @@ func (w *worker) run(ctx context.Context) {
 		select {
 		case w.s.sem <- struct{}{}:
 		case <-ctx.Done():
+			return
+		case <-w.quit:
 			return
 		}
 		again := w.work(ctx)
@@ -104,7 +137,7 @@ func (w *worker) work(ctx context.Context) time.Duration {
 	}
 	// A batch whose commit outcome is unknown is resolved by the launcher
 	// (dispatch.Booker hands it the cluster), retried until done.
-	out, err := w.s.round(ctx, w.claim, &w.placements)
+	out, err := w.s.round(ctx, w.claim, &w.placements, func() bool { return !w.leaving.Load() })
 	switch {
 	case ctx.Err() != nil:
 	case errors.Is(err, dispatch.ErrFenced):
@@ -159,7 +192,8 @@ type roundOutcome struct {
 // round plans a cluster's pending layers and books the placements, keeping
 // tag pressure's demand current. It builds the placements in *buf and leaves
 // the array there, emptied, for the caller's next round.
-func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.Placement) (roundOutcome, error) {
+func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.Placement,
+	more func() bool) (roundOutcome, error) {
 	var out roundOutcome
 	key := c.Key
 	q := s.deps.Queue
@@ -232,7 +266,7 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.P
 	if len(res.Placements) == 0 {
 		return out, nil
 	}
-	br, err := s.deps.Booker.Book(ctx, dispatch.Cluster{ID: c.ID, Key: key}, res.Placements)
+	br, untried, err := s.book(ctx, c, res.Placements, more)
 	s.attempts(len(br.Booked), len(br.Dropped), len(br.Deferred))
 	for _, b := range br.Booked {
 		s.deps.Booked(b.Host.ID, b.Size, br.LSN, b.Xid)
@@ -251,7 +285,7 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.P
 		// read it again.
 		requeue[d.Placement.Layer.ID] = struct{}{}
 	}
-	for _, p := range br.Deferred {
+	for _, p := range append(br.Deferred, untried...) {
 		s.deps.Hosts.Return(p.Host.ID, p.Size)
 		returned = append(returned, p.Host)
 	}
@@ -264,6 +298,33 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.P
 	s.wakeOthers(key, returned)
 	out.busy = br.Busy
 	return out, err
+}
+
+// book hands placements to dispatch one batch at a time while more says to
+// go on, so a cluster handed over mid-round stops between batches; what it
+// never handed over comes back untried.
+func (s *Scheduler) book(ctx context.Context, c ownership.Claim, ps []match.Placement,
+	more func() bool) (res dispatch.BatchResult, untried []match.Placement, _ error) {
+	for len(ps) > 0 {
+		if !more() {
+			return res, ps, nil
+		}
+		n := min(len(ps), max(1, s.deps.Booker.BatchSize(c.ID)))
+		br, err := s.deps.Booker.Book(ctx, dispatch.Cluster{ID: c.ID, Key: c.Key}, ps[:n])
+		res.Booked = append(res.Booked, br.Booked...)
+		res.Dropped = append(res.Dropped, br.Dropped...)
+		res.Deferred = append(res.Deferred, br.Deferred...)
+		res.LSN = max(res.LSN, br.LSN)
+		ps = ps[n:]
+		if err != nil || br.Busy {
+			// As one Book call over all of them would: the rest is
+			// deferred with the batch that failed or found the cluster busy.
+			res.Busy = br.Busy
+			res.Deferred = append(res.Deferred, ps...)
+			return res, nil, err
+		}
+	}
+	return res, nil, nil
 }
 
 // wakeOthers wakes every cluster of the given hosts but key.
