@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"math"
 	"sync"
 
 	"github.com/cuesched/cuesched/cdc"
@@ -140,8 +139,8 @@ func (st *usageState) capOf(capOf map[string]string, rows map[string]capRow, use
 	return c
 }
 
-// Limit implements match.Caps. A limit whose int_max_value is NULL has no
-// max.
+// Limit implements match.Caps. A limit whose int_max_value is NULL has a
+// max of 0 (readLimits).
 func (u *Usage) Limit(limitID string) (match.Limit, bool) {
 	u.mu.RLock()
 	defer u.mu.RUnlock()
@@ -278,9 +277,6 @@ type limitSet struct {
 	max     map[string]int64    // pk_limit_record -> int_max_value
 	ofLayer map[string][]string // pk_layer -> its limits
 }
-
-// noMax stands for a NULL int_max_value.
-const noMax = math.MaxInt64
 
 // apply applies a change of a usage or caps table. mark receives the
 // counter rows of a deleted proc of a managed show.

@@ -93,7 +93,7 @@ func TestLimitsCountRunningProcsOfTheirLayers(t *testing.T) {
 	u := f.r.usage
 	f.apply(t, f.proc("p1", "h1", "l1", "fr1", 100, 0), f.proc("p2", "h1", "l2", "fr2", 100, 0))
 	u.mu.Lock()
-	u.st.setLimits(&limitSet{max: map[string]int64{"lim": 3, "open": noMax}, ofLayer: map[string][]string{"l1": {"lim"}}})
+	u.st.setLimits(&limitSet{max: map[string]int64{"lim": 3, "open": 50}, ofLayer: map[string][]string{"l1": {"lim"}}})
 	u.mu.Unlock()
 	if l, ok := u.Limit("lim"); !ok || l != (match.Limit{Running: 1, Max: 3}) {
 		t.Fatalf("limit %+v %v", l, ok)
