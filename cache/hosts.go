@@ -51,6 +51,23 @@ type Hosts struct {
 	echoNext int
 	now      func() time.Time
 	maxAge   time.Duration
+	gate     HostGate
+}
+
+// HostGate says by name whether a host may be offered now: a host whose RQD
+// refuses launches stays out of matching while its breaker is open
+// (dispatch.RQDClient implements it), instead of being placed on and dropped
+// by the booking's re-check round after round. Walks ask it for every host
+// they visit, so it must be cheap, and it must not call back into Hosts.
+type HostGate interface {
+	Allowed(hostName string) bool
+}
+
+// SetGate sets the gate walks ask; nil offers every host.
+func (h *Hosts) SetGate(g HostGate) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gate = g
 }
 
 // echoMemory is how many applied transactions Hosts remembers for Booked.
@@ -165,7 +182,7 @@ func (h *Hosts) Walk(facility, tag string, min match.Resources, visit func(match
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if ix := h.st.index[tagKey{facility, cluster.Normalize(tag)}]; ix != nil {
-		ix.walk(min, h.cutoff(), visit, false)
+		ix.walk(min, h.cutoff(), h.gate, visit, false)
 	}
 }
 
@@ -175,7 +192,7 @@ func (h *Hosts) WalkUncontested(facility, tag string, min match.Resources, visit
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if ix := h.st.index[tagKey{facility, cluster.Normalize(tag)}]; ix != nil {
-		return ix.walk(min, h.cutoff(), visit, true)
+		return ix.walk(min, h.cutoff(), h.gate, visit, true)
 	}
 	return false
 }
@@ -321,6 +338,19 @@ func (h *Hosts) Host(hostID string) (match.Host, bool) {
 		return match.Host{}, false
 	}
 	return rec.h, true
+}
+
+// HostNamed returns a host by host.str_name, offered or not: the name RQD
+// and its breaker know it by.
+func (h *Hosts) HostNamed(name string) (match.Host, bool) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, rec := range h.st.hosts {
+		if rec.h.Name == name {
+			return rec.h, true
+		}
+	}
+	return match.Host{}, false
 }
 
 // Allocs are the allocations as last replicated, for cluster.NewKeyer (a

@@ -186,11 +186,12 @@ func (t *trees) move(ix *tagIndex, r *hostRec, i int, cores, mem int64) {
 
 // walk visits the hosts with at least min idle in ascending (idle cores,
 // idle memory, id) order, skipping those whose GPUs or GPU memory fall short
-// and those last pinged before cutoff, until visit returns false. With avoid
+// and those last pinged before cutoff or refused by gate (when not nil),
+// until visit returns false. With avoid
 // it also skips the hosts contested for this index's tag (carrying a
 // contested tag other than it), and reports whether it skipped any.
-func (ix *tagIndex) walk(min match.Resources, cutoff time.Time, visit func(match.Host) bool, avoid bool) (skipped bool) {
-	w := walker{min: min, cutoff: cutoff, visit: visit, more: true, avoid: avoid}
+func (ix *tagIndex) walk(min match.Resources, cutoff time.Time, gate HostGate, visit func(match.Host) bool, avoid bool) (skipped bool) {
+	w := walker{min: min, cutoff: cutoff, gate: gate, visit: visit, more: true, avoid: avoid}
 	if ix.contested {
 		w.own = 1
 	}
@@ -201,6 +202,7 @@ func (ix *tagIndex) walk(min match.Resources, cutoff time.Time, visit func(match
 type walker struct {
 	min     match.Resources
 	cutoff  time.Time
+	gate    HostGate
 	visit   func(match.Host) bool
 	more    bool
 	avoid   bool
@@ -227,6 +229,9 @@ func (w *walker) host(s slot) bool {
 	}
 	if w.avoid && r.contested > w.own {
 		w.skipped = true
+		return true
+	}
+	if w.gate != nil && !w.gate.Allowed(r.h.Name) {
 		return true
 	}
 	w.more = w.visit(r.h)

@@ -33,9 +33,11 @@ func readLimits(ctx context.Context, q rowsQuerier) (*limitSet, error) {
 	var id string
 	var max *int64
 	_, err = pgx.ForEachRow(rows, []any{&id, &max}, func() error {
-		if max == nil {
-			ls.max[id] = noMax
-		} else {
+		// A NULL max lets nothing run: Cuebot's booking compares the
+		// running count with it, which fails, and the re-check reads it
+		// as 0.
+		ls.max[id] = 0
+		if max != nil {
 			ls.max[id] = *max
 		}
 		return nil

@@ -157,6 +157,10 @@ func TestLimitChangesReachMatching(t *testing.T) {
 	}
 	h.exec(`UPDATE limit_record SET int_max_value = 1 WHERE pk_limit_record = $1`, lim)
 	h.waitUntil("the lowered max is seen", limitIs(match.Limit{Running: 1, Max: 1}))
+	// A NULL max lets nothing run: Cuebot compares the running count with
+	// it, which fails, and so does the booking's re-check.
+	h.exec(`UPDATE limit_record SET int_max_value = NULL WHERE pk_limit_record = $1`, lim)
+	h.waitUntil("the NULL max is seen as 0", limitIs(match.Limit{Running: 1, Max: 0}))
 	h.exec(`UPDATE limit_record SET int_max_value = 5 WHERE pk_limit_record = $1`, lim)
 	h.waitUntil("the raised max is seen", limitIs(match.Limit{Running: 1, Max: 5}))
 

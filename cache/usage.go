@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"math"
 	"sync"
 
 	"github.com/cuesched/cuesched/cdc"
@@ -93,7 +92,13 @@ func newUsageState(limits *limitSet) *usageState {
 	}
 }
 
-var unlimited = match.Cap{MaxCores: -1, MaxGPUs: -1}
+var (
+	unlimited = match.Cap{MaxCores: -1, MaxGPUs: -1}
+	// unknownJob is a job whose job_resource row the stream has not brought
+	// yet: matching lets it book (a negative max would refuse it, as Cuebot's
+	// guard does) and the booking's re-check reads the row.
+	unknownJob = match.Cap{MaxCores: match.NoMax, MaxGPUs: match.NoMax}
+)
 
 // Subscription implements match.Caps.
 func (u *Usage) Subscription(showID, allocID string) (match.Subscription, bool) {
@@ -113,18 +118,18 @@ func (u *Usage) Subscription(showID, allocID string) (match.Subscription, bool) 
 func (u *Usage) Job(jobID string) match.Cap {
 	u.mu.RLock()
 	defer u.mu.RUnlock()
-	return u.st.capOf(u.st.jobCap, u.st.jobRes, u.st.jobUse, jobID)
+	return u.st.capOf(u.st.jobCap, u.st.jobRes, u.st.jobUse, jobID, unknownJob)
 }
 
 // Folder implements match.Caps (-1: unlimited, as folder_resource has it).
 func (u *Usage) Folder(folderID string) match.Cap {
 	u.mu.RLock()
 	defer u.mu.RUnlock()
-	return u.st.capOf(u.st.folderCap, u.st.folderRes, u.st.folderUse, folderID)
+	return u.st.capOf(u.st.folderCap, u.st.folderRes, u.st.folderUse, folderID, unlimited)
 }
 
-func (st *usageState) capOf(capOf map[string]string, rows map[string]capRow, uses map[string]use, id string) match.Cap {
-	c := unlimited
+func (st *usageState) capOf(capOf map[string]string, rows map[string]capRow, uses map[string]use, id string, none match.Cap) match.Cap {
+	c := none
 	if rid, ok := capOf[id]; ok {
 		row := rows[rid]
 		c.MaxCores, c.MaxGPUs = row.maxCores, row.maxGPUs
@@ -134,8 +139,8 @@ func (st *usageState) capOf(capOf map[string]string, rows map[string]capRow, use
 	return c
 }
 
-// Limit implements match.Caps. A limit whose int_max_value is NULL has no
-// max.
+// Limit implements match.Caps. A limit whose int_max_value is NULL has a
+// max of 0 (readLimits).
 func (u *Usage) Limit(limitID string) (match.Limit, bool) {
 	u.mu.RLock()
 	defer u.mu.RUnlock()
@@ -272,9 +277,6 @@ type limitSet struct {
 	max     map[string]int64    // pk_limit_record -> int_max_value
 	ofLayer map[string][]string // pk_layer -> its limits
 }
-
-// noMax stands for a NULL int_max_value.
-const noMax = math.MaxInt64
 
 // apply applies a change of a usage or caps table. mark receives the
 // counter rows of a deleted proc of a managed show.

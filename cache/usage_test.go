@@ -56,6 +56,8 @@ func TestUsageFollowsProcs(t *testing.T) {
 	check("job", u.Job("j1"), match.Cap{Cores: 350, MaxCores: 5000, GPUs: 1, MaxGPUs: 2})
 	check("folder", u.Folder("f1"), match.Cap{Cores: 350, MaxCores: -1, GPUs: 1, MaxGPUs: 4})
 	check("unknown folder", u.Folder("f9"), match.Cap{MaxCores: -1, MaxGPUs: -1})
+	// A negative max would refuse the job (Cuebot's guard): unknown is NoMax.
+	check("unknown job", u.Job("j9"), match.Cap{MaxCores: match.NoMax, MaxGPUs: match.NoMax})
 	c, g, n := u.Layer("l1")
 	check("layer l1", [3]int64{c, g, n}, [3]int64{300, 1, 2})
 	c, g, n = u.Layer("l2")
@@ -91,7 +93,7 @@ func TestLimitsCountRunningProcsOfTheirLayers(t *testing.T) {
 	u := f.r.usage
 	f.apply(t, f.proc("p1", "h1", "l1", "fr1", 100, 0), f.proc("p2", "h1", "l2", "fr2", 100, 0))
 	u.mu.Lock()
-	u.st.setLimits(&limitSet{max: map[string]int64{"lim": 3, "open": noMax}, ofLayer: map[string][]string{"l1": {"lim"}}})
+	u.st.setLimits(&limitSet{max: map[string]int64{"lim": 3, "open": 50}, ofLayer: map[string][]string{"l1": {"lim"}}})
 	u.mu.Unlock()
 	if l, ok := u.Limit("lim"); !ok || l != (match.Limit{Running: 1, Max: 3}) {
 		t.Fatalf("limit %+v %v", l, ok)

@@ -50,6 +50,11 @@ type subRow struct{ cores, burst int64 }
 
 type capRow struct{ cores, maxCores, gpus, maxGPUs int64 }
 
+// cap is the row as match's cap rules read it, with the batch's use so far.
+func (r capRow) cap(use match.Resources) match.Cap {
+	return match.Cap{Cores: r.cores + use.Cores, MaxCores: r.maxCores, GPUs: r.gpus + use.GPUs, MaxGPUs: r.maxGPUs}
+}
+
 type limitRow struct{ running, max int64 }
 
 // keptPlacement is a placement that passed the re-check, with what its
@@ -131,26 +136,27 @@ func recheck(ps []match.Placement, st *lockedState, allowed func(string) bool) (
 		if free := h.idle.Sub(hostUse[p.Host.ID]); !free.Covers(sz) {
 			return DropHostCapacity, fmt.Sprintf("%s has %+v idle, needs %+v", h.name, free, sz)
 		}
+		// The caps are match's rules (Cuebot's guards and the folder cap), so
+		// the re-check drops for a cap only what matching could not see.
 		sa := showAlloc{f.show, h.alloc}
 		s, ok := st.subs[sa]
 		switch {
 		case !ok:
 			return DropNoSubscription, ""
-		case s.burst <= 0 || s.cores+subUse[sa]+sz.Cores > s.burst:
+		case !match.BurstAllows(match.Subscription{Burst: s.burst, Cores: s.cores + subUse[sa]}, true, sz.Cores):
 			return DropBurst, fmt.Sprintf("%d+%d+%d cores over burst %d", s.cores, subUse[sa], sz.Cores, s.burst)
 		}
 		j, ok := st.jobs[f.job]
 		if !ok {
 			return DropFrameGone, "no job_resource row"
 		}
-		if u := jobUse[f.job]; j.cores+u.Cores+sz.Cores > j.maxCores || j.gpus+u.GPUs+sz.GPUs > j.maxGPUs {
+		if u := jobUse[f.job]; !match.JobAllows(j.cap(u), sz) {
 			return DropJobCap, fmt.Sprintf("%d+%d+%d cores (max %d), %d+%d+%d GPUs (max %d)",
 				j.cores, u.Cores, sz.Cores, j.maxCores, j.gpus, u.GPUs, sz.GPUs, j.maxGPUs)
 		}
 		// A folder without a resource row has no cap (and no counter).
 		if fo, ok := st.folders[f.folder]; ok {
-			u := folderUse[f.folder]
-			if fo.maxCores >= 0 && fo.cores+u.Cores+sz.Cores > fo.maxCores || fo.maxGPUs >= 0 && fo.gpus+u.GPUs+sz.GPUs > fo.maxGPUs {
+			if u := folderUse[f.folder]; !match.FolderAllows(fo.cap(u), sz) {
 				return DropFolderCap, fmt.Sprintf("%d+%d+%d cores (max %d), %d+%d+%d GPUs (max %d)",
 					fo.cores, u.Cores, sz.Cores, fo.maxCores, fo.gpus, u.GPUs, sz.GPUs, fo.maxGPUs)
 			}

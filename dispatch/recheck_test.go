@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cuesched/cuesched/match"
+	"github.com/cuesched/cuesched/match/matchtest"
 )
 
 // recheckFixture is one host (8 cores, 16 GB), one layer of job j in
@@ -234,5 +235,42 @@ func TestSizer(t *testing.T) {
 	}
 	if s := newSizer(0, 0); s.size(1) != 1 || newSizer(10, 5).size(1) != 10 {
 		t.Error("bounds not normalised")
+	}
+}
+
+// TestRecheckGuardCases: the re-check keeps a placement exactly when
+// Cuebot's guards (and the folder cap) let its booking commit, on the same
+// table match's TestGuardCases runs, so the two agree.
+func TestRecheckGuardCases(t *testing.T) {
+	want := map[string]DropReason{"subscription": DropBurst, "job": DropJobCap, "folder": DropFolderCap}
+	for _, gc := range matchtest.GuardCases() {
+		t.Run(gc.Name, func(t *testing.T) {
+			st, layer, host := recheckFixture()
+			h := st.hosts["h"]
+			h.idle.GPUs = 4
+			st.hosts["h"] = h
+			sa := showAlloc{"s", "a"}
+			delete(st.subs, sa)
+			if gc.SubFound {
+				st.subs[sa] = subRow{cores: gc.Sub.Cores, burst: gc.Sub.Burst}
+			}
+			st.jobs["j"] = capRow{cores: gc.Job.Cores, maxCores: gc.Job.MaxCores, gpus: gc.Job.GPUs, maxGPUs: gc.Job.MaxGPUs}
+			st.folders["f"] = capRow{cores: gc.Folder.Cores, maxCores: gc.Folder.MaxCores, gpus: gc.Folder.GPUs, maxGPUs: gc.Folder.MaxGPUs}
+			p := match.Placement{Layer: layer, Frame: match.Frame{ID: "f1", Version: 3}, Host: host, Size: gc.Size}
+			kept, drops := recheck([]match.Placement{p}, st, nil)
+			if gc.Books {
+				if len(kept) != 1 {
+					t.Fatalf("rule %q: dropped %+v, want kept", gc.Rule, drops)
+				}
+				return
+			}
+			reason := want[gc.Refused]
+			if !gc.SubFound {
+				reason = DropNoSubscription
+			}
+			if len(drops) != 1 || drops[0].Reason != reason {
+				t.Fatalf("rule %q: kept %d, drops %+v, want one %s drop", gc.Rule, len(kept), drops, reason)
+			}
+		})
 	}
 }

@@ -62,6 +62,10 @@ type RQDHooks struct {
 	OnLaunch      func(host string, r LaunchResult)
 	OnKill        func(host string, r KillResult)
 	OnBreakerOpen func(host string)
+	// OnBreakerHalfOpen runs when an open breaker's cooldown has passed and
+	// Allowed reports the host again (not after Close), so the host's work
+	// can be woken: nothing else happens when a cooldown ends.
+	OnBreakerHalfOpen func(host string)
 }
 
 // LaunchOutcome classifies a LaunchFrame call by what it means for the
@@ -182,6 +186,10 @@ type RQDClient struct {
 	conns   map[string]*rqdConn // by dial target host:port
 	breaker map[string]*breakerState
 	closed  bool
+	// tripped counts the breakers that have opened and not closed since, so
+	// Allowed, asked for every host a walk of the host index visits, answers
+	// without the lock while none has.
+	tripped atomic.Int32
 
 	stop chan struct{}
 	done chan struct{}
@@ -196,7 +204,8 @@ type rqdConn struct {
 
 type breakerState struct {
 	failures  int
-	openUntil time.Time
+	openUntil time.Time   // zero until the breaker first opens
+	halfOpen  *time.Timer // fires OnBreakerHalfOpen; nil without the hook
 }
 
 // NewRQDClient returns a client and starts its idle-connection janitor.
@@ -250,6 +259,9 @@ func (c *RQDClient) Close() {
 	c.closed = true
 	conns := c.conns
 	c.conns = map[string]*rqdConn{}
+	for _, b := range c.breaker {
+		b.stopTimer()
+	}
 	c.mu.Unlock()
 	close(c.stop)
 	<-c.done
@@ -475,6 +487,9 @@ func (c *RQDClient) sweep() int {
 // Allowed reports whether booking should use the host: false while its
 // breaker is open.
 func (c *RQDClient) Allowed(hostAddr string) bool {
+	if c.tripped.Load() == 0 {
+		return true
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	b := c.breaker[hostAddr]
@@ -485,7 +500,13 @@ func (c *RQDClient) Allowed(hostAddr string) bool {
 func (c *RQDClient) note(hostAddr string, ok bool) {
 	c.mu.Lock()
 	if ok {
-		delete(c.breaker, hostAddr)
+		if b := c.breaker[hostAddr]; b != nil {
+			b.stopTimer()
+			if !b.openUntil.IsZero() {
+				c.tripped.Add(-1)
+			}
+			delete(c.breaker, hostAddr)
+		}
 		c.mu.Unlock()
 		return
 	}
@@ -497,7 +518,14 @@ func (c *RQDClient) note(hostAddr string, ok bool) {
 	b.failures++
 	opened := b.failures >= c.cfg.BreakerFailures
 	if opened {
+		if b.openUntil.IsZero() {
+			c.tripped.Add(1)
+		}
 		b.openUntil = c.cfg.Now().Add(c.cfg.BreakerCooldown)
+		if h := c.cfg.Hooks.OnBreakerHalfOpen; h != nil && !c.closed {
+			b.stopTimer()
+			b.halfOpen = time.AfterFunc(c.cfg.BreakerCooldown, func() { h(hostAddr) })
+		}
 	}
 	failures := b.failures
 	c.mu.Unlock()
@@ -506,6 +534,13 @@ func (c *RQDClient) note(hostAddr string, ok bool) {
 		if h := c.cfg.Hooks.OnBreakerOpen; h != nil {
 			h(hostAddr)
 		}
+	}
+}
+
+func (b *breakerState) stopTimer() {
+	if b.halfOpen != nil {
+		b.halfOpen.Stop()
+		b.halfOpen = nil
 	}
 }
 

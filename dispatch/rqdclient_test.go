@@ -294,6 +294,59 @@ func TestTarget(t *testing.T) {
 	}
 }
 
+// When an open breaker's cooldown passes, OnBreakerHalfOpen says so (the
+// host index offers the host again and its clusters are woken); a failure
+// while half open re-opens it and the hook runs again after the next
+// cooldown.
+func TestBreakerHalfOpenHook(t *testing.T) {
+	fake := startFake(t, fakerqd.Options{})
+	half := make(chan string, 4)
+	c := newClient(t, RQDConfig{
+		BreakerFailures: 2, BreakerCooldown: 50 * time.Millisecond,
+		Hooks: RQDHooks{OnBreakerHalfOpen: func(h string) { half <- h }},
+	})
+	ctx := testCtx(t)
+	host := fake.Addr()
+	refuse := func(n int) {
+		for range n {
+			fake.Script("", fakerqd.Reply{Action: fakerqd.Refuse, Message: "Not launching, rqd is lockNimby"})
+			if r := c.Launch(ctx, host, runFrame("f")); r.Outcome != Refused {
+				t.Fatalf("scripted refusal: %+v", r)
+			}
+		}
+	}
+	waitHalfOpen := func() {
+		t.Helper()
+		select {
+		case h := <-half:
+			if h != host {
+				t.Fatalf("half open: %s, want %s", h, host)
+			}
+		case <-ctx.Done():
+			t.Fatal("the breaker's cooldown passed without OnBreakerHalfOpen")
+		}
+		if !c.Allowed(host) {
+			t.Fatal("OnBreakerHalfOpen ran while the breaker refuses the host")
+		}
+	}
+	refuse(2)
+	if c.Allowed(host) {
+		t.Fatal("breaker closed after 2 failures of 2")
+	}
+	waitHalfOpen()
+	refuse(1)
+	if c.Allowed(host) {
+		t.Fatal("a failure while half open did not re-open the breaker")
+	}
+	waitHalfOpen()
+	if r := c.Launch(ctx, host, runFrame("ok")); r.Outcome != Launched {
+		t.Fatal(r.Err)
+	}
+	if c.tripped.Load() != 0 {
+		t.Fatalf("%d breakers counted as tripped after the host's success", c.tripped.Load())
+	}
+}
+
 func TestBreaker(t *testing.T) {
 	clock := newFakeClock()
 	var opened []string

@@ -68,8 +68,10 @@ type FrameCounts struct {
 	Eaten     int64 `json:"eaten"`
 }
 
-// Cap is a cap with its usage as matching sees it (from the procs);
-// a negative max is unlimited.
+// Cap is a cap with its usage as matching sees it (from the procs). A
+// folder's negative max is unlimited; a job's refuses every booking, as
+// Cuebot's job guard does (a job whose job_resource row is missing shows
+// match.NoMax).
 type Cap struct {
 	ID       string `json:"id"`
 	Name     string `json:"name,omitempty"`
@@ -614,8 +616,8 @@ func (rep *Report) Print(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  frames: %s\n", fmtCounts(j.Frames))
-	fmt.Fprintf(w, "  job cap: %s\n", fmtCap(Cap{Cores: j.Cap.Cores, MaxCores: j.Cap.MaxCores, GPUs: j.Cap.GPUs, MaxGPUs: j.Cap.MaxGPUs}))
-	fmt.Fprintf(w, "  folder %s cap: %s\n", rep.Folder.Name, fmtCap(rep.Folder))
+	fmt.Fprintf(w, "  job cap: %s\n", fmtCap(Cap{Cores: j.Cap.Cores, MaxCores: j.Cap.MaxCores, GPUs: j.Cap.GPUs, MaxGPUs: j.Cap.MaxGPUs}, false))
+	fmt.Fprintf(w, "  folder %s cap: %s\n", rep.Folder.Name, fmtCap(rep.Folder, true))
 	s := &rep.Show
 	fmt.Fprintf(w, "show %s: scheduler-managed %s, active %s\n", s.Name, yesNo(s.Managed), yesNo(s.Active))
 	if len(s.Subscriptions) == 0 {
@@ -722,10 +724,13 @@ func fmtCounts(f FrameCounts) string {
 		f.Waiting, f.Running, f.Depend, f.Dead, f.Succeeded, f.Eaten, f.Total)
 }
 
-func fmtCap(c Cap) string {
+func fmtCap(c Cap, folder bool) string {
 	max := func(n int64, f func(int64) string) string {
-		if n < 0 {
+		switch {
+		case n == match.NoMax || folder && n < 0:
 			return "unlimited"
+		case n < 0:
+			return strconv.FormatInt(n, 10) + " (refuses every booking)"
 		}
 		return f(n)
 	}

@@ -72,11 +72,13 @@ func newRandomFarm(seed uint64, nHosts, nLayers int) *randomFarm {
 	for j := range 6 {
 		id := fmt.Sprintf("j%d", j)
 		jobShow[id] = pick(r, shows...)
-		max := pick(r, int64(-1), -1, -1, -1, 0, 300, 2000)
+		// A job's negative max refuses everything (Cuebot's job guard);
+		// NoMax is a job without one.
+		max := pick(r, match.NoMax, match.NoMax, match.NoMax, -1, 0, 300, 2000)
 		if generous {
-			max = -1
+			max = match.NoMax
 		}
-		f.caps.Jobs[id] = match.Cap{Cores: r.Int64N(400), MaxCores: max, GPUs: r.Int64N(3), MaxGPUs: pick(r, int64(-1), 0, 2, 4)}
+		f.caps.Jobs[id] = match.Cap{Cores: r.Int64N(400), MaxCores: max, GPUs: r.Int64N(3), MaxGPUs: pick(r, match.NoMax, -1, 0, 2, 4)}
 	}
 	for _, fo := range []string{"fo1", "fo2"} {
 		f.caps.Folders[fo] = match.Cap{Cores: r.Int64N(400), MaxCores: pick(r, int64(-1), 500, 3000), MaxGPUs: pick(r, int64(-1), 1)}
@@ -221,10 +223,10 @@ func FuzzPlan(f *testing.F) {
 			}
 			jobAdd[l.JobID] = jobAdd[l.JobID].Add(p.Size)
 			jc, known := jobs0[l.JobID]
-			checkCap(t, i, "job "+l.JobID, jc, known, jobAdd[l.JobID], p.Size)
+			checkCap(t, i, "job "+l.JobID, jc, known, jobAdd[l.JobID], false)
 			folderAdd[l.FolderID] = folderAdd[l.FolderID].Add(p.Size)
 			fc, known := folders0[l.FolderID]
-			checkCap(t, i, "folder "+l.FolderID, fc, known, folderAdd[l.FolderID], p.Size)
+			checkCap(t, i, "folder "+l.FolderID, fc, known, folderAdd[l.FolderID], true)
 			for _, id := range l.Limits {
 				limitAdd[id]++
 				if lim, ok := limits0[id]; ok && lim.Running+limitAdd[id] > lim.Max {
@@ -258,16 +260,20 @@ func cloneMap[V any](m map[string]V) map[string]V {
 }
 
 // checkCap: a job or folder cap (the fakes treat an unknown id as unlimited)
-// is never passed by a counter this round raised.
-func checkCap(t *testing.T, i int, what string, c match.Cap, known bool, added, size match.Resources) {
+// holds after every placement, both counters at once, as Cuebot's job guard
+// checks them; a folder's negative max is unlimited, a job's refuses.
+func checkCap(t *testing.T, i int, what string, c match.Cap, known bool, added match.Resources, folder bool) {
 	t.Helper()
 	if !known {
 		return
 	}
-	if size.Cores > 0 && c.MaxCores >= 0 && c.Cores+added.Cores > c.MaxCores {
+	over := func(used, add, max int64) bool {
+		return max != match.NoMax && !(folder && max < 0) && used+add > max
+	}
+	if over(c.Cores, added.Cores, c.MaxCores) {
 		t.Fatalf("#%d: %s past max cores (%+v, +%d)", i, what, c, added.Cores)
 	}
-	if size.GPUs > 0 && c.MaxGPUs >= 0 && c.GPUs+added.GPUs > c.MaxGPUs {
+	if over(c.GPUs, added.GPUs, c.MaxGPUs) {
 		t.Fatalf("#%d: %s past max gpus (%+v, +%d)", i, what, c, added.GPUs)
 	}
 }

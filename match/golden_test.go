@@ -295,7 +295,8 @@ func (sc *scenario) directive(line int, fields []string) error {
 			return fmt.Errorf("job %s needs show=", pos[0])
 		}
 		sc.jobs[pos[0]] = &jobDef{show: show, folder: g.str("folder", show+"-root"), os: g.str("os", ""), priority: g.num("priority", 1)}
-		sc.caps.Jobs[pos[0]] = match.Cap{MaxCores: g.cores("maxcores", -1), MaxGPUs: g.num("maxgpus", -1)}
+		// A job without a max has none (Cuebot's job guard has no unlimited value).
+		sc.caps.Jobs[pos[0]] = match.Cap{MaxCores: g.cores("maxcores", match.NoMax), MaxGPUs: g.num("maxgpus", match.NoMax)}
 	case "limit":
 		if err := need(1); err != nil {
 			return err

@@ -585,15 +585,15 @@ func (p *planner) capsBefore(ls *layerState) string {
 		}
 	}
 	least := Resources{Cores: ls.lb, GPUs: ls.l.Min.GPUs}
-	if !capAllows(ls.job.c, least) {
+	if !JobAllows(ls.job.c, least) {
 		return capDetail("job", ls.job, least)
 	}
-	if !capAllows(ls.folder.c, least) {
+	if !FolderAllows(ls.folder.c, least) {
 		return capDetail("folder", ls.folder, least)
 	}
 	if len(p.allocs) > 0 {
 		for _, a := range p.allocs {
-			if ss := p.sub(ls.show, a); burstAllows(ss.sub, ss.found, ls.lb) {
+			if ss := p.sub(ls.show, a); BurstAllows(ss.sub, ss.found, ls.lb) {
 				return ""
 			}
 		}
@@ -603,7 +603,8 @@ func (p *planner) capsBefore(ls *layerState) string {
 }
 
 func capDetail(kind string, c *capState, size Resources) string {
-	if !within(c.c.Cores, size.Cores, c.c.MaxCores) {
+	// A folder's negative max is unlimited; a job's refuses (rules.go).
+	if (kind != "folder" || c.c.MaxCores >= 0) && !atMost(c.c.Cores, size.Cores, c.c.MaxCores) {
 		return fmt.Sprintf("%s %s max cores %d (%d in use)", kind, c.id, c.c.MaxCores, c.c.Cores)
 	}
 	return fmt.Sprintf("%s %s max gpus %d (%d in use)", kind, c.id, c.c.MaxGPUs, c.c.GPUs)
@@ -693,11 +694,11 @@ func better(c, o *candidate) bool {
 // capsOn checks the caps a proc of size on h would count against.
 func (p *planner) capsOn(ls *layerState, h *Host, size Resources) bool {
 	kind := capNone
-	if ss := p.sub(ls.show, h.Alloc); !burstAllows(ss.sub, ss.found, size.Cores) {
+	if ss := p.sub(ls.show, h.Alloc); !BurstAllows(ss.sub, ss.found, size.Cores) {
 		kind = capBurst
-	} else if !capAllows(ls.job.c, size) {
+	} else if !JobAllows(ls.job.c, size) {
 		kind = capJob
-	} else if !capAllows(ls.folder.c, size) {
+	} else if !FolderAllows(ls.folder.c, size) {
 		kind = capFolder
 	}
 	if kind == capNone {

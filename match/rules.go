@@ -1,6 +1,7 @@
 package match
 
 import (
+	"math"
 	"strings"
 	"time"
 )
@@ -122,23 +123,48 @@ func startAfterPassed(l *Layer, now time.Time) bool {
 	return l.StartAfter.IsZero() || !l.StartAfter.After(now)
 }
 
-// burstAllows: a show books on an allocation only through a subscription row
-// with a positive burst, and never above it (Cuebot's guard refuses
-// subscription.int_cores above int_burst). sub.Cores includes this round's
-// placements.
-func burstAllows(sub Subscription, found bool, cores int64) bool {
-	return found && sub.Burst > 0 && sub.Cores+cores <= sub.Burst
+// BurstAllows is Cuebot's subscription guard (trigger verify_subscription:
+// when a booking raises int_cores with int_burst unchanged, it refuses
+// int_cores above int_burst; GPUs are not guarded), plus Cuebot's booking rule
+// that a show books on an allocation only through a subscription row with a
+// positive burst. sub.Cores includes this round's placements. The re-check
+// (package dispatch) keeps exactly these rules.
+func BurstAllows(sub Subscription, found bool, cores int64) bool {
+	return found && sub.Burst > 0 && (cores <= 0 || sub.Cores+cores <= sub.Burst)
 }
 
-// capAllows checks a job or folder cap, negative max meaning unlimited. Like
-// Cuebot's guards it only refuses a counter that grows, so a CPU proc is never
-// stopped by a GPU cap. c includes this round's placements.
-func capAllows(c Cap, size Resources) bool {
-	return within(c.Cores, size.Cores, c.MaxCores) && within(c.GPUs, size.GPUs, c.MaxGPUs)
+// NoMax is a job cap's max that never refuses. Cuebot's job guard has no
+// "unlimited" value (a negative max refuses every booking), so this is what a
+// job whose job_resource row is not known yet is given: the booking's
+// re-check reads the row itself.
+const NoMax int64 = math.MaxInt64
+
+// JobAllows is Cuebot's job_resource guard (trigger verify_job_resources): it
+// runs when a booking raises int_cores or int_gpus with the maxes unchanged,
+// and then refuses int_cores above int_max_cores or int_gpus above
+// int_max_gpus, both checked whichever grew. So a CPU proc is refused on a
+// job whose GPUs are above its GPU max (an operator lowered it), and a
+// negative max refuses everything. c includes this round's placements.
+func JobAllows(c Cap, size Resources) bool {
+	if size.Cores <= 0 && size.GPUs <= 0 {
+		return true // no counter grows: the guard does not run
+	}
+	return atMost(c.Cores, size.Cores, c.MaxCores) && atMost(c.GPUs, size.GPUs, c.MaxGPUs)
 }
 
-func within(used, add, max int64) bool {
-	return max < 0 || add <= 0 || used+add <= max
+// FolderAllows is the folder cap. folder_resource has no guard trigger, so
+// this rule is cuesched's own, kept by matching and the re-check alike: a
+// negative max is unlimited (folder_resource's default is -1), and otherwise
+// both counters stay within their maxes after the booking, the job guard's
+// shape. c includes this round's placements.
+func FolderAllows(c Cap, size Resources) bool {
+	return (c.MaxCores < 0 || atMost(c.Cores, size.Cores, c.MaxCores)) &&
+		(c.MaxGPUs < 0 || atMost(c.GPUs, size.GPUs, c.MaxGPUs))
+}
+
+// atMost: used+add <= max, without overflowing at NoMax.
+func atMost(used, add, max int64) bool {
+	return max == NoMax || used+add <= max
 }
 
 // limitAllows: a layer linked to a limit record runs only while the running

@@ -162,43 +162,15 @@ func TestStartAfterPassed(t *testing.T) {
 	}
 }
 
-func TestBurstAllows(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		sub   Subscription
-		found bool
-		cores int64
-		want  bool
-	}{
-		{"no subscription row", Subscription{Burst: 1000}, false, 100, false},
-		{"burst zero", Subscription{Burst: 0}, true, 100, false},
-		{"burst negative", Subscription{Burst: -1}, true, 100, false},
-		{"up to exactly the burst", Subscription{Burst: 1000, Cores: 900}, true, 100, true},
-		{"one unit over", Subscription{Burst: 1000, Cores: 901}, true, 100, false},
-	} {
-		if got := burstAllows(tc.sub, tc.found, tc.cores); got != tc.want {
-			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
-		}
+// The caps' conditions on both sides are matchtest.GuardCases
+// (TestGuardCases); NoMax is this package's own value.
+func TestJobNoMax(t *testing.T) {
+	c := Cap{Cores: 1 << 62, MaxCores: NoMax, GPUs: 1 << 62, MaxGPUs: NoMax}
+	if !JobAllows(c, Resources{Cores: 1 << 62, GPUs: 1 << 62}) {
+		t.Fatal("a job at NoMax refused a proc")
 	}
-}
-
-func TestCapAllows(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		c    Cap
-		size Resources
-		want bool
-	}{
-		{"unlimited", Cap{Cores: 1 << 40, MaxCores: -1, MaxGPUs: -1}, Resources{Cores: 100}, true},
-		{"to the max", Cap{Cores: 300, MaxCores: 400, MaxGPUs: -1}, Resources{Cores: 100}, true},
-		{"over the max", Cap{Cores: 301, MaxCores: 400, MaxGPUs: -1}, Resources{Cores: 100}, false},
-		{"gpu max reached", Cap{GPUs: 2, MaxCores: -1, MaxGPUs: 2}, Resources{Cores: 100, GPUs: 1}, false},
-		{"gpu max reached, cpu proc", Cap{GPUs: 2, MaxCores: -1, MaxGPUs: 2}, Resources{Cores: 100}, true},
-		{"gpu max zero, cpu proc", Cap{MaxCores: -1, MaxGPUs: 0}, Resources{Cores: 100}, true},
-	} {
-		if got := capAllows(tc.c, tc.size); got != tc.want {
-			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
-		}
+	if FolderAllows(Cap{Cores: 100, MaxCores: 100, MaxGPUs: -1}, Resources{Cores: 100}) {
+		t.Fatal("a folder past its max cores allowed a proc")
 	}
 }
 

@@ -35,13 +35,52 @@ type worker struct {
 	// in (match.Options.Buffer), one round at a time: nothing holds a
 	// round's placements once it is over (Book copies what it keeps).
 	placements []match.Placement
+	// round runs one round of the cluster (Scheduler.round).
+	round func(context.Context) (roundOutcome, error)
+	drops dropBackoff
+}
+
+// Back-off of a cluster whose rounds book nothing and only drop: the
+// re-check refused the placements for something matching cannot see (a
+// frame or host changed under it, a breaker), and each drop requeues its
+// layer, which wakes the cluster at once. The first such round is followed
+// at once (a layer read again usually places right); from the second in a
+// row the worker waits, doubling from dropBackoffMin up to dropBackoffMax,
+// and no wake cuts the wait short, so a placement the re-check keeps refusing
+// is retried a few times a minute, not thousands of times a second.
+const (
+	dropBackoffMin = 50 * time.Millisecond
+	dropBackoffMax = 5 * time.Second
+)
+
+// dropBackoff counts a cluster's rounds in a row that booked nothing and
+// only dropped.
+type dropBackoff struct {
+	min, max time.Duration
+	streak   int
+}
+
+// next is how long to hold the cluster back after a round that booked and
+// dropped so many placements (0: not at all).
+func (b *dropBackoff) next(booked, dropped int) time.Duration {
+	if booked > 0 || dropped == 0 {
+		b.streak = 0
+		return 0
+	}
+	b.streak++
+	if b.streak == 1 {
+		return 0
+	}
+	return min(b.min<<min(b.streak-2, 20), b.max)
 }
 
 // newWorker starts a worker.
 func newWorker(parent context.Context, s *Scheduler, c ownership.Claim) *worker {
 	ctx, cancel := context.WithCancel(parent)
 	w := &worker{s: s, claim: c, wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}),
-		quit: make(chan struct{})}
+		quit: make(chan struct{}), drops: dropBackoff{min: dropBackoffMin, max: dropBackoffMax}}
+	more := func() bool { return !w.leaving.Load() }
+	w.round = func(ctx context.Context) (roundOutcome, error) { return s.round(ctx, c, &w.placements, more) }
 	go w.run(ctx)
 	return w
 }
@@ -78,12 +117,13 @@ func (w *worker) run(ctx context.Context) {
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	defer retry.Stop()
-	retrying := false
+	retrying, holding := false, false
 	for {
 		asleep := !retrying
 		if asleep {
 			w.s.asleep(1)
 		}
+		woken := false
 		select {
 		case <-ctx.Done():
 			if asleep {
@@ -96,13 +136,17 @@ func (w *worker) run(ctx context.Context) {
 			}
 			return
 		case <-w.wake:
+			woken = true
 		case <-retry.C:
 		}
 		if asleep {
 			w.s.asleep(-1)
 		}
+		if woken && holding {
+			continue // the round after the back-off sees whatever woke it
+		}
 		retry.Stop() // woken before a retry: the round now is the retry
-		retrying = false
+		retrying, holding = false, false
 		select {
 		case w.s.sem <- struct{}{}:
 		case <-ctx.Done():
@@ -110,34 +154,37 @@ func (w *worker) run(ctx context.Context) {
 		case <-w.quit:
 			return
 		}
-		again := w.work(ctx)
+		again, hold := w.work(ctx)
 		<-w.s.sem
 		if again > 0 {
 			retry.Reset(again)
-			retrying = true
+			retrying, holding = true, hold
 		}
 	}
 }
 
 // work runs one round; it returns how long to wait before trying again
-// when the cluster was busy or the round failed (0: sleep until woken). A
-// round that placed frames wakes its worker again: the cluster goes on
-// after the clusters already waiting for a turn, so clusters whose work
-// keeps coming never starve the others of the Workers bound.
-func (w *worker) work(ctx context.Context) time.Duration {
+// when the cluster was busy or the round failed (0: sleep until woken), and
+// whether that wait is a back-off from rounds that only dropped, which no
+// wake cuts short. A round that placed frames wakes its worker again: the
+// cluster goes on after the clusters already waiting for a turn, so clusters
+// whose work keeps coming never starve the others of the Workers bound.
+func (w *worker) work(ctx context.Context) (time.Duration, bool) {
 	if !w.resolved {
 		if err := w.resolve(ctx); err != nil {
 			if ctx.Err() != nil {
-				return 0
+				return 0, false
 			}
 			w.s.log.Warn("resolve launch outbox: retrying before the cluster books again", "cluster", w.claim.Key,
 				"attempt", w.failures, "err", err)
-			return w.backoff()
+			return w.backoff(), false
 		}
 	}
 	// A batch whose commit outcome is unknown is resolved by the launcher
 	// (dispatch.Booker hands it the cluster), retried until done.
-	out, err := w.s.round(ctx, w.claim, &w.placements, func() bool { return !w.leaving.Load() })
+	out, err := w.round(ctx)
+	streak := w.drops.streak
+	hold := w.drops.next(out.booked, out.dropped)
 	switch {
 	case ctx.Err() != nil:
 	case errors.Is(err, dispatch.ErrFenced):
@@ -145,16 +192,26 @@ func (w *worker) work(ctx context.Context) time.Duration {
 		w.s.log.Warn("cluster fenced: another instance owns it now", "cluster", w.claim.Key)
 	case err != nil:
 		w.s.log.Error("round failed", "cluster", w.claim.Key, "err", err)
-		return w.backoff()
+		return w.backoff(), false
+	case hold > 0:
+		// Once per streak: the drops metric counts every one.
+		if w.drops.streak == 2 {
+			w.s.log.Warn("cluster backs off: its rounds book nothing and only drop placements",
+				"cluster", w.claim.Key, "dropped", out.dropped, "reasons", out.dropReasons, "backoff", hold)
+		}
+		return hold, true
 	case out.busy:
-		return w.s.cfg.BusyRetry
+		return w.s.cfg.BusyRetry, false
 	case out.booked > 0 || out.deferred:
+		if streak >= 2 && out.booked > 0 {
+			w.s.log.Info("cluster books again after backing off", "cluster", w.claim.Key, "rounds", streak)
+		}
 		signal(w.wake)
 	}
 	if err == nil {
 		w.failures = 0
 	}
-	return 0
+	return 0, false
 }
 
 // resolve hands the cluster's unresolved launch outbox rows to the launcher.
@@ -184,9 +241,11 @@ func (w *worker) backoff() time.Duration {
 
 // roundOutcome is what one round did.
 type roundOutcome struct {
-	booked   int
-	busy     bool // another transaction held the cluster's booking lock
-	deferred bool // the round's bound cut placeable work short
+	booked      int
+	dropped     int                         // placements the re-check refused
+	dropReasons map[dispatch.DropReason]int // of dropped
+	busy        bool                        // another transaction held the cluster's booking lock
+	deferred    bool                        // the round's bound cut placeable work short
 }
 
 // round plans a cluster's pending layers and books the placements, keeping
@@ -272,13 +331,17 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.P
 		s.deps.Booked(b.Host.ID, b.Size, br.LSN, b.Xid)
 	}
 	s.demand.bookedFrames(s, br.Booked)
-	out.booked = len(br.Booked)
+	out.booked, out.dropped = len(br.Booked), len(br.Dropped)
 	if out.booked > 0 && s.cfg.OnBooked != nil {
 		s.cfg.OnBooked(br.Booked)
 	}
 	requeue := map[string]struct{}{}
 	var returned []match.Host
 	for _, d := range br.Dropped {
+		if out.dropReasons == nil {
+			out.dropReasons = map[dispatch.DropReason]int{}
+		}
+		out.dropReasons[d.Reason]++
 		s.deps.Hosts.Return(d.Placement.Host.ID, d.Placement.Size)
 		returned = append(returned, d.Placement.Host)
 		// What the queue holds of the layer may be stale (a version, a cap):

@@ -91,9 +91,19 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 		if err != nil {
 			return err
 		}
+		hosts := replica.Hosts()
 		rqd = dispatch.NewRQDClient(dispatch.RQDConfig{Port: cfg.RQDPort, TLS: tc, CallTimeout: cfg.RQDTimeout,
-			Logger: log})
+			Logger: log, Hooks: dispatch.RQDHooks{
+				// Matching left the host out while its breaker was open
+				// (SetGate below): offer it again by waking its clusters.
+				OnBreakerHalfOpen: func(name string) {
+					if h, ok := hosts.HostNamed(name); ok {
+						sched.HostsChanged([]match.Host{h}, false)
+					}
+				},
+			}})
 		defer rqd.Close()
+		hosts.SetGate(rqd)
 	}
 	dm := dispatch.NewMetrics(reg)
 	launcher := dispatch.NewLauncher(dispatch.LauncherConfig{

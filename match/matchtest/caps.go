@@ -10,7 +10,7 @@ import (
 type SubKey struct{ Show, Alloc string }
 
 // Caps is an in-memory match.Caps. A job or folder it does not know is
-// unlimited; a subscription or limit it does not know is absent. Fill the maps
+// unlimited (a job's max match.NoMax, a folder's -1); a subscription or limit it does not know is absent. Fill the maps
 // before use; Apply and Release keep usage as a commit and a release would.
 type Caps struct {
 	mu      sync.RWMutex
@@ -30,7 +30,10 @@ func NewCaps() *Caps {
 	}
 }
 
-var unlimited = match.Cap{MaxCores: -1, MaxGPUs: -1}
+var (
+	unlimited    = match.Cap{MaxCores: -1, MaxGPUs: -1}
+	unlimitedJob = match.Cap{MaxCores: match.NoMax, MaxGPUs: match.NoMax}
+)
 
 // Subscription implements match.Caps.
 func (c *Caps) Subscription(showID, allocID string) (match.Subscription, bool) {
@@ -47,7 +50,7 @@ func (c *Caps) Job(jobID string) match.Cap {
 	if j, ok := c.Jobs[jobID]; ok {
 		return j
 	}
-	return unlimited
+	return unlimitedJob
 }
 
 // Folder implements match.Caps.
@@ -86,17 +89,17 @@ func (c *Caps) add(l *match.Layer, alloc string, r match.Resources, frames int64
 		s.GPUs += r.GPUs
 		c.Subs[k] = s
 	}
-	bump := func(m map[string]match.Cap, id string) {
+	bump := func(m map[string]match.Cap, id string, none match.Cap) {
 		cp, ok := m[id]
 		if !ok {
-			cp = unlimited
+			cp = none
 		}
 		cp.Cores += r.Cores
 		cp.GPUs += r.GPUs
 		m[id] = cp
 	}
-	bump(c.Jobs, l.JobID)
-	bump(c.Folders, l.FolderID)
+	bump(c.Jobs, l.JobID, unlimitedJob)
+	bump(c.Folders, l.FolderID, unlimited)
 	for _, id := range l.Limits {
 		if lim, ok := c.Limits[id]; ok {
 			lim.Running += frames
