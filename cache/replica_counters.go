@@ -197,7 +197,8 @@ func (r *Replica) recompute(ctx context.Context, shows []string, procs map[count
 	defer cancel()
 	if len(shows) > 0 {
 		if err := pgx.BeginFunc(ctx, r.cfg.Pool, func(tx pgx.Tx) error {
-			return counters.RecomputeShows(ctx, tx, shows)
+			_, err := counters.RecomputeShows(ctx, tx, shows)
+			return err
 		}); err != nil {
 			return 0, err
 		}
@@ -212,7 +213,8 @@ func (r *Replica) recompute(ctx context.Context, shows []string, procs map[count
 			if _, err := tx.Exec(ctx, `SELECT 1 FROM proc WHERE pk_proc = ANY($1) ORDER BY pk_proc FOR UPDATE`, ids); err != nil {
 				return fmt.Errorf("wait for the releases of %d procs: %w", len(ids), err)
 			}
-			return counters.Recompute(ctx, tx, rows)
+			_, err := counters.Recompute(ctx, tx, rows)
+			return err
 		}); err != nil {
 			return 0, err
 		}

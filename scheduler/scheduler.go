@@ -330,7 +330,8 @@ func (s *Scheduler) takeOver(ctx context.Context, gained []ownership.Claim) {
 		if err != nil {
 			return err
 		}
-		return counters.RecomputeShows(ctx, tx, shows)
+		_, err = counters.RecomputeShows(ctx, tx, shows)
+		return err
 	})
 	if err != nil && ctx.Err() == nil {
 		s.log.Error("recompute counters of clusters taken over", "err", err)
