@@ -79,6 +79,24 @@ type Refusal struct {
 	Err   string // the guard's message
 }
 
+// Has reports whether the one row row marks (a Refusal.Row) is marked.
+func (r *Rows) Has(row Proc) bool {
+	var ok bool
+	switch {
+	case row.Alloc != "":
+		_, ok = r.subs[ShowAlloc{row.Show, row.Alloc}]
+	case row.Layer != "":
+		_, ok = r.layers[row.Layer]
+	case row.Job != "":
+		_, ok = r.jobs[row.Job]
+	case row.Folder != "":
+		_, ok = r.folders[row.Folder]
+	case row.Dept != "":
+		_, ok = r.points[ShowDept{row.Show, row.Dept}]
+	}
+	return ok
+}
+
 // Len is the number of rows marked.
 func (r *Rows) Len() int {
 	return len(r.subs) + len(r.layers) + len(r.jobs) + len(r.folders) + len(r.points)
