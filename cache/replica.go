@@ -145,8 +145,8 @@ func NewReplica(cfg ReplicaConfig) *Replica {
 		usage:      NewUsage(),
 		metrics:    NewReplicaMetrics(cfg.Registerer),
 		limitsKick: make(chan struct{}, 1),
-		cnt: &counterWork{procs: map[counters.Proc]struct{}{}, gone: map[string]struct{}{},
-			kick: make(chan struct{}, 1)},
+		cnt: &counterWork{procs: map[counters.Proc]struct{}{}, first: newLockFirst(),
+			refused: map[counters.Proc]counters.Refusal{}, kick: make(chan struct{}, 1)},
 		checked: map[*cdc.Relation]error{},
 	}
 	r.stream = cdc.NewStream(cfg.DSN, r, cfg.Logger)
@@ -239,6 +239,7 @@ func (r *Replica) Reset(ctx context.Context, tx pgx.Tx, lsn cdc.LSN) error {
 	r.usage.mu.Lock()
 	r.hosts.swapLocked(hs, lsn)
 	grown, _ := hs.drainChanges()
+	us.capped, us.moved = nil, nil  // the recompute of every managed show below covers them
 	us.setLimits(r.usage.st.limits) // a reload may have landed during the load
 	r.usage.st = us
 	r.usage.mu.Unlock()
@@ -297,7 +298,12 @@ func (r *Replica) Apply(t *cdc.Txn) error {
 	if needHosts {
 		grown, topo = r.hosts.st.drainChanges()
 	}
+	var capped []counters.Proc
 	if needUsage {
+		if mark != nil {
+			capped, marks = r.usage.st.capped, append(marks, r.usage.st.moved...)
+		}
+		r.usage.st.capped, r.usage.st.moved = nil, nil
 		r.usage.mu.Unlock()
 	}
 	r.hosts.mu.Unlock()
@@ -306,6 +312,9 @@ func (r *Replica) Apply(t *cdc.Txn) error {
 	}
 	if len(marks) > 0 {
 		r.cnt.addProcs(marks, r.cfg.Owns)
+	}
+	if len(capped) > 0 {
+		r.cnt.retryRefused(capped)
 	}
 	r.hint(t.Xid, t.Messages)
 	return nil

@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/cuesched/cuesched/cdc"
+	"github.com/cuesched/cuesched/counters"
 	"github.com/cuesched/cuesched/internal/audit"
 	"github.com/cuesched/cuesched/internal/audit/audittest"
 	"github.com/cuesched/cuesched/internal/cuebotsim"
@@ -173,4 +176,83 @@ func TestLimitChangesReachMatching(t *testing.T) {
 	h.exec(`DELETE FROM layer_limit WHERE pk_layer_limit = 'll-new'`)
 	h.waitUntil("the removed link is seen", limitIs(match.Limit{Running: 1, Max: 5}))
 	audittest.Clean(t, db.Pool)
+}
+
+// TestCounterRowRefusedByGuard: a host running four frames of a managed show
+// moves to cloud.general, where the show's burst (200) is below what they
+// hold. The subscription's recompute is refused by Cuebot's guard: it blocks
+// no other row, is reported (CountersRefused, the gauge), is not retried
+// until its rows change, and is recomputed once the burst is raised.
+func TestCounterRowRefusedByGuard(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := loadFarm(t, db, smallFarm())
+	sim := newSim(db)
+	ctx := context.Background()
+	job, alpha, cloud := s.Jobs["job-a"], s.Shows["alpha"], s.Allocs["cloud.general"]
+	moved, other := s.Hosts[seed.LoopbackName(0)], s.Hosts[seed.LoopbackName(1)]
+	bookFrames(t, db, sim, []string{moved}, []string{job.Frames["0001-render"], job.Frames["0002-render"],
+		job.Frames["0003-render"], job.Frames["0004-render"]})
+	bookFrames(t, db, sim, []string{other}, []string{job.Frames["0001-lit"]})
+	h := newReplicaHarness(t, db, nil).start()
+	h.countersSettled()
+	audittest.Clean(t, db.Pool)
+	refusedGauge := func() float64 {
+		var m dto.Metric
+		if err := h.r.metrics.CountersRefused.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetGauge().GetValue()
+	}
+
+	h.exec(`UPDATE subscription SET int_burst = 200 WHERE pk_show = $1 AND pk_alloc = $2`, alpha, cloud)
+	h.exec(`UPDATE host SET pk_alloc = $1 WHERE pk_host = $2`, cloud, moved)
+	// A release on the moved host marks the cloud.general subscription (300
+	// cores left there); one on the other host marks rows it must not block.
+	for _, f := range []string{job.Frames["0001-render"], job.Frames["0001-lit"]} {
+		if err := sim.Succeed(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.sync()
+	h.countersSettled() // settled: the refused row is not queued again
+	refused := h.r.CountersRefused()
+	if len(refused) != 1 || refused[0].Table != "subscription" ||
+		refused[0].Row != (counters.Proc{Show: alpha, Alloc: cloud}) {
+		t.Fatalf("refused %+v, want alpha's cloud.general subscription", refused)
+	}
+	if got := refusedGauge(); got != 1 {
+		t.Errorf("gauge of refused counter rows %v, want 1", got)
+	}
+	vs, err := audit.Run(ctx, db.Pool, audit.Options{SkipCaps: true}) // the move broke the burst, not us
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vs) != 1 || vs[0].Check != "counter-subscription" || vs[0].Key != refused[0].Key {
+		t.Fatalf("audit: %s, want only the refused subscription %s", audit.Summary(vs), refused[0].Key)
+	}
+	// Matching's usage comes from the procs: it sees the show beyond its
+	// burst there and places nothing.
+	if sub, ok := h.r.Usage().Subscription(alpha, cloud); !ok || sub.Cores <= sub.Burst {
+		t.Errorf("matching sees %+v (%v), want the subscription beyond its burst", sub, ok)
+	}
+
+	// Retried when its rows change: the host moved back...
+	brought := func(what string) {
+		t.Helper()
+		h.sync()
+		h.waitUntil(what, func() bool { return len(h.r.CountersRefused()) == 0 })
+		h.countersSettled()
+		if got := refusedGauge(); got != 0 {
+			t.Errorf("gauge of refused counter rows %v, want 0", got)
+		}
+		audittest.Clean(t, db.Pool)
+	}
+	h.exec(`UPDATE host SET pk_alloc = $1 WHERE pk_host = $2`, s.Allocs["local.general"], moved)
+	brought("the refused row is recomputed after the host moved back")
+	// ...or the burst raised.
+	h.exec(`UPDATE host SET pk_alloc = $1 WHERE pk_host = $2`, cloud, moved)
+	h.sync()
+	h.waitUntil("the row is refused again", func() bool { return len(h.r.CountersRefused()) == 1 })
+	h.exec(`UPDATE subscription SET int_burst = 1000 WHERE pk_show = $1 AND pk_alloc = $2`, alpha, cloud)
+	brought("the refused row is recomputed after the burst was raised")
 }

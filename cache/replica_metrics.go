@@ -13,7 +13,10 @@ type ReplicaMetrics struct {
 	Malformed      *prometheus.CounterVec // by table
 	CounterBatches *prometheus.CounterVec // by result
 	CounterRows    prometheus.Counter
-	LimitReloads   *prometheus.CounterVec // by result
+	// CountersRefused is how many counter rows a guard trigger refuses to
+	// set to their sums now (counters.Refusal): each is held at its cap.
+	CountersRefused prometheus.Gauge
+	LimitReloads    *prometheus.CounterVec // by result
 }
 
 // NewReplicaMetrics creates a Replica's metrics and registers them.
@@ -29,10 +32,13 @@ func NewReplicaMetrics(reg prometheus.Registerer) *ReplicaMetrics {
 		CounterRows: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cuesched_cache_counter_rows_total",
 			Help: "Counter rows marked by released procs and recomputed."}),
+		CountersRefused: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cuesched_counters_refused",
+			Help: "Counter rows of managed shows Cuebot's guard refuses to set to their sums (held at their caps until their rows change)."}),
 		LimitReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cuesched_cache_limit_reloads_total",
 			Help: "Reads of limit_record and layer_limit, by result."}, []string{"result"}),
 	}
-	reg.MustRegister(m.Malformed, m.CounterBatches, m.CounterRows, m.LimitReloads)
+	reg.MustRegister(m.Malformed, m.CounterBatches, m.CounterRows, m.CountersRefused, m.LimitReloads)
 	return m
 }

@@ -75,6 +75,14 @@ type usageState struct {
 
 	limits  *limitSet
 	limitOn map[string]int64 // running procs per limit
+
+	// For the counter recompute, drained by the replica after each
+	// transaction: capped is the counter rows whose cap changed (a row
+	// Cuebot's guard refused is retried then); moved is the subscriptions
+	// a host's procs left and joined when it changed allocation (both are
+	// off their sums until recomputed).
+	capped []counters.Proc
+	moved  []marked
 }
 
 func newUsageState(limits *limitSet) *usageState {
@@ -252,6 +260,13 @@ func (st *usageState) setHostAlloc(host, alloc string) {
 		st.hostAlloc[host] = alloc
 	}
 	for p := range st.byHost[host] {
+		if st.shows[p.show].managed {
+			for _, a := range []string{p.alloc, alloc} {
+				if a != "" {
+					st.moved = append(st.moved, marked{host: host, p: counters.Proc{Show: p.show, Alloc: a}})
+				}
+			}
+		}
 		st.count(p, -1)
 		p.alloc = alloc
 		st.count(p, 1)
@@ -329,10 +344,19 @@ func (st *usageState) apply(c *cdc.Change, mark func(procID, host string, p coun
 		}
 		st.subs[key] = row
 		st.subOf[subKey{row.show, row.alloc}] = key
+		if had && row.burst != old.burst {
+			st.capped = append(st.capped, counters.Proc{Show: row.show, Alloc: row.alloc})
+		}
 	case "folder_resource":
 		return st.applyCap(key, del, &rd, "pk_folder", st.folderRes, st.folderCap, bad)
 	case "job_resource":
-		return st.applyCap(key, del, &rd, "pk_job", st.jobRes, st.jobCap, bad)
+		old, had := st.jobRes[key]
+		if err := st.applyCap(key, del, &rd, "pk_job", st.jobRes, st.jobCap, bad); err != nil {
+			return err
+		}
+		if row, ok := st.jobRes[key]; had && ok && (row.maxCores != old.maxCores || row.maxGPUs != old.maxGPUs) {
+			st.capped = append(st.capped, counters.Proc{Job: row.owner})
+		}
 	case "job":
 		if del {
 			delete(st.jobs, key)

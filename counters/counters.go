@@ -15,10 +15,12 @@ package counters
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // ShowAlloc keys a subscription row.
@@ -69,6 +71,32 @@ func (r *Rows) add(show, alloc, layer, job, folder, dept string) {
 	}
 }
 
+// Refusal is a counter row a guard trigger refused to set to its sum.
+type Refusal struct {
+	Table string // subscription, layer_resource, job_resource, folder_resource or point
+	Key   string // the row's primary key
+	Row   Proc   // marks this row alone (Rows.Add), to recompute it again
+	Err   string // the guard's message
+}
+
+// Has reports whether the one row row marks (a Refusal.Row) is marked.
+func (r *Rows) Has(row Proc) bool {
+	var ok bool
+	switch {
+	case row.Alloc != "":
+		_, ok = r.subs[ShowAlloc{row.Show, row.Alloc}]
+	case row.Layer != "":
+		_, ok = r.layers[row.Layer]
+	case row.Job != "":
+		_, ok = r.jobs[row.Job]
+	case row.Folder != "":
+		_, ok = r.folders[row.Folder]
+	case row.Dept != "":
+		_, ok = r.points[ShowDept{row.Show, row.Dept}]
+	}
+	return ok
+}
+
 // Len is the number of rows marked.
 func (r *Rows) Len() int {
 	return len(r.subs) + len(r.layers) + len(r.jobs) + len(r.folders) + len(r.points)
@@ -86,9 +114,14 @@ func sortedKeys(m map[string]struct{}) []string {
 // Recompute locks the marked rows in the lock order and sets each to the sum
 // of its procs, in the caller's transaction. Rows of shows that are not
 // scheduler-managed are left alone: they are Cuebot's.
-func Recompute(ctx context.Context, tx pgx.Tx, r Rows) error {
+//
+// A row whose sum a guard trigger refuses (a host with running procs moved
+// to an allocation where the show is near its burst) blocks no other row:
+// it is held at its cap, so nothing more books against it, and returned.
+// Recompute it again when its rows change (Refusal.Row).
+func Recompute(ctx context.Context, tx pgx.Tx, r Rows) ([]Refusal, error) {
 	if r.Len() == 0 {
-		return nil
+		return nil, nil
 	}
 	var subShows, subAllocs, ptShows, ptDepts []string
 	for k := range r.subs {
@@ -120,65 +153,195 @@ func Recompute(ctx context.Context, tx pgx.Tx, r Rows) error {
 			ORDER BY p.pk_point FOR UPDATE OF p`, []any{ptShows, ptDepts}},
 	} {
 		if _, err := tx.Exec(ctx, lock.sql, lock.args...); err != nil {
-			return fmt.Errorf("recompute counters: lock %s: %w", lock.name, err)
+			return nil, fmt.Errorf("recompute counters: lock %s: %w", lock.name, err)
 		}
 	}
-	for _, upd := range []struct {
-		name string
-		sql  string
-		args []any
-	}{
-		{"subscription", `UPDATE subscription s SET int_cores = coalesce(u.cores, 0), int_gpus = coalesce(u.gpus, 0)
+	subs := update{table: "subscription", pk: "pk_subscription", keys: [][]string{subShows, subAllocs},
+		capCores: "t.int_burst", capGPUs: "NULL",
+		mark: func(k []string) Proc { return Proc{Show: k[0], Alloc: k[1]} }, values: `
 			FROM unnest($1::text[], $2::text[]) k(show, alloc)
 			JOIN show sh ON sh.pk_show = k.show AND sh.b_scheduler_managed
+			JOIN subscription t ON t.pk_show = k.show AND t.pk_alloc = k.alloc
 			LEFT JOIN LATERAL (SELECT sum(p.int_cores_reserved) AS cores, sum(p.int_gpus_reserved) AS gpus
 			                     FROM proc p JOIN host h ON h.pk_host = p.pk_host
-			                    WHERE p.pk_show = k.show AND h.pk_alloc = k.alloc) u ON true
-			WHERE s.pk_show = k.show AND s.pk_alloc = k.alloc
-			  AND (s.int_cores, s.int_gpus) IS DISTINCT FROM (coalesce(u.cores, 0), coalesce(u.gpus, 0))`,
-			[]any{subShows, subAllocs}},
-		{"layer_resource", `UPDATE layer_resource r SET int_cores = coalesce(u.cores, 0), int_gpus = coalesce(u.gpus, 0)
+			                    WHERE p.pk_show = k.show AND h.pk_alloc = k.alloc) u ON true`}
+	lays := update{table: "layer_resource", pk: "pk_layer_resource", keys: [][]string{layers},
+		capCores: "NULL", capGPUs: "NULL",
+		mark: func(k []string) Proc { return Proc{Layer: k[0]} }, values: `
 			FROM layer l JOIN job j ON j.pk_job = l.pk_job JOIN show sh ON sh.pk_show = j.pk_show AND sh.b_scheduler_managed
+			JOIN layer_resource t ON t.pk_layer = l.pk_layer
 			LEFT JOIN LATERAL (SELECT sum(int_cores_reserved) AS cores, sum(int_gpus_reserved) AS gpus
 			                     FROM proc WHERE pk_layer = l.pk_layer) u ON true
-			WHERE l.pk_layer = ANY($1) AND r.pk_layer = l.pk_layer
-			  AND (r.int_cores, r.int_gpus) IS DISTINCT FROM (coalesce(u.cores, 0), coalesce(u.gpus, 0))`,
-			[]any{layers}},
-		{"job_resource", `UPDATE job_resource r SET int_cores = coalesce(u.cores, 0), int_gpus = coalesce(u.gpus, 0)
+			WHERE l.pk_layer = ANY($1)`}
+	jobRes := update{table: "job_resource", pk: "pk_job_resource", keys: [][]string{jobs},
+		capCores: "t.int_max_cores", capGPUs: "t.int_max_gpus",
+		mark: func(k []string) Proc { return Proc{Job: k[0]} }, values: `
 			FROM job j JOIN show sh ON sh.pk_show = j.pk_show AND sh.b_scheduler_managed
+			JOIN job_resource t ON t.pk_job = j.pk_job
 			LEFT JOIN LATERAL (SELECT sum(int_cores_reserved) AS cores, sum(int_gpus_reserved) AS gpus
 			                     FROM proc WHERE pk_job = j.pk_job) u ON true
-			WHERE j.pk_job = ANY($1) AND r.pk_job = j.pk_job
-			  AND (r.int_cores, r.int_gpus) IS DISTINCT FROM (coalesce(u.cores, 0), coalesce(u.gpus, 0))`,
-			[]any{jobs}},
-		{"folder_resource", `UPDATE folder_resource r SET int_cores = coalesce(u.cores, 0), int_gpus = coalesce(u.gpus, 0)
+			WHERE j.pk_job = ANY($1)`}
+	// folder_resource caps are -1 for unlimited, and Cuebot has no guard on
+	// them: a folder's sum is never refused, so it is never held.
+	folds := update{table: "folder_resource", pk: "pk_folder_resource", keys: [][]string{folders},
+		capCores: "NULL", capGPUs: "NULL",
+		mark: func(k []string) Proc { return Proc{Folder: k[0]} }, values: `
 			FROM folder f JOIN show sh ON sh.pk_show = f.pk_show AND sh.b_scheduler_managed
+			JOIN folder_resource t ON t.pk_folder = f.pk_folder
 			LEFT JOIN LATERAL (SELECT sum(p.int_cores_reserved) AS cores, sum(p.int_gpus_reserved) AS gpus
 			                     FROM proc p JOIN job j ON j.pk_job = p.pk_job WHERE j.pk_folder = f.pk_folder) u ON true
-			WHERE f.pk_folder = ANY($1) AND r.pk_folder = f.pk_folder
-			  AND (r.int_cores, r.int_gpus) IS DISTINCT FROM (coalesce(u.cores, 0), coalesce(u.gpus, 0))`,
-			[]any{folders}},
-		{"point", `UPDATE point pt SET int_cores = coalesce(u.cores, 0), int_gpus = coalesce(u.gpus, 0)
+			WHERE f.pk_folder = ANY($1)`}
+	pts := update{table: "point", pk: "pk_point", keys: [][]string{ptShows, ptDepts},
+		capCores: "NULL", capGPUs: "NULL",
+		mark: func(k []string) Proc { return Proc{Show: k[0], Dept: k[1]} }, values: `
 			FROM unnest($1::text[], $2::text[]) k(show, dept)
 			JOIN show sh ON sh.pk_show = k.show AND sh.b_scheduler_managed
+			JOIN point t ON t.pk_show = k.show AND t.pk_dept = k.dept
 			LEFT JOIN LATERAL (SELECT sum(p.int_cores_reserved) AS cores, sum(p.int_gpus_reserved) AS gpus
 			                     FROM proc p JOIN job j ON j.pk_job = p.pk_job
-			                    WHERE p.pk_show = k.show AND j.pk_dept = k.dept) u ON true
-			WHERE pt.pk_show = k.show AND pt.pk_dept = k.dept
-			  AND (pt.int_cores, pt.int_gpus) IS DISTINCT FROM (coalesce(u.cores, 0), coalesce(u.gpus, 0))`,
-			[]any{ptShows, ptDepts}},
-	} {
-		if _, err := tx.Exec(ctx, upd.sql, upd.args...); err != nil {
-			return fmt.Errorf("recompute counters: %s: %w", upd.name, err)
+			                    WHERE p.pk_show = k.show AND j.pk_dept = k.dept) u ON true`}
+	ups := []update{subs, lays, jobRes, folds, pts}
+
+	// All tables in one savepoint first: a guard refuses a row rarely, and
+	// a refused row must not abort the rows of the others (nor the caller's
+	// writes). Only when one does are the tables, then their rows, tried
+	// apart.
+	err := inSavepoint(ctx, tx, func(sp pgx.Tx) error {
+		for _, u := range ups {
+			if err := u.run(ctx, sp, u.keys, false); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if !refusedByGuard(err) {
+		if err != nil {
+			return nil, fmt.Errorf("recompute counters: %w", err)
+		}
+		return nil, nil
+	}
+	var refused []Refusal
+	for _, u := range ups {
+		idx := make([]int, len(u.keys[0]))
+		for i := range idx {
+			idx[i] = i
+		}
+		rs, err := u.settle(ctx, tx, idx)
+		if err != nil {
+			return nil, fmt.Errorf("recompute counters: %s: %w", u.table, err)
+		}
+		refused = append(refused, rs...)
+	}
+	return refused, nil
+}
+
+// update sets one counter table's rows to their sums.
+type update struct {
+	table, pk string
+	// keys holds the rows' keys, one slice per key column ($1, $2, ...).
+	keys [][]string
+	// values joins the keys to the counter rows (alias t) and their sums
+	// (alias u, columns cores and gpus).
+	values string
+	// capCores and capGPUs are the columns a guard holds the counter to,
+	// "NULL" where no guard does.
+	capCores, capGPUs string
+	mark              func(key []string) Proc
+}
+
+// setTo is the value counter column int_<col> is set to: its sum, but when
+// clamp (parameter $n) asks and the sum grows past the cap, it is held at
+// the cap (or where it was, when already above it), which is what the
+// guard accepts and what the re-check reads as "at its limit".
+func setTo(col, cap string, n int) string {
+	return fmt.Sprintf(`CASE WHEN $%d AND coalesce(u.%s, 0) > t.int_%s
+		THEN greatest(t.int_%s, least(coalesce(u.%s, 0), %s)) ELSE coalesce(u.%s, 0) END`, n, col, col, col, col, cap, col)
+}
+
+// run sets the rows of keys, held at their caps when clamp.
+func (u update) run(ctx context.Context, tx pgx.Tx, keys [][]string, clamp bool) error {
+	n := len(keys) + 1
+	sql := fmt.Sprintf(`WITH v AS (SELECT t.%s AS pk, %s AS cores, %s AS gpus %s)
+		UPDATE %s r SET int_cores = v.cores, int_gpus = v.gpus FROM v
+		 WHERE r.%s = v.pk AND (r.int_cores, r.int_gpus) IS DISTINCT FROM (v.cores, v.gpus)`,
+		u.pk, setTo("cores", u.capCores, n), setTo("gpus", u.capGPUs, n), u.values, u.table, u.pk)
+	_, err := tx.Exec(ctx, sql, append(stringArgs(keys), clamp)...)
+	return err
+}
+
+// settle sets the rows idx (indexes into keys) in a savepoint; when a guard
+// refuses, it halves them until the refused rows stand alone, so a few
+// refused rows among thousands cost a few dozen statements. A refused row
+// is held at its cap and returned.
+func (u update) settle(ctx context.Context, tx pgx.Tx, idx []int) ([]Refusal, error) {
+	if len(idx) == 0 {
+		return nil, nil
+	}
+	keys := make([][]string, len(u.keys))
+	for c, col := range u.keys {
+		for _, i := range idx {
+			keys[c] = append(keys[c], col[i])
 		}
 	}
-	return nil
+	err := inSavepoint(ctx, tx, func(sp pgx.Tx) error { return u.run(ctx, sp, keys, false) })
+	switch {
+	case err == nil:
+		return nil, nil
+	case !refusedByGuard(err):
+		return nil, err
+	case len(idx) > 1:
+		a, err := u.settle(ctx, tx, idx[:len(idx)/2])
+		if err != nil {
+			return nil, err
+		}
+		b, err := u.settle(ctx, tx, idx[len(idx)/2:])
+		return append(a, b...), err
+	}
+	var pe *pgconn.PgError
+	errors.As(err, &pe)
+	key := make([]string, len(keys))
+	for c := range keys {
+		key[c] = keys[c][0]
+	}
+	ref := Refusal{Table: u.table, Row: u.mark(key), Err: pe.Message}
+	if err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT t.%s %s`, u.pk, u.values), stringArgs(keys)...).
+		Scan(&ref.Key); err != nil {
+		return nil, fmt.Errorf("read the key of a refused row: %w", err)
+	}
+	// A guard may refuse the held value too (job_resource's checks cores
+	// and GPUs together): the row then keeps what it had.
+	if err := inSavepoint(ctx, tx, func(sp pgx.Tx) error { return u.run(ctx, sp, keys, true) }); err != nil &&
+		!refusedByGuard(err) {
+		return nil, err
+	}
+	return []Refusal{ref}, nil
+}
+
+func stringArgs(keys [][]string) []any {
+	out := make([]any, len(keys))
+	for i, k := range keys {
+		out[i] = k
+	}
+	return out
+}
+
+// refusedByGuard reports whether err is a guard trigger's RAISE EXCEPTION.
+func refusedByGuard(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "P0001"
+}
+
+// inSavepoint runs fn in a savepoint of tx, rolled back to when fn fails so
+// that tx goes on.
+func inSavepoint(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, tx, fn)
 }
 
 // RecomputeShows recomputes every counter row of the given managed shows,
 // for an instance that starts or takes a cluster over: releases that happened
-// while no stream ran left them high.
-func RecomputeShows(ctx context.Context, tx pgx.Tx, shows []string) error {
+// while no stream ran left them high. It returns the rows refused, as
+// Recompute does.
+func RecomputeShows(ctx context.Context, tx pgx.Tx, shows []string) ([]Refusal, error) {
 	var r Rows
 	rows, err := tx.Query(ctx, `
 		SELECT s.pk_show, s.pk_alloc, '', '', '', '' FROM subscription s WHERE s.pk_show = ANY($1)
@@ -191,18 +354,18 @@ func RecomputeShows(ctx context.Context, tx pgx.Tx, shows []string) error {
 		UNION ALL
 		SELECT p.pk_show, '', '', '', '', p.pk_dept FROM point p WHERE p.pk_show = ANY($1)`, shows)
 	if err != nil {
-		return fmt.Errorf("recompute counters of shows: %w", err)
+		return nil, fmt.Errorf("recompute counters of shows: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var show, alloc, layer, job, folder, dept string
 		if err := rows.Scan(&show, &alloc, &layer, &job, &folder, &dept); err != nil {
-			return fmt.Errorf("recompute counters of shows: %w", err)
+			return nil, fmt.Errorf("recompute counters of shows: %w", err)
 		}
 		r.add(show, alloc, layer, job, folder, dept)
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("recompute counters of shows: %w", err)
+		return nil, fmt.Errorf("recompute counters of shows: %w", err)
 	}
 	return Recompute(ctx, tx, r)
 }

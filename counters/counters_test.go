@@ -83,7 +83,7 @@ func TestRecomputeReleasedProcs(t *testing.T) {
 		r.Add(counters.Proc{Show: p.Show, Alloc: s.Allocs["local.general"], Layer: p.Layer, Job: p.Job, Folder: folder, Dept: dept})
 	}
 	for range 2 { // idempotent
-		inTx(t, db, func(tx pgx.Tx) error { return counters.Recompute(t.Context(), tx, r) })
+		inTx(t, db, func(tx pgx.Tx) error { _, err := counters.Recompute(t.Context(), tx, r); return err })
 		audittest.Clean(t, db.Pool, audit.Options{AllowUnmanaged: true})
 	}
 	var cores int64
@@ -95,6 +95,68 @@ func TestRecomputeReleasedProcs(t *testing.T) {
 
 func TestRecomputeShows(t *testing.T) {
 	db, s, _ := releasedFarm(t)
-	inTx(t, db, func(tx pgx.Tx) error { return counters.RecomputeShows(t.Context(), tx, []string{s.Shows["m"]}) })
+	inTx(t, db, func(tx pgx.Tx) error {
+		_, err := counters.RecomputeShows(t.Context(), tx, []string{s.Shows["m"]})
+		return err
+	})
+	audittest.Clean(t, db.Pool, audit.Options{AllowUnmanaged: true})
+}
+
+// movedHostFarm is releasedFarm with the host then moved to cloud.general,
+// where the show's burst (100) is below what the host's two remaining procs
+// hold (200): Cuebot's guard refuses raising that subscription to its sum.
+func movedHostFarm(t *testing.T) (*pgtest.DB, *seed.Seeded) {
+	t.Helper()
+	db, s, _ := releasedFarm(t)
+	if _, err := db.Pool.Exec(t.Context(), `INSERT INTO subscription (pk_subscription, pk_alloc, pk_show, int_size, int_burst)
+		VALUES ('sub-cloud', $1, $2, 100, 100)`, s.Allocs["cloud.general"], s.Shows["m"]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(t.Context(), `UPDATE host SET pk_alloc = $1 WHERE pk_host = $2`,
+		s.Allocs["cloud.general"], s.Hosts["h1"]); err != nil {
+		t.Fatal(err)
+	}
+	return db, s
+}
+
+// TestRefusedRowBlocksNothing: the one subscription the guard refuses is
+// reported and held at its burst; every other row is brought back.
+func TestRefusedRowBlocksNothing(t *testing.T) {
+	db, s := movedHostFarm(t)
+	var refused []counters.Refusal
+	inTx(t, db, func(tx pgx.Tx) error {
+		var err error
+		refused, err = counters.RecomputeShows(t.Context(), tx, []string{s.Shows["m"]})
+		return err
+	})
+	if len(refused) != 1 || refused[0].Table != "subscription" || refused[0].Key != "sub-cloud" ||
+		refused[0].Row != (counters.Proc{Show: s.Shows["m"], Alloc: s.Allocs["cloud.general"]}) {
+		t.Fatalf("refused %+v, want the cloud.general subscription", refused)
+	}
+	vs, err := audit.Run(t.Context(), db.Pool, audit.Options{AllowUnmanaged: true, SkipCaps: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vs) != 1 || vs[0].Check != "counter-subscription" || vs[0].Key != "sub-cloud" {
+		t.Fatalf("want only the refused subscription off its sum, got %s", audit.Summary(vs))
+	}
+	var cores int64
+	if err := db.Pool.QueryRow(t.Context(), `SELECT int_cores FROM subscription WHERE pk_subscription = 'sub-cloud'`).
+		Scan(&cores); err != nil || cores != 100 {
+		t.Errorf("refused subscription holds %d cores (%v), want its burst 100: nothing more may book there", cores, err)
+	}
+
+	// Once the burst is raised, the row is brought back like any other.
+	if _, err := db.Pool.Exec(t.Context(), `UPDATE subscription SET int_burst = 1000 WHERE pk_subscription = 'sub-cloud'`); err != nil {
+		t.Fatal(err)
+	}
+	inTx(t, db, func(tx pgx.Tx) error {
+		var err error
+		refused, err = counters.RecomputeShows(t.Context(), tx, []string{s.Shows["m"]})
+		return err
+	})
+	if len(refused) != 0 {
+		t.Fatalf("refused %+v after the burst was raised", refused)
+	}
 	audittest.Clean(t, db.Pool, audit.Options{AllowUnmanaged: true})
 }

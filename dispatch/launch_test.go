@@ -373,7 +373,7 @@ func recomputeAll(ctx context.Context, db *seeded) error {
 	for _, id := range db.s.Shows {
 		shows = append(shows, id)
 	}
-	if err := counters.RecomputeShows(ctx, tx, shows); err != nil {
+	if _, err := counters.RecomputeShows(ctx, tx, shows); err != nil {
 		return err
 	}
 	return tx.Commit(ctx)

@@ -175,7 +175,7 @@ func (l *Launcher) release(ctx context.Context, it *item) (Settled, error) {
 		}
 		var rows counters.Rows
 		rows.Add(k)
-		if err := counters.Recompute(ctx, tx, rows); err != nil {
+		if _, err := counters.Recompute(ctx, tx, rows); err != nil {
 			return err
 		}
 		s.Result, s.LayerID, s.JobID = SettledReleased, k.Layer, k.Job

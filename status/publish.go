@@ -49,6 +49,18 @@ type Source struct {
 	Waits func(cluster.Key) []match.Wait
 	// Replication, when set, returns the host cache's position.
 	Replication func() Replication
+	// Refused, when set, returns the counter rows Cuebot's guard refuses
+	// this instance now (cache.Replica.CountersRefused).
+	Refused func() []Refused
+}
+
+// Refused is a counter row Cuebot's guard refuses to set to its sum, as
+// stored in cuesched.instance.counters_refused: it is held at its cap until
+// its rows change.
+type Refused struct {
+	Table string `json:"table"`
+	Key   string `json:"key"` // the row's primary key
+	Err   string `json:"error"`
 }
 
 // Execer runs one statement; *pgxpool.Pool is one.
@@ -111,6 +123,7 @@ type Publisher struct {
 	instance int32
 	lagClass int
 	clusters map[int32]published
+	refused  string // JSON array of Refused; "" for none
 }
 
 // NewPublisher returns a publisher; Run starts it.
@@ -164,10 +177,11 @@ func lagClassOf(b int64) int {
 }
 
 // publishSQL replaces this instance's status in one statement: its
-// replication position, its reasons for the clusters in $5 (skipping a
+// replication position and refused counter rows ($8), its reasons for the clusters in $5 (skipping a
 // cluster deleted meanwhile), and no reasons for its clusters not in $4.
 const publishSQL = `WITH inst AS (
-    UPDATE cuesched.instance SET applied_lsn = $2::pg_lsn, lag_bytes = $3, reported_at = now()
+    UPDATE cuesched.instance SET applied_lsn = $2::pg_lsn, lag_bytes = $3, reported_at = now(),
+           counters_refused = nullif($8, '')::jsonb
      WHERE id = $1 RETURNING id
 ), gone AS (
     DELETE FROM cuesched.cluster_wait w WHERE w.instance = $1 AND w.cluster <> ALL($4::int[])
@@ -213,7 +227,8 @@ func (p *Publisher) round(ctx context.Context) Round {
 			removed++
 		}
 	}
-	if !fresh && class == p.lagClass && len(ids) == 0 && removed == 0 {
+	refused := encodeRefused(src.Refused)
+	if !fresh && class == p.lagClass && refused == p.refused && len(ids) == 0 && removed == 0 {
 		return Round{}
 	}
 	keep := make([]int32, 0, len(cur))
@@ -229,11 +244,28 @@ func (p *Publisher) round(ctx context.Context) Round {
 	}
 	wctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
-	if _, err := p.cfg.DB.Exec(wctx, publishSQL, id, applied, lag, keep, ids, docs, mores); err != nil {
+	if _, err := p.cfg.DB.Exec(wctx, publishSQL, id, applied, lag, keep, ids, docs, mores, refused); err != nil {
 		return Round{Err: fmt.Errorf("instance %d: %w", id, err)}
 	}
-	p.instance, p.lagClass, p.clusters = id, class, cur
+	p.instance, p.lagClass, p.clusters, p.refused = id, class, cur, refused
 	return Round{Wrote: true, Written: len(ids), Removed: removed}
+}
+
+// encodeRefused is the JSON of the refused counter rows, "" for none.
+func encodeRefused(src func() []Refused) string {
+	if src == nil {
+		return ""
+	}
+	rs := src()
+	if len(rs) == 0 {
+		return ""
+	}
+	raw, err := json.Marshal(rs)
+	if err != nil {
+		// Only strings: cannot fail.
+		return ""
+	}
+	return string(raw)
 }
 
 // encode turns a cluster's waits into the JSON it publishes; false when

@@ -40,6 +40,9 @@ type Instance struct {
 	Applied    string     `json:"applied_lsn,omitempty"`
 	LagBytes   *int64     `json:"lag_bytes,omitempty"`   // as it reported
 	ReportedAt *time.Time `json:"reported_at,omitempty"` // nil: it never reported
+	// Refused are the counter rows Cuebot's guard refuses it, as it last
+	// reported.
+	Refused []Refused `json:"counters_refused,omitempty"`
 }
 
 // Cluster is one cluster with its pending work.
@@ -87,7 +90,7 @@ var instancesSQL = fmt.Sprintf(`SELECT i.id, i.name, i.host_name, i.pid, i.start
        i.id IN (SELECT l.objid::bigint FROM pg_locks l
                  WHERE l.locktype = 'advisory' AND l.classid = %d AND l.objsubid = 2 AND l.granted
                    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())),
-       coalesce(i.applied_lsn::text, ''), i.lag_bytes, i.reported_at
+       coalesce(i.applied_lsn::text, ''), i.lag_bytes, i.reported_at, coalesce(i.counters_refused::text, '[]')
   FROM cuesched.instance i ORDER BY i.id`, cluster.LivenessLock)
 
 const clustersSQL = `SELECT c.id, c.key, c.kind, c.facility, coalesce(c.alloc, ''), coalesce(c.alloc_tag, ''),
@@ -231,8 +234,13 @@ func readInstances(ctx context.Context, tx pgx.Tx) ([]Instance, error) {
 	}
 	var out []Instance
 	var in Instance
+	var refused string
 	_, err = pgx.ForEachRow(rows, []any{&in.ID, &in.Name, &in.Host, &in.PID, &in.Started, &in.LeaseUntil,
-		&in.Live, &in.Applied, &in.LagBytes, &in.ReportedAt}, func() error {
+		&in.Live, &in.Applied, &in.LagBytes, &in.ReportedAt, &refused}, func() error {
+		in.Refused = nil
+		if err := json.Unmarshal([]byte(refused), &in.Refused); err != nil {
+			return fmt.Errorf("instance %d: counters_refused is not an array of {table, key, error}: %w", in.ID, err)
+		}
 		out = append(out, in)
 		return nil
 	})

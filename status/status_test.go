@@ -345,3 +345,66 @@ func TestReadGroupsPendingWorkByCluster(t *testing.T) {
 		t.Errorf("report header: at %v wal %q buckets %q", r.At, r.WAL, r.Buckets)
 	}
 }
+
+// TestPublisherReportsRefusedCounterRows: the counter rows Cuebot's guard
+// refuses an instance reach `cuesched status`, written when they change only.
+func TestPublisherReportsRefusedCounterRows(t *testing.T) {
+	db := pgtest.NewDB(t)
+	ctx := t.Context()
+	id := addInstance(t, db.Pool, "a")
+	var mu sync.Mutex
+	var refused []Refused
+	exec := &counting{pool: db.Pool}
+	p := NewPublisher(PublisherConfig{DB: exec, Source: Source{
+		Instance: func() (int32, []Owned) { return id, nil },
+		Waits:    func(cluster.Key) []match.Wait { return nil },
+		Refused: func() []Refused {
+			mu.Lock()
+			defer mu.Unlock()
+			return refused
+		},
+	}})
+	read := func() []Refused {
+		t.Helper()
+		r, err := Read(ctx, db.Pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range r.Instances {
+			if in.ID == id {
+				return in.Refused
+			}
+		}
+		t.Fatalf("instance %d not in the report", id)
+		return nil
+	}
+	round := func(what string, wrote bool) {
+		t.Helper()
+		if r := p.round(ctx); r.Err != nil || r.Wrote != wrote {
+			t.Fatalf("%s: round %+v, want wrote %v", what, r, wrote)
+		}
+	}
+	round("first", true)
+	if got := read(); len(got) != 0 {
+		t.Fatalf("refused %+v before any", got)
+	}
+	want := []Refused{{Table: "subscription", Key: "sub-1", Err: "subscription sub-1 has exceeded its burst"}}
+	mu.Lock()
+	refused = want
+	mu.Unlock()
+	round("refused", true)
+	if got := read(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("status shows refused %+v, want %+v", got, want)
+	}
+	round("unchanged", false)
+	mu.Lock()
+	refused = nil
+	mu.Unlock()
+	round("brought back", true)
+	if got := read(); len(got) != 0 {
+		t.Fatalf("refused %+v after they were brought back", got)
+	}
+	if n := exec.n.Load(); n != 3 {
+		t.Errorf("%d statements, want 3", n)
+	}
+}

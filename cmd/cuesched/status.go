@@ -85,6 +85,7 @@ func printStatus(w io.Writer, r status.Report) {
 			ago(r.At, in.Started), lease(r.At, in.LeaseUntil), live, in.Clusters, lag(r.At, in))
 	}
 	tw.Flush()
+	printRefused(w, r)
 
 	fmt.Fprintln(w, "\nCLUSTERS")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -125,6 +126,28 @@ func printStatus(w io.Writer, r status.Report) {
 		}
 		tw.Flush()
 	}
+}
+
+// printRefused lists the counter rows Cuebot's guard refuses the
+// instances, if any: each is held at its cap, so nothing books against it,
+// until its procs, its cap or its hosts change.
+func printRefused(w io.Writer, r status.Report) {
+	n := 0
+	for _, in := range r.Instances {
+		n += len(in.Refused)
+	}
+	if n == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nCOUNTER ROWS REFUSED BY CUEBOT'S GUARD (%d; held at their caps until their procs, caps or hosts change)\n", n)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "INSTANCE\tTABLE\tKEY\tERROR")
+	for _, in := range r.Instances {
+		for _, f := range in.Refused {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", in.ID, f.Table, f.Key, f.Err)
+		}
+	}
+	tw.Flush()
 }
 
 func what(c status.Cluster) string {

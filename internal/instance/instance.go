@@ -254,6 +254,13 @@ func newStatusPublisher(pool status.Execer, coord *ownership.Coordinator, sched 
 				}
 				return rep
 			},
+			Refused: func() []status.Refused {
+				var out []status.Refused
+				for _, f := range replica.CountersRefused() {
+					out = append(out, status.Refused{Table: f.Table, Key: f.Key, Err: f.Err})
+				}
+				return out
+			},
 		},
 	})
 }

@@ -1,0 +1,1 @@
+ALTER TABLE cuesched.instance DROP COLUMN counters_refused;
