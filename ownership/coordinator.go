@@ -80,6 +80,9 @@ type Options struct {
 	// work exceeds DriftTrigger x the mean (defaults 1.5 and 10 s).
 	DriftTrigger float64
 	DriftEvery   time.Duration
+	// DriftSoon: after WeightsChanged the leader checks the weights within
+	// DriftSoon, rather than at the next DriftEvery (default 200 ms).
+	DriftSoon time.Duration
 	// Fenced, when set, is wrapped by the errors Queue's check returns
 	// (dispatch.ErrFenced), so the Coordinator is a dispatch.Fence as it is.
 	Fenced     error
@@ -128,6 +131,7 @@ type Coordinator struct {
 
 	hintActor   chan struct{} // tables changed: reread them
 	hintLeader  chan struct{}
+	weighed     chan struct{} // WeightsChanged: the leader checks the drift soon
 	clustersSet chan struct{}
 
 	// hold, when set (tests), stops every goroutine of the instance that
@@ -183,6 +187,9 @@ func New(pool *pgxpool.Pool, dsn string, opts Options) (*Coordinator, error) {
 	if opts.DriftEvery <= 0 {
 		opts.DriftEvery = 10 * time.Second
 	}
+	if opts.DriftSoon <= 0 {
+		opts.DriftSoon = 200 * time.Millisecond
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -197,6 +204,7 @@ func New(pool *pgxpool.Pool, dsn string, opts Options) (*Coordinator, error) {
 		changed:     make(chan struct{}),
 		hintActor:   make(chan struct{}, 1),
 		hintLeader:  make(chan struct{}, 1),
+		weighed:     make(chan struct{}, 1),
 		clustersSet: make(chan struct{}, 1),
 	}, nil
 }
@@ -252,6 +260,13 @@ func (c *Coordinator) SetClusters(keys []cluster.Key) {
 	c.mu.Unlock()
 	signal(c.clustersSet)
 }
+
+// WeightsChanged tells the coordinator that the weights may have moved
+// sharply (work came to clusters that had none): if this instance leads, it
+// checks the drift within DriftSoon instead of at the next DriftEvery, so a
+// burst of work is spread while it is booked, not ten seconds later. The
+// check reads memory only; calling this often is cheap.
+func (c *Coordinator) WeightsChanged() { signal(c.weighed) }
 
 func (c *Coordinator) desiredClusters() ([]cluster.Key, bool) {
 	c.mu.Lock()

@@ -250,6 +250,16 @@ func moves(a, b map[string]dbOwner) int {
 }
 
 func TestBalanceByWeightsAndDrift(t *testing.T) {
+	balanceByWeights(t, false)
+}
+
+// Work that comes in a burst is spread at once: WeightsChanged makes the
+// leader check the drift without waiting for its ticker (an hour here).
+func TestBalanceSoonAfterWeightsChanged(t *testing.T) {
+	balanceByWeights(t, true)
+}
+
+func balanceByWeights(t *testing.T, soon bool) {
 	db := pgtest.NewDB(t)
 	keys := tagKeys(12)
 	var mu sync.Mutex
@@ -257,7 +267,11 @@ func TestBalanceByWeightsAndDrift(t *testing.T) {
 	for i, k := range keys {
 		weights[k] = int64(10 + 7*i)
 	}
-	opts := Options{DriftEvery: 100 * time.Millisecond, Weights: func() map[cluster.Key]int64 {
+	drift := 100 * time.Millisecond
+	if soon {
+		drift = time.Hour
+	}
+	opts := Options{DriftEvery: drift, Weights: func() map[cluster.Key]int64 {
 		mu.Lock()
 		defer mu.Unlock()
 		return maps.Clone(weights)
@@ -297,6 +311,11 @@ func TestBalanceByWeightsAndDrift(t *testing.T) {
 		weights[k] *= 10
 	}
 	mu.Unlock()
+	if soon {
+		for _, n := range nodes {
+			n.c.WeightsChanged()
+		}
+	}
 	waitFor(t, "work within 1.25 x the mean after drifting", balanced(1.25), nodes...)
 	agrees(t, db, nodes...)
 	var rebalances float64

@@ -46,6 +46,10 @@ func (c *Coordinator) lead(ctx context.Context, conn *pgx.Conn, id int32) error 
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	defer retry.Stop()
+	soon := time.NewTimer(time.Hour)
+	soon.Stop()
+	defer soon.Stop()
+	soonArmed := false
 
 	pending, force := true, true
 	for {
@@ -86,6 +90,17 @@ func (c *Coordinator) lead(ctx context.Context, conn *pgx.Conn, id int32) error 
 			retry.Reset(time.Second)
 		case <-retry.C:
 			pending = true
+		case <-c.weighed:
+			// One check for a burst of signals.
+			if !soonArmed {
+				soon.Reset(c.opts.DriftSoon)
+				soonArmed = true
+			}
+		case <-soon.C:
+			soonArmed = false
+			if l.drifted() {
+				pending, force = true, true
+			}
 		case <-drift.C:
 			if l.drifted() {
 				pending, force = true, true

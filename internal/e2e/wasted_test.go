@@ -98,7 +98,9 @@ func TestWastedAttempts(t *testing.T) {
 			if ratio >= limit {
 				t.Errorf("wasted attempts %.2f%%, want under %.0f%%", 100*ratio, 100*limit)
 			}
-			if n > 1 {
+			// The benchmark's figure counts only where every instance took
+			// its part (issue 11: at least 20% of the frames each).
+			if benchOn() && n > 1 {
 				for i, sh := range shares {
 					if sh < 0.20 {
 						t.Errorf("instance waste-%d booked %.1f%% of the frames, want at least 20%% each", i+1, 100*sh)

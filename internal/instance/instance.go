@@ -18,6 +18,7 @@ import (
 
 	"github.com/cuesched/cuesched/cache"
 	"github.com/cuesched/cuesched/cdc"
+	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/counters"
 	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/internal/config"
@@ -127,6 +128,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 		RecomputeCounters: func(ctx context.Context) error { return counters.RecomputeManaged(ctx, pool) },
 	})
 	queue.OnWork(sched.Wake)
+	// New work may have tipped the balance: the leader looks at once, so a
+	// burst is spread over the instances while it is booked.
+	queue.OnWork(func(cluster.Key) { coord.WeightsChanged() })
 
 	srv, err := metrics.Listen(cfg.MetricsAddr, reg, func() error {
 		select {
