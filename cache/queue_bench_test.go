@@ -38,8 +38,8 @@ func benchOnly(t *testing.T) {
 }
 
 // TestBenchTriggerOverhead runs a Cuebot-shaped write load with the triggers
-// of migrations 0004 and 0008 and without them (their downs, then their ups
-// again), in alternating rounds of one run, and reports the overhead.
+// of migrations 0004, 0008 and 0009 and without them (their downs, then their
+// ups again), in alternating rounds of one run, and reports the overhead.
 //
 // Each loop of a worker is what Cuebot writes around one retried frame:
 // the frame stops RUNNING -> WAITING with its proc unlinked, the proc is
@@ -126,14 +126,14 @@ func TestBenchTriggerOverhead(t *testing.T) {
 			<-stream.Ready()
 
 			var down, up string
-			for _, f := range []string{"0008_retry_hint.down.sql", "0004_work_notify.down.sql"} {
+			for _, f := range []string{"0009_cuebot_role.down.sql", "0008_retry_hint.down.sql", "0004_work_notify.down.sql"} {
 				sql, err := readMigration(f)
 				if err != nil {
 					t.Fatal(err)
 				}
 				down += sql + ";\n"
 			}
-			for _, f := range []string{"0004_work_notify.up.sql", "0008_retry_hint.up.sql"} {
+			for _, f := range []string{"0004_work_notify.up.sql", "0008_retry_hint.up.sql", "0009_cuebot_role.up.sql"} {
 				sql, err := readMigration(f)
 				if err != nil {
 					t.Fatal(err)
