@@ -50,10 +50,14 @@ func connect(ctx context.Context, cfg config.Config, app string) (*pgxpool.Pool,
 	return pool, nil
 }
 
-// checkDatabase refuses a Cuebot schema older than V47, a database whose
-// cuesched migrations are not all applied, and one logical replication
-// cannot serve.
+// checkDatabase refuses a role lacking a privilege cuesched needs (first: a
+// role that cannot read a table sees its columns as missing), a Cuebot
+// schema older than V47, a database whose cuesched migrations are not all
+// applied, and one logical replication cannot serve.
 func checkDatabase(ctx context.Context, cfg config.Config, pool *pgxpool.Pool) error {
+	if err := preflight.Privileges(ctx, pool); err != nil {
+		return err
+	}
 	if err := preflight.CuebotSchema(ctx, pool); err != nil {
 		return err
 	}
