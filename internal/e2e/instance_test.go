@@ -75,7 +75,14 @@ type instance struct {
 // is killed at the end of the test if it still runs.
 func startInstance(t *testing.T, db *pgtest.DB, name string, extra ...string) *instance {
 	t.Helper()
-	args := append([]string{"run", "--db", db.DSN, "--dry-run", "--metrics-addr", "127.0.0.1:0",
+	return startInstanceOn(t, db.DSN, name, extra...)
+}
+
+// startInstanceOn is startInstance on the database dsn names (another role's
+// connection, for one).
+func startInstanceOn(t *testing.T, dsn, name string, extra ...string) *instance {
+	t.Helper()
+	args := append([]string{"run", "--db", dsn, "--dry-run", "--metrics-addr", "127.0.0.1:0",
 		"--instance", name}, extra...)
 	cmd := exec.Command(binary, args...)
 	// Settings come from the flags alone: a CUESCHED_* variable of the
