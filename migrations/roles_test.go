@@ -3,7 +3,9 @@ package migrations_test
 import (
 	"context"
 	"testing"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cuesched/cuesched/internal/audit/audittest"
@@ -81,6 +83,16 @@ func TestCuebotsRoleWritesThroughOurTriggers(t *testing.T) {
 	if err := sim.Retry(ctx, k.Frames["0002-render"]); err != nil {
 		t.Errorf("retry: %v", err)
 	}
+	// The job trigger's hint still goes out when Cuebot's role unpauses:
+	// listening from here, the unpause is the first to send one.
+	listener, err := pgx.Connect(ctx, db.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(ctx)
+	if _, err := listener.Exec(ctx, "LISTEN cuesched_work"); err != nil {
+		t.Fatal(err)
+	}
 	for _, step := range []struct{ name, sql string }{
 		{"pause", `UPDATE job SET b_paused = true WHERE pk_job = $1`},
 		{"unpause", `UPDATE job SET b_paused = false WHERE pk_job = $1`},
@@ -92,6 +104,11 @@ func TestCuebotsRoleWritesThroughOurTriggers(t *testing.T) {
 		if _, err := pool.Exec(ctx, step.sql, k.ID); err != nil {
 			t.Errorf("%s: %v", step.name, err)
 		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if n, err := listener.WaitForNotification(wctx); err != nil || n.Payload != "job:"+k.ID {
+		t.Errorf("after the unpause: notification %v, %v; want job:%s", n, err, k.ID)
 	}
 	audittest.Clean(t, db.Pool)
 }
