@@ -29,6 +29,7 @@ func TestGrantsQuotesTheRoleAndRejectsBadNames(t *testing.T) {
 		{[]string{"grants"}, "--role is empty"},
 		{[]string{"grants", "--role", ""}, "--role is empty"},
 		{[]string{"grants", "--role", "a\nb"}, "without control characters"},
+		{[]string{"grants", "--role", "x", "--database", "a\tb"}, "without control characters"},
 		{[]string{"grants", "--role", strings.Repeat("r", 64)}, "at most 63 bytes"},
 		{[]string{"grants", "--role", "pg_monitor"}, "reserved"},
 		{[]string{"grants", "--role", "x", "extra"}, `unexpected argument "extra"`},

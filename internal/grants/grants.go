@@ -87,15 +87,25 @@ var List = []Grant{
 
 // CheckRole says what is wrong with a role name, or nil.
 func CheckRole(name string) error {
+	if err := checkName("--role", "cuesched's database role", name); err != nil {
+		return err
+	}
+	if strings.HasPrefix(strings.ToLower(name), "pg_") {
+		return fmt.Errorf("--role %q: names starting with pg_ are reserved for PostgreSQL's own roles", name)
+	}
+	return nil
+}
+
+// checkName refuses what PostgreSQL would refuse or silently truncate as an
+// identifier; anything else is quoted.
+func checkName(flag, what, name string) error {
 	switch {
 	case name == "":
-		return fmt.Errorf("--role is empty: give the name of cuesched's database role")
+		return fmt.Errorf("%s is empty: give the name of %s", flag, what)
 	case !utf8.ValidString(name) || strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }):
-		return fmt.Errorf("--role %q: a role name must be valid UTF-8 without control characters", name)
+		return fmt.Errorf("%s %q: a name must be valid UTF-8 without control characters", flag, name)
 	case len(name) > 63:
-		return fmt.Errorf("--role %q: a role name has at most 63 bytes (PostgreSQL truncates longer ones)", name)
-	case strings.HasPrefix(strings.ToLower(name), "pg_"):
-		return fmt.Errorf("--role %q: names starting with pg_ are reserved for PostgreSQL's own roles", name)
+		return fmt.Errorf("%s %q: a name has at most 63 bytes (PostgreSQL truncates longer ones)", flag, name)
 	}
 	return nil
 }
@@ -107,8 +117,8 @@ func SQL(role, database string) (string, error) {
 	if err := CheckRole(role); err != nil {
 		return "", err
 	}
-	if database == "" {
-		return "", fmt.Errorf("--database is empty: give the name of Cuebot's database")
+	if err := checkName("--database", "Cuebot's database", database); err != nil {
+		return "", err
 	}
 	r := pgx.Identifier{role}.Sanitize()
 	var b strings.Builder
