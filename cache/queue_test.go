@@ -763,12 +763,21 @@ func TestManyJobsInOneStatementShareSplitPayloads(t *testing.T) {
 		t.Errorf("mass unpause sent %q", got)
 	}
 
-	// The splitting itself, on 500 ids of 36 bytes.
+	// The splitting itself: 500 paused copies of a job, with ids of 36
+	// bytes, unpaused in one statement.
 	var many []string
 	for i := range 500 {
 		many = append(many, fmt.Sprintf("%036d", i))
 	}
-	if _, err := db.Pool.Exec(ctx, "SELECT cuesched.work_notify('job', $1)", many); err != nil {
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO job (pk_job, pk_folder, pk_show, str_name, str_visible_name, str_shot,
+			str_user, str_state, str_log_dir, b_paused, pk_facility, pk_dept, str_show)
+		SELECT id, pk_folder, pk_show, str_name || '-' || id, str_visible_name || '-' || id, str_shot,
+			str_user, 'PENDING', str_log_dir, true, pk_facility, pk_dept, str_show
+		FROM job, unnest($2::text[]) id WHERE pk_job = $1`, ids[0], many); err != nil {
+		t.Fatal(err)
+	}
+	raw.collect(t)
+	if _, err := db.Pool.Exec(ctx, "UPDATE job SET b_paused = false WHERE pk_job = ANY($1)", many); err != nil {
 		t.Fatal(err)
 	}
 	var back []string
@@ -950,8 +959,9 @@ func TestMalformedHintsAreCountedAndSkipped(t *testing.T) {
 	}
 }
 
-// Each migration's down removes exactly what its up added: 0008's down
-// gives 0004's layer_stat trigger its retries back, 0004's removes the rest.
+// Each migration's down removes exactly what its up added: 0009's down
+// gives 0004's job trigger its helper back, 0008's gives 0004's layer_stat
+// trigger its retries back, 0004's removes the rest.
 func TestWorkNotifyMigrationsDownAndUp(t *testing.T) {
 	db := pgtest.NewDB(t)
 	ctx := context.Background()
@@ -972,7 +982,7 @@ func TestWorkNotifyMigrationsDownAndUp(t *testing.T) {
 		}
 		return st
 	}
-	all := state{13, 10, true}
+	all := state{13, 9, true}
 	if got := read(); got != all {
 		t.Fatalf("after up: %+v, want %+v", got, all)
 	}
@@ -980,10 +990,12 @@ func TestWorkNotifyMigrationsDownAndUp(t *testing.T) {
 		file string
 		want state
 	}{
+		{"0009_cuebot_role.down.sql", state{13, 10, true}},
 		{"0008_retry_hint.down.sql", state{12, 9, false}},
 		{"0004_work_notify.down.sql", state{}},
 		{"0004_work_notify.up.sql", state{12, 9, false}},
-		{"0008_retry_hint.up.sql", all},
+		{"0008_retry_hint.up.sql", state{13, 10, true}},
+		{"0009_cuebot_role.up.sql", all},
 	} {
 		sql, err := readMigration(step.file)
 		if err != nil {

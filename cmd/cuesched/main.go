@@ -1,7 +1,7 @@
 // Command cuesched is the one binary of cuesched: the scheduler itself
 // (run), its database migrations (migrate), what the instances are doing
-// (status), why a job waits (explain), a self-contained demo (demo) and its
-// version.
+// (status), why a job waits (explain), the SQL giving its role what it needs
+// (grants), a self-contained demo (demo) and its version.
 package main
 
 import (
@@ -41,6 +41,7 @@ func commands() []command {
 		{"migrate", "apply, roll back, show or force cuesched's migrations: migrate up|down|status|force VERSION --db ...", runMigrate},
 		{"status", "show instances, the clusters each owns, pending work and why it waits: status --db ... [--json]", runStatus},
 		{"explain", "why a job's layers wait (read-only): explain --db ... --job NAME [--layer NAME] [--json]", runExplain},
+		{"grants", "print the SQL giving cuesched's role what it needs: grants --role NAME [--database NAME]", runGrants},
 		{"demo", "run a throwaway database with a simulated farm and show cuesched at work", runDemo},
 		{"version", "print the version", runVersion},
 	}

@@ -63,9 +63,13 @@ func checkSchemas(ctx context.Context, pool *pgxpool.Pool) error {
 	return migrationsCurrent(st)
 }
 
-// checkDatabase refuses what checkSchemas does, and a database logical
-// replication cannot serve.
+// checkDatabase refuses a role lacking a privilege cuesched needs (first: a
+// role that cannot read a table sees its columns as missing), what
+// checkSchemas refuses, and a database logical replication cannot serve.
 func checkDatabase(ctx context.Context, cfg config.Config, pool *pgxpool.Pool) error {
+	if err := preflight.Privileges(ctx, pool); err != nil {
+		return err
+	}
 	if err := checkSchemas(ctx, pool); err != nil {
 		return err
 	}

@@ -83,8 +83,8 @@ func idleCPU(t *testing.T, farm *seed.Farm) {
 	if _, err := seed.Load(t.Context(), db.Pool, farm, 11); err != nil {
 		t.Fatal(err)
 	}
-	a := startBinary(t, bin, db, "cpu-a", "--lease", "2s")
-	b := startBinary(t, bin, db, "cpu-b", "--lease", "2s")
+	a := startBinary(t, bin, db.DSN, "cpu-a", "--lease", "2s")
+	b := startBinary(t, bin, db.DSN, "cpu-b", "--lease", "2s")
 	waitFor(t, 5*time.Minute, "both instances sharing every cluster", func() bool {
 		return settled(t, db, a, b)
 	}, a, b)

@@ -75,13 +75,20 @@ type instance struct {
 // is killed at the end of the test if it still runs.
 func startInstance(t *testing.T, db *pgtest.DB, name string, extra ...string) *instance {
 	t.Helper()
-	return startBinary(t, binary, db, name, extra...)
+	return startBinary(t, binary, db.DSN, name, extra...)
 }
 
-// startBinary is startInstance with the cuesched binary at path bin.
-func startBinary(t *testing.T, bin string, db *pgtest.DB, name string, extra ...string) *instance {
+// startInstanceOn is startInstance on the database dsn names (another role's
+// connection, for one).
+func startInstanceOn(t *testing.T, dsn, name string, extra ...string) *instance {
 	t.Helper()
-	args := append([]string{"run", "--db", db.DSN, "--dry-run", "--metrics-addr", "127.0.0.1:0",
+	return startBinary(t, binary, dsn, name, extra...)
+}
+
+// startBinary is startInstanceOn with the cuesched binary at path bin.
+func startBinary(t *testing.T, bin, dsn, name string, extra ...string) *instance {
+	t.Helper()
+	args := append([]string{"run", "--db", dsn, "--dry-run", "--metrics-addr", "127.0.0.1:0",
 		"--instance", name}, extra...)
 	cmd := exec.Command(bin, args...)
 	// Settings come from the flags alone: a CUESCHED_* variable of the

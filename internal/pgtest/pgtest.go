@@ -185,3 +185,26 @@ func exec(ctx context.Context, c *pgcluster.Cluster, sql string) error {
 	}
 	return nil
 }
+
+// NewRole creates a role named prefix_<database> with sql, a format whose
+// %[1]s is the role's name, and drops it (with what it owns and the grants it
+// holds in this database) when the test ends. Roles belong to the cluster, so
+// the name carries the database's to stay apart from other tests'.
+func (db *DB) NewRole(tb testing.TB, prefix, sql string) string {
+	tb.Helper()
+	ctx := context.Background()
+	role := prefix + "_" + db.Name
+	if _, err := db.Pool.Exec(ctx, fmt.Sprintf(sql, role)); err != nil {
+		tb.Fatalf("pgtest: create role %s: %v", role, err)
+	}
+	tb.Cleanup(func() {
+		if _, err := db.Pool.Exec(ctx, "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE usename = $1",
+			role); err != nil {
+			tb.Logf("pgtest: end sessions of %s: %v", role, err)
+		}
+		if _, err := db.Pool.Exec(ctx, fmt.Sprintf("DROP OWNED BY %[1]s; DROP ROLE IF EXISTS %[1]s", role)); err != nil {
+			tb.Logf("pgtest: drop role %s: %v", role, err)
+		}
+	})
+	return role
+}
