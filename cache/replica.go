@@ -19,9 +19,15 @@ import (
 
 // ReplicaConfig is what a Replica needs.
 type ReplicaConfig struct {
-	// DSN is the database (libpq URL or key=value); the replication stream
-	// opens its own connections to it.
+	// DSN is the database (libpq URL or key=value); the feed opens its own
+	// connections to it.
 	DSN string
+	// Feed is "events" (default: the logical replication stream) or "poll"
+	// (a whole load every PollEvery, for servers without logical
+	// replication).
+	Feed string
+	// PollEvery is the poll's interval (Feed "poll"); <= 0 means 5s.
+	PollEvery time.Duration
 	// Pool runs the counter recomputes and the limit reloads.
 	Pool *pgxpool.Pool
 	// Logger; nil means slog.Default().
@@ -92,20 +98,29 @@ type ReplicaEvent struct {
 	Stream cdc.StreamEvent
 	Table  string
 	Rows   int
-	Err    error
+	// Shows is how many managed shows an EventCounters batch recomputed
+	// whole.
+	Shows int
+	Err   error
 }
 
 // Replica keeps the host index, usage and caps equal to the database: it
-// is the Sink of a cdc.Stream (a snapshot at every (re)connect, then the
-// change stream), reads the limits by query, and brings the counters of
-// managed shows back to SUM(proc) after the stream shows procs released.
+// is the Sink of its feed, a cdc.Stream (a snapshot at every (re)connect,
+// then the change stream) or a cdc.Poller (a snapshot every interval), reads
+// the limits by query, and brings the counters of managed shows back to
+// SUM(proc) after the feed shows procs released.
 type Replica struct {
 	cfg     ReplicaConfig
 	log     *slog.Logger
 	hosts   *Hosts
 	usage   *Usage
-	stream  *cdc.Stream
+	feed    cdc.Feed
+	stream  *cdc.Stream // nil when polling
 	metrics *ReplicaMetrics
+	// polled is set once a poll has loaded a state: later polls report
+	// what changed since the previous one. Only the feed's goroutine
+	// touches it.
+	polled bool
 
 	limitsKick chan struct{}
 	cnt        *counterWork
@@ -149,10 +164,23 @@ func NewReplica(cfg ReplicaConfig) *Replica {
 			refused: map[counters.Proc]counters.Refusal{}, kick: make(chan struct{}, 1)},
 		checked: map[*cdc.Relation]error{},
 	}
+	onEvent := func(e cdc.StreamEvent) { r.observe(ReplicaEvent{Kind: EventStream, Stream: e}) }
+	if cfg.Feed == "poll" {
+		every := cfg.PollEvery
+		if every <= 0 {
+			every = 5 * time.Second
+		}
+		p := cdc.NewPoller(cfg.DSN, r, every, cfg.Logger)
+		p.Metrics, p.OnEvent = r.metrics.Stream, onEvent
+		p.MinBackoff, p.MaxBackoff = cfg.MinBackoff, cfg.MaxBackoff
+		r.feed = p
+		return r
+	}
 	r.stream = cdc.NewStream(cfg.DSN, r, cfg.Logger)
 	r.stream.Metrics = r.metrics.Stream
 	r.stream.MinBackoff, r.stream.MaxBackoff = cfg.MinBackoff, cfg.MaxBackoff
-	r.stream.OnEvent = func(e cdc.StreamEvent) { r.observe(ReplicaEvent{Kind: EventStream, Stream: e}) }
+	r.stream.OnEvent = onEvent
+	r.feed = r.stream
 	return r
 }
 
@@ -162,17 +190,26 @@ func (r *Replica) Hosts() *Hosts { return r.hosts }
 // Usage is usage and caps (match.Caps).
 func (r *Replica) Usage() *Usage { return r.usage }
 
-// Stream is the replication stream; tune its fields before Run.
+// Stream is the replication stream, nil when the replica polls; tune its
+// fields before Run.
 func (r *Replica) Stream() *cdc.Stream { return r.stream }
 
 // Ready is closed once the first snapshot is loaded.
-func (r *Replica) Ready() <-chan struct{} { return r.stream.Ready() }
+func (r *Replica) Ready() <-chan struct{} { return r.feed.Ready() }
 
 // WaitApplied returns once the cache reflects every transaction committed
 // before lsn.
 func (r *Replica) WaitApplied(ctx context.Context, lsn cdc.LSN) error {
-	return r.stream.WaitApplied(ctx, lsn)
+	return r.feed.WaitApplied(ctx, lsn)
 }
+
+// Applied is the position up to which the cache reflects every committed
+// transaction.
+func (r *Replica) Applied() cdc.LSN { return r.feed.Applied() }
+
+// LagBytes is the WAL between the server's last known position and what
+// the cache has applied.
+func (r *Replica) LagBytes() int64 { return r.metrics.Stream.Lag() }
 
 // Booked is Hosts().Booked: dispatch calls it for each booking it committed,
 // with the pg_current_wal_lsn() it read right after the commit.
@@ -186,9 +223,9 @@ func (r *Replica) observe(e ReplicaEvent) {
 	}
 }
 
-// Run keeps the replica fresh until ctx ends: the replication stream, the
-// limit reloads and the counter recomputes. It returns nil then, with no
-// replication slot left behind.
+// Run keeps the replica fresh until ctx ends: its feed, the limit reloads
+// and the counter recomputes. It returns nil then, with no replication slot
+// left behind.
 func (r *Replica) Run(ctx context.Context) error {
 	if r.cfg.Pool == nil {
 		return errors.New("cache: ReplicaConfig.Pool is required")
@@ -203,15 +240,24 @@ func (r *Replica) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); r.runCounters(ctx) }()
 	}
-	err := r.stream.Run(ctx)
+	err := r.feed.Run(ctx)
 	cancel()
 	wg.Wait()
 	return err
 }
 
 // Reset implements cdc.Sink: it loads every replicated table inside the
-// slot's snapshot into a new state, then swaps it in under the locks,
-// carrying over the capacity checked out or booked and not yet echoed.
+// snapshot into a new state, then swaps it in under the locks, carrying over
+// the capacity checked out or booked and not yet echoed.
+//
+// After a (re)connect of the stream anything may have changed unseen, so
+// every host counts as grown and the counters of every managed show are
+// recomputed. A poll after the first knows the state it replaces: it
+// reports only the hosts that grew since, and marks only the counter rows
+// of the procs gone since (as Apply marks deleted procs) and the rows that
+// differ from their procs' sums in its snapshot (procs booked and released
+// between two polls, which no poll saw), since recomputing every managed
+// show would lock every counter row every interval.
 func (r *Replica) Reset(ctx context.Context, tx pgx.Tx, lsn cdc.LSN) error {
 	clear(r.checked)
 	r.usage.mu.RLock()
@@ -229,6 +275,14 @@ func (r *Replica) Reset(ctx context.Context, tx pgx.Tx, lsn cdc.LSN) error {
 		}
 	}
 	hs.refreshDirty()
+	incremental := r.stream == nil && r.polled
+	var drifted []counters.Proc
+	if incremental && r.cfg.Counters != "cuebot" {
+		var err error
+		if drifted, err = counters.Drifted(ctx, tx); err != nil {
+			return err
+		}
+	}
 	var managed []string
 	for id, s := range us.shows {
 		if s.managed {
@@ -237,21 +291,37 @@ func (r *Replica) Reset(ctx context.Context, tx pgx.Tx, lsn cdc.LSN) error {
 	}
 	r.hosts.mu.Lock()
 	r.usage.mu.Lock()
+	old, oldUsage := r.hosts.st, r.usage.st
 	r.hosts.swapLocked(hs, lsn)
-	grown, _ := hs.drainChanges()
-	us.capped, us.moved = nil, nil  // the recompute of every managed show below covers them
+	var grown []match.Host
+	topo := true
+	if incremental {
+		grown, topo = hs.changesSince(old)
+	} else {
+		grown, _ = hs.drainChanges()
+	}
+	// A load inserts every row, which is no change of a cap or a host's
+	// allocation: the recompute of every managed show below (or, polling,
+	// the rows found drifted) covers what a refused row needs.
+	us.capped, us.moved = nil, nil
 	us.setLimits(r.usage.st.limits) // a reload may have landed during the load
 	r.usage.st = us
 	r.usage.mu.Unlock()
 	r.hosts.mu.Unlock()
-	if r.cfg.OnHosts != nil {
-		r.cfg.OnHosts(grown, true)
+	if r.cfg.OnHosts != nil && (len(grown) > 0 || topo) {
+		r.cfg.OnHosts(grown, topo)
 	}
 	if r.cfg.Counters != "cuebot" {
-		// Releases while no stream ran (before the start, during a
-		// disconnect) left counters high: recompute the managed shows.
-		r.cnt.addShows(managed)
+		if incremental {
+			r.cnt.addProcs(us.released(oldUsage), r.cfg.Owns)
+			r.cnt.addRows(drifted)
+		} else {
+			// Releases while no stream ran (before the start, during a
+			// disconnect) left counters high: recompute the managed shows.
+			r.cnt.addShows(managed)
+		}
 	}
+	r.polled = r.stream == nil
 	if r.cfg.OnReset != nil {
 		r.cfg.OnReset()
 	}

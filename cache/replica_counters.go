@@ -180,7 +180,7 @@ func (r *Replica) runCounters(ctx context.Context) {
 			if err == nil {
 				delay = r.cfg.MinBackoff
 				r.metrics.CounterBatches.WithLabelValues("ok").Inc()
-				r.observe(ReplicaEvent{Kind: EventCounters, Rows: n})
+				r.observe(ReplicaEvent{Kind: EventCounters, Rows: n, Shows: len(shows)})
 				continue
 			}
 			if ctx.Err() != nil {

@@ -36,6 +36,10 @@ type replicaHarness struct {
 	hook atomic.Pointer[func(ReplicaEvent)]
 
 	loads, counterBatches, limitReloads atomic.Int64
+	// failFast makes start fail at the feed's first failed session or
+	// poll, with its error, instead of waiting out its retries.
+	failFast bool
+	dropped  atomic.Pointer[error]
 
 	stop func()
 }
@@ -55,7 +59,9 @@ func newReplicaHarness(t *testing.T, db *pgtest.DB, edit func(*ReplicaConfig)) *
 		edit(&cfg)
 	}
 	h.r = NewReplica(cfg)
-	h.r.Stream().StatusInterval = 200 * time.Millisecond
+	if st := h.r.Stream(); st != nil {
+		st.StatusInterval = 200 * time.Millisecond
+	}
 	return h
 }
 
@@ -63,6 +69,8 @@ func (h *replicaHarness) observe(e ReplicaEvent) {
 	switch {
 	case e.Kind == EventStream && e.Stream.Kind == cdc.EventLoaded:
 		h.loads.Add(1)
+	case e.Kind == EventStream && e.Stream.Kind == cdc.EventDisconnected:
+		h.dropped.Store(&e.Stream.Err)
 	case e.Kind == EventCounters && e.Err == nil:
 		h.counterBatches.Add(1)
 	case e.Kind == EventLimits && e.Err == nil:
@@ -96,12 +104,19 @@ func (h *replicaHarness) start() *replicaHarness {
 		}
 	})
 	h.t.Cleanup(h.stop)
-	select {
-	case <-h.r.Ready():
-	case <-time.After(2 * time.Minute):
-		h.t.Fatal("no snapshot loaded")
+	deadline := time.After(2 * time.Minute)
+	for {
+		select {
+		case <-h.r.Ready():
+			return h
+		case <-h.poke:
+			if err := h.dropped.Load(); h.failFast && err != nil {
+				h.t.Fatalf("no snapshot loaded: %v", *err)
+			}
+		case <-deadline:
+			h.t.Fatal("no snapshot loaded")
+		}
 	}
-	return h
 }
 
 func (h *replicaHarness) waitUntil(what string, cond func() bool) {

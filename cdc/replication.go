@@ -114,15 +114,7 @@ type Stream struct {
 
 	mu      sync.Mutex
 	running bool
-	applied LSN
-	waiters []waiter
-	ready   chan struct{}
-	loaded  bool
-}
-
-type waiter struct {
-	lsn LSN
-	ch  chan struct{}
+	progress
 }
 
 // NewStream returns a consumer of the database at dsn (a libpq URL or
@@ -144,66 +136,8 @@ func NewStream(dsn string, sink Sink, logger *slog.Logger) *Stream {
 		LoadTimeout:    5 * time.Minute,
 		MinBackoff:     100 * time.Millisecond,
 		MaxBackoff:     10 * time.Second,
-		ready:          make(chan struct{}),
+		progress:       newProgress(),
 	}
-}
-
-// Applied is the position up to which every committed transaction has been
-// applied.
-func (s *Stream) Applied() LSN {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.applied
-}
-
-// WaitApplied returns once every transaction committed before lsn has been
-// applied (dispatch waits with the pg_current_wal_lsn() it read right after
-// a booking's commit), or with ctx's error.
-func (s *Stream) WaitApplied(ctx context.Context, lsn LSN) error {
-	s.mu.Lock()
-	if s.applied >= lsn {
-		s.mu.Unlock()
-		return nil
-	}
-	w := waiter{lsn: lsn, ch: make(chan struct{})}
-	s.waiters = append(s.waiters, w)
-	s.mu.Unlock()
-	select {
-	case <-w.ch:
-		return nil
-	case <-ctx.Done():
-		s.mu.Lock()
-		for i, o := range s.waiters {
-			if o.ch == w.ch {
-				s.waiters = append(s.waiters[:i], s.waiters[i+1:]...)
-				break
-			}
-		}
-		s.mu.Unlock()
-		return fmt.Errorf("wait for replication to apply %s: %w", lsn, ctx.Err())
-	}
-}
-
-// Ready is closed once the first snapshot has been loaded.
-func (s *Stream) Ready() <-chan struct{} { return s.ready }
-
-func (s *Stream) setApplied(lsn LSN) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if lsn <= s.applied {
-		return
-	}
-	s.applied = lsn
-	kept := s.waiters[:0]
-	for _, w := range s.waiters {
-		if w.lsn <= lsn {
-			close(w.ch)
-		} else {
-			kept = append(kept, w)
-		}
-	}
-	clear(s.waiters[len(kept):])
-	s.waiters = kept
 }
 
 func (s *Stream) emit(e StreamEvent) {
@@ -312,12 +246,7 @@ func (s *Stream) session(ctx context.Context, repCfg *pgconn.Config, loadCfg *pg
 		s.Metrics.SnapshotLoad.Observe(took.Seconds())
 	}
 	s.setApplied(start)
-	s.mu.Lock()
-	if !s.loaded {
-		s.loaded = true
-		close(s.ready)
-	}
-	s.mu.Unlock()
+	s.markLoaded()
 	s.emit(StreamEvent{Kind: EventLoaded, LSN: start, Took: took})
 	s.log.Info("replication snapshot loaded", "slot", slot, "lsn", start, "took", took)
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL's server binaries (15 or newer: the publication uses
 # column lists) are installed, for the tests and the demo, which run their own
-# throwaway clusters and never touch the system's own. On Debian as root it
-# installs postgresql-15 with apt-get; elsewhere it says exactly what to
-# install.
+# throwaway clusters and never touch the system's own, and pgbouncer, which the
+# acceptance test of --feed poll runs in front of one (it is skipped without).
+# On Debian as root it installs postgresql-15 and pgbouncer with apt-get;
+# elsewhere it says exactly what to install.
 set -euo pipefail
 
 have_server() {
@@ -15,20 +16,40 @@ have_server() {
 	command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]
 }
 
-if have_server; then exit 0; fi
+have_pgbouncer() {
+	command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]
+}
+
+if have_server && have_pgbouncer; then exit 0; fi
 
 if [ -r /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; then
+	missing=()
+	have_server || missing+=(postgresql-15)
+	have_pgbouncer || missing+=(pgbouncer)
 	if [ "$(id -u)" -ne 0 ]; then
-		echo "PostgreSQL server binaries are missing: run  sudo apt-get update && sudo apt-get install -y postgresql-15" >&2
-		exit 1
+		if ! have_server; then
+			echo "PostgreSQL server binaries are missing: run  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+			exit 1
+		fi
+		echo "pgbouncer is missing, so the test of --feed poll behind a pooler will be skipped: run  sudo apt-get install -y pgbouncer" >&2
+		exit 0
 	fi
-	echo "installing postgresql-15 with apt-get (cuesched runs its own throwaway clusters; the system cluster is left alone)" >&2
+	echo "installing ${missing[*]} with apt-get (cuesched runs its own throwaway clusters and poolers; the system's are left alone)" >&2
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
-	apt-get install -y -qq postgresql-15 >/dev/null
+	apt-get install -y -qq "${missing[@]}" >/dev/null
+	if [[ " ${missing[*]} " == *" pgbouncer "* ]] && command -v systemctl >/dev/null 2>&1; then
+		# The tests start pgbouncers of their own: the package's service is not wanted.
+		systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+	fi
 	have_server && exit 0
 	echo "postgresql-15 installed but its binaries were not found under /usr/lib/postgresql" >&2
 	exit 1
+fi
+
+if have_server; then
+	echo "pgbouncer is missing, so the test of --feed poll behind a pooler will be skipped: install your platform's pgbouncer package" >&2
+	exit 0
 fi
 
 echo "PostgreSQL server binaries (initdb, pg_ctl, postgres; version 15 or newer, with pg_stat_statements and uuid-ossp) are missing." >&2

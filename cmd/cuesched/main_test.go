@@ -63,6 +63,9 @@ func TestRunRefusals(t *testing.T) {
 	}{
 		{"malformed alloc-tags", []string{"run", "--alloc-tags", "showonly", "--db", withPW(old.URL)}, nil, 2,
 			`--alloc-tags: "showonly" is not show:tag`},
+		{"malformed pool-db", []string{"run", "--db", withPW(old.URL), "--metrics-addr", "127.0.0.1:0",
+			"--pool-db", "postgres://cue:" + secret + "@127.0.0.1:notaport/cuebot"}, nil, 2,
+			"--pool-db: postgres://xxxxx: cannot parse"},
 		{"unknown flag", []string{"run", "--frobnicate", "--db", withPW(old.URL)}, nil, 2,
 			"flag provided but not defined: -frobnicate"},
 		{"schema older than V47", []string{"run", "--db", withPW(old.URL), "--metrics-addr", "127.0.0.1:0"}, nil, 1,

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cuesched/cuesched/cdc"
@@ -28,24 +30,36 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// connect opens a pool on the configured database and proves it answers,
-// with a deadline so an unreachable database fails fast and plainly.
+// connect opens a pool on the configured database (pool-db when set, db
+// otherwise) and proves it answers, with a deadline so an unreachable
+// database fails fast and plainly.
 func connect(ctx context.Context, cfg config.Config, app string) (*pgxpool.Pool, error) {
-	pc, err := pgxpool.ParseConfig(cfg.DB)
+	dsn, setting := cfg.DB, "db"
+	if cfg.PoolDB != "" {
+		dsn, setting = cfg.PoolDB, "pool-db"
+	}
+	pc, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
-		return nil, &config.Error{Setting: "db", Err: fmt.Errorf("%s: %w", config.RedactDSN(cfg.DB), err)}
+		return nil, &config.Error{Setting: setting, Err: fmt.Errorf("%s: %w", config.RedactDSN(dsn), err)}
+	}
+	if cfg.PoolDB != "" && !strings.Contains(dsn, "default_query_exec_mode") {
+		// A transaction pooler gives each transaction whichever server
+		// session is free: a statement prepared by name on one is missing
+		// on the next. Exec mode prepares none and still binds parameters
+		// on the server.
+		pc.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
 	}
 	pc.ConnConfig.RuntimeParams["application_name"] = app
 	pc.ConnConfig.ConnectTimeout = 10 * time.Second
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", config.RedactDSN(cfg.DB), err)
+		return nil, fmt.Errorf("connect to %s: %w", config.RedactDSN(dsn), err)
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if err := pool.Ping(pingCtx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect to %s: %w", config.RedactDSN(cfg.DB), err)
+		return nil, fmt.Errorf("connect to %s: %w", config.RedactDSN(dsn), err)
 	}
 	return pool, nil
 }
@@ -91,7 +105,7 @@ func runScheduler(ctx context.Context, env *environment, args []string) error {
 	}
 	log := newLogger(cfg, env.stderr)
 	log.Info("cuesched starting", "version", versionString(), "instance", cfg.Instance,
-		"db", config.RedactDSN(cfg.DB), "feed", cfg.Feed, "dry_run", cfg.DryRun)
+		"db", config.RedactDSN(cfg.DB), "pool_db", config.RedactDSN(cfg.PoolDB), "feed", cfg.Feed, "dry_run", cfg.DryRun)
 	pool, err := connect(ctx, cfg, ownership.AppName(cfg.Instance))
 	if err != nil {
 		return stoppedWhileStarting(ctx, log, err)

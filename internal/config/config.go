@@ -29,7 +29,10 @@ type AllocTag struct {
 
 // Config is every setting of `cuesched run` (other commands use a subset).
 type Config struct {
-	DB          string // libpq URL or key=value; empty: PG* environment
+	DB string // libpq URL or key=value; empty: PG* environment
+	// PoolDB is the booking pool's database address when it differs from
+	// DB (a transaction pooler); empty: DB.
+	PoolDB      string
 	ConfigFile  string
 	Facility    string
 	AllocTags   []AllocTag
@@ -143,6 +146,7 @@ func settings(c *Config) []setting {
 	}
 	return []setting{
 		{name: "db", usage: "Cuebot database: a libpq URL or key=value string (PG* environment variables are honoured)", set: str(&c.DB)},
+		{name: "pool-db", usage: "the booking pool's address of the same database (default: db), e.g. through pgbouncer in transaction mode: its statements are never prepared by name; ownership, the listener and the host cache's feed always use db", set: str(&c.PoolDB)},
 		{name: "config", usage: "YAML file of settings (keys are the flag names)", set: str(&c.ConfigFile)},
 		{name: "facility", usage: "book only this facility's clusters (facility name)", set: str(&c.Facility)},
 		{name: "alloc-tags", aliases: []string{"alloc_tags"}, usage: "book only these shows in the allocation clusters of these tags: show:tag,show:tag,...", set: func(c *Config, v string) error {

@@ -58,7 +58,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 	queue := cache.NewQueue(pool, log)
 	queue.Metrics, queue.Sched = cache.NewQueueMetrics(reg), sm
 	rcfg := cache.ReplicaConfig{
-		DSN: cfg.DB, Pool: pool, Logger: log, Registerer: reg,
+		DSN: cfg.DB, Feed: cfg.Feed, PollEvery: cfg.PollEvery, Pool: pool, Logger: log, Registerer: reg,
 		HostPingMaxAge: cfg.HostPingMaxAge, Counters: cfg.Counters,
 		Owns:    func(hostID string) bool { return sched.OwnsHost(hostID) },
 		OnHosts: func(grown []match.Host, topology bool) { sched.HostsChanged(grown, topology) },
@@ -235,10 +235,9 @@ func Order(cfg config.Config) match.Order {
 
 // newStatusPublisher is the publisher Run runs: it reads the instance's
 // claims from ownership, the reasons from the loop and the lag from the
-// replica's stream.
+// replica's feed.
 func newStatusPublisher(pool status.Execer, coord *ownership.Coordinator, sched *scheduler.Scheduler,
 	replica *cache.Replica, log *slog.Logger) *status.Publisher {
-	stream := replica.Stream()
 	return status.NewPublisher(status.PublisherConfig{
 		DB: pool, Logger: log,
 		Source: status.Source{
@@ -252,11 +251,7 @@ func newStatusPublisher(pool status.Execer, coord *ownership.Coordinator, sched 
 			},
 			Waits: sched.Waits,
 			Replication: func() status.Replication {
-				rep := status.Replication{Applied: stream.Applied()}
-				if stream.Metrics != nil {
-					rep.LagBytes = stream.Metrics.Lag()
-				}
-				return rep
+				return status.Replication{Applied: replica.Applied(), LagBytes: replica.LagBytes()}
 			},
 			Refused: func() []status.Refused {
 				var out []status.Refused

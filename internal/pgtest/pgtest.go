@@ -16,6 +16,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,7 +48,7 @@ var (
 	mu        sync.Mutex
 	cluster   *pgcluster.Cluster
 	startErr  error
-	templates = map[Template]bool{}
+	templates = map[clusterTemplate]bool{}
 	dbSeq     atomic.Int64
 )
 
@@ -80,6 +81,31 @@ func Cluster(tb testing.TB) *pgcluster.Cluster {
 	return cluster
 }
 
+// clusterTemplate is a template built in one cluster.
+type clusterTemplate struct {
+	c *pgcluster.Cluster
+	t Template
+}
+
+// NewCluster starts a cluster of the test's own with opts (a wal_level below
+// logical, say) and stops it when the test ends. NewDBIn creates databases
+// in it.
+func NewCluster(tb testing.TB, opts pgcluster.Options) *pgcluster.Cluster {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := pgcluster.Start(ctx, opts)
+	if err != nil {
+		tb.Fatalf("pgtest: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			tb.Logf("pgtest: stop cluster: %v", err)
+		}
+	})
+	return c
+}
+
 // DB is one test's database.
 type DB struct {
 	Name string
@@ -95,11 +121,16 @@ type DB struct {
 // and drops it when the test ends.
 func NewDB(tb testing.TB, tpl ...Template) *DB {
 	tb.Helper()
+	return NewDBIn(tb, Cluster(tb), tpl...)
+}
+
+// NewDBIn is NewDB in cluster c (NewCluster).
+func NewDBIn(tb testing.TB, c *pgcluster.Cluster, tpl ...Template) *DB {
+	tb.Helper()
 	t := Full
 	if len(tpl) > 0 {
 		t = tpl[0]
 	}
-	c := Cluster(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := ensureTemplate(ctx, c, t); err != nil {
@@ -136,7 +167,7 @@ func NewDB(tb testing.TB, tpl ...Template) *DB {
 func ensureTemplate(ctx context.Context, c *pgcluster.Cluster, t Template) error {
 	mu.Lock()
 	defer mu.Unlock()
-	if templates[t] {
+	if templates[clusterTemplate{c, t}] {
 		return nil
 	}
 	if err := exec(ctx, c, "CREATE DATABASE "+string(t)); err != nil {
@@ -163,7 +194,7 @@ func ensureTemplate(ctx context.Context, c *pgcluster.Cluster, t Template) error
 	if err := exec(ctx, c, fmt.Sprintf("ALTER DATABASE %s WITH IS_TEMPLATE true", t)); err != nil {
 		return err
 	}
-	templates[t] = true
+	templates[clusterTemplate{c, t}] = true
 	return nil
 }
 
@@ -207,4 +238,25 @@ func (db *DB) NewRole(tb testing.TB, prefix, sql string) string {
 		}
 	})
 	return role
+}
+
+// PlainRole creates (once per cluster) a login role named name that is
+// neither superuser nor allowed to replicate, with read and write access to
+// every table, as a site may give cuesched beside a server without logical
+// replication, and returns db's DSN for it.
+func PlainRole(tb testing.TB, db *DB, name string) string {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id := pgx.Identifier{name}.Sanitize()
+	lit := "'" + strings.ReplaceAll(name, "'", "''") + "'"
+	if err := exec(ctx, db.Cluster, `DO $$ BEGIN
+		IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = `+lit+`) THEN
+			CREATE ROLE `+id+` LOGIN NOSUPERUSER NOREPLICATION;
+			GRANT pg_read_all_data, pg_write_all_data TO `+id+`;
+		END IF;
+	END $$`); err != nil {
+		tb.Fatalf("pgtest: %v", err)
+	}
+	return strings.Replace(db.DSN, "user=postgres", "user="+name, 1)
 }

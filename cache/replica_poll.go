@@ -1,0 +1,74 @@
+package cache
+
+import (
+	"maps"
+	"slices"
+
+	"github.com/cuesched/cuesched/counters"
+	"github.com/cuesched/cuesched/match"
+)
+
+// What a poll (cdc.Poller) learns by comparing the state it loaded with the
+// one it replaces, as the stream learns it from the changes it applies.
+
+// changesSince is drainChanges for a state loaded whole that replaces old:
+// only the hosts whose replicated capacity grew since old, or which became
+// offered, count as grown, and the clusters may have changed only if hosts,
+// allocations, facilities or tags did.
+func (st *hostState) changesSince(old *hostState) (grown []match.Host, topo bool) {
+	for id := range st.grown {
+		rec, o := st.hosts[id], old.hosts[id]
+		if rec == nil {
+			continue
+		}
+		if o == nil || !o.inTrees || grewFrom(o.base, rec.base) {
+			grown = append(grown, rec.h)
+		}
+	}
+	clear(st.grown)
+	st.topo = false
+	topo = len(st.hosts) != len(old.hosts) || !maps.Equal(st.allocs, old.allocs)
+	for id, rec := range st.hosts {
+		if topo {
+			break
+		}
+		o := old.hosts[id]
+		topo = o == nil || o.h.Facility != rec.h.Facility || o.h.Alloc != rec.h.Alloc ||
+			!slices.Equal(o.h.Tags, rec.h.Tags)
+	}
+	return grown, topo
+}
+
+func grewFrom(a, b match.Resources) bool {
+	return b.Cores > a.Cores || b.Mem > a.Mem || b.GPUs > a.GPUs || b.GPUMem > a.GPUMem
+}
+
+// released marks, as Apply marks a deleted proc, every proc of a managed
+// show that old held and st no longer does.
+func (st *usageState) released(old *usageState) []marked {
+	var out []marked
+	for id, p := range old.procs {
+		if st.procs[id] != nil || !old.shows[p.show].managed {
+			continue
+		}
+		out = append(out, marked{id, p.host, counters.Proc{Show: p.show, Alloc: p.alloc, Layer: p.layer, Job: p.job,
+			Folder: p.folder, Dept: old.jobs[p.job].dept}})
+	}
+	return out
+}
+
+// addRows marks counter rows found to differ from their procs' sums
+// (counters.Drifted). No host tells whose they are, so every polling
+// instance recomputes them; the recompute is idempotent and writes only the
+// rows still off.
+func (w *counterWork) addRows(ps []counters.Proc) {
+	if len(ps) == 0 {
+		return
+	}
+	w.mu.Lock()
+	for _, p := range ps {
+		w.procs[p] = struct{}{}
+	}
+	w.mu.Unlock()
+	w.poke()
+}
