@@ -586,19 +586,15 @@ func (n names) replacer(rep *Report) *strings.Replacer {
 }
 
 // readKeyer builds cluster keys as the scheduler does: from the allocations
-// and the deployment's tag bucket count (1 before cuesched's migrations).
+// and the deployment's tag bucket count.
 func readKeyer(ctx context.Context, tx pgx.Tx, hosts *cache.Hosts) (*cluster.Keyer, error) {
-	buckets := 1
-	var setting *string
-	err := tx.QueryRow(ctx, `SELECT CASE WHEN to_regclass('cuesched.setting') IS NULL THEN NULL
-		ELSE (SELECT value FROM cuesched.setting WHERE name = 'tag_buckets') END`).Scan(&setting)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("read tag_buckets: %w", err)
+	var buckets int
+	err := tx.QueryRow(ctx, `SELECT value::int FROM cuesched.setting WHERE name = 'tag_buckets'`).Scan(&buckets)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, errors.New("cuesched.setting has no tag_buckets: run `cuesched migrate up`")
 	}
-	if setting != nil {
-		if b, err := strconv.Atoi(*setting); err == nil && b > 0 {
-			buckets = b
-		}
+	if err != nil {
+		return nil, fmt.Errorf("read tag_buckets: %w", err)
 	}
 	return cluster.NewKeyer(hosts.Allocs(), buckets), nil
 }

@@ -16,8 +16,9 @@ func runGrants(_ context.Context, env *environment, args []string) error {
 	fs.SetOutput(env.stderr)
 	role := fs.String("role", "", "cuesched's database role (required)")
 	database := fs.String("database", "cuebot", "Cuebot's database, for the CONNECT grant")
+	feed := fs.String("feed", "events", "the instances' feed: events (needs REPLICATION) or poll (does not)")
 	fs.Usage = func() {
-		fmt.Fprint(env.stderr, "usage: cuesched grants --role NAME [--database NAME]\n\n"+
+		fmt.Fprint(env.stderr, "usage: cuesched grants --role NAME [--database NAME] [--feed events|poll]\n\n"+
 			"Prints the SQL that gives cuesched's role what it reads and writes and nothing else; apply it as the\n"+
 			"owner of Cuebot's tables (the REPLICATION attribute needs a superuser):\n\n"+
 			"  cuesched grants --role cuesched | psql \"postgres://postgres@dbhost/cuebot\"\n\n")
@@ -30,9 +31,12 @@ func runGrants(_ context.Context, env *environment, args []string) error {
 		return usageError(err.Error())
 	}
 	if fs.NArg() > 0 {
-		return usageError(fmt.Sprintf("unexpected argument %q: grants takes only --role and --database", fs.Arg(0)))
+		return usageError(fmt.Sprintf("unexpected argument %q: grants takes only --role, --database and --feed", fs.Arg(0)))
 	}
-	sql, err := grants.SQL(*role, *database)
+	if *feed != "events" && *feed != "poll" {
+		return usageError(fmt.Sprintf("--feed %q: want events or poll, as the instances run", *feed))
+	}
+	sql, err := grants.SQL(*role, *database, *feed == "events")
 	if err != nil {
 		return usageError(err.Error())
 	}

@@ -40,6 +40,14 @@ func TestGrantsQuotesTheRoleAndRejectsBadNames(t *testing.T) {
 			t.Errorf("%q: exit %d, output %q; want exit 2 and %q", tc.args, code, out, tc.want)
 		}
 	}
+	// Polling needs no REPLICATION: nothing more than the feed needs.
+	code, out = cli(t, nil, "grants", "--role", "x", "--feed", "poll")
+	if code != 0 || strings.Contains(out, "REPLICATION") || !strings.Contains(out, `GRANT USAGE ON SCHEMA "cuesched" TO "x";`) {
+		t.Errorf("--feed poll: exit %d, output:\n%s\nwant the grants without REPLICATION", code, out)
+	}
+	if code, out := cli(t, nil, "grants", "--role", "x", "--feed", "push"); code != 2 || !strings.Contains(out, "--feed") {
+		t.Errorf("--feed push: exit %d, output %q; want exit 2 naming --feed", code, out)
+	}
 	if code, out := cli(t, nil, "grants", "--help"); code != 0 || !strings.Contains(out, "psql") {
 		t.Errorf("--help: exit %d, output %q", code, out)
 	}
@@ -49,7 +57,7 @@ func TestGrantsQuotesTheRoleAndRejectsBadNames(t *testing.T) {
 func TestRunRefusesARoleLackingAGrant(t *testing.T) {
 	db := pgtest.NewDB(t)
 	role := db.NewRole(t, "sched", "CREATE ROLE %[1]s LOGIN")
-	sql, err := grants.SQL(role, db.Name)
+	sql, err := grants.SQL(role, db.Name, true)
 	if err != nil {
 		t.Fatal(err)
 	}

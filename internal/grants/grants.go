@@ -110,10 +110,11 @@ func checkName(flag, what, name string) error {
 	return nil
 }
 
-// SQL is the statements giving role everything in List on database, and the
-// REPLICATION attribute: to be run as the owner of Cuebot's tables (the
-// ALTER ROLE by a superuser).
-func SQL(role, database string) (string, error) {
+// SQL is the statements giving role everything in List on database, and,
+// with replication (the change stream of --feed events), the REPLICATION
+// attribute: to be run as the owner of Cuebot's tables (the ALTER ROLE by a
+// superuser).
+func SQL(role, database string, replication bool) (string, error) {
 	if err := CheckRole(role); err != nil {
 		return "", err
 	}
@@ -123,8 +124,10 @@ func SQL(role, database string) (string, error) {
 	r := pgx.Identifier{role}.Sanitize()
 	var b strings.Builder
 	fmt.Fprintf(&b, "-- What cuesched's role %s needs, and nothing more (cuesched grants).\n", r)
-	fmt.Fprintf(&b, "-- The change stream needs REPLICATION, which a superuser gives.\n")
-	fmt.Fprintf(&b, "ALTER ROLE %s REPLICATION;\n", r)
+	if replication {
+		fmt.Fprintf(&b, "-- The change stream needs REPLICATION, which a superuser gives.\n")
+		fmt.Fprintf(&b, "ALTER ROLE %s REPLICATION;\n", r)
+	}
 	for _, g := range List {
 		var on string
 		switch g.Kind {

@@ -25,7 +25,7 @@ func TestPrivilegesOfARoleMadeByGrants(t *testing.T) {
 		t.Fatal(err)
 	}
 	role := db.NewRole(t, "sched", "CREATE ROLE %[1]s LOGIN")
-	sql, err := grants.SQL(role, db.Name)
+	sql, err := grants.SQL(role, db.Name, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestPrivilegesPassOverMissingObjects(t *testing.T) {
 	ctx := context.Background()
 	bare := pgtest.NewDB(t, pgtest.Cuebot)
 	role := bare.NewRole(t, "bare", "CREATE ROLE %[1]s LOGIN")
-	sql, err := grants.SQL(role, bare.Name)
+	sql, err := grants.SQL(role, bare.Name, true)
 	if err != nil {
 		t.Fatal(err)
 	}
