@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os/exec"
 	"testing"
 	"time"
 
@@ -25,12 +26,17 @@ func TestPollBehindTransactionPooler(t *testing.T) {
 		t.Fatal(err)
 	}
 	recordBookings(t, db.Pool)
-	const role = "cuesched_poll"
-	plain := *db
-	plain.DSN = pgtest.PlainRole(t, db, role)
+	// The role has what `cuesched grants --feed poll` gives: no REPLICATION.
+	role := db.NewRole(t, "poll", "CREATE ROLE %[1]s LOGIN NOREPLICATION")
+	out, err := exec.Command(binary, "grants", "--role", role, "--database", db.Name, "--feed", "poll").Output()
+	if err != nil {
+		t.Fatalf("cuesched grants: %v", err)
+	}
+	exec1(t, db.Pool, string(out))
 	bouncer := startPgbouncer(t, c, role, db.Name)
 
-	inst := startInstance(t, &plain, "poll-1", "--feed", "poll", "--poll-interval", "1s", "--pool-db", bouncer)
+	inst := startInstanceOn(t, db.DSN+" user="+role, "poll-1", "--feed", "poll", "--poll-interval", "1s",
+		"--pool-db", bouncer)
 	running := func() int64 { return count(t, db.Pool, `SELECT count(*) FROM frame WHERE str_state = 'RUNNING'`) }
 	waitFor(t, time.Minute, "the first bookings", func() bool { return running() > 0 }, inst)
 	if n := count(t, db.Pool, `SELECT count(*) FROM pg_replication_slots`); n != 0 {
