@@ -31,7 +31,7 @@ bench: postgres
 
 # Race tests repeated many more times than the default suite runs them.
 chaos: postgres
-	CUESCHED_CHAOS=1 $(GO) test -race -count=1 -timeout 60m -run 'Race|Chaos' $(PKGS)
+	CUESCHED_CHAOS=1 $(GO) test -race -count=1 -timeout 60m -run 'Race|Chaos|TestPollBehindTransactionPooler' $(PKGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

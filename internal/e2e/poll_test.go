@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"os/exec"
 	"testing"
 	"time"
@@ -13,16 +14,24 @@ import (
 
 // TestPollBehindTransactionPooler: `cuesched run --feed poll` on a server
 // without logical replication (wal_level = replica), as a role without
-// REPLICATION, with its booking pool through pgbouncer in transaction mode
-// (--pool-db) and everything session-bound on --db, books a small stress
-// farm and keeps booking for 20 s while Cuebot-style completions free
-// hosts: it books more frames than ever run at once. Every booking is its
-// cluster owner's and made once, the counters of the managed show come back
-// to the sum of their procs, and the instance stops cleanly.
+// REPLICATION made by `cuesched grants --feed poll`, with its booking pool
+// through pgbouncer in transaction mode (--pool-db) and everything
+// session-bound on --db, books the peer stress farm, then as much work again
+// arrives, more than the farm holds, and it keeps booking while Cuebot-style
+// completions free hosts (20 s; a minute under CUESCHED_CHAOS=1, which
+// `make chaos` sets): it books more frames than ever run at once. Every
+// booking is its cluster owner's and made once, the counters of the managed
+// show come back to the sum of their procs, and the instance stops cleanly.
 func TestPollBehindTransactionPooler(t *testing.T) {
+	window := 20 * time.Second
+	if os.Getenv("CUESCHED_CHAOS") == "1" {
+		window = time.Minute
+	}
 	c := pgtest.NewCluster(t, pgcluster.Options{Settings: map[string]string{"wal_level": "replica"}})
 	db := pgtest.NewDBIn(t, c)
-	if _, err := seed.Load(t.Context(), db.Pool, seed.Stress(11, 24, 120), 11); err != nil {
+	farm := seed.PeerStress(11)
+	seeded, err := seed.Load(t.Context(), db.Pool, farm, 11)
+	if err != nil {
 		t.Fatal(err)
 	}
 	recordBookings(t, db.Pool)
@@ -38,17 +47,24 @@ func TestPollBehindTransactionPooler(t *testing.T) {
 	inst := startInstanceOn(t, db.DSN+" user="+role, "poll-1", "--feed", "poll", "--poll-interval", "1s",
 		"--pool-db", bouncer)
 	running := func() int64 { return count(t, db.Pool, `SELECT count(*) FROM frame WHERE str_state = 'RUNNING'`) }
-	waitFor(t, time.Minute, "the first bookings", func() bool { return running() > 0 }, inst)
+	total := int64(farm.FrameCount())
+	waitFor(t, 3*time.Minute, "the peer stress farm booked", func() bool { return running() == total }, inst)
 	if n := count(t, db.Pool, `SELECT count(*) FROM pg_replication_slots`); n != 0 {
 		t.Fatalf("%d replication slots on a server without logical replication", n)
 	}
 
-	// More work than the farm holds at once: it goes on only as completions
-	// free hosts and the polls see them.
+	// As much work again, more than the farm holds at once: it goes on only
+	// as completions free hosts and the polls see them.
+	for _, j := range seed.Stress(12, 0, len(farm.Jobs)).Jobs {
+		j.Name = "more-" + j.Name
+		if _, err := seeded.Launch(t.Context(), j); err != nil {
+			t.Fatal(err)
+		}
+	}
 	comp := startCompleter(t, db.Pool, 2)
-	flowing := time.After(20 * time.Second)
+	flowing := time.After(window)
 	peak := int64(0)
-	waitFor(t, 40*time.Second, "20 s of completions and bookings", func() bool {
+	waitFor(t, window+time.Minute, "completions and bookings for the window", func() bool {
 		peak = max(peak, running())
 		select {
 		case <-flowing:
@@ -59,11 +75,11 @@ func TestPollBehindTransactionPooler(t *testing.T) {
 	}, inst)
 	comp.stop()
 	comp.check(t)
-	total := count(t, db.Pool, `SELECT count(*) FROM e2e.booking`)
-	t.Logf("%d frames booked, %d completed, at most %d running at once", total, comp.done, peak)
-	if comp.done == 0 || total <= peak {
+	booked := count(t, db.Pool, `SELECT count(*) FROM e2e.booking`)
+	t.Logf("%d frames booked, %d completed, at most %d running at once", booked, comp.done, peak)
+	if comp.done == 0 || booked <= peak {
 		t.Fatalf("%d frames booked, %d completed, at most %d running at once: freed hosts were not booked again",
-			total, comp.done, peak)
+			booked, comp.done, peak)
 	}
 
 	auditClean(t, db.Pool)
