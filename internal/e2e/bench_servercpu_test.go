@@ -109,6 +109,12 @@ func TestBenchServerCPU(t *testing.T) {
 			}
 			secs := elapsed.Seconds()
 			perSec := func(d time.Duration) float64 { return d.Seconds() / secs }
+			// The load's rate depends on the machine: per operation, the two
+			// instance counts compare even when their rates differ.
+			t.Logf("%d instance(s), %.0f release operations/s for %v: server CPU %.1f ms per operation; "+
+				"cuesched's sessions %.1f ms and the walsenders %.2f ms per operation", n, float64(ops)/secs,
+				elapsed.Round(time.Millisecond), 1000*all.Seconds()/float64(max(ops, 1)),
+				1000*used[kindCuesched].Seconds()/float64(max(ops, 1)), 1000*used[kindWalsender].Seconds()/float64(max(ops, 1)))
 			t.Logf("%d instance(s), %.0f release operations/s for %v: server CPU %.3f s/s, %.3f s/s per instance; "+
 				"walsenders %.3f s/s (%.3f each), cuesched's sessions %.3f s/s, the load's sessions %.3f s/s, "+
 				"the server's own processes (autovacuum, checkpointer, WAL writer...) %.3f s/s; the instances' own "+
