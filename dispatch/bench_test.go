@@ -15,6 +15,7 @@ import (
 
 	"github.com/cuesched/cuesched/internal/audit/audittest"
 	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/writefloor"
 	"github.com/cuesched/cuesched/match"
 )
 
@@ -26,7 +27,7 @@ import (
 //     launched), one transaction per cluster batch of up to 500 placements;
 //   - floor: the same write set as plain set-based SQL in transactions of
 //     500 frames, each transaction one pipelined round trip, no locks or
-//     checks beyond what the writes need;
+//     checks beyond what the writes need (internal/writefloor);
 //   - per-frame: the same writes, one transaction (one round trip) per frame.
 //
 // Each variant books into its own fresh copy of one seeded database. The
@@ -155,10 +156,10 @@ func TestBenchBooking(t *testing.T) {
 		booking("cuesched", 1),
 		booking("cuesched-2", 2),
 		{"floor", len(chunks), func(ctx context.Context, pool *pgxpool.Pool, unit int) error {
-			return plainWrites(ctx, pool, chunks[unit], 500)
+			return writefloor.Write(ctx, pool, chunks[unit], 500)
 		}},
 		{"per-frame", len(chunks), func(ctx context.Context, pool *pgxpool.Pool, unit int) error {
-			return plainWrites(ctx, pool, chunks[unit], 1)
+			return writefloor.Write(ctx, pool, chunks[unit], 1)
 		}},
 	}
 
@@ -235,76 +236,4 @@ func median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// plainWrites issues the booking write set for ps as plain set-based SQL,
-// size frames per transaction, each transaction one pipelined round trip
-// (BEGIN, the eight writes, COMMIT): the write floor, and with size 1 the
-// one-frame-per-transaction baseline.
-func plainWrites(ctx context.Context, pool *pgxpool.Pool, ps []match.Placement, size int) error {
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Release()
-	for i := 0; i < len(ps); i += size {
-		chunk := ps[i:min(i+size, len(ps))]
-		b := &pgx.Batch{}
-		b.Queue("BEGIN")
-		queueWriteSet(b, chunk)
-		b.Queue("COMMIT")
-		if err := conn.SendBatch(ctx, b).Close(); err != nil {
-			return fmt.Errorf("frames %d-%d: %w", i, i+len(chunk), err)
-		}
-	}
-	return nil
-}
-
-// queueWriteSet queues DESIGN.md's write set for ps: the booking's own
-// statements, without its locks, re-checks and outbox.
-func queueWriteSet(b *pgx.Batch, ps []match.Placement) {
-	n := len(ps)
-	frames, hostNames, procs, hostIDs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	shows, layerIDs, jobIDs := make([]string, n), make([]string, n), make([]string, n)
-	versions, cores32, gpus32 := make([]int32, n), make([]int32, n), make([]int32, n)
-	cores, mem, gpuMem := make([]int64, n), make([]int64, n), make([]int64, n)
-	var hosts, layers, jobs, folders sums[string]
-	var subs sums[showAlloc]
-	var points sums[showDept]
-	for i, p := range ps {
-		l, sz := p.Layer, p.Size
-		frames[i], hostNames[i], procs[i], hostIDs[i] = p.Frame.ID, p.Host.Name, newUUID(), p.Host.ID
-		shows[i], layerIDs[i], jobIDs[i] = l.ShowID, l.ID, l.JobID
-		versions[i], cores32[i], gpus32[i] = p.Frame.Version, int32(sz.Cores), int32(sz.GPUs)
-		cores[i], mem[i], gpuMem[i] = sz.Cores, sz.Mem, sz.GPUMem
-		counted := match.Resources{Cores: sz.Cores, GPUs: sz.GPUs}
-		hosts.add(p.Host.ID, sz)
-		subs.add(showAlloc{l.ShowID, p.Host.Alloc}, counted)
-		layers.add(l.ID, counted)
-		jobs.add(l.JobID, counted)
-		folders.add(l.FolderID, counted)
-		points.add(showDept{l.ShowID, l.DeptID}, counted)
-	}
-	b.Queue(sqlStartFrames, frames, versions, hostNames, cores32, mem, gpus32, gpuMem)
-	b.Queue(sqlInsertProcs, procs, hostIDs, shows, layerIDs, jobIDs, frames, cores, mem, gpus32, gpuMem)
-	hc, hm, hg, hgm := hosts.columns()
-	b.Queue(sqlTakeHosts, hosts.keys, hc, hm, hg, hgm)
-	subShows, subAllocs := make([]string, len(subs.keys)), make([]string, len(subs.keys))
-	for i, k := range subs.keys {
-		subShows[i], subAllocs[i] = k.show, k.alloc
-	}
-	sc, _, sg, _ := subs.columns()
-	b.Queue(sqlRaiseSubscriptions, subShows, subAllocs, sc, sg)
-	lc, _, lg, _ := layers.columns()
-	b.Queue(sqlRaiseLayers, layers.keys, lc, lg)
-	jc, _, jg, _ := jobs.columns()
-	b.Queue(sqlRaiseJobs, jobs.keys, jc, jg)
-	fc, _, fg, _ := folders.columns()
-	b.Queue(sqlRaiseFolders, folders.keys, fc, fg)
-	ptShows, ptDepts := make([]string, len(points.keys)), make([]string, len(points.keys))
-	for i, k := range points.keys {
-		ptShows[i], ptDepts[i] = k.show, k.dept
-	}
-	pc, _, pg, _ := points.columns()
-	b.Queue(sqlRaisePoints, ptShows, ptDepts, pc, pg)
 }

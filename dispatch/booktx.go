@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/cuesched/cuesched/dispatch/writeset"
 	"github.com/cuesched/cuesched/match"
 )
 
@@ -171,54 +172,20 @@ func lockAndRead(ctx context.Context, tx pgx.Tx, ps []match.Placement) (*lockedS
 	return st, nil
 }
 
-// The booking's writes (DESIGN.md, "What a booking writes"), each one
-// set-based statement over arrays, in the lock order. Every row they touch is
-// locked already, so none of them waits, and the guard triggers find exactly
-// what the re-check checked.
+// The booking's writes (package writeset), in the lock order. Every row
+// they touch is locked already, so none of them waits, and the guard
+// triggers find exactly what the re-check checked.
 const (
-	sqlStartFrames = `
-		UPDATE frame f
-		   SET str_state = 'RUNNING', str_host = b.host_name, int_cores = b.cores, int_mem_reserved = b.mem,
-		       int_gpus = b.gpus, int_gpu_mem_reserved = b.gpu_mem, ts_started = current_timestamp,
-		       ts_updated = current_timestamp, ts_stopped = NULL, int_version = f.int_version + 1,
-		       int_retries = CASE WHEN f.int_exit_status IN (-1, 256, 286, 299, 301, 302, 399) THEN f.int_retries
-		                          ELSE f.int_retries + 1 END
-		  FROM unnest($1::text[], $2::int4[], $3::text[], $4::int4[], $5::int8[], $6::int4[], $7::int8[])
-		       AS b(frame, version, host_name, cores, mem, gpus, gpu_mem)
-		 WHERE f.pk_frame = b.frame AND f.str_state = 'WAITING' AND f.int_version = b.version
-		   AND NOT EXISTS (SELECT FROM layer l WHERE l.pk_layer = f.pk_layer AND l.ts_start_after > current_timestamp)`
-	sqlInsertProcs = `
-		INSERT INTO proc (pk_proc, pk_host, pk_show, pk_layer, pk_job, pk_frame, int_cores_reserved, int_mem_reserved,
-		                  int_mem_pre_reserved, int_gpus_reserved, int_gpu_mem_reserved, int_gpu_mem_pre_reserved,
-		                  int_mem_used, b_local)
-		SELECT b.proc, b.host, b.show, b.layer, b.job, b.frame, b.cores, b.mem, b.mem, b.gpus, b.gpu_mem, b.gpu_mem,
-		       262144, false
-		  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::int8[],
-		              $9::int4[], $10::int8[]) AS b(proc, host, show, layer, job, frame, cores, mem, gpus, gpu_mem)
-		ON CONFLICT (pk_frame) DO NOTHING`
-	sqlTakeHosts = `
-		UPDATE host h
-		   SET int_cores_idle = h.int_cores_idle - b.cores, int_mem_idle = h.int_mem_idle - b.mem,
-		       int_gpus_idle = h.int_gpus_idle - b.gpus, int_gpu_mem_idle = h.int_gpu_mem_idle - b.gpu_mem
-		  FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) AS b(host, cores, mem, gpus, gpu_mem)
-		 WHERE h.pk_host = b.host`
-	sqlRaiseSubscriptions = `
-		UPDATE subscription s SET int_cores = s.int_cores + b.cores, int_gpus = s.int_gpus + b.gpus
-		  FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS b(show, alloc, cores, gpus)
-		 WHERE s.pk_show = b.show AND s.pk_alloc = b.alloc`
-	sqlRaiseLayers = `
-		UPDATE layer_resource r SET int_cores = r.int_cores + b.cores, int_gpus = r.int_gpus + b.gpus
-		  FROM unnest($1::text[], $2::int8[], $3::int8[]) AS b(id, cores, gpus) WHERE r.pk_layer = b.id`
-	sqlRaiseJobs = `
-		UPDATE job_resource r SET int_cores = r.int_cores + b.cores, int_gpus = r.int_gpus + b.gpus
-		  FROM unnest($1::text[], $2::int8[], $3::int8[]) AS b(id, cores, gpus) WHERE r.pk_job = b.id`
-	sqlRaiseFolders = `
-		UPDATE folder_resource r SET int_cores = r.int_cores + b.cores, int_gpus = r.int_gpus + b.gpus
-		  FROM unnest($1::text[], $2::int8[], $3::int8[]) AS b(id, cores, gpus) WHERE r.pk_folder = b.id`
-	sqlRaisePoints = `
-		UPDATE point p SET int_cores = p.int_cores + b.cores, int_gpus = p.int_gpus + b.gpus
-		  FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS b(show, dept, cores, gpus)
-		 WHERE p.pk_show = b.show AND p.pk_dept = b.dept`
+	sqlStartFrames        = writeset.StartFrames
+	sqlInsertProcs        = writeset.InsertProcs
+	sqlTakeHosts          = writeset.TakeHosts
+	sqlRaiseSubscriptions = writeset.RaiseSubscriptions
+	sqlRaiseLayers        = writeset.RaiseLayers
+	sqlRaiseJobs          = writeset.RaiseJobs
+	sqlRaiseFolders       = writeset.RaiseFolders
+	sqlRaisePoints        = writeset.RaisePoints
+	// The launch outbox row of each booking: cuesched's own, not part of
+	// the write floor.
 	sqlInsertOutbox = `
 		INSERT INTO cuesched.launch_outbox (proc_id, frame_id, frame_version, host_id, host_name, cluster_id, state)
 		SELECT b.proc, b.frame, b.version, b.host, b.host_name, $6, $7

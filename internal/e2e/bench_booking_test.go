@@ -1,0 +1,310 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cuesched/cuesched/internal/audit/audittest"
+	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/writefloor"
+	"github.com/cuesched/cuesched/match"
+)
+
+// TestBenchEndToEndBooking compares a whole `cuesched run` process (the
+// normal build, --dry-run) booking the peer stress farm with the write floor
+// (DESIGN.md) measured in the same run; the target is a median ratio of at
+// least 0.85. Each round books one fresh copy of a seeded template with the
+// process, timed from the commit that hands the show to the scheduler (the
+// process has registered and owns every cluster by then) to the moment a
+// poll every 10 ms sees all 6,000 frames RUNNING (logging where the CPU and
+// the statements' time went); then writes the same placements (read back
+// from proc) as the floor on another fresh copy, 500 frames a transaction.
+// Rounds alternate which runs first; a round whose floor runs first writes
+// the previous round's placements. Run it with
+//
+//	CUESCHED_BENCH=1 go test -count=1 -v -timeout 30m -run TestBenchEndToEndBooking ./internal/e2e
+//
+// (CUESCHED_BENCH_ROUNDS sets the rounds, default 3.)
+func TestBenchEndToEndBooking(t *testing.T) {
+	if !benchOn() {
+		t.Skip("set CUESCHED_BENCH=1 to run the end-to-end booking benchmark")
+	}
+	rounds := benchRounds()
+	bin := normalBinary(t)
+	tpl, admin := benchTemplate(t, seed.PeerStress(11), 11)
+	total := count(t, tpl.Pool, `SELECT count(*) FROM frame WHERE str_state = 'WAITING'`)
+	// Cuebot's own booking would skip a managed show; the scheduler must not
+	// see the work before the timed release.
+	exec1(t, tpl.Pool, `UPDATE show SET b_scheduler_managed = false`)
+	tpl.Pool.Close() // a template must have no sessions
+
+	var ratios []float64
+	var placements []match.Placement
+	for r := range rounds {
+		var proc, floor time.Duration
+		runProcess := func() {
+			var ps []match.Placement
+			proc, ps = processBooking(t, bin, cloneDB(t, admin, tpl, fmt.Sprintf("r%dp", r)), total)
+			placements = ps
+		}
+		runFloor := func() {
+			floor = floorBooking(t, admin, cloneDB(t, admin, tpl, fmt.Sprintf("r%df", r)), placements)
+		}
+		if r%2 == 0 || placements == nil {
+			runProcess()
+			runFloor()
+		} else {
+			runFloor()
+			runProcess()
+		}
+		ratio := floor.Seconds() / proc.Seconds()
+		ratios = append(ratios, ratio)
+		t.Logf("round %d: cuesched run %v (%.0f frames/s), floor %v (%.0f frames/s): ratio %.2f", r+1,
+			proc.Round(time.Millisecond), float64(total)/proc.Seconds(), floor.Round(time.Millisecond),
+			float64(total)/floor.Seconds(), ratio)
+	}
+	var each []string
+	for _, r := range ratios {
+		each = append(each, fmt.Sprintf("%.2f", r))
+	}
+	m := median(ratios)
+	t.Logf("cuesched run / write floor (500 per transaction): %s, median %.2f (target >= 0.85)",
+		strings.Join(each, " "), m)
+	if m < 0.85 {
+		t.Errorf("cuesched run / write floor: median %.2f, below the target 0.85", m)
+	}
+}
+
+// processBooking starts a normal-build instance on db with the work held
+// back, waits until it owns every cluster, hands the show over and times
+// until every frame runs. It returns that time and the placements it made.
+func processBooking(t *testing.T, bin string, db *pgtest.DB, total int64) (time.Duration, []match.Placement) {
+	t.Helper()
+	inst := startBinary(t, bin, db, "e2e-bench")
+	waitFor(t, 5*time.Minute, "the instance owning every cluster", func() bool {
+		ok, _ := ownedOnce(t, db.Pool, inst)
+		return ok
+	}, inst)
+	addr := inst.metricsAddr(t)
+	exec1(t, db.Pool, `CHECKPOINT`) // the copy's writes are not the booking's to pay
+	// Where the CPU goes while it books (the machine has 2 cores): the
+	// instance, the server's sessions and the walsender decoding for it.
+	postmaster := postmasterPID(t, db.Pool)
+	kinds := serverProcesses(t, db.Pool)
+	serverBefore, instBefore := serverCPU(postmaster), cpuTime(t, inst.cmd.Process.Pid)
+	exec1(t, db.Pool, `CREATE EXTENSION IF NOT EXISTS pg_stat_statements`)
+	exec1(t, db.Pool, `SELECT pg_stat_statements_reset()`)
+	var released time.Time // the release's commit, database clock
+	if err := db.Pool.QueryRow(t.Context(),
+		`UPDATE show SET b_scheduler_managed = true RETURNING clock_timestamp()`).Scan(&released); err != nil {
+		t.Fatalf("hand the show to the scheduler: %v", err)
+	}
+	start := time.Now()
+	deadline := start.Add(5 * time.Minute)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	// Cuebot's frame triggers keep job_stat's running count in the booking's
+	// own transaction: 300 rows to add, where counting frames would cost the
+	// 2-core machine a tenth of a core at this rate.
+	for count(t, db.Pool, `SELECT coalesce(sum(int_running_count), 0) FROM job_stat`) != total {
+		if inst.exited() {
+			t.Fatalf("instance exited (%v) before booking every frame", inst.err)
+		}
+		if time.Now().After(deadline) {
+			logWaiting(t, db.Pool)
+			t.Fatalf("not every frame booked within 5 minutes of the release")
+		}
+		<-tick.C
+	}
+	elapsed := time.Since(start)
+	serverAfter, instUsed := serverCPU(postmaster), cpuTime(t, inst.cmd.Process.Pid)-instBefore
+	for pid, kind := range serverProcesses(t, db.Pool) {
+		if _, ok := kinds[pid]; !ok {
+			kinds[pid] = kind
+		}
+	}
+	server := map[string]time.Duration{}
+	for pid, d := range serverAfter {
+		kind := kinds[pid]
+		if kind == "" {
+			kind = kindOther
+		}
+		server[kind] += d - serverBefore[pid]
+	}
+	var first, last time.Time
+	if err := db.Pool.QueryRow(t.Context(), `SELECT min(ts_booked), max(ts_booked) FROM proc`).Scan(&first, &last); err != nil {
+		t.Fatalf("read booking times: %v", err)
+	}
+	batches := scrape(t, addr, "cuesched_dispatch_batch_size_count")
+	t.Logf("cuesched run: every frame RUNNING %v after the release; release to first booking %v, first to last "+
+		"booking transaction start (proc.ts_booked) %v; %v booking transactions, %.0f placements each on average, "+
+		"%.1f ms each on average (begin to commit)", elapsed.Round(time.Millisecond),
+		first.Sub(released).Round(time.Millisecond), last.Sub(first).Round(time.Millisecond), batches,
+		scrape(t, addr, "cuesched_dispatch_batch_size_sum")/batches,
+		1000*scrape(t, addr, "cuesched_dispatch_batch_duration_seconds_sum")/batches)
+	t.Logf("CPU while it booked: the instance %v, its database sessions %v, its walsender %v, other sessions "+
+		"(the poll) %v, the server's own processes %v", instUsed, server[kindCuesched], server[kindWalsender],
+		server[kindClient], server[kindOther])
+	logTopStatements(t, db.Pool, 8)
+	ps := bookedPlacements(t, db.Pool)
+	inst.stop(t)
+	auditClean(t, db.Pool)
+	return elapsed, ps
+}
+
+// floorBooking writes ps as the write floor on db, 500 frames a
+// transaction, and returns the time it took.
+func floorBooking(t *testing.T, admin *pgx.Conn, db *pgtest.DB, ps []match.Placement) time.Duration {
+	t.Helper()
+	// Managed as during the process's bookings, so the same triggers fire.
+	exec1(t, db.Pool, `UPDATE show SET b_scheduler_managed = true`)
+	if _, err := admin.Exec(t.Context(), `CHECKPOINT`); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := writefloor.Write(t.Context(), db.Pool, ps, 500); err != nil {
+		t.Fatalf("write floor: %v", err)
+	}
+	elapsed := time.Since(start)
+	if n := count(t, db.Pool, `SELECT count(*) FROM frame WHERE str_state = 'RUNNING'`); n != int64(len(ps)) {
+		t.Fatalf("write floor: %d frames RUNNING, want %d", n, len(ps))
+	}
+	audittest.Clean(t, db.Pool)
+	return elapsed
+}
+
+// bookedPlacements reads back what was booked on pool (frame, host, cores,
+// memory, GPUs from proc), with what the floor's write set needs besides, in
+// the order booked. Frame versions are those before the booking (a booking
+// adds one), so the placements apply to a fresh copy of the same template.
+func bookedPlacements(t *testing.T, pool *pgxpool.Pool) []match.Placement {
+	t.Helper()
+	rows, err := pool.Query(t.Context(), `
+		SELECT p.pk_frame, f.int_version - 1, p.pk_host, h.str_name, h.pk_alloc,
+		       l.pk_layer, l.pk_job, j.pk_show, j.pk_folder, j.pk_dept,
+		       p.int_cores_reserved, p.int_mem_reserved, p.int_gpus_reserved, p.int_gpu_mem_reserved
+		  FROM proc p JOIN frame f USING (pk_frame) JOIN host h ON h.pk_host = p.pk_host
+		  JOIN layer l ON l.pk_layer = f.pk_layer JOIN job j ON j.pk_job = l.pk_job
+		 ORDER BY p.ts_booked, p.pk_frame`)
+	if err != nil {
+		t.Fatalf("read placements: %v", err)
+	}
+	defer rows.Close()
+	var out []match.Placement
+	for rows.Next() {
+		var p match.Placement
+		l := &match.Layer{}
+		if err := rows.Scan(&p.Frame.ID, &p.Frame.Version, &p.Host.ID, &p.Host.Name, &p.Host.Alloc, &l.ID, &l.JobID,
+			&l.ShowID, &l.FolderID, &l.DeptID, &p.Size.Cores, &p.Size.Mem, &p.Size.GPUs, &p.Size.GPUMem); err != nil {
+			t.Fatalf("read placements: %v", err)
+		}
+		p.Layer = l
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatalf("read placements: %v", err)
+	}
+	return out
+}
+
+// benchTemplate is a database seeded with farm, to be cloned (close its pool
+// first), and an admin connection to clone it with.
+func benchTemplate(t *testing.T, farm *seed.Farm, seedN uint64) (*pgtest.DB, *pgx.Conn) {
+	t.Helper()
+	tpl := pgtest.NewDB(t)
+	if _, err := seed.Load(t.Context(), tpl.Pool, farm, seedN); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := pgx.Connect(t.Context(), tpl.Cluster.DSN("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close(context.Background()) })
+	return tpl, admin
+}
+
+// cloneDB is a fresh copy of tpl, dropped when the test ends.
+func cloneDB(t *testing.T, admin *pgx.Conn, tpl *pgtest.DB, suffix string) *pgtest.DB {
+	t.Helper()
+	name := tpl.Name + "_" + suffix
+	if _, err := admin.Exec(t.Context(), fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, tpl.Name)); err != nil {
+		t.Fatalf("clone %s: %v", tpl.Name, err)
+	}
+	db := &pgtest.DB{Name: name, DSN: tpl.Cluster.DSN(name), URL: tpl.Cluster.URL(name), Cluster: tpl.Cluster}
+	pool, err := pgxpool.New(t.Context(), db.DSN)
+	if err != nil {
+		t.Fatalf("connect %s: %v", name, err)
+	}
+	db.Pool = pool
+	t.Cleanup(func() {
+		pool.Close()
+		if _, err := admin.Exec(context.Background(), fmt.Sprintf("DROP DATABASE %s WITH (FORCE)", name)); err != nil {
+			t.Logf("drop %s: %v", name, err)
+		}
+	})
+	return db
+}
+
+// benchRounds is CUESCHED_BENCH_ROUNDS, default 3.
+func benchRounds() int {
+	if n, err := strconv.Atoi(os.Getenv("CUESCHED_BENCH_ROUNDS")); err == nil && n > 0 {
+		return n
+	}
+	return 3
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// scrape sums the samples named name (every label set) an instance serves
+// at addr's /metrics.
+func scrape(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("read metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		sum += v
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("read metrics: %v", err)
+	}
+	return sum
+}
