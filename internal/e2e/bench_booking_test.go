@@ -92,7 +92,7 @@ func TestBenchEndToEndBooking(t *testing.T) {
 // until every frame runs. It returns that time and the placements it made.
 func processBooking(t *testing.T, bin string, db *pgtest.DB, total int64) (time.Duration, []match.Placement) {
 	t.Helper()
-	inst := startBinary(t, bin, db, "e2e-bench")
+	inst := startBinary(t, bin, db.DSN, "e2e-bench")
 	waitFor(t, 5*time.Minute, "the instance owning every cluster", func() bool {
 		ok, _ := ownedOnce(t, db.Pool, inst)
 		return ok

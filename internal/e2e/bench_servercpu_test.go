@@ -50,7 +50,7 @@ func TestBenchServerCPU(t *testing.T) {
 			db := cloneDB(t, admin, tpl, fmt.Sprintf("cpu%d", n))
 			var insts []*instance
 			for i := range n {
-				insts = append(insts, startBinary(t, bin, db, fmt.Sprintf("cpu-%d", i+1)))
+				insts = append(insts, startBinary(t, bin, db.DSN, fmt.Sprintf("cpu-%d", i+1)))
 			}
 			waitFor(t, 5*time.Minute, "the instances sharing every cluster", func() bool {
 				return settled(t, db, insts...)
