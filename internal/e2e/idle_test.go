@@ -84,6 +84,13 @@ func TestIdleCost(t *testing.T) {
 // over clusters) from /metrics.
 func queuedLayers(t *testing.T, addr string) float64 {
 	t.Helper()
+	return scrapeSum(t, addr, "cuesched_queue_layers")
+}
+
+// scrapeSum reads an instance's /metrics and sums every series of the
+// metric name.
+func scrapeSum(t *testing.T, addr, name string) float64 {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
@@ -97,7 +104,7 @@ func queuedLayers(t *testing.T, addr string) float64 {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, "cuesched_queue_layers{") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
 			continue
 		}
 		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
