@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"testing"
 	"time"
 
@@ -32,8 +33,10 @@ func TestWastedAttempts(t *testing.T) {
 			}
 			// Hold the work back until every instance has its snapshot, so
 			// they all book (one alone would take the farm before the others
-			// start).
-			if _, err := db.Pool.Exec(t.Context(), `UPDATE show SET b_scheduler_managed = false`); err != nil {
+			// start): a start-after time in the future keeps the layers
+			// queued, so ownership sees the pending work and spreads the
+			// clusters by it, as on a farm where work is always pending.
+			if _, err := db.Pool.Exec(t.Context(), `UPDATE layer SET ts_start_after = now() + interval '1 day'`); err != nil {
 				t.Fatal(err)
 			}
 			var regs []*prometheus.Registry
@@ -43,13 +46,14 @@ func TestWastedAttempts(t *testing.T) {
 			// ... and until the clusters have settled between them: a booking
 			// in a cluster moving to another instance is deferred, which says
 			// nothing of matching.
-			waitFor(t, time.Minute, "every instance owning clusters, none moving", func() bool {
+			waitFor(t, time.Minute, "every instance owning clusters by their work, none moving", func() bool {
 				return count(t, db.Pool, `SELECT count(*) FROM cuesched.instance`) == int64(n) &&
 					count(t, db.Pool, `SELECT count(DISTINCT owner) FROM cuesched.cluster`) == int64(n) &&
 					count(t, db.Pool, `SELECT count(*) FROM cuesched.handover`) == 0 &&
-					count(t, db.Pool, `SELECT count(*) FROM cuesched.cluster`) == int64(len(expectedClusters(t, db.Pool)))
+					count(t, db.Pool, `SELECT count(*) FROM cuesched.cluster`) == int64(len(expectedClusters(t, db.Pool))) &&
+					spreadByWork(t, db.Pool, n)
 			})
-			if _, err := db.Pool.Exec(t.Context(), `UPDATE show SET b_scheduler_managed = true`); err != nil {
+			if _, err := db.Pool.Exec(t.Context(), `UPDATE layer SET ts_start_after = NULL`); err != nil {
 				t.Fatal(err)
 			}
 			waitFor(t, 2*time.Minute, "every frame booked", func() bool {
@@ -89,18 +93,22 @@ func TestWastedAttempts(t *testing.T) {
 			t.Logf("peer stress farm, %d instance(s): %v attempts, %v wasted (%.2f%%): %v deferred, %v dropped %v; "+
 				"share of the frames booked by each instance %.2f; %v batches found their cluster busy, %v clusters handed over",
 				n, booked+wasted, wasted, 100*ratio, deferred, dropped, drops, shares, busy, handovers)
-			// The benchmark's target is 5%; the default suite asserts 10% on
-			// the same count, leaving room for a loaded machine.
-			limit := 0.10
+			// The benchmark's target is 5%. With the work spread over three
+			// instances they race for shared hosts (every host carries a
+			// manual tag another instance's cluster books) and 9-13% of
+			// attempts are dropped on host capacity (BENCHMARKS.md), so the
+			// default suite guards against worse than that: a regression
+			// such as handovers deferring whole rounds (over 20%).
+			limit := 0.20
 			if benchOn() {
 				limit = 0.05
 			}
 			if ratio >= limit {
 				t.Errorf("wasted attempts %.2f%%, want under %.0f%%", 100*ratio, 100*limit)
 			}
-			// The benchmark's figure counts only where every instance took
-			// its part (issue 11: at least 20% of the frames each).
-			if benchOn() && n > 1 {
+			// The figure counts only where every instance took its part
+			// (issue 11: at least 20% of the frames each).
+			if n > 1 {
 				for i, sh := range shares {
 					if sh < 0.20 {
 						t.Errorf("instance waste-%d booked %.1f%% of the frames, want at least 20%% each", i+1, 100*sh)
@@ -120,4 +128,24 @@ func TestWastedAttempts(t *testing.T) {
 			auditClean(t, db.Pool)
 		})
 	}
+}
+
+// spreadByWork reports whether no owner of clusters holds more pending
+// layers than ownership's drift trigger allows (1.5 x the mean over n
+// instances): the balance ownership keeps once it has seen the work.
+func spreadByWork(t *testing.T, pool *pgxpool.Pool, n int) bool {
+	t.Helper()
+	pending := pendingLayers(t, pool)
+	load := map[int32]int64{}
+	var total int64
+	for _, c := range readClusters(t, pool) {
+		load[c.Owner] += pending[c.Key]
+		total += pending[c.Key]
+	}
+	for _, l := range load {
+		if float64(l) > 1.5*float64(total)/float64(n) {
+			return false
+		}
+	}
+	return total > 0
 }
