@@ -192,31 +192,6 @@ const (
 		  FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[]) AS b(proc, frame, version, host, host_name)`
 )
 
-// sums adds cores and GPUs (the counters) or whole reservations (hosts) per
-// key, and lists the keys in order.
-type sums[K comparable] struct {
-	keys []K
-	by   map[K]match.Resources
-}
-
-func (s *sums[K]) add(k K, r match.Resources) {
-	if s.by == nil {
-		s.by = map[K]match.Resources{}
-	}
-	if _, ok := s.by[k]; !ok {
-		s.keys = append(s.keys, k)
-	}
-	s.by[k] = s.by[k].Add(r)
-}
-
-func (s *sums[K]) columns() (cores, mem, gpus, gpuMem []int64) {
-	for _, k := range s.keys {
-		r := s.by[k]
-		cores, mem, gpus, gpuMem = append(cores, r.Cores), append(mem, r.Mem), append(gpus, r.GPUs), append(gpuMem, r.GPUMem)
-	}
-	return
-}
-
 // write issues the booking's write set for the kept placements in one round
 // trip and checks that every statement touched the rows the re-check
 // promised.
@@ -227,9 +202,9 @@ func (b *Booker) write(ctx context.Context, tx pgx.Tx, c Cluster, kept []keptPla
 	versions, nextVersions := make([]int32, n), make([]int32, n)
 	cores32, gpus32 := make([]int32, n), make([]int32, n) // frame.int_cores and int_gpus are integer
 	cores, mem, gpuMem := make([]int64, n), make([]int64, n), make([]int64, n)
-	var hosts, layers, jobs, folders sums[string]
-	var subs sums[showAlloc]
-	var points sums[showDept]
+	var hosts, layers, jobs, folders writeset.Sums[string]
+	var subs writeset.Sums[showAlloc]
+	var points writeset.Sums[showDept]
 	for i, k := range kept {
 		p, l, sz := k.p, k.p.Layer, k.p.Size
 		frames[i], hostNames[i], procs[i], hostIDs[i] = p.Frame.ID, k.hostName, k.procID, p.Host.ID
@@ -238,12 +213,12 @@ func (b *Booker) write(ctx context.Context, tx pgx.Tx, c Cluster, kept []keptPla
 		cores32[i], gpus32[i] = int32(sz.Cores), int32(sz.GPUs) // range checked by recheck
 		cores[i], mem[i], gpuMem[i] = sz.Cores, sz.Mem, sz.GPUMem
 		counted := match.Resources{Cores: sz.Cores, GPUs: sz.GPUs} // what the counters hold
-		hosts.add(p.Host.ID, sz)
-		subs.add(showAlloc{l.ShowID, k.alloc}, counted)
-		layers.add(l.ID, counted)
-		jobs.add(l.JobID, counted)
-		folders.add(l.FolderID, counted)
-		points.add(showDept{l.ShowID, l.DeptID}, counted)
+		hosts.Add(p.Host.ID, sz)
+		subs.Add(showAlloc{l.ShowID, k.alloc}, counted)
+		layers.Add(l.ID, counted)
+		jobs.Add(l.JobID, counted)
+		folders.Add(l.FolderID, counted)
+		points.Add(showDept{l.ShowID, l.DeptID}, counted)
 	}
 	state := "pending"
 	if b.cfg.DryRun {
@@ -262,25 +237,25 @@ func (b *Booker) write(ctx context.Context, tx pgx.Tx, c Cluster, kept []keptPla
 	bt.Queue(sqlStartFrames, frames, versions, hostNames, cores32, mem, gpus32, gpuMem).Exec(expect("start frames", n))
 	bt.Queue(sqlInsertProcs, procs, hostIDs, shows, layerIDs, jobIDs, frames, cores, mem, gpus32, gpuMem).
 		Exec(expect("insert procs", n))
-	hc, hm, hg, hgm := hosts.columns()
-	bt.Queue(sqlTakeHosts, hosts.keys, hc, hm, hg, hgm).Exec(expect("take host resources", len(hosts.keys)))
-	subShows, subAllocs := make([]string, len(subs.keys)), make([]string, len(subs.keys))
-	for i, k := range subs.keys {
+	hc, hm, hg, hgm := hosts.Columns()
+	bt.Queue(sqlTakeHosts, hosts.Keys, hc, hm, hg, hgm).Exec(expect("take host resources", len(hosts.Keys)))
+	subShows, subAllocs := make([]string, len(subs.Keys)), make([]string, len(subs.Keys))
+	for i, k := range subs.Keys {
 		subShows[i], subAllocs[i] = k.show, k.alloc
 	}
-	sc, _, sg, _ := subs.columns()
-	bt.Queue(sqlRaiseSubscriptions, subShows, subAllocs, sc, sg).Exec(expect("raise subscriptions", len(subs.keys)))
-	lc, _, lg, _ := layers.columns()
-	bt.Queue(sqlRaiseLayers, layers.keys, lc, lg)
-	jc, _, jg, _ := jobs.columns()
-	bt.Queue(sqlRaiseJobs, jobs.keys, jc, jg).Exec(expect("raise jobs", len(jobs.keys)))
-	fc, _, fg, _ := folders.columns()
-	bt.Queue(sqlRaiseFolders, folders.keys, fc, fg)
-	ptShows, ptDepts := make([]string, len(points.keys)), make([]string, len(points.keys))
-	for i, k := range points.keys {
+	sc, _, sg, _ := subs.Columns()
+	bt.Queue(sqlRaiseSubscriptions, subShows, subAllocs, sc, sg).Exec(expect("raise subscriptions", len(subs.Keys)))
+	lc, _, lg, _ := layers.Columns()
+	bt.Queue(sqlRaiseLayers, layers.Keys, lc, lg)
+	jc, _, jg, _ := jobs.Columns()
+	bt.Queue(sqlRaiseJobs, jobs.Keys, jc, jg).Exec(expect("raise jobs", len(jobs.Keys)))
+	fc, _, fg, _ := folders.Columns()
+	bt.Queue(sqlRaiseFolders, folders.Keys, fc, fg)
+	ptShows, ptDepts := make([]string, len(points.Keys)), make([]string, len(points.Keys))
+	for i, k := range points.Keys {
 		ptShows[i], ptDepts[i] = k.show, k.dept
 	}
-	pc, _, pg, _ := points.columns()
+	pc, _, pg, _ := points.Columns()
 	bt.Queue(sqlRaisePoints, ptShows, ptDepts, pc, pg)
 	bt.Queue(sqlInsertOutbox, procs, frames, nextVersions, hostIDs, hostNames, c.ID, state).Exec(expect("write outbox", n))
 	if err := tx.SendBatch(ctx, bt).Close(); err != nil {

@@ -5,6 +5,8 @@
 // the two always measure one write set.
 package writeset
 
+import "github.com/cuesched/cuesched/match"
+
 const (
 	// StartFrames starts each WAITING frame of the version read on its host.
 	StartFrames = `
@@ -58,3 +60,31 @@ const (
 		  FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) AS b(show, dept, cores, gpus)
 		 WHERE p.pk_show = b.show AND p.pk_dept = b.dept`
 )
+
+// Sums adds resources per key and lists the keys in first-seen order: the
+// arrays the write set's statements take (hosts' reservations, the
+// counters' cores and GPUs).
+type Sums[K comparable] struct {
+	Keys []K
+	by   map[K]match.Resources
+}
+
+// Add adds r to key k.
+func (s *Sums[K]) Add(k K, r match.Resources) {
+	if s.by == nil {
+		s.by = map[K]match.Resources{}
+	}
+	if _, ok := s.by[k]; !ok {
+		s.Keys = append(s.Keys, k)
+	}
+	s.by[k] = s.by[k].Add(r)
+}
+
+// Columns are the sums in the order of Keys, one array per resource.
+func (s *Sums[K]) Columns() (cores, mem, gpus, gpuMem []int64) {
+	for _, k := range s.Keys {
+		r := s.by[k]
+		cores, mem, gpus, gpuMem = append(cores, r.Cores), append(mem, r.Mem), append(gpus, r.GPUs), append(gpuMem, r.GPUMem)
+	}
+	return
+}

@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -147,13 +145,13 @@ func processBooking(t *testing.T, bin string, db *pgtest.DB, total int64) (time.
 	if err := db.Pool.QueryRow(t.Context(), `SELECT min(ts_booked), max(ts_booked) FROM proc`).Scan(&first, &last); err != nil {
 		t.Fatalf("read booking times: %v", err)
 	}
-	batches := scrape(t, addr, "cuesched_dispatch_batch_size_count")
+	batches := scrapeSum(t, addr, "cuesched_dispatch_batch_size_count")
 	t.Logf("cuesched run: every frame RUNNING %v after the release; release to first booking %v, first to last "+
 		"booking transaction start (proc.ts_booked) %v; %v booking transactions, %.0f placements each on average, "+
 		"%.1f ms each on average (begin to commit)", elapsed.Round(time.Millisecond),
 		first.Sub(released).Round(time.Millisecond), last.Sub(first).Round(time.Millisecond), batches,
-		scrape(t, addr, "cuesched_dispatch_batch_size_sum")/batches,
-		1000*scrape(t, addr, "cuesched_dispatch_batch_duration_seconds_sum")/batches)
+		scrapeSum(t, addr, "cuesched_dispatch_batch_size_sum")/batches,
+		1000*scrapeSum(t, addr, "cuesched_dispatch_batch_duration_seconds_sum")/batches)
 	t.Logf("CPU while it booked: the instance %v, its database sessions %v, its walsender %v, other sessions "+
 		"(the poll) %v, the server's own processes %v", instUsed, server[kindCuesched], server[kindWalsender],
 		server[kindClient], server[kindOther])
@@ -275,36 +273,4 @@ func median(xs []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// scrape sums the samples named name (every label set) an instance serves
-// at addr's /metrics.
-func scrape(t *testing.T, addr, name string) float64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("read metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		if err != nil {
-			t.Fatalf("metrics line %q: %v", line, err)
-		}
-		sum += v
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("read metrics: %v", err)
-	}
-	return sum
 }

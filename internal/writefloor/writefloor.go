@@ -53,8 +53,8 @@ func queue(b *pgx.Batch, ps []match.Placement) {
 	shows, layerIDs, jobIDs := make([]string, n), make([]string, n), make([]string, n)
 	versions, cores32, gpus32 := make([]int32, n), make([]int32, n), make([]int32, n)
 	cores, mem, gpuMem := make([]int64, n), make([]int64, n), make([]int64, n)
-	var hosts, layers, jobs, folders sums[string]
-	var subs, points sums[[2]string]
+	var hosts, layers, jobs, folders writeset.Sums[string]
+	var subs, points writeset.Sums[[2]string]
 	for i, p := range ps {
 		l, sz := p.Layer, p.Size
 		frames[i], hostNames[i], procs[i], hostIDs[i] = p.Frame.ID, p.Host.Name, newUUID(), p.Host.ID
@@ -62,53 +62,29 @@ func queue(b *pgx.Batch, ps []match.Placement) {
 		versions[i], cores32[i], gpus32[i] = p.Frame.Version, int32(sz.Cores), int32(sz.GPUs)
 		cores[i], mem[i], gpuMem[i] = sz.Cores, sz.Mem, sz.GPUMem
 		counted := match.Resources{Cores: sz.Cores, GPUs: sz.GPUs}
-		hosts.add(p.Host.ID, sz)
-		subs.add([2]string{l.ShowID, p.Host.Alloc}, counted)
-		layers.add(l.ID, counted)
-		jobs.add(l.JobID, counted)
-		folders.add(l.FolderID, counted)
-		points.add([2]string{l.ShowID, l.DeptID}, counted)
+		hosts.Add(p.Host.ID, sz)
+		subs.Add([2]string{l.ShowID, p.Host.Alloc}, counted)
+		layers.Add(l.ID, counted)
+		jobs.Add(l.JobID, counted)
+		folders.Add(l.FolderID, counted)
+		points.Add([2]string{l.ShowID, l.DeptID}, counted)
 	}
 	b.Queue(writeset.StartFrames, frames, versions, hostNames, cores32, mem, gpus32, gpuMem)
 	b.Queue(writeset.InsertProcs, procs, hostIDs, shows, layerIDs, jobIDs, frames, cores, mem, gpus32, gpuMem)
-	hc, hm, hg, hgm := hosts.columns()
-	b.Queue(writeset.TakeHosts, hosts.keys, hc, hm, hg, hgm)
-	subShows, subAllocs := split(subs.keys)
-	sc, _, sg, _ := subs.columns()
+	hc, hm, hg, hgm := hosts.Columns()
+	b.Queue(writeset.TakeHosts, hosts.Keys, hc, hm, hg, hgm)
+	subShows, subAllocs := split(subs.Keys)
+	sc, _, sg, _ := subs.Columns()
 	b.Queue(writeset.RaiseSubscriptions, subShows, subAllocs, sc, sg)
-	lc, _, lg, _ := layers.columns()
-	b.Queue(writeset.RaiseLayers, layers.keys, lc, lg)
-	jc, _, jg, _ := jobs.columns()
-	b.Queue(writeset.RaiseJobs, jobs.keys, jc, jg)
-	fc, _, fg, _ := folders.columns()
-	b.Queue(writeset.RaiseFolders, folders.keys, fc, fg)
-	ptShows, ptDepts := split(points.keys)
-	pc, _, pg, _ := points.columns()
+	lc, _, lg, _ := layers.Columns()
+	b.Queue(writeset.RaiseLayers, layers.Keys, lc, lg)
+	jc, _, jg, _ := jobs.Columns()
+	b.Queue(writeset.RaiseJobs, jobs.Keys, jc, jg)
+	fc, _, fg, _ := folders.Columns()
+	b.Queue(writeset.RaiseFolders, folders.Keys, fc, fg)
+	ptShows, ptDepts := split(points.Keys)
+	pc, _, pg, _ := points.Columns()
 	b.Queue(writeset.RaisePoints, ptShows, ptDepts, pc, pg)
-}
-
-// sums adds resources per key and lists the keys in first-seen order.
-type sums[K comparable] struct {
-	keys []K
-	by   map[K]match.Resources
-}
-
-func (s *sums[K]) add(k K, r match.Resources) {
-	if s.by == nil {
-		s.by = map[K]match.Resources{}
-	}
-	if _, ok := s.by[k]; !ok {
-		s.keys = append(s.keys, k)
-	}
-	s.by[k] = s.by[k].Add(r)
-}
-
-func (s *sums[K]) columns() (cores, mem, gpus, gpuMem []int64) {
-	for _, k := range s.keys {
-		r := s.by[k]
-		cores, mem, gpus, gpuMem = append(cores, r.Cores), append(mem, r.Mem), append(gpus, r.GPUs), append(gpuMem, r.GPUMem)
-	}
-	return
 }
 
 // split turns pair keys into their two columns.
