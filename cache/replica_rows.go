@@ -126,15 +126,6 @@ func (r *rowReader) int(col string, dst *int64) {
 	*dst = n
 }
 
-// intNull reads a nullable integer; NULL reads as null.
-func (r *rowReader) intNull(col string, null int64, dst *int64) {
-	if v, ok := r.value(col); ok && v.Kind == cdc.Null {
-		*dst = null
-		return
-	}
-	r.int(col, dst)
-}
-
 func (r *rowReader) bool(col string, dst *bool) {
 	v, ok := r.value(col)
 	if !ok {

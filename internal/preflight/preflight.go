@@ -73,6 +73,7 @@ func CuebotSchema(ctx context.Context, q Querier) error {
 			return fmt.Errorf("check Cuebot schema: %w", err)
 		}
 		if !found {
+			//lint:ignore ST1005 Cuebot is a proper noun, the exception the check allows but cannot see
 			return fmt.Errorf("Cuebot schema too old: %s.%s is missing; apply Cuebot migration %s or newer (cuesched needs V47)",
 				r.table, r.column, r.migration)
 		}
@@ -90,6 +91,7 @@ func CuebotSchema(ctx context.Context, q Querier) error {
 // in this database, or only some of them are there.
 func missingTables(ctx context.Context, q Querier, database, role, searchPath string, missing []string) error {
 	if len(missing) < len(coreTables) || !slices.Equal(missing[:len(coreTables)], coreTables) {
+		//lint:ignore ST1005 Cuebot is a proper noun, the exception the check allows but cannot see
 		return fmt.Errorf("Cuebot schema incomplete in database %s: no table %s on the search_path (%s); "+
 			"point --db at Cuebot's own database, at migration V47 or newer", database, strings.Join(missing, ", "), searchPath)
 	}
@@ -107,9 +109,11 @@ func missingTables(ctx context.Context, q Querier, database, role, searchPath st
 	case err != nil:
 		return fmt.Errorf("check Cuebot schema: %w", err)
 	case !usage:
+		//lint:ignore ST1005 Cuebot is a proper noun, the exception the check allows but cannot see
 		return fmt.Errorf("Cuebot's tables are in schema %s of database %s, on which role %s lacks USAGE (permission denied): "+
 			"GRANT USAGE ON SCHEMA %s TO %s, or connect as Cuebot's role", schema, database, role, schema, role)
 	default:
+		//lint:ignore ST1005 Cuebot is a proper noun, the exception the check allows but cannot see
 		return fmt.Errorf("Cuebot's tables are in schema %s of database %s, which is not on the search_path (%s): "+
 			"ALTER ROLE %s SET search_path = %s, or add options=-csearch_path=%s to --db", schema, database, searchPath, role, schema, schema)
 	}
