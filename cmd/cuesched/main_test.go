@@ -14,7 +14,7 @@ import (
 	_ "github.com/golang-migrate/migrate/v4/database/postgres" // the migrate CLI's postgres:// driver
 	_ "github.com/golang-migrate/migrate/v4/source/file"
 
-	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
