@@ -5,9 +5,11 @@
 GO      ?= go
 PKGS    ?= ./...
 BIN     ?= bin/cuesched
+DEMO    ?= bin/cuesched-demo
 
 .PHONY: build test demo bench chaos lint proto postgres
 
+# The binary deployed beside Cuebot; it links nothing of internal/testworld.
 build:
 	$(GO) build -o $(BIN) ./cmd/cuesched
 
@@ -18,8 +20,10 @@ postgres:
 test: postgres
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
 
-demo: postgres build
-	$(BIN) demo
+# The demo is a command of its own: it alone links the test world.
+demo: postgres
+	$(GO) build -o $(DEMO) ./cmd/cuesched-demo
+	$(DEMO)
 
 # Go benchmarks (matching, the host index, sizing), then the measured
 # scenarios of BENCHMARKS.md against real PostgreSQL, without the race

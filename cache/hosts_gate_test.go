@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/cuesched/cuesched/dispatch"
-	"github.com/cuesched/cuesched/internal/fakerqd"
 	"github.com/cuesched/cuesched/internal/rqd"
+	"github.com/cuesched/cuesched/internal/testworld/fakerqd"
 	"github.com/cuesched/cuesched/match"
 	"github.com/cuesched/cuesched/match/matchtest"
 )

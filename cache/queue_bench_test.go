@@ -26,9 +26,9 @@ import (
 	"github.com/cuesched/cuesched/cache"
 	"github.com/cuesched/cuesched/cdc"
 	"github.com/cuesched/cuesched/cluster"
-	"github.com/cuesched/cuesched/internal/cuebotsim"
-	"github.com/cuesched/cuesched/internal/pgtest"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 func benchOnly(t *testing.T) {

@@ -3,7 +3,7 @@ package cache
 import (
 	"testing"
 
-	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 )
 
 // TestMain is the package's only one: every test file of package cache (the

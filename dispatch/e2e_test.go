@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cuesched/cuesched/internal/audit/audittest"
-	"github.com/cuesched/cuesched/internal/fakerqd"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/audittest"
+	"github.com/cuesched/cuesched/internal/testworld/fakerqd"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 // The peer stress farm booked end to end: every frame booked, launched

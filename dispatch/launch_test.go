@@ -9,10 +9,10 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/cuesched/cuesched/counters"
-	"github.com/cuesched/cuesched/internal/audit/audittest"
-	"github.com/cuesched/cuesched/internal/cuebotsim"
-	"github.com/cuesched/cuesched/internal/fakerqd"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/audittest"
+	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
+	"github.com/cuesched/cuesched/internal/testworld/fakerqd"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 // launchRig is a small farm with a fake RQD per host, a booker and a

@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 )
 
 // The outbox migration's down removes exactly what its up added, and its

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cuesched/cuesched/internal/audit/audittest"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/audittest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 // raceReps is how often each race runs: 20 in the default suite, 100 under

@@ -8,9 +8,9 @@ import (
 
 	"github.com/cuesched/cuesched/counters"
 	"github.com/cuesched/cuesched/internal/audit"
-	"github.com/cuesched/cuesched/internal/cuebotsim"
-	"github.com/cuesched/cuesched/internal/fakerqd"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
+	"github.com/cuesched/cuesched/internal/testworld/fakerqd"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 // A host running three 2-core frames moves to an allocation where the show's

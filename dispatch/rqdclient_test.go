@@ -21,8 +21,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/cuesched/cuesched/internal/fakerqd"
 	"github.com/cuesched/cuesched/internal/rqd"
+	"github.com/cuesched/cuesched/internal/testworld/fakerqd"
 )
 
 type fakeClock struct {

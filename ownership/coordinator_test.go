@@ -12,7 +12,7 @@ import (
 
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/internal/config"
-	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 )
 
 func TestOwnedExactlyOnceAndFenced(t *testing.T) {

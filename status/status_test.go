@@ -14,8 +14,8 @@ import (
 
 	"github.com/cuesched/cuesched/cdc"
 	"github.com/cuesched/cuesched/cluster"
-	"github.com/cuesched/cuesched/internal/pgtest"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 	"github.com/cuesched/cuesched/match"
 )
 

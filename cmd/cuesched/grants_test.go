@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/cuesched/cuesched/internal/grants"
-	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 )
 
 func TestGrantsQuotesTheRoleAndRejectsBadNames(t *testing.T) {

@@ -1,7 +1,8 @@
 // Command cuesched is the one binary of cuesched: the scheduler itself
 // (run), its database migrations (migrate), what the instances are doing
 // (status), why a job waits (explain), the SQL giving its role what it needs
-// (grants), a self-contained demo (demo) and its version.
+// (grants) and its version. The demo is a command of its own,
+// cmd/cuesched-demo: this binary links nothing of the test world.
 package main
 
 import (
@@ -42,7 +43,6 @@ func commands() []command {
 		{"status", "show instances, the clusters each owns, pending work and why it waits: status --db ... [--json]", runStatus},
 		{"explain", "why a job's layers wait (read-only): explain --db ... --job NAME [--layer NAME] [--json]", runExplain},
 		{"grants", "print the SQL giving cuesched's role what it needs: grants --role NAME [--database NAME]", runGrants},
-		{"demo", "run a throwaway database with a simulated farm and show cuesched at work", runDemo},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -54,6 +54,7 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
 	}
+	fmt.Fprintln(w, "\nThe demo (a throwaway database, a simulated farm, cuesched at work) is its own command: cuesched-demo (make demo).")
 }
 
 // exitCode maps an error to the process exit status: 2 for a configuration
@@ -107,10 +108,14 @@ func realMain(ctx context.Context, args []string, env *environment) int {
 		}
 		return exitCode(err)
 	}
-	if config.LooksLikeDSN(args[0]) {
+	switch {
+	case args[0] == "demo":
+		fmt.Fprintln(env.stderr, "cuesched: the demo is its own command: run cuesched-demo (make demo builds and runs it)")
+		return 2
+	case config.LooksLikeDSN(args[0]):
 		fmt.Fprintf(env.stderr, "cuesched: %q is a database, not a command: give it to a command as --db=..., e.g. cuesched status --db=...\n\n",
 			config.RedactDSN(args[0]))
-	} else {
+	default:
 		fmt.Fprintf(env.stderr, "cuesched: unknown command %q\n\n", config.RedactDSN(args[0]))
 	}
 	usage(env.stderr)

@@ -14,7 +14,7 @@ import (
 	_ "github.com/golang-migrate/migrate/v4/database/postgres" // the migrate CLI's postgres:// driver
 	_ "github.com/golang-migrate/migrate/v4/source/file"
 
-	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -40,6 +40,19 @@ func TestHelpListsEveryCommand(t *testing.T) {
 	}
 	if code, _ := cli(t, nil, "frobnicate"); code != 2 {
 		t.Errorf("unknown command exited %d, want 2", code)
+	}
+}
+
+// The demo is a command of its own, which alone links the test world: the
+// production binary has no demo, and says where it went.
+func TestDemoIsItsOwnCommand(t *testing.T) {
+	_, help := cli(t, nil, "--help")
+	if strings.Contains(help, "  demo ") || !strings.Contains(help, "cuesched-demo") {
+		t.Errorf("--help lists a demo command or does not name cuesched-demo:\n%s", help)
+	}
+	code, out := cli(t, nil, "demo")
+	if code != 2 || !strings.Contains(out, "cuesched-demo") {
+		t.Errorf("cuesched demo exited %d, want 2 and a pointer to cuesched-demo:\n%s", code, out)
 	}
 }
 
@@ -109,7 +122,7 @@ func TestPositionalDSNIsNotEchoed(t *testing.T) {
 		for _, args := range [][]string{
 			{"run", dsn}, {"migrate", dsn}, {"migrate", "up", dsn}, {"migrate", "down", dsn}, {"migrate", "status", dsn},
 			{"migrate", "force", dsn}, {"migrate", "force", "1", dsn}, {"status", dsn}, {"status", "--json", dsn},
-			{"explain", "--job", "x", dsn}, {"demo", dsn}, {"version", dsn}, {dsn},
+			{"explain", "--job", "x", dsn}, {"version", dsn}, {dsn},
 		} {
 			code, out := cli(t, nil, args...)
 			if code != 2 {

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cuesched/cuesched/internal/pgtest"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 	"github.com/cuesched/cuesched/migrations"
 )
 

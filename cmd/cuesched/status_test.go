@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/cuesched/cuesched/cluster"
-	"github.com/cuesched/cuesched/internal/pgtest"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 	"github.com/cuesched/cuesched/status"
 )
 

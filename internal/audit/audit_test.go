@@ -5,9 +5,9 @@ import (
 	"testing"
 
 	"github.com/cuesched/cuesched/internal/audit"
-	"github.com/cuesched/cuesched/internal/cuebotsim"
-	"github.com/cuesched/cuesched/internal/pgtest"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }

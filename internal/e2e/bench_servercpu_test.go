@@ -14,8 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/cuesched/cuesched/internal/cuebotsim"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 // TestBenchServerCPU measures what cuesched instances cost the PostgreSQL

@@ -16,8 +16,8 @@ import (
 
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/internal/audit"
-	"github.com/cuesched/cuesched/internal/audit/audittest"
-	"github.com/cuesched/cuesched/internal/cuebotsim"
+	"github.com/cuesched/cuesched/internal/testworld/audittest"
+	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
 )
 
 // recordBookings makes the database remember every booking: a trigger on

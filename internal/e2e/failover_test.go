@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/cuesched/cuesched/cluster"
-	"github.com/cuesched/cuesched/internal/pgtest"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 // flowTags are the tags the flowing work's layers carry: the allocation

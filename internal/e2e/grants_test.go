@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cuesched/cuesched/internal/pgtest"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 // `cuesched run` as a role made only by the SQL `cuesched grants` prints

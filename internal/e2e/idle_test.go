@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cuesched/cuesched/internal/pgtest"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 // An instance with nothing to do runs no statement that reads work and at

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cuesched/cuesched/internal/pgtest"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 var normal struct {

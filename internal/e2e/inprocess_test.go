@@ -15,7 +15,7 @@ import (
 	"github.com/cuesched/cuesched/internal/config"
 	cuesched "github.com/cuesched/cuesched/internal/instance"
 	"github.com/cuesched/cuesched/internal/metrics"
-	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 	"github.com/cuesched/cuesched/ownership"
 	"github.com/cuesched/cuesched/scheduler"
 )

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/cuesched/cuesched/dispatch"
-	"github.com/cuesched/cuesched/internal/pgtest"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 // Time to book on an idle farm, as DESIGN.md defines the benchmark: from

@@ -4,8 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cuesched/cuesched/internal/pgtest"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 // One `cuesched run --dry-run` process books the peer stress farm. A first

@@ -15,7 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/cuesched/cuesched/internal/pgcluster"
+	"github.com/cuesched/cuesched/internal/testworld/pgcluster"
 )
 
 // startPgbouncer runs a pgbouncer in transaction mode in front of cluster c

@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cuesched/cuesched/internal/audit/audittest"
-	"github.com/cuesched/cuesched/internal/pgcluster"
-	"github.com/cuesched/cuesched/internal/pgtest"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/audittest"
+	"github.com/cuesched/cuesched/internal/testworld/pgcluster"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 // TestPollBehindTransactionPooler: `cuesched run --feed poll` on a server

@@ -7,10 +7,10 @@ import (
 	"time"
 
 	"github.com/cuesched/cuesched/internal/audit"
-	"github.com/cuesched/cuesched/internal/audit/audittest"
-	"github.com/cuesched/cuesched/internal/cuebotsim"
-	"github.com/cuesched/cuesched/internal/pgtest"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/audittest"
+	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 // Overlapping clusters owned by different instances: every host of

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cuesched/cuesched/internal/pgtest"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 // Three `cuesched run` processes share a farm with pending work in every

@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cuesched/cuesched/internal/grants"
-	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 )
 
 // A role made by the SQL of `cuesched grants` alone passes the start-up

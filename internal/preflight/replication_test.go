@@ -10,8 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/cuesched/cuesched/internal/pgcluster"
-	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/pgcluster"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 )
 
 const pub = "cuesched_cache"

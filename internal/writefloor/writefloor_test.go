@@ -4,9 +4,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cuesched/cuesched/internal/audit/audittest"
-	"github.com/cuesched/cuesched/internal/pgtest"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/audittest"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 	"github.com/cuesched/cuesched/internal/writefloor"
 	"github.com/cuesched/cuesched/match"
 )

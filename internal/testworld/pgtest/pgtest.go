@@ -25,8 +25,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/cuesched/cuesched/internal/cuebotdb"
-	"github.com/cuesched/cuesched/internal/pgcluster"
+	"github.com/cuesched/cuesched/internal/testworld/cuebotdb"
+	"github.com/cuesched/cuesched/internal/testworld/pgcluster"
 	"github.com/cuesched/cuesched/migrations"
 )
 

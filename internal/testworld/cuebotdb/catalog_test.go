@@ -12,7 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 )
 
 //go:embed catalog/*.tsv

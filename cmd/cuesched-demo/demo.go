@@ -19,12 +19,13 @@ import (
 
 	"github.com/cuesched/cuesched/internal/audit"
 	"github.com/cuesched/cuesched/internal/config"
-	"github.com/cuesched/cuesched/internal/cuebotdb"
-	"github.com/cuesched/cuesched/internal/cuebotsim"
-	"github.com/cuesched/cuesched/internal/fakerqd"
-	"github.com/cuesched/cuesched/internal/pgcluster"
+	"github.com/cuesched/cuesched/internal/instance"
 	"github.com/cuesched/cuesched/internal/rqd"
-	"github.com/cuesched/cuesched/internal/seed"
+	"github.com/cuesched/cuesched/internal/testworld/cuebotdb"
+	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
+	"github.com/cuesched/cuesched/internal/testworld/fakerqd"
+	"github.com/cuesched/cuesched/internal/testworld/pgcluster"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 	"github.com/cuesched/cuesched/migrations"
 	"github.com/cuesched/cuesched/ownership"
 	"github.com/cuesched/cuesched/scheduler"
@@ -42,11 +43,10 @@ const demoPort = 8444
 // cuesched instance books, launches over gRPC and follows completions until
 // every frame has succeeded; then the invariant audit runs. The system's own
 // PostgreSQL cluster is never touched.
-func runDemo(ctx context.Context, env *environment, args []string) error {
-	if _, err := config.Load("demo", args, env.getenv, []string{}, env.stderr); err != nil {
+func runDemo(ctx context.Context, out, errw io.Writer, getenv func(string) string, args []string) error {
+	if _, err := config.Load("demo", args, getenv, []string{}, errw); err != nil {
 		return err
 	}
-	out := env.stdout
 	start := time.Now()
 	fmt.Fprintln(out, "demo: starting a throwaway PostgreSQL cluster")
 	cl, err := pgcluster.Start(ctx, pgcluster.Options{})
@@ -76,7 +76,7 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 		len(farm.Hosts), len(farm.Jobs)-1, managed)
 
 	sim := &cuebotsim.Sim{Pool: pool}
-	rqds, err := startDemoRQDs(ctx, farm.Hosts, sim, env.stderr)
+	rqds, err := startDemoRQDs(ctx, farm.Hosts, sim, errw)
 	if err != nil {
 		return err
 	}
@@ -89,8 +89,8 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 	}
 	cfg := config.Default()
 	cfg.DB, cfg.Instance, cfg.MetricsAddr, cfg.RQDPort = dsn, "demo", metricsAddr, demoPort
-	log := slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ipool, err := connect(ctx, cfg, ownership.AppName(cfg.Instance))
+	log := slog.New(slog.NewTextHandler(errw, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ipool, err := connectInstance(ctx, dsn, ownership.AppName(cfg.Instance))
 	if err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	served := make(chan error, 1)
-	go func() { served <- serve(runCtx, cfg, log, ipool, buckets) }()
+	go func() { served <- instance.Run(runCtx, cfg, log, ipool, buckets, instance.Options{}) }()
 	fmt.Fprintln(out, "demo: cuesched is running: booking, launching over gRPC, following completions")
 
 	if err := followDemo(ctx, out, pool, managed, served, rqds); err != nil {
@@ -130,6 +130,21 @@ func runDemo(ctx context.Context, env *environment, args []string) error {
 		return fmt.Errorf("cuesched instance: %w", err)
 	}
 	return reportDemo(ctx, out, pool, start, vs)
+}
+
+// connectInstance opens the instance's pool on the demo's own cluster,
+// named as `cuesched run` names it (ownership and status read the name).
+func connectInstance(ctx context.Context, dsn, app string) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("demo database address: %w", err)
+	}
+	pc.ConnConfig.RuntimeParams["application_name"] = app
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("connect the instance to the demo database: %w", err)
+	}
+	return pool, nil
 }
 
 // settleAudit runs the audit until it is clean or the time is up, and

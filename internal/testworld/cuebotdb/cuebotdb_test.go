@@ -3,7 +3,7 @@ package cuebotdb_test
 import (
 	"testing"
 
-	"github.com/cuesched/cuesched/internal/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
