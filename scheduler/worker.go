@@ -71,7 +71,13 @@ func (b *dropBackoff) next(booked, dropped int) time.Duration {
 	if b.streak == 1 {
 		return 0
 	}
-	return min(b.min<<min(b.streak-2, 20), b.max)
+	return doubling(b.min, b.max, b.streak-2)
+}
+
+// doubling is the n-th wait (from 0) of a back-off that starts at lo and
+// doubles up to hi.
+func doubling(lo, hi time.Duration, n int) time.Duration {
+	return min(lo<<min(n, 20), hi)
 }
 
 // newWorker starts a worker.
@@ -235,8 +241,7 @@ func (w *worker) resolve(ctx context.Context) error {
 // try: 100 ms, doubling to 5 s, so a database that is down is not hammered.
 func (w *worker) backoff() time.Duration {
 	w.failures++
-	d := 100 * time.Millisecond << min(w.failures-1, 6)
-	return min(d, 5*time.Second)
+	return doubling(100*time.Millisecond, 5*time.Second, w.failures-1)
 }
 
 // roundOutcome is what one round did.

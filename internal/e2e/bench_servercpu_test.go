@@ -1,20 +1,15 @@
 package e2e
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
 	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
@@ -61,9 +56,10 @@ func TestBenchServerCPU(t *testing.T) {
 			}, insts...)
 
 			postmaster := postmasterPID(t, db.Pool)
-			load := startReleaseLoad(t, db.Pool, rate)
+			// Each session waits on its commits: eight keep the rate.
+			load := startReleases(t, db.Pool, releaseOptions{workers: 8, rate: rate, retries: true})
 			// The load's own first round trips are not the window's.
-			waitFor(t, time.Minute, "the load under way", func() bool { return load.ops() > 0 })
+			waitFor(t, time.Minute, "the load under way", func() bool { return load.released() > 0 })
 			kinds := serverProcesses(t, db.Pool)
 			// Which statements the time goes to (the whole server's: only
 			// this test runs on it now).
@@ -74,10 +70,10 @@ func TestBenchServerCPU(t *testing.T) {
 			for _, i := range insts {
 				instBefore = append(instBefore, cpuTime(t, i.cmd.Process.Pid))
 			}
-			opsBefore := load.ops()
+			opsBefore := load.released()
 			<-time.After(window) // the measurement window itself, not a wait for an event
 			after, elapsed := serverCPU(postmaster), time.Since(began)
-			ops := load.ops() - opsBefore
+			ops := load.released() - opsBefore
 			var instUsed time.Duration
 			for k, i := range insts {
 				instUsed += cpuTime(t, i.cmd.Process.Pid) - instBefore[k]
@@ -87,7 +83,8 @@ func TestBenchServerCPU(t *testing.T) {
 					kinds[pid] = kind
 				}
 			}
-			load.stop(t)
+			load.stop()
+			load.check(t)
 			logTopStatements(t, db.Pool, 5)
 
 			used := map[string]time.Duration{}
@@ -225,17 +222,25 @@ func serverCPU(postmaster int) map[int]time.Duration {
 		if err != nil || fields[1] != strconv.Itoa(postmaster) {
 			continue // not a server process, or one that just ended
 		}
-		var ticks int64
-		for _, f := range fields[11:13] { // utime and stime, fields 14 and 15
-			n, err := strconv.ParseInt(f, 10, 64)
-			if err != nil {
-				continue
-			}
-			ticks += n
+		if d, err := statCPU(fields); err == nil {
+			out[pid] = d
 		}
-		out[pid] = time.Duration(ticks) * 10 * time.Millisecond // USER_HZ
 	}
 	return out
+}
+
+// statCPU is the user plus system CPU time in procStat's fields (utime and
+// stime, fields 14 and 15, in clock ticks of 1/100 s, Linux's USER_HZ).
+func statCPU(fields []string) (time.Duration, error) {
+	var ticks int64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("CPU time %q: %w", f, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }
 
 // procStat is /proc/PID/stat's fields from the state on (field 3): the
@@ -251,95 +256,4 @@ func procStat(pid int) ([]string, error) {
 		return nil, fmt.Errorf("/proc/%d/stat: %d fields after the command", pid, len(fields))
 	}
 	return fields, nil
-}
-
-// releaseLoad does what Cuebot does when RQD reports frames ending, at a
-// fixed rate: of every four RUNNING frames it takes (oldest first), three
-// are retried (back to WAITING, to be booked again) and one succeeds.
-type releaseLoad struct {
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	n      int64
-	err    error
-}
-
-func startReleaseLoad(t *testing.T, pool *pgxpool.Pool, rate int) *releaseLoad {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	l := &releaseLoad{cancel: cancel}
-	sim := &cuebotsim.Sim{Pool: pool}
-	const workers = 8 // each waits on its commits: enough of them to keep the rate
-	for w := range workers {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			tick := time.NewTicker(time.Second * workers / time.Duration(rate))
-			defer tick.Stop()
-			for i := 0; ctx.Err() == nil; {
-				rows, err := pool.Query(ctx, `SELECT f.pk_frame FROM frame f
-					WHERE f.str_state = 'RUNNING' AND (hashtext(f.pk_frame) & 2147483647) % $1 = $2
-					ORDER BY f.ts_started LIMIT 20`, workers, w)
-				var frames []string
-				if err == nil {
-					frames, err = pgx.CollectRows(rows, pgx.RowTo[string])
-				}
-				if err != nil {
-					l.fail(ctx, err)
-					return
-				}
-				for _, f := range frames {
-					select {
-					case <-ctx.Done():
-						return
-					case <-tick.C:
-					}
-					op := sim.Retry
-					if i%4 == 3 {
-						op = sim.Succeed
-					}
-					i++
-					err := op(ctx, f)
-					if err != nil && !errors.Is(err, cuebotsim.ErrStale) && !errors.Is(err, pgx.ErrNoRows) {
-						l.fail(ctx, err)
-						return
-					}
-					if err == nil {
-						l.mu.Lock()
-						l.n++
-						l.mu.Unlock()
-					}
-				}
-			}
-		}()
-	}
-	t.Cleanup(l.cancel)
-	return l
-}
-
-func (l *releaseLoad) ops() int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.n
-}
-
-func (l *releaseLoad) fail(ctx context.Context, err error) {
-	if ctx.Err() != nil || isCtxErr(err) {
-		return
-	}
-	l.mu.Lock()
-	if l.err == nil {
-		l.err = err
-	}
-	l.mu.Unlock()
-}
-
-// stop ends the load and fails the test if it failed.
-func (l *releaseLoad) stop(t *testing.T) {
-	t.Helper()
-	l.cancel()
-	l.wg.Wait()
-	if l.err != nil {
-		t.Fatalf("release load: %v", l.err)
-	}
 }

@@ -274,30 +274,53 @@ func onlyCounters(vs []audit.Violation) bool {
 	return true
 }
 
-// completer stands in for frames finishing: it completes RUNNING frames of
-// managed shows with Cuebot's two release transactions, so capacity frees
-// and booking goes on. It runs until stopped.
+// completer stands in for frames finishing: it releases RUNNING frames of
+// managed shows, oldest first, with Cuebot's two release transactions, so
+// capacity frees and booking goes on. It runs until stopped.
 type completer struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	err    error
-	done   int64
+	done   int64 // frames released
 }
 
+// releaseOptions shape a completer's load.
+type releaseOptions struct {
+	workers int
+	// rate bounds the releases a second over all workers; 0: as fast as
+	// they go.
+	rate int
+	// retries: of every four frames a worker releases, three are retried
+	// (back to WAITING, to be booked again) and one succeeds; otherwise
+	// every one succeeds.
+	retries bool
+}
+
+// startCompleter completes frames with workers sessions, as fast as they go.
 func startCompleter(t *testing.T, pool *pgxpool.Pool, workers int) *completer {
+	return startReleases(t, pool, releaseOptions{workers: workers})
+}
+
+func startReleases(t *testing.T, pool *pgxpool.Pool, o releaseOptions) *completer {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &completer{cancel: cancel}
 	sim := &cuebotsim.Sim{Pool: pool}
-	for w := range workers {
+	for w := range o.workers {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			for ctx.Err() == nil {
+			var pace <-chan time.Time
+			if o.rate > 0 {
+				tick := time.NewTicker(time.Second * time.Duration(o.workers) / time.Duration(o.rate))
+				defer tick.Stop()
+				pace = tick.C
+			}
+			for i := 0; ctx.Err() == nil; {
 				rows, err := pool.Query(ctx, `SELECT f.pk_frame FROM frame f JOIN job j USING (pk_job)
 					JOIN show s ON s.pk_show = j.pk_show
 					WHERE f.str_state = 'RUNNING' AND s.b_scheduler_managed AND (hashtext(f.pk_frame) & 2147483647) % $1 = $2
-					ORDER BY f.ts_started LIMIT 20`, workers, w)
+					ORDER BY f.ts_started LIMIT 20`, o.workers, w)
 				var frames []string
 				if err == nil {
 					frames, err = pgx.CollectRows(rows, pgx.RowTo[string])
@@ -315,7 +338,19 @@ func startCompleter(t *testing.T, pool *pgxpool.Pool, workers int) *completer {
 					continue
 				}
 				for _, f := range frames {
-					err := sim.Succeed(ctx, f)
+					if pace != nil {
+						select {
+						case <-ctx.Done():
+							return
+						case <-pace:
+						}
+					}
+					release := sim.Succeed
+					if o.retries && i%4 != 3 {
+						release = sim.Retry
+					}
+					i++
+					err := release(ctx, f)
 					if err != nil && !errors.Is(err, cuebotsim.ErrStale) && !errors.Is(err, pgx.ErrNoRows) {
 						c.fail(ctx, err)
 						return
@@ -331,6 +366,13 @@ func startCompleter(t *testing.T, pool *pgxpool.Pool, workers int) *completer {
 	}
 	t.Cleanup(c.stop)
 	return c
+}
+
+// released is how many frames have been released so far.
+func (c *completer) released() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.done
 }
 
 func (c *completer) fail(ctx context.Context, err error) {

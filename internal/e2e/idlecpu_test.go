@@ -2,9 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -43,27 +40,18 @@ func allAsleep(t *testing.T, i *instance) bool {
 	return owned > 0 && scrapeSum(t, addr, "cuesched_clusters_asleep") == owned
 }
 
-// cpuTime is the user plus system CPU time a process has used so far
-// (/proc/PID/stat, in clock ticks of 1/100 s, Linux's USER_HZ).
+// cpuTime is the user plus system CPU time a process has used so far.
 func cpuTime(t *testing.T, pid int) time.Duration {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		t.Fatalf("read CPU time of process %d: %v", pid, err)
-	}
-	// The command name (field 2) may hold spaces: count from its closing
-	// parenthesis. utime and stime are fields 14 and 15.
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	var ticks int64
-	for _, f := range fields[11:13] {
-		n, err := strconv.ParseInt(f, 10, 64)
-		if err != nil {
-			t.Fatalf("CPU time of process %d: %q: %v", pid, f, err)
+	fields, err := procStat(pid)
+	if err == nil {
+		var d time.Duration
+		if d, err = statCPU(fields); err == nil {
+			return d
 		}
-		ticks += n
 	}
-	return time.Duration(ticks) * 10 * time.Millisecond
+	t.Fatalf("read CPU time of process %d: %v", pid, err)
+	return 0
 }
 
 // An idle instance uses almost no CPU, also after ownership has changed
