@@ -305,6 +305,7 @@ func (s *Scheduler) reconcile(ctx context.Context) {
 	if len(gained) == 0 {
 		return
 	}
+	resolved := s.resolveGained(ctx, gained)
 	s.takeOver(ctx)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -312,17 +313,41 @@ func (s *Scheduler) reconcile(ctx context.Context) {
 		if _, ok := s.workers[c.Key]; ok {
 			continue
 		}
-		w := newWorker(ctx, s, c)
+		w := newWorker(ctx, s, c, resolved)
 		s.workers[c.Key] = w
 		signal(w.wake)
 		s.log.Info("cluster owned", "cluster", c.Key, "id", c.ID, "epoch", c.Epoch)
 	}
 }
 
+// resolveGained hands the launch outbox rows of every cluster gained to the
+// launcher in one read, and reports whether it did; if not, each new worker
+// resolves its own cluster, retrying until done, before it books.
+func (s *Scheduler) resolveGained(ctx context.Context, gained []ownership.Claim) bool {
+	if s.deps.Launcher == nil {
+		return true
+	}
+	ids := make([]int32, len(gained))
+	for i, c := range gained {
+		ids[i] = c.ID
+	}
+	n, err := s.deps.Launcher.Resolve(ctx, ids)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("resolve launch outbox of clusters gained: each retries before it books", "clusters", len(ids),
+				"err", err)
+		}
+		return false
+	}
+	if n > 0 {
+		s.log.Info("resolving bookings left unlaunched", "clusters", len(ids), "bookings", n)
+	}
+	return true
+}
+
 // takeOver brings the counters of managed shows back to SUM(proc) when
 // clusters are gained, since releases may have happened while no one owned
-// them. (Bookings a previous owner left unlaunched are each worker's first
-// task: see worker.resolve.)
+// them. (Bookings a previous owner left unlaunched: resolveGained.)
 func (s *Scheduler) takeOver(ctx context.Context) {
 	if s.deps.RecomputeCounters == nil {
 		return

@@ -80,11 +80,12 @@ func doubling(lo, hi time.Duration, n int) time.Duration {
 	return min(lo<<min(n, 20), hi)
 }
 
-// newWorker starts a worker.
-func newWorker(parent context.Context, s *Scheduler, c ownership.Claim) *worker {
+// newWorker starts a worker; resolved says whether the cluster's launch
+// outbox was resolved already.
+func newWorker(parent context.Context, s *Scheduler, c ownership.Claim, resolved bool) *worker {
 	ctx, cancel := context.WithCancel(parent)
 	w := &worker{s: s, claim: c, wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}),
-		quit: make(chan struct{}), drops: dropBackoff{min: dropBackoffMin, max: dropBackoffMax}}
+		quit: make(chan struct{}), resolved: resolved, drops: dropBackoff{min: dropBackoffMin, max: dropBackoffMax}}
 	more := func() bool { return !w.leaving.Load() }
 	w.round = func(ctx context.Context) (roundOutcome, error) { return s.round(ctx, c, &w.placements, more) }
 	go w.run(ctx)
