@@ -461,7 +461,7 @@ func (q *Queue) NextStart(key cluster.Key) (time.Time, bool) {
 // layerQuery reads pending layers with everything matching needs. The scope
 // (when given) names jobs; everything else is expanded to jobs first.
 const layerQuery = `
-SELECT l.pk_layer, l.str_name, j.pk_job, j.str_name, j.pk_show, j.pk_folder, j.pk_dept, j.pk_facility,
+SELECT l.pk_layer, l.str_name, j.pk_job, j.str_name, j.pk_show, s.str_name, j.pk_folder, j.pk_dept, j.pk_facility,
        jr.int_priority, coalesce(j.str_os, ''), l.str_tags, l.int_cores_min, l.int_mem_min, l.int_gpus_min,
        l.int_gpu_mem_min, l.int_cores_max, l.b_threadable, l.str_services, l.ts_start_after,
        ARRAY(SELECT ll.pk_limit_record::text FROM layer_limit ll WHERE ll.pk_layer = l.pk_layer ORDER BY 1),
@@ -827,7 +827,7 @@ func (q *Queue) scanLayers(rows pgx.Rows, keyer *cluster.Keyer, start time.Time)
 		var l match.Layer
 		var tags, services string
 		var startAfter *time.Time
-		if err := rows.Scan(&l.ID, &l.Name, &l.JobID, &l.JobName, &l.ShowID, &l.FolderID, &l.DeptID, &l.Facility,
+		if err := rows.Scan(&l.ID, &l.Name, &l.JobID, &l.JobName, &l.ShowID, &l.ShowName, &l.FolderID, &l.DeptID, &l.Facility,
 			&l.Priority, &l.OS, &tags, &l.Min.Cores, &l.Min.Mem, &l.Min.GPUs, &l.Min.GPUMem, &l.CoresMax,
 			&l.Threadable, &services, &startAfter, &l.Limits, &l.Waiting); err != nil {
 			return nil, fmt.Errorf("read pending layers: %w", err)

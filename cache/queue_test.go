@@ -323,7 +323,7 @@ func TestLaunchOf5000FramesSendsOneNotificationAndQueuesEveryLayer(t *testing.T)
 	h.waitFor(t, "20 layers queued", func() bool { return len(h.q.Layers(key)) == 20 })
 
 	l, _ := h.q.Layer(k.Layers["l00"])
-	want := match.Layer{ID: k.Layers["l00"], Name: "l00", JobID: k.ID, JobName: "big", ShowID: s.Shows["managed"],
+	want := match.Layer{ID: k.Layers["l00"], Name: "l00", JobID: k.ID, JobName: "big", ShowID: s.Shows["managed"], ShowName: "managed",
 		FolderID: s.Folders["managed/"], DeptID: l.DeptID, Facility: key.Facility, Priority: 42, OS: "linux",
 		Tags: []string{"general", "pool1"}, Min: match.Resources{Cores: 200, Mem: 2 * seed.GB}, CoresMax: 800,
 		Threadable: true, Services: []string{"maya", "arnold"}, Limits: []string{s.Limits["licence"]}, Waiting: 250}

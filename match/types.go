@@ -89,6 +89,7 @@ type Layer struct {
 	JobID      string
 	JobName    string
 	ShowID     string
+	ShowName   string // show.str_name: static ownership restricts shows by name
 	FolderID   string
 	DeptID     string    // job.pk_dept (point is keyed by show x dept)
 	Facility   string    // job.pk_facility
