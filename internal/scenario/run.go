@@ -65,7 +65,7 @@ func Run(s *Scenario) (*Outcome, error) {
 // start takes the running lines' frames from the hosts and counts them in
 // the caps; it returns them, the oldest first.
 func (s *Scenario) start(hosts *matchtest.Hosts, in *Inputs) ([]match.Placement, error) {
-	running := in.Running[:0:0]
+	var running []match.Placement
 	i := 0
 	for _, r := range s.Running {
 		for range r.N {

@@ -29,119 +29,118 @@ const unlimitedJobGPUs = 1_000_000
 // and the values this package reads as "default" (zero memory, priority,
 // job maxima).
 func FromScenario(sc *scenario.Scenario, now time.Time) (*Farm, error) {
-	f := &Farm{}
-	var errs []error
-	refuse := func(line int, format string, a ...any) {
-		errs = append(errs, fmt.Errorf("%s:%d: cannot seed: %s", sc.File, line, fmt.Sprintf(format, a...)))
-	}
+	b := &farmBuilder{sc: sc, f: &Farm{}, shows: map[string]*Show{}}
 	for _, c := range sc.Contested {
-		refuse(c.Line, "contested %s: tag pressure is judged by the scheduler's cache, not held in the database", c.Tag)
+		b.refuse(c.Line, "contested %s: tag pressure is judged by the scheduler's cache, not held in the database", c.Tag)
 	}
 	for _, r := range sc.Running {
-		refuse(r.Line, "running %s %s: frames already running need procs", r.Layer, r.Host)
+		b.refuse(r.Line, "running %s %s: frames already running need procs", r.Layer, r.Host)
 	}
-	addAlloc := func(name string) {
-		a := Allocation{Name: "local." + name, Tag: name}
-		if !slices.Contains(f.Allocations, a) {
-			f.Allocations = append(f.Allocations, a)
-		}
-	}
-	for _, h := range sc.Hosts {
-		host, err := scenarioHost(h)
-		if err != nil {
-			refuse(h.Line, "host %s: %v", h.Name, err)
-			continue
-		}
-		addAlloc(h.Alloc)
-		f.Hosts = append(f.Hosts, host)
-	}
-	shows := map[string]*Show{}
-	show := func(name string) *Show {
-		if shows[name] == nil {
-			shows[name] = &Show{Name: name, Managed: true}
-		}
-		return shows[name]
-	}
-	for _, s := range sc.Subs {
-		if s.Used != 0 {
-			refuse(s.Line, "sub %s %s: used= is usage, which only procs hold", s.Show, s.Alloc)
-		}
-		addAlloc(s.Alloc)
-		sh := show(s.Show)
-		sh.Subscriptions = append(sh.Subscriptions, Subscription{Alloc: "local." + s.Alloc, Size: s.Size, Burst: s.Burst})
-	}
+	b.hosts()
+	b.subs()
 	for _, l := range sc.Limits {
 		if l.Running != 0 {
-			refuse(l.Line, "limit %s: running= needs running frames", l.Name)
+			b.refuse(l.Line, "limit %s: running= needs running frames", l.Name)
 		}
-		f.Limits = append(f.Limits, Limit{Name: l.Name, Max: l.Max})
+		b.f.Limits = append(b.f.Limits, Limit{Name: l.Name, Max: l.Max})
 	}
-	jobs, err := scenarioJobs(sc, now, show, f)
-	errs = append(errs, err)
-	f.Jobs = jobs
-	for _, s := range sc.Subs {
-		if sh := shows[s.Show]; sh != nil {
-			f.Shows = append(f.Shows, *sh)
-			delete(shows, s.Show)
-		}
+	b.jobs()
+	b.layers(now)
+	for _, name := range b.showOrder {
+		b.f.Shows = append(b.f.Shows, *b.shows[name])
 	}
-	for _, j := range sc.Jobs {
-		if sh := shows[j.Show]; sh != nil {
-			f.Shows = append(f.Shows, *sh)
-			delete(shows, j.Show)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(b.errs...); err != nil {
 		return nil, err
 	}
-	return f, nil
+	return b.f, nil
 }
 
-func scenarioHost(h scenario.Host) (Host, error) {
-	switch {
-	case h.Facility != "local":
-		return Host{}, fmt.Errorf("facility %s: the scenario keys allocations by name alone, so only local is seeded", h.Facility)
-	case h.Name != strings.ToLower(h.Name):
-		return Host{}, errors.New("the scenario tags a host with its lower-cased name: give the name in lower case")
-	case h.IdleCores != h.Cores || h.IdleMem != h.Mem:
-		return Host{}, errors.New("idle capacity below the total needs running procs")
-	case h.MemFree == 0 || h.TempFree == 0:
-		return Host{}, errors.New("memfree=0 or a free temp of 0 reads as \"all of it\" here")
-	case h.TempTotal != 100*GB:
-		return Host{}, errors.New("the temp total is always 100G here")
-	}
-	return Host{Name: h.Name, Alloc: "local." + h.Alloc, Cores: h.Cores, Mem: h.Mem, GPUs: h.GPUs, GPUMem: h.GPUMem,
-		OS: h.OS, ThreadMode: int(h.Mode), ManualTags: slices.Clone(h.Tags), MemFree: h.MemFree, TempFree: h.TempFree}, nil
+type farmBuilder struct {
+	sc        *scenario.Scenario
+	f         *Farm
+	shows     map[string]*Show
+	showOrder []string
+	errs      []error
 }
 
-// scenarioJobs builds the jobs with their layers and adds the folders they
-// use to f.
-func scenarioJobs(sc *scenario.Scenario, now time.Time, show func(string) *Show, f *Farm) ([]Job, error) {
-	var errs []error
-	refuse := func(line int, format string, a ...any) {
-		errs = append(errs, fmt.Errorf("%s:%d: cannot seed: %s", sc.File, line, fmt.Sprintf(format, a...)))
+func (b *farmBuilder) refuse(line int, format string, a ...any) {
+	b.errs = append(b.errs, fmt.Errorf("%s:%d: cannot seed: %s", b.sc.File, line, fmt.Sprintf(format, a...)))
+}
+
+func (b *farmBuilder) show(name string) *Show {
+	if b.shows[name] == nil {
+		b.shows[name] = &Show{Name: name, Managed: true}
+		b.showOrder = append(b.showOrder, name)
 	}
+	return b.shows[name]
+}
+
+func (b *farmBuilder) alloc(name string) string {
+	a := Allocation{Name: "local." + name, Tag: name}
+	if !slices.Contains(b.f.Allocations, a) {
+		b.f.Allocations = append(b.f.Allocations, a)
+	}
+	return a.Name
+}
+
+func (b *farmBuilder) hosts() {
+	for _, h := range b.sc.Hosts {
+		var why string
+		switch {
+		case h.Facility != "local":
+			why = "facility " + h.Facility + ": the scenario keys allocations by name alone, so only local is seeded"
+		case h.Name != strings.ToLower(h.Name):
+			why = "the scenario tags a host with its lower-cased name: give the name in lower case"
+		case h.IdleCores != h.Cores || h.IdleMem != h.Mem:
+			why = "idle capacity below the total needs running procs"
+		case h.MemFree == 0 || h.TempFree == 0:
+			why = `memfree=0 or a free temp of 0 reads as "all of it" here`
+		case h.TempTotal != 100*GB:
+			why = "the temp total is always 100G here"
+		}
+		if why != "" {
+			b.refuse(h.Line, "host %s: %s", h.Name, why)
+			continue
+		}
+		b.f.Hosts = append(b.f.Hosts, Host{Name: h.Name, Alloc: b.alloc(h.Alloc), Cores: h.Cores, Mem: h.Mem,
+			GPUs: h.GPUs, GPUMem: h.GPUMem, OS: h.OS, ThreadMode: int(h.Mode), ManualTags: slices.Clone(h.Tags),
+			MemFree: h.MemFree, TempFree: h.TempFree})
+	}
+}
+
+func (b *farmBuilder) subs() {
+	for _, s := range b.sc.Subs {
+		if s.Used != 0 {
+			b.refuse(s.Line, "sub %s %s: used= is usage, which only procs hold", s.Show, s.Alloc)
+		}
+		sh := b.show(s.Show)
+		sh.Subscriptions = append(sh.Subscriptions, Subscription{Alloc: b.alloc(s.Alloc), Size: s.Size, Burst: s.Burst})
+	}
+}
+
+// jobs adds the jobs, without layers, and the folders they use.
+func (b *farmBuilder) jobs() {
 	folders := map[string]scenario.Folder{}
-	for _, fo := range sc.Folders {
+	for _, fo := range b.sc.Folders {
 		folders[fo.Name] = fo
 	}
 	folderShow := map[string]string{}
-	var jobs []Job
-	for _, j := range sc.Jobs {
-		show(j.Show)
+	for _, j := range b.sc.Jobs {
+		b.show(j.Show)
 		job := Job{Name: j.Name, Show: j.Show, OS: j.OS, Priority: j.Priority,
 			MaxCores: orUnlimited(j.MaxCores, unlimitedJobCores), MaxGPUs: orUnlimited(j.MaxGPUs, unlimitedJobGPUs)}
 		if j.Priority == 0 || j.MaxCores == 0 || j.MaxGPUs == 0 {
-			refuse(j.Line, "job %s: priority, maxcores and maxgpus of 0 read as Cuebot's defaults here", j.Name)
+			b.refuse(j.Line, "job %s: priority, maxcores and maxgpus of 0 read as Cuebot's defaults here", j.Name)
 		}
 		fo, declared := folders[j.Folder]
 		switch {
 		case j.Folder == j.Show+"-root":
 			if declared && (fo.MaxCores != -1 || fo.MaxGPUs != -1) {
-				refuse(fo.Line, "folder %s: caps on a show's root folder; give the job folder=NAME", fo.Name)
+				b.refuse(fo.Line, "folder %s: caps on a show's root folder; give the job folder=NAME", fo.Name)
 			}
 		case folderShow[j.Folder] != "" && folderShow[j.Folder] != j.Show:
-			refuse(j.Line, "job %s: folder %s is also used by show %s, and a folder belongs to one show", j.Name, j.Folder, folderShow[j.Folder])
+			b.refuse(j.Line, "job %s: folder %s is also used by show %s, and a folder belongs to one show",
+				j.Name, j.Folder, folderShow[j.Folder])
 		default:
 			job.Folder = j.Folder
 			if folderShow[j.Folder] == "" {
@@ -150,24 +149,27 @@ func scenarioJobs(sc *scenario.Scenario, now time.Time, show func(string) *Show,
 				if declared {
 					caps.MaxCores, caps.MaxGPUs = fo.MaxCores, fo.MaxGPUs
 				}
-				f.Folders = append(f.Folders, caps)
+				b.f.Folders = append(b.f.Folders, caps)
 			}
 		}
-		jobs = append(jobs, job)
+		b.f.Jobs = append(b.f.Jobs, job)
 	}
+}
+
+// layers adds the layers to their jobs, in file order.
+func (b *farmBuilder) layers(now time.Time) {
 	limits := map[string]bool{}
-	for _, l := range sc.Limits {
+	for _, l := range b.sc.Limits {
 		limits[l.Name] = true
 	}
-	for _, l := range sc.Layers {
-		i := slices.IndexFunc(jobs, func(j Job) bool { return j.Name == l.Job })
+	for _, l := range b.sc.Layers {
 		for _, name := range l.Limits {
 			if !limits[name] {
-				refuse(l.Line, "layer %s: limit %s is not declared (matching ignores it; the database has no such record)", l.Name, name)
+				b.refuse(l.Line, "layer %s: limit %s is not declared (matching ignores it; the database has no such record)", l.Name, name)
 			}
 		}
 		if l.Mem == 0 || strings.TrimSpace(l.Tags) == "" {
-			refuse(l.Line, "layer %s: mem=0 or empty tags read as defaults here", l.Name)
+			b.refuse(l.Line, "layer %s: mem=0 or empty tags read as defaults here", l.Name)
 		}
 		layer := Layer{Name: l.Name, Frames: l.Frames, Cores: l.Cores, CoresMax: l.CoresMax, Mem: l.Mem, GPUs: l.GPUs,
 			GPUMem: l.GPUMem, Threadable: l.Threadable, Services: strings.Join(l.Services, ","), Tags: l.Tags,
@@ -175,9 +177,9 @@ func scenarioJobs(sc *scenario.Scenario, now time.Time, show func(string) *Show,
 		if l.After != 0 {
 			layer.StartAfter = now.Add(l.After)
 		}
-		jobs[i].Layers = append(jobs[i].Layers, layer)
+		i := slices.IndexFunc(b.f.Jobs, func(j Job) bool { return j.Name == l.Job })
+		b.f.Jobs[i].Layers = append(b.f.Jobs[i].Layers, layer)
 	}
-	return jobs, errors.Join(errs...)
 }
 
 func orUnlimited(max, unlimited int64) int64 {
