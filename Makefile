@@ -31,7 +31,7 @@ demo: postgres
 BENCH_TESTS ?= TestBench|TestPropagationDelay|TestProcessTakeover|TestTimeToBook|TestIdleCost|TestTakeoverAfterKill|TestWastedAttempts
 bench: postgres
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
-	CUESCHED_BENCH=1 $(GO) test -count=1 -timeout 90m -v -run '$(BENCH_TESTS)' ./cache ./dispatch ./ownership ./internal/e2e
+	CUESCHED_BENCH=1 $(GO) test -count=1 -timeout 90m -v -run '$(BENCH_TESTS)' ./cache ./queue ./dispatch ./ownership ./internal/e2e
 
 # Race tests repeated many more times than the default suite runs them.
 chaos: postgres

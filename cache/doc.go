@@ -1,13 +1,11 @@
-// Package cache is cuesched's in-memory view of the database, fed by package
-// cdc and read by package match.
+// Package cache is cuesched's replica of the hosts: an in-memory view of the
+// database, fed by package cdc and read by package match.
 //
 // It holds the host index (per facility and tag, keyed by idle cores and idle
 // memory, with one capacity record per host that matching checks out and
-// back in), usage and caps (implementing match.Hosts and match.Caps), and the
-// pending-layer queue (queue.go): the layers of managed shows that have
-// waiting frames, grouped per cluster, kept fresh by the cuesched_work
-// hints (notifications, and the retry messages of the replication stream) or
-// by polling (poll.go), and by dispatch results.
+// back in), and usage and caps (implementing match.Hosts and match.Caps).
+// The pending layers are not here: package queue keeps them, woken by the
+// work hints this replica's stream hands on (ReplicaConfig.OnHint).
 //
 // The Replica (replica.go) keeps the host index, usage and caps equal to
 // the database from cdc's replication stream, reads the limits by query when

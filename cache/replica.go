@@ -55,15 +55,15 @@ type ReplicaConfig struct {
 	OnHosts func(grown []match.Host, topology bool)
 	// OnHint, when set, receives each distinct work hint a transaction sent
 	// into the change stream (migration 0008's retries: a logical decoding
-	// message with prefix WorkChannel, the payload a cuesched_work
+	// message with prefix cdc.WorkChannel, the payload a cuesched_work
 	// notification would carry), with the transaction's xid, after the
 	// transaction is applied. The transaction may not yet be visible to
-	// other sessions then (see Queue.StreamHint). It runs on the stream's
-	// goroutine and must not block: Queue.StreamHint.
+	// other sessions then (see queue.Queue.StreamHint). It runs on the stream's
+	// goroutine and must not block: queue.Queue.StreamHint.
 	OnHint func(xid uint32, payload string)
 	// OnReset, when set, is called after every snapshot load: hints sent
 	// while no stream ran are gone, so whoever relies on them rebuilds
-	// (Queue.ResyncLater). It runs on the stream's goroutine and must not
+	// (queue.Queue.ResyncLater). It runs on the stream's goroutine and must not
 	// block.
 	OnReset func()
 	// Observe, when set, receives typed signals of the replica's progress
@@ -398,7 +398,7 @@ func (r *Replica) hint(xid uint32, msgs []cdc.Message) {
 	}
 	var seen map[cdc.Message]bool
 	for _, m := range msgs {
-		if m.Prefix != WorkChannel || seen[m] {
+		if m.Prefix != cdc.WorkChannel || seen[m] {
 			continue
 		}
 		if seen == nil {

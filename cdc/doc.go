@@ -24,6 +24,6 @@
 // transaction can arrive a moment before: the walsender sends the commit
 // record once it is flushed, and the committing session leaves the proc
 // array after that. Whoever queries the database because of a Txn must wait
-// for it to be visible (cache.Queue.StreamHint checks its snapshot; the
+// for it to be visible (queue.Queue.StreamHint checks its snapshot; the
 // counter recomputes lock the released rows).
 package cdc

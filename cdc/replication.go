@@ -21,6 +21,13 @@ import (
 // Publication is the publication migrations/0002 creates for the host cache.
 const Publication = "cuesched_cache"
 
+// WorkChannel names the hints that work may have become dispatchable: the
+// channel migrations/0004's triggers notify (a Listener feeds them to the
+// pending-layer queue) and the prefix of the transactional messages
+// migrations/0008 sends for a retried frame instead (the replica's stream
+// hands them on). Both carry the same payload.
+const WorkChannel = "cuesched_work"
+
 // Sink is what the replication stream feeds. Its methods are called from
 // the stream's goroutine only, one at a time.
 type Sink interface {

@@ -24,6 +24,7 @@ import (
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/internal/preflight"
 	"github.com/cuesched/cuesched/match"
+	"github.com/cuesched/cuesched/queue"
 )
 
 // Report is the explanation of one job, as --json prints it. Cores are
@@ -431,7 +432,7 @@ SELECT l.pk_layer, l.str_name, coalesce(l.str_tags, ''), l.int_cores_min, l.int_
 			return nil, fmt.Errorf("read layers: %w", err)
 		}
 		l.Tags = cluster.SplitLayerTags(tags)
-		l.Services = cache.SplitServices(services)
+		l.Services = queue.SplitServices(services)
 		if startAfter != nil {
 			l.StartAfter = *startAfter
 			sa := startAfter.UTC()

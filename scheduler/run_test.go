@@ -10,6 +10,7 @@ import (
 	"github.com/cuesched/cuesched/cache"
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/ownership"
+	"github.com/cuesched/cuesched/queue"
 )
 
 // fakeOwner follows ownership.Coordinator's contract for Changes: the
@@ -127,7 +128,7 @@ func TestGainedClusterResolvesItsOutboxUntilDone(t *testing.T) {
 	owner.claims = map[cluster.Key]ownership.Claim{key: {ID: 7, Key: key, Epoch: 1}}
 	res := &fakeResolver{fails: 3}
 	s := New(Config{}, Deps{Hosts: cache.NewHosts(time.Now, time.Minute), Owner: owner,
-		Queue: cache.NewQueue(nil, nil), Launcher: res})
+		Queue: queue.New(nil, nil), Launcher: res})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()

@@ -30,6 +30,7 @@ import (
 	"github.com/cuesched/cuesched/internal/metrics"
 	"github.com/cuesched/cuesched/match"
 	"github.com/cuesched/cuesched/ownership"
+	"github.com/cuesched/cuesched/queue"
 )
 
 // Ownership is what the loop needs of the coordination between instances
@@ -84,7 +85,7 @@ type Deps struct {
 	Pool     *pgxpool.Pool
 	Hosts    *cache.Hosts
 	Caps     match.Caps
-	Queue    *cache.Queue
+	Queue    *queue.Queue
 	Booker   *dispatch.Booker
 	Launcher Resolver // resolves what a cluster inherits; nil: nothing to resolve
 	Owner    Ownership

@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/cuesched/cuesched/cache"
 	"github.com/cuesched/cuesched/cluster"
+	"github.com/cuesched/cuesched/queue"
 )
 
 // Report is the state of a deployment as the database holds it.
@@ -105,7 +105,7 @@ const namesSQL = `SELECT 'f', pk_facility, str_name FROM facility
  UNION ALL SELECT 'a', pk_alloc, str_name FROM alloc`
 
 // Read builds the report. Pending layers are grouped into clusters by the
-// pending-layer queue itself (cache.Queue, read once), so they are counted
+// pending-layer queue itself (queue.Queue, read once), so they are counted
 // exactly as the instances count them.
 func Read(ctx context.Context, pool *pgxpool.Pool) (Report, error) {
 	var r Report
@@ -133,7 +133,7 @@ func Read(ctx context.Context, pool *pgxpool.Pool) (Report, error) {
 		return r, fmt.Errorf("read status: %w", err)
 	}
 
-	q := cache.NewQueue(pool, slog.New(slog.DiscardHandler))
+	q := queue.New(pool, slog.New(slog.DiscardHandler))
 	if err := q.Resync(ctx); err != nil {
 		return r, fmt.Errorf("read pending layers: %w", err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/cuesched/cuesched/internal/metrics"
 	"github.com/cuesched/cuesched/match"
 	"github.com/cuesched/cuesched/ownership"
+	"github.com/cuesched/cuesched/queue"
 	"github.com/cuesched/cuesched/scheduler"
 	"github.com/cuesched/cuesched/status"
 )
@@ -55,8 +56,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 	sm := metrics.NewScheduler(reg)
 
 	var sched *scheduler.Scheduler // the cache's callbacks reach it once built
-	queue := cache.NewQueue(pool, log)
-	queue.Metrics, queue.Sched = cache.NewQueueMetrics(reg), sm
+	pending := queue.New(pool, log)
+	pending.Metrics, pending.Sched = queue.NewMetrics(reg), sm
 	rcfg := cache.ReplicaConfig{
 		DSN: cfg.DB, Feed: cfg.Feed, PollEvery: cfg.PollEvery, Pool: pool, Logger: log, Registerer: reg,
 		HostPingMaxAge: cfg.HostPingMaxAge, Counters: cfg.Counters,
@@ -65,15 +66,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 	}
 	if cfg.Feed == "events" {
 		// Retries' hints come through the change stream (migration 0008).
-		rcfg.OnHint, rcfg.OnReset = queue.StreamHint, queue.ResyncLater
+		rcfg.OnHint, rcfg.OnReset = pending.StreamHint, pending.ResyncLater
 	}
 	replica := cache.NewReplica(rcfg)
 	replica.Hosts().SetPressureFraction(cfg.TagPressure)
 	listener := cdc.NewListener(cfg.DB, log)
 	listener.Metrics = cdc.NewListenMetrics(reg)
 	if cfg.Feed == "events" {
-		listener.Handle(cache.WorkChannel, queue.Notify)
-		listener.OnConnect(queue.Resync)
+		listener.Handle(cdc.WorkChannel, pending.Notify)
+		listener.OnConnect(pending.Resync)
 	}
 	listener.Handle(cache.LimitsChannel, func(string) { replica.LimitsChanged() })
 	listener.OnConnect(replica.ReloadLimits)
@@ -81,7 +82,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 	coord, err := ownership.New(pool, cfg.DB, ownership.Options{
 		Name: cfg.Instance, Lease: cfg.Lease,
 		Static:  ownership.Static{Facility: cfg.Facility, AllocTags: cfg.AllocTags, ManualTags: cfg.ManualTags},
-		Weights: queue.Depths, Fenced: dispatch.ErrFenced, Logger: log, Registerer: reg,
+		Weights: pending.Depths, Fenced: dispatch.ErrFenced, Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return err
@@ -122,15 +123,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 		Policy: Policy(cfg), Order: Order(cfg), SelfishServices: cfg.SelfishServices,
 		Workers: cfg.Workers, Logger: log, Metrics: sm, Loop: metrics.NewLoop(reg), OnBooked: opt.OnBooked,
 	}, scheduler.Deps{
-		Pool: pool, Hosts: replica.Hosts(), Caps: replica.Usage(), Queue: queue,
+		Pool: pool, Hosts: replica.Hosts(), Caps: replica.Usage(), Queue: pending,
 		Booker: dispatch.NewBooker(bcfg), Launcher: launcher, Owner: coord,
 		Booked: replica.Booked, Buckets: buckets,
 		RecomputeCounters: func(ctx context.Context) error { return counters.RecomputeManaged(ctx, pool) },
 	})
-	queue.OnWork(sched.Wake)
+	pending.OnWork(sched.Wake)
 	// New work may have tipped the balance: the leader looks at once, so a
 	// burst is spread over the instances while it is booked.
-	queue.OnWork(func(cluster.Key) { coord.WeightsChanged() })
+	pending.OnWork(func(cluster.Key) { coord.WeightsChanged() })
 
 	srv, err := metrics.Listen(cfg.MetricsAddr, reg, func() error {
 		select {
@@ -155,11 +156,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 	g, gctx := errgroup.WithContext(feeds)
 	g.Go(func() error { return srv.Serve(gctx) })
 	g.Go(func() error { return replica.Run(gctx) })
-	g.Go(func() error { return queue.Run(gctx) })
+	g.Go(func() error { return pending.Run(gctx) })
 	if cfg.Feed == "poll" {
 		// Work is found by the poller; the listener carries only the limit
 		// changes.
-		g.Go(func() error { return queue.Poll(gctx, cfg.PollEvery) })
+		g.Go(func() error { return pending.Poll(gctx, cfg.PollEvery) })
 		g.Go(func() error { return listener.Run(gctx) })
 	} else {
 		g.Go(func() error { return listener.Run(gctx) })

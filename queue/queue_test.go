@@ -1,4 +1,4 @@
-package cache_test
+package queue_test
 
 import (
 	"context"
@@ -25,6 +25,7 @@ import (
 	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 	"github.com/cuesched/cuesched/internal/testworld/seed"
 	"github.com/cuesched/cuesched/match"
+	"github.com/cuesched/cuesched/queue"
 )
 
 const deadline = 30 * time.Second
@@ -87,6 +88,8 @@ func job(name string, layers ...seed.Layer) seed.Job {
 // retries) on a change stream of its own. collect sends a fence both ways in
 // one transaction and returns everything that arrived before it: both are
 // delivered in commit order, so whatever an earlier commit sent is in.
+// The stream creates a replication slot, which waits for every open
+// transaction of the cluster: tests using it stay serial.
 type rawNotes struct {
 	conn  *pgx.Conn
 	db    *pgtest.DB
@@ -175,7 +178,7 @@ func (r *rawNotes) collectBoth(t *testing.T) (notes, msgs []string) {
 				}
 				continue
 			}
-			if m.Prefix == cache.WorkChannel {
+			if m.Prefix == cdc.WorkChannel {
 				msgs = append(msgs, m.Content)
 			}
 		case <-ctx.Done():
@@ -187,7 +190,7 @@ func (r *rawNotes) collectBoth(t *testing.T) (notes, msgs []string) {
 // harness runs a queue fed by a listener, as `cuesched run --feed events`
 // does, and signals every wake.
 type harness struct {
-	q       *cache.Queue
+	q       *queue.Queue
 	l       *cdc.Listener
 	changed chan struct{}
 	wakes   atomic.Int64
@@ -196,8 +199,8 @@ type harness struct {
 func startQueue(t *testing.T, db *pgtest.DB, dsn string) *harness {
 	t.Helper()
 	h := &harness{changed: make(chan struct{}, 1)}
-	h.q = cache.NewQueue(db.Pool, nil)
-	h.q.Metrics = cache.NewQueueMetrics(prometheus.NewRegistry())
+	h.q = queue.New(db.Pool, nil)
+	h.q.Metrics = queue.NewMetrics(prometheus.NewRegistry())
 	h.q.OnWork(func(cluster.Key) {
 		h.wakes.Add(1)
 		select {
@@ -208,7 +211,7 @@ func startQueue(t *testing.T, db *pgtest.DB, dsn string) *harness {
 	h.l = cdc.NewListener(dsn, nil)
 	h.l.Metrics = cdc.NewListenMetrics(prometheus.NewRegistry())
 	h.l.MinBackoff, h.l.MaxBackoff = 10*time.Millisecond, 50*time.Millisecond
-	h.l.Handle(cache.WorkChannel, h.q.Notify)
+	h.l.Handle(cdc.WorkChannel, h.q.Notify)
 	h.l.OnConnect(h.q.Resync)
 	connected := h.l.Connected()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -249,7 +252,8 @@ func (h *harness) waitFor(t *testing.T, what string, cond func() bool) {
 
 // withStream adds the change stream, as `cuesched run --feed events` has
 // it: retries' hints (migration 0008) and a rebuild after every load. dsn
-// is the stream's database.
+// is the stream's database. It creates a replication slot: tests using it
+// stay serial.
 func (h *harness) withStream(t *testing.T, db *pgtest.DB, dsn string, observe func(cache.ReplicaEvent)) *cache.Replica {
 	t.Helper()
 	r := cache.NewReplica(cache.ReplicaConfig{DSN: dsn, Pool: db.Pool, Logger: slog.New(slog.DiscardHandler),
@@ -542,10 +546,11 @@ func TestRetriesInOneTransactionHintOnce(t *testing.T) {
 // the read waits for the commit, for a job hint (a refresh) and for an
 // allocation hint (a rebuild) alike.
 func TestStreamHintWaitsForItsTransaction(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewDB(t)
 	s := testFarm(t, db)
-	q := cache.NewQueue(db.Pool, nil) // no listener: the hint is the only news
-	q.Metrics = cache.NewQueueMetrics(prometheus.NewRegistry())
+	q := queue.New(db.Pool, nil) // no listener: the hint is the only news
+	q.Metrics = queue.NewMetrics(prometheus.NewRegistry())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); q.Run(ctx) }()
@@ -842,6 +847,7 @@ func TestResyncRecoversWorkNotifiedWhileDisconnected(t *testing.T) {
 // A read that lands after dispatch read a layer's frames keeps the layer even
 // when dispatch then reports it drained: that read may have seen a retry.
 func TestDrainedIgnoredAfterNewerRead(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewDB(t)
 	s := testFarm(t, db)
 	h := startQueue(t, db, db.DSN)
@@ -872,6 +878,8 @@ func TestDrainedIgnoredAfterNewerRead(t *testing.T) {
 
 // A paused job's layers leave the queue with the next read that covers them,
 // and a layer waiting for its start time wakes its cluster when it comes.
+// Serial, though it owns its database and creates no slot: the layer must
+// be queued before its start time, 300 ms after the launch, comes.
 func TestPausedJobLeavesAndStartAfterWakes(t *testing.T) {
 	db := pgtest.NewDB(t)
 	s := testFarm(t, db)
@@ -913,9 +921,10 @@ func TestPausedJobLeavesAndStartAfterWakes(t *testing.T) {
 }
 
 func TestPollModeFindsTheSameWork(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewDB(t)
 	s := testFarm(t, db)
-	q := cache.NewQueue(db.Pool, nil)
+	q := queue.New(db.Pool, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { q.Poll(ctx, 20*time.Millisecond); close(done) }()
@@ -945,8 +954,9 @@ func TestPollModeFindsTheSameWork(t *testing.T) {
 }
 
 func TestMalformedHintsAreCountedAndSkipped(t *testing.T) {
-	q := cache.NewQueue(nil, nil)
-	q.Metrics = cache.NewQueueMetrics(prometheus.NewRegistry())
+	t.Parallel()
+	q := queue.New(nil, nil)
+	q.Metrics = queue.NewMetrics(prometheus.NewRegistry())
 	for _, p := range []string{"", "job", "job:", "job:a,,b", "nope:abc", "job:a b", "show:" + strings.Repeat("x", 65)} {
 		q.Notify(p)
 	}
@@ -963,6 +973,7 @@ func TestMalformedHintsAreCountedAndSkipped(t *testing.T) {
 // gives 0004's job trigger its helper back, 0008's gives 0004's layer_stat
 // trigger its retries back, 0004's removes the rest.
 func TestWorkNotifyMigrationsDownAndUp(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewDB(t)
 	ctx := context.Background()
 	type state struct {

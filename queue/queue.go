@@ -1,4 +1,4 @@
-package cache
+package queue
 
 import (
 	"context"
@@ -15,34 +15,28 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cuesched/cuesched/cdc"
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/internal/metrics"
 	"github.com/cuesched/cuesched/match"
 )
 
-// WorkChannel is the channel migration 0004's triggers notify when work may
-// have become dispatchable. Register Queue.Notify for it on a cdc.Listener,
-// and Queue.Resync as the listener's OnConnect. Migration 0008 sends a
-// retry's hint as a logical decoding message with this prefix instead: give
-// the Replica Queue.StreamHint as OnHint and Queue.ResyncLater as OnReset.
-const WorkChannel = "cuesched_work"
-
-// QueueMetrics are the pending-layer queue's metrics.
-type QueueMetrics struct {
+// Metrics are the pending-layer queue's metrics.
+type Metrics struct {
 	Payloads   *prometheus.CounterVec // hints received, by kind
 	Malformed  prometheus.Counter
 	Resyncs    prometheus.Counter
-	Refreshes  prometheus.Counter
-	ReadErrors prometheus.Counter
+	refreshes  prometheus.Counter
+	readErrors prometheus.Counter
 	// VisibilityWaits counts reads taken again because a stream hint's
 	// transaction was not yet visible to them (StreamHint).
 	VisibilityWaits prometheus.Counter
 	Depth           *prometheus.GaugeVec // queued layers, by cluster
 }
 
-// NewQueueMetrics creates the queue's metrics and registers them.
-func NewQueueMetrics(reg prometheus.Registerer) *QueueMetrics {
-	m := &QueueMetrics{
+// NewMetrics creates the queue's metrics and registers them.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
 		Payloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cuesched_queue_notifications_total", Help: "Work hints received, by kind (job, show, folder, limit, alloc)."},
 			[]string{"kind"}),
@@ -50,9 +44,9 @@ func NewQueueMetrics(reg prometheus.Registerer) *QueueMetrics {
 			Name: "cuesched_queue_malformed_payloads_total", Help: "Work hints that could not be read (logged and skipped)."}),
 		Resyncs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cuesched_queue_resyncs_total", Help: "Rebuilds of the whole queue from one query (reconnects, polls)."}),
-		Refreshes: prometheus.NewCounter(prometheus.CounterOpts{
+		refreshes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cuesched_queue_refreshes_total", Help: "Re-reads of the jobs, shows, folders or limits hints named."}),
-		ReadErrors: prometheus.NewCounter(prometheus.CounterOpts{
+		readErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cuesched_queue_read_errors_total", Help: "Failed reads of pending layers (retried)."}),
 		VisibilityWaits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cuesched_queue_visibility_waits_total",
@@ -60,7 +54,7 @@ func NewQueueMetrics(reg prometheus.Registerer) *QueueMetrics {
 		Depth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cuesched_queue_layers", Help: "Layers with waiting frames queued, by cluster."}, []string{"cluster"}),
 	}
-	reg.MustRegister(m.Payloads, m.Malformed, m.Resyncs, m.Refreshes, m.ReadErrors, m.VisibilityWaits, m.Depth)
+	reg.MustRegister(m.Payloads, m.Malformed, m.Resyncs, m.refreshes, m.readErrors, m.VisibilityWaits, m.Depth)
 	return m
 }
 
@@ -87,7 +81,7 @@ type Queue struct {
 
 	// Metrics, when set, receives the queue's metrics; Sched, when set,
 	// the OpenCue-named job query metrics.
-	Metrics *QueueMetrics
+	Metrics *Metrics
 	Sched   *metrics.Scheduler
 
 	// readMu serialises reads with the applying of their results, so an
@@ -115,9 +109,9 @@ type entry struct {
 	started bool   // its start-after time (if any) has passed and been woken
 }
 
-// NewQueue returns an empty queue reading from pool. A nil logger means
+// New returns an empty queue reading from pool. A nil logger means
 // slog.Default().
-func NewQueue(pool *pgxpool.Pool, logger *slog.Logger) *Queue {
+func New(pool *pgxpool.Pool, logger *slog.Logger) *Queue {
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -226,7 +220,7 @@ func keys(m map[string]struct{}) []string {
 func (q *Queue) Notify(payload string) { q.hint(0, payload) }
 
 // StreamHint is Notify for a hint the change stream decoded from the
-// transaction xid (the Replica's OnHint). PostgreSQL delivers a NOTIFY only
+// transaction xid (cache.Replica's OnHint). PostgreSQL delivers a NOTIFY only
 // once its transaction is visible, but the stream can decode a commit a
 // moment before the committing session has left the proc array, and a read
 // then would miss the retry for good: the read this hint asks for waits
@@ -278,7 +272,7 @@ func (q *Queue) hint(xid uint32, payload string) {
 		if len(payload) > 200 {
 			payload = payload[:200] + "..."
 		}
-		q.log.Warn("malformed work hint skipped", "channel", WorkChannel, "payload", payload)
+		q.log.Warn("malformed work hint skipped", "channel", cdc.WorkChannel, "payload", payload)
 		if q.Metrics != nil {
 			q.Metrics.Malformed.Inc()
 		}
@@ -620,7 +614,7 @@ func (q *Queue) setDepth(ks []cluster.Key) {
 
 func (q *Queue) readFailed() {
 	if q.Metrics != nil {
-		q.Metrics.ReadErrors.Inc()
+		q.Metrics.readErrors.Inc()
 	}
 }
 
@@ -667,7 +661,7 @@ func (q *Queue) refresh(ctx context.Context, sc scope) error {
 	wake := q.store(layers, q.layers, changed)
 	q.mu.Unlock()
 	if q.Metrics != nil {
-		q.Metrics.Refreshes.Inc()
+		q.Metrics.refreshes.Inc()
 	}
 	q.finish(changed, wake)
 	return nil
@@ -741,6 +735,19 @@ func (q *Queue) readLayers(ctx context.Context, keyer *cluster.Keyer, sc *scope,
 		}
 		wait = min(2*wait, 50*time.Millisecond)
 		start = time.Now()
+	}
+}
+
+// sleepCtx waits d, or less when ctx ends first: it reports whether it
+// waited the whole d.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

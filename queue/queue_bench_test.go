@@ -1,9 +1,9 @@
-package cache_test
+package queue_test
 
 // The queue's two benchmarks need a database and take about a minute each,
 // so they are tests that run only with CUESCHED_BENCH=1:
 //
-//	CUESCHED_BENCH=1 go test -run 'TestBench' -v -count=1 -timeout 10m ./cache
+//	CUESCHED_BENCH=1 go test -run 'TestBench' -v -count=1 -timeout 10m ./queue
 
 import (
 	"context"
@@ -23,12 +23,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/cuesched/cuesched/cache"
 	"github.com/cuesched/cuesched/cdc"
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
 	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 	"github.com/cuesched/cuesched/internal/testworld/seed"
+	"github.com/cuesched/cuesched/queue"
 )
 
 func benchOnly(t *testing.T) {
@@ -293,7 +293,7 @@ func (hintCounter) Reset(context.Context, pgx.Tx, cdc.LSN) error { return nil }
 func (hintCounter) Advance(cdc.LSN)                              {}
 func (c hintCounter) Apply(t *cdc.Txn) error {
 	for _, m := range t.Messages {
-		if m.Prefix == cache.WorkChannel {
+		if m.Prefix == cdc.WorkChannel {
 			c.n.Add(1)
 		}
 	}
@@ -319,13 +319,13 @@ func TestBenchLaunchToQueued(t *testing.T) {
 
 	type feed struct {
 		name string
-		q    *cache.Queue
+		q    *queue.Queue
 		mu   sync.Mutex
 		seen map[string]time.Time // job -> first seen queued
 		all  chan struct{}
 	}
 	newFeed := func(name string) *feed {
-		fd := &feed{name: name, q: cache.NewQueue(db.Pool, nil), seen: map[string]time.Time{}, all: make(chan struct{})}
+		fd := &feed{name: name, q: queue.New(db.Pool, nil), seen: map[string]time.Time{}, all: make(chan struct{})}
 		fd.q.OnWork(func(k cluster.Key) {
 			now := time.Now()
 			ls := fd.q.Layers(k)
@@ -345,7 +345,7 @@ func TestBenchLaunchToQueued(t *testing.T) {
 	events, polled := newFeed("events"), newFeed("poll 5s")
 	l := cdc.NewListener(db.DSN, nil)
 	l.Metrics = cdc.NewListenMetrics(prometheus.NewRegistry())
-	l.Handle(cache.WorkChannel, events.q.Notify)
+	l.Handle(cdc.WorkChannel, events.q.Notify)
 	l.OnConnect(events.q.Resync)
 	connected := l.Connected()
 	var wg sync.WaitGroup

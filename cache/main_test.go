@@ -6,6 +6,6 @@ import (
 	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 )
 
-// TestMain is the package's only one: every test file of package cache (the
-// queue's and the host index's) shares its throwaway cluster.
+// TestMain is the package's only one: every test file of package cache
+// shares its throwaway cluster.
 func TestMain(m *testing.M) { pgtest.Main(m) }

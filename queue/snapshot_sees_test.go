@@ -1,4 +1,4 @@
-package cache
+package queue
 
 import (
 	"strconv"
@@ -6,6 +6,7 @@ import (
 )
 
 func TestSnapshotSees(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		snap string
 		xids []uint32
