@@ -59,7 +59,7 @@ type RQDConfig struct {
 // RQDHooks lets the owner count calls (metrics) without this package
 // registering anything. Each hook is optional and must not block.
 type RQDHooks struct {
-	OnLaunch      func(host string, r LaunchResult)
+	OnLaunch      func(host string, r Result)
 	OnKill        func(host string, r killResult)
 	OnBreakerOpen func(host string)
 	// OnBreakerHalfOpen runs when an open breaker's cooldown has passed and
@@ -68,13 +68,13 @@ type RQDHooks struct {
 	OnBreakerHalfOpen func(host string)
 }
 
-// LaunchOutcome classifies a LaunchFrame call by what it means for the
+// Outcome classifies a LaunchFrame call by what it means for the
 // booking.
-type LaunchOutcome int
+type Outcome int
 
 const (
 	// Launched: RQD accepted the frame.
-	Launched LaunchOutcome = iota
+	Launched Outcome = iota
 	// AlreadyRunning: RQD refused because it already runs this frame. The
 	// frame IS running there: never release the booking.
 	AlreadyRunning
@@ -88,7 +88,7 @@ const (
 	Ambiguous
 )
 
-func (o LaunchOutcome) String() string {
+func (o Outcome) String() string {
 	switch o {
 	case Launched:
 		return "launched"
@@ -99,7 +99,7 @@ func (o LaunchOutcome) String() string {
 	case Ambiguous:
 		return "ambiguous"
 	}
-	return "LaunchOutcome(" + strconv.Itoa(int(o)) + ")"
+	return "Outcome(" + strconv.Itoa(int(o)) + ")"
 }
 
 // killOutcome classifies a KillRunningFrame call.
@@ -134,9 +134,9 @@ func (o killOutcome) String() string {
 	return "killOutcome(" + strconv.Itoa(int(o)) + ")"
 }
 
-// LaunchResult is the outcome of one Launch and what it was based on.
-type LaunchResult struct {
-	Outcome LaunchOutcome
+// Result is the outcome of one Launch and what it was based on.
+type Result struct {
+	Outcome Outcome
 	Sent    bool       // the request was handed to a connection to the host
 	Code    codes.Code // the call's gRPC status code
 	Err     error      // nil when Launched; otherwise why, with RQD's message
@@ -274,13 +274,13 @@ func (c *RQDClient) Close() {
 
 // Launch sends one frame to the RQD at hostAddr (a host name or address,
 // with or without a port) and classifies the answer.
-func (c *RQDClient) Launch(ctx context.Context, hostAddr string, rf *rqd.RunFrame) LaunchResult {
+func (c *RQDClient) Launch(ctx context.Context, hostAddr string, rf *rqd.RunFrame) Result {
 	start := time.Now()
 	code, sent, gotStatus, noBreaker, err := c.call(ctx, hostAddr, func(ctx context.Context, stub rqd.RqdInterfaceClient) error {
 		_, err := stub.LaunchFrame(ctx, &rqd.RqdStaticLaunchFrameRequest{RunFrame: rf}, grpc.WaitForReady(false))
 		return err
 	})
-	r := LaunchResult{Outcome: classifyLaunch(err, sent, gotStatus), Sent: sent, Code: code, Elapsed: time.Since(start)}
+	r := Result{Outcome: classifyLaunch(err, sent, gotStatus), Sent: sent, Code: code, Elapsed: time.Since(start)}
 	if err != nil {
 		r.Err = fmt.Errorf("launch frame %s on %s: %s: %w", rf.GetFrameId(), hostAddr, r.Outcome, err)
 	}
@@ -339,7 +339,7 @@ func (c *RQDClient) call(ctx context.Context, hostAddr string, rpc func(context.
 	return status.Code(err), tr.sent.Load(), tr.gotStatus.Load(), ctx.Err() != nil, err
 }
 
-func classifyLaunch(err error, sent, gotStatus bool) LaunchOutcome {
+func classifyLaunch(err error, sent, gotStatus bool) Outcome {
 	if err == nil {
 		return Launched
 	}

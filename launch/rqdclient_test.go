@@ -135,7 +135,7 @@ func TestLaunchOutcomes(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, host, frame string
-		want              LaunchOutcome
+		want              Outcome
 		sent              bool
 		code              codes.Code // codes.OK with an error: any code
 		msg               string
@@ -233,7 +233,7 @@ func TestClassify(t *testing.T) {
 	for _, tc := range []struct {
 		err             error
 		sent, gotStatus bool
-		want            LaunchOutcome
+		want            Outcome
 	}{
 		{nil, true, true, Launched},
 		{st(codes.Unknown, "Not launching, frame is already running on this proc x"), true, true, AlreadyRunning},
@@ -445,11 +445,11 @@ func TestBreakerIgnoresCaller(t *testing.T) {
 
 func TestHooks(t *testing.T) {
 	var mu sync.Mutex
-	var launches []LaunchOutcome
+	var launches []Outcome
 	var kills []killOutcome
 	fake := startFake(t, fakerqd.Options{})
 	c := newClient(t, RQDConfig{Hooks: RQDHooks{
-		OnLaunch: func(_ string, r LaunchResult) { mu.Lock(); launches = append(launches, r.Outcome); mu.Unlock() },
+		OnLaunch: func(_ string, r Result) { mu.Lock(); launches = append(launches, r.Outcome); mu.Unlock() },
 		OnKill:   func(_ string, r killResult) { mu.Lock(); kills = append(kills, r.Outcome); mu.Unlock() },
 	}})
 	ctx := testCtx(t)
@@ -504,7 +504,7 @@ func TestSweepKeepsBusyConnection(t *testing.T) {
 	fake.Script("slow", fakerqd.Reply{Action: fakerqd.Hang})
 	c := newClient(t, RQDConfig{IdleTimeout: time.Minute, Now: clock.Now})
 	ctx, cancel := context.WithCancel(testCtx(t))
-	done := make(chan LaunchResult, 1)
+	done := make(chan Result, 1)
 	go func() { done <- c.Launch(ctx, fake.Addr(), runFrame("slow")) }()
 	if err := fake.WaitLaunches(testCtx(t), 1); err != nil {
 		t.Fatal(err)
@@ -585,7 +585,7 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 }
 
 func TestOutcomeStrings(t *testing.T) {
-	for o, want := range map[LaunchOutcome]string{Launched: "launched", AlreadyRunning: "already_running", Refused: "refused", Ambiguous: "ambiguous"} {
+	for o, want := range map[Outcome]string{Launched: "launched", AlreadyRunning: "already_running", Refused: "refused", Ambiguous: "ambiguous"} {
 		if o.String() != want {
 			t.Errorf("%d: %q", int(o), o.String())
 		}
