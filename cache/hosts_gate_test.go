@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/internal/rqd"
 	"github.com/cuesched/cuesched/internal/testworld/fakerqd"
+	"github.com/cuesched/cuesched/launch"
 	"github.com/cuesched/cuesched/match"
 	"github.com/cuesched/cuesched/match/matchtest"
 )
@@ -91,9 +91,9 @@ func TestBreakerKeepsHostOutOfMatching(t *testing.T) {
 		t.Fatal(err)
 	}
 	halfOpen := make(chan string, 4)
-	client := dispatch.NewRQDClient(dispatch.RQDConfig{
+	client := launch.NewRQDClient(launch.RQDConfig{
 		Port: port, BreakerFailures: 3, BreakerCooldown: 200 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
-		Hooks: dispatch.RQDHooks{OnBreakerHalfOpen: func(h string) { halfOpen <- h }},
+		Hooks: launch.RQDHooks{OnBreakerHalfOpen: func(h string) { halfOpen <- h }},
 	})
 	t.Cleanup(client.Close)
 

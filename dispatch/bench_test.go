@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cuesched/cuesched/internal/testworld/audittest"
+	"github.com/cuesched/cuesched/internal/testworld/booktest"
 	"github.com/cuesched/cuesched/internal/testworld/seed"
 	"github.com/cuesched/cuesched/internal/writefloor"
 	"github.com/cuesched/cuesched/match"
@@ -48,8 +49,8 @@ func TestBenchBooking(t *testing.T) {
 		rounds = n
 	}
 	ctx := ctxFor(t, time.Hour)
-	tpl := loadFarm(t, seed.PeerStress(1))
-	ps := firstFit(readView(ctx, t, tpl.Pool), nil)
+	tpl := booktest.LoadFarm(t, seed.PeerStress(1))
+	ps := booktest.FirstFit(booktest.ReadView(ctx, t, tpl.Pool), nil)
 	if len(ps) != 6000 {
 		t.Fatalf("%d placements", len(ps))
 	}
@@ -93,7 +94,7 @@ func TestBenchBooking(t *testing.T) {
 	streams := func(n int) [][]unit {
 		out := make([][]unit, n)
 		load := make([]int, n)
-		ids, batches := byTag(ps)
+		ids, batches := booktest.ByTag(ps)
 		slices.SortStableFunc(ids, func(a, b int32) int { return len(batches[b]) - len(batches[a]) })
 		for _, id := range ids {
 			s := slices.Index(load, slices.Min(load))

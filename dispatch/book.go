@@ -22,8 +22,8 @@ import (
 
 // Defaults of BookerConfig.
 const (
-	DefaultBatchMin = 1
-	DefaultBatchMax = 500
+	defaultBatchMin = 1
+	defaultBatchMax = 500
 )
 
 // Cluster is the cluster a batch books in.
@@ -36,7 +36,7 @@ type Cluster struct {
 type BookerConfig struct {
 	Pool *pgxpool.Pool
 	// Fence proves ownership of the cluster in every booking transaction;
-	// nil: SingleOwner.
+	// nil: a single owner of every cluster (singleOwner).
 	Fence Fence
 	// BatchMin and BatchMax bound the adaptive batch size (config BatchMin,
 	// BatchMax).
@@ -45,13 +45,30 @@ type BookerConfig struct {
 	// written as 'dry' and nothing is handed to Launcher.
 	DryRun bool
 	// Launcher receives every commit's bookings; nil: the caller launches.
-	Launcher *Launcher
+	Launcher Launcher
 	// HostAllowed, when set, drops placements on hosts it refuses (an RQD
-	// breaker that is open: RQDClient.Allowed).
+	// breaker that is open: launch.RQDClient.Allowed).
 	HostAllowed func(hostName string) bool
-	Metrics     *Metrics           // nil: unregistered metrics
-	Scheduler   *metrics.Scheduler // OpenCue-named metrics; nil: not counted
-	Logger      *slog.Logger       // nil: slog.Default()
+	// PositionWait bounds how long a batch whose commit position could not
+	// be read tries to read a later one (laterPosition); zero: 30s.
+	PositionWait time.Duration
+	Metrics      *Metrics           // nil: unregistered metrics
+	Scheduler    *metrics.Scheduler // OpenCue-named metrics; nil: not counted
+	Logger       *slog.Logger       // nil: slog.Default()
+}
+
+// Launcher takes the bookings a Booker committed (package launch implements
+// it). Both calls must return at once: launching happens after the commit,
+// never inside Book.
+type Launcher interface {
+	// Submit hands over a commit's bookings, whose outbox rows the commit
+	// wrote.
+	Submit([]Booking)
+	// ResolveLater asks for the cluster's outbox to be read back once the
+	// database answers: a batch whose commit outcome is unknown
+	// (ErrCommitUnknown) may have committed, and then only its outbox rows
+	// remember its bookings.
+	ResolveLater(clusterID int32)
 }
 
 // Booker commits placements: one guarded transaction per batch of one
@@ -70,22 +87,24 @@ type Booker struct {
 	// re-check and the writes: it stands in for a writer that slipped past
 	// the locks, so that a guard trigger raises.
 	hookBeforeWrite func(ctx context.Context, tx pgx.Tx, attempt int) error
-	// positionWait bounds laterPosition (tests shorten it).
-	positionWait time.Duration
+	positionWait    time.Duration // bounds laterPosition
 }
 
 // NewBooker returns a Booker.
 func NewBooker(cfg BookerConfig) *Booker {
 	if cfg.BatchMin <= 0 {
-		cfg.BatchMin = DefaultBatchMin
+		cfg.BatchMin = defaultBatchMin
 	}
 	if cfg.BatchMax <= 0 {
-		cfg.BatchMax = DefaultBatchMax
+		cfg.BatchMax = defaultBatchMax
 	}
 	b := &Booker{cfg: cfg, pool: cfg.Pool, fence: cfg.Fence, sizer: newSizer(cfg.BatchMin, cfg.BatchMax),
-		m: cfg.Metrics, log: cfg.Logger, positionWait: positionWait}
+		m: cfg.Metrics, log: cfg.Logger, positionWait: cfg.PositionWait}
+	if b.positionWait <= 0 {
+		b.positionWait = defaultPositionWait
+	}
 	if b.fence == nil {
-		b.fence = SingleOwner{}
+		b.fence = singleOwner{}
 	}
 	if b.m == nil {
 		b.m = NewMetrics(nil)
@@ -208,7 +227,7 @@ func (b *Booker) Book(ctx context.Context, c Cluster, placements []match.Placeme
 
 func (r *BatchResult) drop(m *Metrics, p match.Placement, reason DropReason, detail string) {
 	r.Dropped = append(r.Dropped, Drop{Placement: p, Reason: reason, Detail: detail})
-	m.Drops.WithLabelValues(string(reason)).Inc()
+	m.drops.WithLabelValues(string(reason)).Inc()
 }
 
 // bookBatch runs one batch's transaction, and once more from fresh values
@@ -219,17 +238,17 @@ func (b *Booker) bookBatch(ctx context.Context, c Cluster, ps []match.Placement,
 		a, err := b.attempt(ctx, c, ps, attempt)
 		if err != nil {
 			if errors.Is(err, ErrCommitUnknown) && b.cfg.Launcher != nil && !b.cfg.DryRun {
-				b.cfg.Launcher.resolveLater(c.ID)
+				b.cfg.Launcher.ResolveLater(c.ID)
 			}
 			return false, fmt.Errorf("book %d placements in cluster %d (%s): %w", len(ps), c.ID, c.Key, err)
 		}
 		switch {
 		case a.busy:
-			b.m.Busy.Inc()
+			b.m.busy.Inc()
 			b.sizer.contended(c.ID)
 			return true, nil
 		case a.lost != "":
-			b.m.GuardLosses.WithLabelValues(a.lost).Inc()
+			b.m.guardLosses.WithLabelValues(a.lost).Inc()
 			b.sizer.contended(c.ID)
 			b.log.Warn("booking transaction rolled back", "cluster", c.ID, "key", c.Key, "reason", a.lost,
 				"attempt", attempt, "placements", len(ps), "err", a.lostErr)
@@ -241,8 +260,8 @@ func (b *Booker) bookBatch(ctx context.Context, c Cluster, ps []match.Placement,
 			}
 			return false, nil
 		}
-		b.m.BatchSize.Observe(float64(len(ps)))
-		b.m.BatchDuration.Observe(time.Since(start).Seconds())
+		b.m.batchSize.Observe(float64(len(ps)))
+		b.m.batchDuration.Observe(time.Since(start).Seconds())
 		for _, d := range a.dropped {
 			res.drop(b.m, d.Placement, d.Reason, d.Detail)
 		}
@@ -425,10 +444,10 @@ func readPosition(ctx context.Context, q rowQuerier) (pglogrepl.LSN, error) {
 
 // How long laterPosition tries, each try's deadline and its pauses.
 const (
-	positionWait     = 30 * time.Second
-	positionTry      = 5 * time.Second
-	positionRetryMin = 100 * time.Millisecond
-	positionRetryMax = 2 * time.Second
+	defaultPositionWait = 30 * time.Second
+	positionTry         = 5 * time.Second
+	positionRetryMin    = 100 * time.Millisecond
+	positionRetryMax    = 2 * time.Second
 )
 
 // laterPosition stands in for the position of a commit that could not be
@@ -475,9 +494,9 @@ func (b *Booker) laterPosition(ctx context.Context, c Cluster, bookings int, cau
 
 // ErrCommitUnknown: the connection failed during COMMIT and it could not be
 // told whether the batch committed. If it did, its outbox rows wait for
-// Launcher.Resolve: the Booker's Launcher (BookerConfig.Launcher) tries it
-// until it succeeds; without one, resolve the cluster before booking it
-// again.
+// the launcher's Resolve: the Booker's Launcher (BookerConfig.Launcher) is
+// asked to try it until it succeeds (ResolveLater); without one, resolve the
+// cluster before booking it again.
 var ErrCommitUnknown = errors.New("booking commit outcome unknown")
 
 type rowQuerier interface {

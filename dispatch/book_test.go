@@ -15,6 +15,7 @@ import (
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/internal/audit"
 	"github.com/cuesched/cuesched/internal/testworld/audittest"
+	"github.com/cuesched/cuesched/internal/testworld/booktest"
 	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
 	"github.com/cuesched/cuesched/internal/testworld/seed"
 	"github.com/cuesched/cuesched/match"
@@ -26,9 +27,9 @@ var testCluster = Cluster{ID: 7, Key: cluster.Key{Kind: cluster.KindAlloc, Facil
 // next version, one proc each, host idle lowered, counters raised, and one
 // pending outbox row per booking.
 func TestBookWritesTheWriteSet(t *testing.T) {
-	db := loadFarm(t, smallFarm(2, 800, 1, 2, 3, 200))
+	db := booktest.LoadFarm(t, booktest.SmallFarm(2, 800, 1, 2, 3, 200))
 	ctx := ctxFor(t, time.Minute)
-	ps := firstFit(readView(ctx, t, db.Pool), nil)
+	ps := booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil)
 	if len(ps) != 6 {
 		t.Fatalf("%d placements", len(ps))
 	}
@@ -75,26 +76,26 @@ func TestBookWritesTheWriteSet(t *testing.T) {
 // A host whose idle cores a Cuebot-style booking took between matching and
 // commit loses exactly the placements that no longer fit; the rest book.
 func TestBookLosesWhatCuebotTook(t *testing.T) {
-	f := smallFarm(1, 800, 1, 1, 4, 200)
+	f := booktest.SmallFarm(1, 800, 1, 1, 4, 200)
 	f.Shows = append(f.Shows, seed.Show{Name: "legacy", Subscriptions: []seed.Subscription{{Alloc: "local.gen", Size: 1000, Burst: 1000}}})
 	f.Jobs = append(f.Jobs, seed.Job{Name: "legacy-job", Show: "legacy", Layers: []seed.Layer{{Name: "l", Frames: 1, Cores: 300, Mem: seed.GB, Tags: "gen"}}})
-	db := loadFarm(t, f)
+	db := booktest.LoadFarm(t, f)
 	ctx := ctxFor(t, time.Minute)
-	v := readView(ctx, t, db.Pool)
+	v := booktest.ReadView(ctx, t, db.Pool)
 	var film []*match.Layer
-	for _, l := range v.layers {
+	for _, l := range v.Layers {
 		if l.JobName != "legacy-job" {
 			film = append(film, l)
 		}
 	}
-	v.layers = film
-	ps := firstFit(v, nil) // four 2-core frames on the 8-core host
+	v.Layers = film
+	ps := booktest.FirstFit(v, nil) // four 2-core frames on the 8-core host
 	if len(ps) != 4 {
 		t.Fatalf("%d placements", len(ps))
 	}
 	// Cuebot books 3 cores of an unmanaged show on the same host: 5 remain.
 	sim := &cuebotsim.Sim{Pool: db.Pool}
-	legacy := db.s.Jobs["legacy-job"].Frames["0001-l"]
+	legacy := db.Seeded.Jobs["legacy-job"].Frames["0001-l"]
 	if _, err := sim.Book(ctx, legacy, ps[0].Host.ID, 300, seed.GB, 0, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +112,7 @@ func TestBookLosesWhatCuebotTook(t *testing.T) {
 			t.Errorf("drop %d: %+v", i, d)
 		}
 	}
-	if got := counterValue(t, b.m.Drops.WithLabelValues(string(DropHostCapacity))); got != 2 {
+	if got := counterValue(t, b.m.drops.WithLabelValues(string(DropHostCapacity))); got != 2 {
 		t.Errorf("drops metric %v", got)
 	}
 	var idle int64
@@ -158,13 +159,13 @@ func TestBookRechecksChanges(t *testing.T) {
 			reason: DropFrameChanged},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := smallFarm(1, 1600, 1, 1, 4, 200)
+			f := booktest.SmallFarm(1, 1600, 1, 1, 4, 200)
 			if tc.farm != nil {
 				tc.farm(f)
 			}
-			db := loadFarm(t, f)
+			db := booktest.LoadFarm(t, f)
 			ctx := ctxFor(t, time.Minute)
-			ps := firstFit(readView(ctx, t, db.Pool), nil)
+			ps := booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil)
 			if len(ps) != 4 {
 				t.Fatalf("%d placements", len(ps))
 			}
@@ -194,9 +195,9 @@ func TestBookRechecksChanges(t *testing.T) {
 
 // A cluster another transaction is booking is skipped, not waited on.
 func TestBookBusyCluster(t *testing.T) {
-	db := loadFarm(t, smallFarm(1, 800, 1, 1, 2, 100))
+	db := booktest.LoadFarm(t, booktest.SmallFarm(1, 800, 1, 1, 2, 100))
 	ctx := ctxFor(t, time.Minute)
-	ps := firstFit(readView(ctx, t, db.Pool), nil)
+	ps := booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil)
 	tx, err := db.Pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +214,7 @@ func TestBookBusyCluster(t *testing.T) {
 	if !res.Busy || len(res.Deferred) != 2 || len(res.Booked) != 0 || res.LSN != 0 {
 		t.Fatalf("%+v", res)
 	}
-	if got := counterValue(t, b.m.Busy); got != 1 {
+	if got := counterValue(t, b.m.busy); got != 1 {
 		t.Errorf("busy metric %v", got)
 	}
 	// Another cluster is not held up.
@@ -233,9 +234,9 @@ func TestBookBusyCluster(t *testing.T) {
 func TestBookGuardLossRetriedOnce(t *testing.T) {
 	for _, losses := range []int{1, 2} {
 		t.Run(fmt.Sprintf("%d losses", losses), func(t *testing.T) {
-			db := loadFarm(t, smallFarm(2, 800, 1, 1, 4, 200))
+			db := booktest.LoadFarm(t, booktest.SmallFarm(2, 800, 1, 1, 4, 200))
 			ctx := ctxFor(t, time.Minute)
-			ps := firstFit(readView(ctx, t, db.Pool), nil)
+			ps := booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil)
 			b := newTestBooker(db.Pool, BookerConfig{BatchMax: 8})
 			attempts := 0
 			b.hookBeforeWrite = func(ctx context.Context, tx pgx.Tx, attempt int) error {
@@ -250,7 +251,7 @@ func TestBookGuardLossRetriedOnce(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := counterValue(t, b.m.GuardLosses.WithLabelValues("guard")); got != float64(losses) {
+			if got := counterValue(t, b.m.guardLosses.WithLabelValues("guard")); got != float64(losses) {
 				t.Errorf("guard losses %v", got)
 			}
 			if losses == 1 {
@@ -277,9 +278,9 @@ func TestBookGuardLossRetriedOnce(t *testing.T) {
 // dry outbox rows and hand nothing to a launcher; a fenced cluster books
 // nothing.
 func TestBookBatchesDryRunAndFence(t *testing.T) {
-	db := loadFarm(t, smallFarm(2, 1600, 1, 1, 7, 100))
+	db := booktest.LoadFarm(t, booktest.SmallFarm(2, 1600, 1, 1, 7, 100))
 	ctx := ctxFor(t, time.Minute)
-	ps := firstFit(readView(ctx, t, db.Pool), nil)
+	ps := booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil)
 
 	fenced := newTestBooker(db.Pool, BookerConfig{Fence: refusingFence{}})
 	res, err := fenced.Book(ctx, testCluster, ps)
@@ -287,7 +288,7 @@ func TestBookBatchesDryRunAndFence(t *testing.T) {
 		t.Fatalf("fenced: %v %+v", err, res)
 	}
 
-	l := NewLauncher(LauncherConfig{Pool: db.Pool, DryRun: true, Logger: quiet})
+	l := &recordingLauncher{}
 	b := newTestBooker(db.Pool, BookerConfig{BatchMax: 3, DryRun: true, Launcher: l})
 	res, err = b.Book(ctx, testCluster, ps)
 	if err != nil {
@@ -296,15 +297,15 @@ func TestBookBatchesDryRunAndFence(t *testing.T) {
 	if len(res.Booked) != 7 {
 		t.Fatalf("%+v", res)
 	}
-	if n := histogramCount(t, b.m.BatchSize); n != 3 {
+	if n := histogramCount(t, b.m.batchSize); n != 3 {
 		t.Errorf("%d transactions, want 3", n)
 	}
 	var dry int
 	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM cuesched.launch_outbox WHERE state = 'dry'`).Scan(&dry); err != nil {
 		t.Fatal(err)
 	}
-	if dry != 7 || len(l.queue) != 0 {
-		t.Errorf("%d dry rows, %d queued launches", dry, len(l.queue))
+	if dry != 7 || len(l.submitted) != 0 {
+		t.Errorf("%d dry rows, %d queued launches", dry, len(l.submitted))
 	}
 	audittest.Clean(t, db.Pool)
 }
@@ -324,10 +325,10 @@ func (refusingFence) Queue(b *pgx.Batch, clusterID int32) {
 // A COMMIT cut off by a broken connection is resolved by asking the outbox:
 // the batch committed exactly when its rows are there.
 func TestBookCommitOutcome(t *testing.T) {
-	db := loadFarm(t, smallFarm(1, 800, 1, 1, 2, 100))
+	db := booktest.LoadFarm(t, booktest.SmallFarm(1, 800, 1, 1, 2, 100))
 	ctx := ctxFor(t, time.Minute)
 	b := newTestBooker(db.Pool, BookerConfig{})
-	res, err := b.Book(ctx, testCluster, firstFit(readView(ctx, t, db.Pool), nil))
+	res, err := b.Book(ctx, testCluster, booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil))
 	if err != nil || len(res.Booked) != 2 {
 		t.Fatalf("%v %+v", err, res)
 	}

@@ -1,5 +1,5 @@
-// Package dispatch turns placements into bookings and bookings into frames
-// running on RQD.
+// Package dispatch turns placements into bookings: the guarded, batched
+// booking transaction. Launching what it booked is package launch.
 //
 // Booking (Booker.Book) is one transaction per batch of one cluster, in five
 // round trips: BEGIN with pg_try_advisory_xact_lock on the cluster's booking
@@ -8,22 +8,11 @@
 // the values the re-check needs; the re-check in memory, dropping with a
 // reason every placement the locked rows no longer admit, so that Cuebot's
 // guard triggers never raise; the write set as set-based statements plus one
-// launch outbox row per booking; COMMIT; pg_current_wal_lsn().
+// launch outbox row per booking (cuesched.launch_outbox, state 'pending', or
+// 'dry' in a dry run); COMMIT; pg_current_wal_lsn().
 //
-// The launch outbox (cuesched.launch_outbox, migration 0005) holds each
-// booking from its commit until its proc is gone:
-//
-//	pending  --launch accepted / "already running"-->  launched
-//	pending  --refused, breaker open, bad rows------->  released (row deleted with the proc)
-//	pending  --no verdict------------------------------> unsure --kill confirmed / host unreachable too long--> released
-//	(dry run)                                            dry
-//
-// Nothing polls the table: a row goes when its proc is deleted (a trigger on
-// proc, in Cuebot's release or in our compensation), and an instance that
-// starts or takes a cluster over resolves that cluster's pending and unsure
-// rows once (Launcher.Resolve).
-//
-// Launching (Launcher) runs after commit on a bounded pool of workers, so
-// slow hosts never hold up booking; a failed launch is compensated by
-// releasing the booking in one version-guarded transaction (release.go).
+// After the commit the bookings go to the Launcher the Booker was given
+// (BookerConfig.Launcher, an interface that launch.Launcher implements), and
+// a batch whose COMMIT was cut off with no way to tell whether it committed
+// (ErrCommitUnknown) is handed to it to resolve from the outbox later.
 package dispatch

@@ -19,9 +19,9 @@ type Fence interface {
 	Queue(b *pgx.Batch, clusterID int32)
 }
 
-// SingleOwner is the fence of a deployment with one instance, which owns
+// singleOwner is the fence of a deployment with one instance, which owns
 // every cluster: it queues nothing and always passes.
-type SingleOwner struct{}
+type singleOwner struct{}
 
 // Queue implements Fence.
-func (SingleOwner) Queue(*pgx.Batch, int32) {}
+func (singleOwner) Queue(*pgx.Batch, int32) {}

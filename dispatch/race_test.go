@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cuesched/cuesched/internal/testworld/audittest"
+	"github.com/cuesched/cuesched/internal/testworld/booktest"
 	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
@@ -33,7 +34,7 @@ func TestRaceTwoDispatchers(t *testing.T) {
 	}{{"same cluster", 1, 1}, {"clusters sharing hosts", 1, 2}} {
 		t.Run(mode.name, func(t *testing.T) {
 			reps := raceReps()
-			db := loadFarm(t, raceFarm(reps))
+			db := booktest.LoadFarm(t, raceFarm(reps))
 			m := NewMetrics(nil)
 			for rep := range reps {
 				raceOnce(t, db, m, rep, Cluster{ID: mode.a}, Cluster{ID: mode.b})
@@ -43,8 +44,8 @@ func TestRaceTwoDispatchers(t *testing.T) {
 			}
 			// The dispatchers did collide: each lost frames and hosts to
 			// the other.
-			lost := counterValue(t, m.Drops.WithLabelValues(string(DropFrameChanged))) +
-				counterValue(t, m.Drops.WithLabelValues(string(DropHostCapacity)))
+			lost := counterValue(t, m.drops.WithLabelValues(string(DropFrameChanged))) +
+				counterValue(t, m.drops.WithLabelValues(string(DropHostCapacity)))
 			t.Logf("%d repetitions, %v placements lost to the other dispatcher", reps, lost)
 			if lost == 0 {
 				t.Error("the dispatchers never collided")
@@ -80,7 +81,7 @@ func raceFarm(reps int) *seed.Farm {
 	return f
 }
 
-func raceOnce(t *testing.T, db *seeded, m *Metrics, rep int, ca, cb Cluster) {
+func raceOnce(t *testing.T, db *booktest.Seeded, m *Metrics, rep int, ca, cb Cluster) {
 	ctx := ctxFor(t, 2*time.Minute)
 	tag := fmt.Sprintf("race%d", rep)
 	batchMax := 2 + rep%15
@@ -127,7 +128,7 @@ func raceOnce(t *testing.T, db *seeded, m *Metrics, rep int, ca, cb Cluster) {
 		t.Errorf("%d procs, %d outbox rows", procs, rows)
 	}
 	for _, reason := range []string{"guard", "deadlock", "serialization", "lock-timeout", "mismatch"} {
-		if n := counterValue(t, m.GuardLosses.WithLabelValues(reason)); n != 0 {
+		if n := counterValue(t, m.guardLosses.WithLabelValues(reason)); n != 0 {
 			t.Errorf("%v transactions lost to %s", n, reason)
 		}
 	}
@@ -143,20 +144,20 @@ func dispatchAll(ctx context.Context, b *Booker, c Cluster, rng *rand.Rand, tag 
 		if round == 1000 {
 			return booked, fmt.Errorf("cluster %d: frames still waiting after %d rounds", c.ID, round)
 		}
-		v, err := loadView(ctx, b.pool)
+		v, err := booktest.LoadView(ctx, b.pool)
 		if err != nil {
 			return booked, err
 		}
-		v = v.tagged(tag)
+		v = v.Tagged(tag)
 		waiting := 0
-		for _, l := range v.layers {
+		for _, l := range v.Layers {
 			waiting += len(l.Frames)
 		}
 		if waiting == 0 {
 			return booked, nil
 		}
-		order := rng.Perm(len(v.hosts))
-		ps := firstFit(v, order)
+		order := rng.Perm(len(v.Hosts))
+		ps := booktest.FirstFit(v, order)
 		rng.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
 		res, err := b.Book(ctx, c, ps)
 		if err != nil {

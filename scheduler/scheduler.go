@@ -28,6 +28,7 @@ import (
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/internal/metrics"
+	"github.com/cuesched/cuesched/launch"
 	"github.com/cuesched/cuesched/match"
 	"github.com/cuesched/cuesched/ownership"
 	"github.com/cuesched/cuesched/queue"
@@ -49,7 +50,7 @@ type Ownership interface {
 
 // Resolver hands the launch outbox rows of clusters to the launcher: the
 // bookings a previous owner, or an unknown commit outcome, left unlaunched
-// (dispatch.Launcher implements it).
+// (launch.Launcher implements it).
 type Resolver interface {
 	Resolve(ctx context.Context, clusterIDs []int32) (int, error)
 }
@@ -220,8 +221,8 @@ func (s *Scheduler) OwnsHost(hostID string) bool {
 
 // Settled is the launcher's OnSettled: a released booking's frame is
 // WAITING again, so its layer is read again and its cluster woken.
-func (s *Scheduler) Settled(st dispatch.Settled) {
-	if st.Result == dispatch.SettledReleased && st.LayerID != "" {
+func (s *Scheduler) Settled(st launch.Settled) {
+	if st.Result == launch.SettledReleased && st.LayerID != "" {
 		s.deps.Queue.Requeue(st.LayerID)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/internal/config"
 	"github.com/cuesched/cuesched/internal/metrics"
+	"github.com/cuesched/cuesched/launch"
 	"github.com/cuesched/cuesched/match"
 	"github.com/cuesched/cuesched/ownership"
 	"github.com/cuesched/cuesched/queue"
@@ -87,15 +88,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 	if err != nil {
 		return err
 	}
-	var rqd *dispatch.RQDClient
+	var rqd *launch.RQDClient
 	if !cfg.DryRun {
 		tc, err := cfg.RQDTLS()
 		if err != nil {
 			return err
 		}
 		hosts := replica.Hosts()
-		rqd = dispatch.NewRQDClient(dispatch.RQDConfig{Port: cfg.RQDPort, TLS: tc, CallTimeout: cfg.RQDTimeout,
-			Logger: log, Hooks: dispatch.RQDHooks{
+		rqd = launch.NewRQDClient(launch.RQDConfig{Port: cfg.RQDPort, TLS: tc, CallTimeout: cfg.RQDTimeout,
+			Logger: log, Hooks: launch.RQDHooks{
 				// Matching left the host out while its breaker was open
 				// (SetGate below): offer it again by waking its clusters.
 				OnBreakerHalfOpen: func(name string) {
@@ -107,14 +108,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 		defer rqd.Close()
 		hosts.SetGate(rqd)
 	}
-	dm := dispatch.NewMetrics(reg)
-	launcher := dispatch.NewLauncher(dispatch.LauncherConfig{
-		Pool: pool, RQD: rqd, Workers: cfg.LaunchWorkers, DryRun: cfg.DryRun, Metrics: dm, Logger: log,
-		OnSettled: func(s dispatch.Settled) { sched.Settled(s) },
+	launcher := launch.New(launch.Config{
+		Pool: pool, RQD: rqd, Workers: cfg.LaunchWorkers, DryRun: cfg.DryRun, Metrics: launch.NewMetrics(reg),
+		Logger: log, OnSettled: func(s launch.Settled) { sched.Settled(s) },
 	})
 	bcfg := dispatch.BookerConfig{
 		Pool: pool, Fence: coord, BatchMin: cfg.BatchMin, BatchMax: cfg.BatchMax, DryRun: cfg.DryRun,
-		Launcher: launcher, Metrics: dm, Scheduler: sm, Logger: log,
+		Launcher: launcher, Metrics: dispatch.NewMetrics(reg), Scheduler: sm, Logger: log,
 	}
 	if rqd != nil {
 		bcfg.HostAllowed = rqd.Allowed

@@ -1,8 +1,9 @@
 // Package testworld holds, in its sub-packages, the world cuesched is tested
 // and demonstrated in: a Cuebot-compatible schema (cuebotdb), farms to seed
 // (seed), Cuebot's own writes (cuebotsim), a fake RQD farm (fakerqd),
-// throwaway PostgreSQL clusters (pgcluster, pgtest) and the audit helpers of
-// booking tests (audittest).
+// throwaway PostgreSQL clusters (pgcluster, pgtest), the audit helpers of
+// booking tests (audittest) and the farms, views and placer that booking and
+// launching tests share (booktest).
 //
 // Production code never imports it: the binary deployed beside Cuebot links
 // none of it (internal/archtest fails when it does). Only tests, the

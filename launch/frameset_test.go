@@ -1,4 +1,4 @@
-package dispatch
+package launch
 
 import (
 	"slices"
@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-func collect(fs FrameSet) []int { return slices.Collect(fs.All()) }
+func collect(fs frameSet) []int { return slices.Collect(fs.All()) }
 
 func TestParseFrameSet(t *testing.T) {
 	for _, c := range []struct {
@@ -36,7 +36,7 @@ func TestParseFrameSet(t *testing.T) {
 		{"10-1x1,4", []int{4}},       // an empty section, as in Cuebot
 		{"1-10y1,4", []int{4}},
 	} {
-		fs, err := ParseFrameSet(c.spec)
+		fs, err := parseFrameSet(c.spec)
 		if err != nil {
 			t.Errorf("%q: %v", c.spec, err)
 			continue
@@ -56,7 +56,7 @@ func TestParseFrameSetErrors(t *testing.T) {
 		"1-10x2x", "10-1x2", "1-10x-2", "5-5x-1", "1-10:0", "10-1:3", "+1", "1 -2", "1-10y0",
 		"2147483648", "1-2147483648", "1-10x99999999999", "10-1x1", "1-10y1",
 	} {
-		if fs, err := ParseFrameSet(spec); err == nil {
+		if fs, err := parseFrameSet(spec); err == nil {
 			t.Errorf("%q: want an error, got %v", spec, collect(fs))
 		}
 	}
@@ -86,7 +86,7 @@ func TestChunk(t *testing.T) {
 		{"1-10y2", 3, 2, nil, true},
 		{"1-10", 1, maxChunkFrames + 1, nil, true},
 	} {
-		fs, err := ParseFrameSet(c.spec)
+		fs, err := parseFrameSet(c.spec)
 		if err != nil {
 			t.Fatalf("%q: %v", c.spec, err)
 		}
@@ -120,14 +120,14 @@ func TestFormatFrames(t *testing.T) {
 		{[]int{1, 6, 2, 4, 8, 10}, "1,6,2,4,8,10"},
 		{[]int{1, 6, 2, 4, 6, 8}, "1,6,2-8x2"},
 	} {
-		got := FormatFrames(c.frames)
+		got := formatFrames(c.frames)
 		if got != c.want {
-			t.Errorf("FormatFrames(%v) = %q, want %q", c.frames, got, c.want)
+			t.Errorf("formatFrames(%v) = %q, want %q", c.frames, got, c.want)
 		}
 		if len(c.frames) == 0 {
 			continue
 		}
-		fs, err := ParseFrameSet(got)
+		fs, err := parseFrameSet(got)
 		if err != nil {
 			t.Errorf("%q does not parse: %v", got, err)
 		} else if back := collect(fs); !slices.Equal(back, c.frames) {
@@ -138,13 +138,13 @@ func TestFormatFrames(t *testing.T) {
 
 // FuzzFrameSet: parsing never panics; a parsed set's length matches its
 // frames; a chunk starts at its frame, stays in the set and round-trips
-// through FormatFrames.
+// through formatFrames.
 func FuzzFrameSet(f *testing.F) {
 	for _, s := range []string{"1-10", "1-100x3", "1-10y3", "1-10:5", "1,5,9", "10-1", "-5--1x-2", "1-3,2", ""} {
 		f.Add(s, 3, 4)
 	}
 	f.Fuzz(func(t *testing.T, spec string, frame, size int) {
-		fs, err := ParseFrameSet(spec)
+		fs, err := parseFrameSet(spec)
 		if err != nil {
 			if fs.Len() != 0 {
 				t.Fatalf("%q: error %v with %d frames", spec, err, fs.Len())
@@ -174,9 +174,9 @@ func FuzzFrameSet(f *testing.F) {
 		if len(chunk) == 0 || chunk[0] != frame || len(chunk) > max(size, 1) {
 			t.Fatalf("%q chunk(%d,%d) = %v", spec, frame, size, chunk)
 		}
-		back, err := ParseFrameSet(FormatFrames(chunk))
+		back, err := parseFrameSet(formatFrames(chunk))
 		if err != nil {
-			t.Fatalf("%q: chunk %v formats as %q: %v", spec, chunk, FormatFrames(chunk), err)
+			t.Fatalf("%q: chunk %v formats as %q: %v", spec, chunk, formatFrames(chunk), err)
 		}
 		if got := collect(back); !slices.Equal(got, chunk) {
 			t.Fatalf("%q: chunk %v reads back as %v", spec, chunk, got)
@@ -185,7 +185,7 @@ func FuzzFrameSet(f *testing.F) {
 }
 
 func BenchmarkChunk(b *testing.B) {
-	fs, err := ParseFrameSet("1-100000:64")
+	fs, err := parseFrameSet("1-100000:64")
 	if err != nil {
 		b.Fatal(err)
 	}

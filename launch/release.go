@@ -1,4 +1,4 @@
-package dispatch
+package launch
 
 import (
 	"context"
@@ -52,7 +52,7 @@ func loadSpecs(ctx context.Context, pool *pgxpool.Pool, items []*item) (map[stri
 	found := make(map[string]bool, len(items))
 	for rows.Next() {
 		var proc string
-		var s LaunchSpec
+		var s launchSpec
 		var uid *int64
 		var chunk, number int64
 		if err := rows.Scan(&proc, &s.Reserved.Cores, &s.Reserved.Mem, &s.Reserved.GPUs, &s.Reserved.GPUMem,

@@ -1,11 +1,13 @@
-package dispatch
+package launch
 
 import (
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/internal/testworld/audittest"
+	"github.com/cuesched/cuesched/internal/testworld/booktest"
 	"github.com/cuesched/cuesched/internal/testworld/fakerqd"
 	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
@@ -15,29 +17,30 @@ import (
 // num_cores, command and environment, every outbox row marked launched, and
 // the audit clean.
 func TestBookPeerStressEndToEnd(t *testing.T) {
+	t.Parallel()
 	ctx := ctxFor(t, 5*time.Minute)
 	start := time.Now()
-	db := loadFarm(t, seed.PeerStress(1))
-	v := readView(ctx, t, db.Pool)
-	names := make([]string, len(v.hosts))
-	for i, h := range v.hosts {
+	db := booktest.LoadFarm(t, seed.PeerStress(1))
+	v := booktest.ReadView(ctx, t, db.Pool)
+	names := make([]string, len(v.Hosts))
+	for i, h := range v.Hosts {
 		names[i] = h.Name
 	}
 	farm, port := rqdFarm(t, names, fakerqd.Options{})
 	settled := newSettledLog()
 	rqd := newRQD(t, port, 10*time.Second)
-	l := runLauncher(t, LauncherConfig{Pool: db.Pool, RQD: rqd, OnSettled: settled.add})
-	b := newTestBooker(db.Pool, BookerConfig{Launcher: l, HostAllowed: rqd.Allowed})
+	l := runLauncher(t, Config{Pool: db.Pool, RQD: rqd, OnSettled: settled.add})
+	b := newBooker(db.Pool, dispatch.BookerConfig{Launcher: l, HostAllowed: rqd.Allowed})
 
-	ps := firstFit(v, nil)
+	ps := booktest.FirstFit(v, nil)
 	if len(ps) != 6000 {
 		t.Fatalf("%d placements for 6000 frames", len(ps))
 	}
-	ids, batches := byTag(ps)
+	ids, batches := booktest.ByTag(ps)
 	loaded := time.Now()
 	booked := 0
 	for _, id := range ids {
-		res, err := b.Book(ctx, Cluster{ID: id}, batches[id])
+		res, err := b.Book(ctx, dispatch.Cluster{ID: id}, batches[id])
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package dispatch
+package launch
 
 import (
 	"context"
@@ -135,7 +135,7 @@ func TestLaunchOutcomes(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, host, frame string
-		want              LaunchOutcome
+		want              Outcome
 		sent              bool
 		code              codes.Code // codes.OK with an error: any code
 		msg               string
@@ -162,7 +162,7 @@ func TestLaunchOutcomes(t *testing.T) {
 		}
 	}
 	// The dropped launch took effect: a kill finds it.
-	if r := c.Kill(ctx, fake.Addr(), "drop", "ambiguous launch"); r.Outcome != Killed {
+	if r := c.kill(ctx, fake.Addr(), "drop", "ambiguous launch"); r.Outcome != killed {
 		t.Fatalf("kill after ambiguous launch: %+v", r)
 	}
 	// The fake saw exactly the calls that were sent.
@@ -174,7 +174,7 @@ func TestLaunchOutcomes(t *testing.T) {
 func TestLaunchCarriesRunFrame(t *testing.T) {
 	fake := startFake(t, fakerqd.Options{})
 	c := newClient(t, RQDConfig{})
-	rf, err := BuildRunFrame(baseSpec())
+	rf, err := buildRunFrame(baseSpec())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,18 +202,18 @@ func TestKillOutcomes(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, host, frame string
-		want              KillOutcome
+		want              killOutcome
 	}{
-		{"running", fake.Addr(), "running", Killed},
-		{"not running (rust rqd)", fake.Addr(), "running", NotRunning},
-		{"not running by message", fake.Addr(), "gone", NotRunning},
-		{"not running (python rqd)", py.Addr(), "nope", Killed},
-		{"rqd error", fake.Addr(), "precondition", KillError},
-		{"deadline after send", fake.Addr(), "hang", KillUnreachable},
-		{"dropped", fake.Addr(), "drop", KillUnreachable},
-		{"connection refused", closedAddr(t), "x", KillUnreachable},
+		{"running", fake.Addr(), "running", killed},
+		{"not running (rust rqd)", fake.Addr(), "running", notRunning},
+		{"not running by message", fake.Addr(), "gone", notRunning},
+		{"not running (python rqd)", py.Addr(), "nope", killed},
+		{"rqd error", fake.Addr(), "precondition", killError},
+		{"deadline after send", fake.Addr(), "hang", killUnreachable},
+		{"dropped", fake.Addr(), "drop", killUnreachable},
+		{"connection refused", closedAddr(t), "x", killUnreachable},
 	} {
-		r := c.Kill(ctx, tc.host, tc.frame, "")
+		r := c.kill(ctx, tc.host, tc.frame, "")
 		if r.Outcome != tc.want {
 			t.Errorf("%s: %v (%v), want %v", tc.name, r.Outcome, r.Err, tc.want)
 		}
@@ -233,7 +233,7 @@ func TestClassify(t *testing.T) {
 	for _, tc := range []struct {
 		err             error
 		sent, gotStatus bool
-		want            LaunchOutcome
+		want            Outcome
 	}{
 		{nil, true, true, Launched},
 		{st(codes.Unknown, "Not launching, frame is already running on this proc x"), true, true, AlreadyRunning},
@@ -257,15 +257,15 @@ func TestClassify(t *testing.T) {
 	for _, tc := range []struct {
 		err             error
 		sent, gotStatus bool
-		want            KillOutcome
+		want            killOutcome
 	}{
-		{nil, true, true, Killed},
-		{st(codes.NotFound, "x"), true, true, NotRunning},
-		{st(codes.Unknown, "Could not find frame with id x to kill"), true, true, NotRunning},
-		{st(codes.Unknown, "boom"), true, true, KillError},
-		{st(codes.DeadlineExceeded, ""), true, true, KillUnreachable},
-		{st(codes.Unavailable, ""), false, false, KillUnreachable},
-		{st(codes.Unavailable, ""), true, false, KillUnreachable},
+		{nil, true, true, killed},
+		{st(codes.NotFound, "x"), true, true, notRunning},
+		{st(codes.Unknown, "Could not find frame with id x to kill"), true, true, notRunning},
+		{st(codes.Unknown, "boom"), true, true, killError},
+		{st(codes.DeadlineExceeded, ""), true, true, killUnreachable},
+		{st(codes.Unavailable, ""), false, false, killUnreachable},
+		{st(codes.Unavailable, ""), true, false, killUnreachable},
 	} {
 		if got := classifyKill(tc.err, tc.sent, tc.gotStatus); got != tc.want {
 			t.Errorf("classifyKill(%v, sent %v, status %v) = %v, want %v", tc.err, tc.sent, tc.gotStatus, got, tc.want)
@@ -419,7 +419,7 @@ func TestBreakerUnreachableHost(t *testing.T) {
 	c := newClient(t, RQDConfig{BreakerFailures: 2, Now: clock.Now})
 	host := closedAddr(t)
 	for range 2 {
-		if r := c.Kill(testCtx(t), host, "f", "why"); r.Outcome != KillUnreachable {
+		if r := c.kill(testCtx(t), host, "f", "why"); r.Outcome != killUnreachable {
 			t.Fatalf("kill on a closed port: %+v", r)
 		}
 	}
@@ -445,20 +445,20 @@ func TestBreakerIgnoresCaller(t *testing.T) {
 
 func TestHooks(t *testing.T) {
 	var mu sync.Mutex
-	var launches []LaunchOutcome
-	var kills []KillOutcome
+	var launches []Outcome
+	var kills []killOutcome
 	fake := startFake(t, fakerqd.Options{})
 	c := newClient(t, RQDConfig{Hooks: RQDHooks{
-		OnLaunch: func(_ string, r LaunchResult) { mu.Lock(); launches = append(launches, r.Outcome); mu.Unlock() },
-		OnKill:   func(_ string, r KillResult) { mu.Lock(); kills = append(kills, r.Outcome); mu.Unlock() },
+		OnLaunch: func(_ string, r Result) { mu.Lock(); launches = append(launches, r.Outcome); mu.Unlock() },
+		OnKill:   func(_ string, r killResult) { mu.Lock(); kills = append(kills, r.Outcome); mu.Unlock() },
 	}})
 	ctx := testCtx(t)
 	c.Launch(ctx, fake.Addr(), runFrame("f"))
 	c.Launch(ctx, fake.Addr(), runFrame("f"))
-	c.Kill(ctx, fake.Addr(), "f", "")
+	c.kill(ctx, fake.Addr(), "f", "")
 	mu.Lock()
 	defer mu.Unlock()
-	if len(launches) != 2 || launches[0] != Launched || launches[1] != AlreadyRunning || len(kills) != 1 || kills[0] != Killed {
+	if len(launches) != 2 || launches[0] != Launched || launches[1] != AlreadyRunning || len(kills) != 1 || kills[0] != killed {
 		t.Fatalf("hooks saw %v %v", launches, kills)
 	}
 }
@@ -474,7 +474,7 @@ func TestConnectionCacheAndExpiry(t *testing.T) {
 			t.Fatal(r.Err)
 		}
 	}
-	if n := c.Conns(); n != 2 {
+	if n := c.connCount(); n != 2 {
 		t.Fatalf("%d connections for 2 hosts", n)
 	}
 	clock.Advance(30 * time.Second)
@@ -482,18 +482,18 @@ func TestConnectionCacheAndExpiry(t *testing.T) {
 		t.Fatal(r.Err)
 	}
 	clock.Advance(30 * time.Second)
-	if n := c.sweep(); n != 1 || c.Conns() != 1 {
-		t.Fatalf("sweep closed %d, %d left; want b's closed and a's kept", n, c.Conns())
+	if n := c.sweep(); n != 1 || c.connCount() != 1 {
+		t.Fatalf("sweep closed %d, %d left; want b's closed and a's kept", n, c.connCount())
 	}
 	clock.Advance(30 * time.Second)
-	if n := c.sweep(); n != 1 || c.Conns() != 0 {
-		t.Fatalf("sweep closed %d, %d left", n, c.Conns())
+	if n := c.sweep(); n != 1 || c.connCount() != 0 {
+		t.Fatalf("sweep closed %d, %d left", n, c.connCount())
 	}
 	// An expired host is dialled again on use.
 	if r := c.Launch(ctx, b.Addr(), runFrame("back")); r.Outcome != Launched {
 		t.Fatal(r.Err)
 	}
-	if c.Conns() != 1 {
+	if c.connCount() != 1 {
 		t.Fatal("no connection after re-dial")
 	}
 }
@@ -504,7 +504,7 @@ func TestSweepKeepsBusyConnection(t *testing.T) {
 	fake.Script("slow", fakerqd.Reply{Action: fakerqd.Hang})
 	c := newClient(t, RQDConfig{IdleTimeout: time.Minute, Now: clock.Now})
 	ctx, cancel := context.WithCancel(testCtx(t))
-	done := make(chan LaunchResult, 1)
+	done := make(chan Result, 1)
 	go func() { done <- c.Launch(ctx, fake.Addr(), runFrame("slow")) }()
 	if err := fake.WaitLaunches(testCtx(t), 1); err != nil {
 		t.Fatal(err)
@@ -532,10 +532,10 @@ func TestClose(t *testing.T) {
 	c.Close()
 	c.Close()
 	r := c.Launch(testCtx(t), fake.Addr(), runFrame("g"))
-	if r.Outcome != Refused || r.Sent || !errors.Is(r.Err, ErrRQDClientClosed) {
+	if r.Outcome != Refused || r.Sent || !errors.Is(r.Err, errRQDClientClosed) {
 		t.Fatalf("launch after close: %+v", r)
 	}
-	if c.Conns() != 0 {
+	if c.connCount() != 0 {
 		t.Fatal("connections left after close")
 	}
 }
@@ -585,12 +585,12 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 }
 
 func TestOutcomeStrings(t *testing.T) {
-	for o, want := range map[LaunchOutcome]string{Launched: "launched", AlreadyRunning: "already_running", Refused: "refused", Ambiguous: "ambiguous"} {
+	for o, want := range map[Outcome]string{Launched: "launched", AlreadyRunning: "already_running", Refused: "refused", Ambiguous: "ambiguous"} {
 		if o.String() != want {
 			t.Errorf("%d: %q", int(o), o.String())
 		}
 	}
-	for o, want := range map[KillOutcome]string{Killed: "killed", NotRunning: "not_running", KillUnreachable: "unreachable", KillError: "error"} {
+	for o, want := range map[killOutcome]string{killed: "killed", notRunning: "not_running", killUnreachable: "unreachable", killError: "error"} {
 		if o.String() != want {
 			t.Errorf("%d: %q", int(o), o.String())
 		}
@@ -614,8 +614,8 @@ func TestFarmHosts(t *testing.T) {
 	if err := farm.WaitLaunches(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
-	if c.Conns() != 3 {
-		t.Fatalf("%d connections for 3 hosts", c.Conns())
+	if c.connCount() != 3 {
+		t.Fatalf("%d connections for 3 hosts", c.connCount())
 	}
 }
 
@@ -636,7 +636,7 @@ func TestHostGone(t *testing.T) {
 		if r := c.Launch(ctx, fake.Addr(), runFrame("g")); r.Outcome != Refused && r.Outcome != Ambiguous {
 			t.Fatalf("launch on a stopped host: %+v", r)
 		}
-		if r := c.Kill(ctx, fake.Addr(), "f", "x"); r.Outcome != KillUnreachable {
+		if r := c.kill(ctx, fake.Addr(), "f", "x"); r.Outcome != killUnreachable {
 			t.Fatalf("kill on a stopped host: %+v", r)
 		}
 	}

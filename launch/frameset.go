@@ -1,4 +1,4 @@
-package dispatch
+package launch
 
 import (
 	"errors"
@@ -13,7 +13,7 @@ import (
 // chunk size cannot make building a RunFrame walk billions of frames.
 const maxChunkFrames = 1 << 20
 
-// FrameSet is a parsed OpenCue frame set (layer.str_range): comma-separated
+// frameSet is a parsed OpenCue frame set (layer.str_range): comma-separated
 // sections, each one of
 //
 //	N         one frame
@@ -24,9 +24,9 @@ const maxChunkFrames = 1 << 20
 //	          each pass starting one frame further on and adding only new frames
 //
 // Frames keep the order of the spec and are not de-duplicated across
-// sections, as in Cuebot. A FrameSet never materialises its frames: layers
+// sections, as in Cuebot. A frameSet never materialises its frames: layers
 // with huge ranges and big chunks stay cheap.
-type FrameSet struct {
+type frameSet struct {
 	sections []section
 	n        int64
 }
@@ -113,21 +113,21 @@ func (s *section) contains(f int64) bool {
 	return false
 }
 
-// ParseFrameSet parses an OpenCue frame set. Frame numbers must fit in 32
+// parseFrameSet parses an OpenCue frame set. Frame numbers must fit in 32
 // bits; a step of 0, a step whose sign runs away from the end, or a set
 // without any frame is an error.
-func ParseFrameSet(spec string) (FrameSet, error) {
-	var fs FrameSet
+func parseFrameSet(spec string) (frameSet, error) {
+	var fs frameSet
 	for part := range strings.SplitSeq(spec, ",") {
 		s, err := parseSection(strings.TrimSpace(part))
 		if err != nil {
-			return FrameSet{}, fmt.Errorf("frame set %q: %w", spec, err)
+			return frameSet{}, fmt.Errorf("frame set %q: %w", spec, err)
 		}
 		fs.sections = append(fs.sections, s)
 		fs.n += s.n
 	}
 	if fs.n == 0 {
-		return FrameSet{}, fmt.Errorf("frame set %q: no frames", spec)
+		return frameSet{}, fmt.Errorf("frame set %q: no frames", spec)
 	}
 	return fs, nil
 }
@@ -221,10 +221,10 @@ func parseFrameNumber(s string) (int64, string, error) {
 }
 
 // Len is the number of frames in the set.
-func (fs FrameSet) Len() int64 { return fs.n }
+func (fs frameSet) Len() int64 { return fs.n }
 
 // All yields the set's frames in order.
-func (fs FrameSet) All() iter.Seq[int] {
+func (fs frameSet) All() iter.Seq[int] {
 	return func(yield func(int) bool) {
 		for i := range fs.sections {
 			if !fs.sections[i].walk(0, false, func(f int64) bool { return yield(int(f)) }) {
@@ -237,7 +237,7 @@ func (fs FrameSet) All() iter.Seq[int] {
 // Chunk returns the chunk of a chunked layer that starts at frame: the frame
 // and the frames that follow it in the set, size in all (fewer at the end of
 // the set). The frame's first occurrence counts. A size below 1 means 1.
-func (fs FrameSet) Chunk(frame, size int) ([]int, error) {
+func (fs frameSet) Chunk(frame, size int) ([]int, error) {
 	if size < 1 {
 		size = 1
 	}
@@ -272,11 +272,11 @@ func (fs FrameSet) Chunk(frame, size int) ([]int, error) {
 	return out, nil
 }
 
-// FormatFrames writes frames, in their order, as a compact frame set that
-// ParseFrameSet reads back to the same sequence: runs with a constant step
+// formatFrames writes frames, in their order, as a compact frame set that
+// parseFrameSet reads back to the same sequence: runs with a constant step
 // become A-B or A-BxS, the rest single frames. Cuebot's #FRAMESPEC# follows
 // the same idea, though its text may differ for the same frames.
-func FormatFrames(frames []int) string {
+func formatFrames(frames []int) string {
 	var b strings.Builder
 	for i := 0; i < len(frames); {
 		if b.Len() > 0 {

@@ -1,4 +1,4 @@
-package dispatch
+package launch
 
 import (
 	"bytes"
@@ -15,7 +15,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/internal/testworld/audittest"
+	"github.com/cuesched/cuesched/internal/testworld/booktest"
 	"github.com/cuesched/cuesched/internal/testworld/fakerqd"
 )
 
@@ -35,7 +37,7 @@ type outage struct {
 	spring func(c *trapConn, p []byte) (int, error) // what the write does instead
 }
 
-func newOutage(t *testing.T, db *seeded) *outage {
+func newOutage(t *testing.T, db *booktest.Seeded) *outage {
 	t.Helper()
 	ctx := ctxFor(t, time.Minute)
 	o := &outage{t: t, admin: db.Pool, role: "booker_" + db.Name}
@@ -176,10 +178,10 @@ func (w *logWatch) wait(ctx context.Context, t *testing.T, msg string) {
 // outageRig is a one-host farm whose booker and launcher use the outage's
 // role.
 type outageRig struct {
-	db      *seeded
+	db      *booktest.Seeded
 	o       *outage
 	srv     *fakerqd.Server
-	booker  *testBooker
+	booker  *dispatch.Booker
 	logs    *logWatch
 	settled *settledLog
 	rqd     *RQDClient
@@ -188,15 +190,17 @@ type outageRig struct {
 	stopLauncher func(ctx context.Context) error
 }
 
-func newOutageRig(t *testing.T, frames int) *outageRig {
+// newOutageRig's booker waits positionWait for a commit position it could
+// not read (0: the Booker's default).
+func newOutageRig(t *testing.T, frames int, positionWait time.Duration) *outageRig {
 	t.Helper()
-	r := &outageRig{db: loadFarm(t, smallFarm(1, 800, 1, 1, frames, 100)), logs: newLogWatch(), settled: newSettledLog()}
+	r := &outageRig{db: booktest.LoadFarm(t, booktest.SmallFarm(1, 800, 1, 1, frames, 100)), logs: newLogWatch(), settled: newSettledLog()}
 	r.o = newOutage(t, r.db)
 	farm, port := rqdFarm(t, []string{seedName(0)}, fakerqd.Options{})
 	r.srv = farm.Server(seedName(0) + ":" + itoa(port))
 	r.rqd = newRQD(t, port, 5*time.Second)
 	m := NewMetrics(nil)
-	l := NewLauncher(LauncherConfig{Pool: r.o.pool, RQD: r.rqd, OnSettled: r.settled.add, Metrics: m,
+	l := New(Config{Pool: r.o.pool, RQD: r.rqd, OnSettled: r.settled.add, Metrics: m,
 		KillRetry: 50 * time.Millisecond, Logger: slog.New(r.logs)})
 	lctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -219,8 +223,8 @@ func newOutageRig(t *testing.T, frames int) *outageRig {
 			t.Errorf("launcher: %v", err)
 		}
 	})
-	r.booker = newTestBooker(r.o.pool, BookerConfig{Launcher: l, HostAllowed: r.rqd.Allowed, Metrics: m})
-	r.booker.log = slog.New(r.logs)
+	r.booker = newBooker(r.o.pool, dispatch.BookerConfig{Launcher: l, HostAllowed: r.rqd.Allowed,
+		PositionWait: positionWait, Logger: slog.New(r.logs)})
 	return r
 }
 
@@ -251,6 +255,7 @@ func (r *outageRig) launched(ctx context.Context, t *testing.T, frames int) {
 // later, whether the database answers at once or only after a while; with
 // none if it stays unreachable past the Booker's wait.
 func TestBookPositionLost(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		down   bool // the database is unreachable for the role for a while
@@ -263,11 +268,12 @@ func TestBookPositionLost(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := ctxFor(t, 20*time.Second)
 			const frames = 2
-			r := newOutageRig(t, frames)
+			var positionWait time.Duration
 			if tc.noWait {
-				r.booker.positionWait = time.Millisecond
+				positionWait = time.Millisecond
 			}
-			ps := firstFit(readView(ctx, t, r.db.Pool), nil)
+			r := newOutageRig(t, frames, positionWait)
+			ps := booktest.FirstFit(booktest.ReadView(ctx, t, r.db.Pool), nil)
 			r.o.arm([]byte("pg_current_wal_lsn()"), func(c *trapConn, _ []byte) (int, error) {
 				if tc.down {
 					r.o.lock(ctx)
@@ -276,7 +282,7 @@ func TestBookPositionLost(t *testing.T) {
 				return 0, net.ErrClosed
 			})
 			type booked struct {
-				res BatchResult
+				res dispatch.BatchResult
 				err error
 			}
 			done := make(chan booked, 1)
@@ -312,6 +318,7 @@ func TestBookPositionLost(t *testing.T) {
 // tries that takes, and its committed bookings are launched. A launcher
 // stopped before then stops at once and leaves the rows to the next owner.
 func TestBookCommitUnknownResolved(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		stop bool // the launcher stops while the database is unreachable
@@ -322,8 +329,8 @@ func TestBookCommitUnknownResolved(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := ctxFor(t, 20*time.Second)
 			const frames = 2
-			r := newOutageRig(t, frames)
-			ps := firstFit(readView(ctx, t, r.db.Pool), nil)
+			r := newOutageRig(t, frames, 0)
+			ps := booktest.FirstFit(booktest.ReadView(ctx, t, r.db.Pool), nil)
 			// pgx sends COMMIT as a simple query: 'Q', its length, the text.
 			r.o.arm([]byte("Q\x00\x00\x00\x0bcommit\x00"), func(c *trapConn, p []byte) (int, error) {
 				r.o.lock(ctx)
@@ -347,7 +354,7 @@ func TestBookCommitUnknownResolved(t *testing.T) {
 				return n, nil
 			})
 			res, err := r.booker.Book(ctx, testCluster, ps)
-			if !errors.Is(err, ErrCommitUnknown) || len(res.Booked) != 0 {
+			if !errors.Is(err, dispatch.ErrCommitUnknown) || len(res.Booked) != 0 {
 				t.Fatalf("booked %d: %v, want the commit's outcome unknown", len(res.Booked), err)
 			}
 			r.logs.wait(ctx, t, "resolve outbox after an unknown commit; retrying")
@@ -367,7 +374,7 @@ func TestBookCommitUnknownResolved(t *testing.T) {
 				t.Fatalf("%d outbox rows pending, %d launches, want %d and none", pending, len(r.srv.Launches()), frames)
 			}
 			r.o.unlock(ctx)
-			next := runLauncher(t, LauncherConfig{Pool: r.db.Pool, RQD: r.rqd, OnSettled: r.settled.add})
+			next := runLauncher(t, Config{Pool: r.db.Pool, RQD: r.rqd, OnSettled: r.settled.add})
 			if n, err := next.Resolve(ctx, []int32{testCluster.ID}); err != nil || n != frames {
 				t.Fatalf("next owner resolved %d: %v", n, err)
 			}

@@ -1,4 +1,4 @@
-package dispatch
+package launch
 
 import (
 	"context"
@@ -26,19 +26,19 @@ import (
 
 // Defaults of RQDConfig.
 const (
-	DefaultRQDPort         = 8444
-	DefaultRQDCallTimeout  = 10 * time.Second
-	DefaultRQDIdleTimeout  = 5 * time.Minute
-	DefaultBreakerFailures = 3
-	DefaultBreakerCooldown = 30 * time.Second
+	defaultRQDPort         = 8444
+	defaultRQDCallTimeout  = 10 * time.Second
+	defaultRQDIdleTimeout  = 5 * time.Minute
+	defaultBreakerFailures = 3
+	defaultBreakerCooldown = 30 * time.Second
 )
 
 // defaultKillMessage is sent when a kill has no reason: OpenCue's Rust RQD
 // refuses a kill without one.
 const defaultKillMessage = "killed by cuesched"
 
-// ErrRQDClientClosed is the error of calls made after Close.
-var ErrRQDClientClosed = errors.New("rqd client closed")
+// errRQDClientClosed is the error of calls made after Close.
+var errRQDClientClosed = errors.New("rqd client closed")
 
 // RQDConfig configures an RQDClient. Zero fields take the defaults above.
 type RQDConfig struct {
@@ -59,8 +59,8 @@ type RQDConfig struct {
 // RQDHooks lets the owner count calls (metrics) without this package
 // registering anything. Each hook is optional and must not block.
 type RQDHooks struct {
-	OnLaunch      func(host string, r LaunchResult)
-	OnKill        func(host string, r KillResult)
+	OnLaunch      func(host string, r Result)
+	OnKill        func(host string, r killResult)
 	OnBreakerOpen func(host string)
 	// OnBreakerHalfOpen runs when an open breaker's cooldown has passed and
 	// Allowed reports the host again (not after Close), so the host's work
@@ -68,13 +68,13 @@ type RQDHooks struct {
 	OnBreakerHalfOpen func(host string)
 }
 
-// LaunchOutcome classifies a LaunchFrame call by what it means for the
+// Outcome classifies a LaunchFrame call by what it means for the
 // booking.
-type LaunchOutcome int
+type Outcome int
 
 const (
 	// Launched: RQD accepted the frame.
-	Launched LaunchOutcome = iota
+	Launched Outcome = iota
 	// AlreadyRunning: RQD refused because it already runs this frame. The
 	// frame IS running there: never release the booking.
 	AlreadyRunning
@@ -88,7 +88,7 @@ const (
 	Ambiguous
 )
 
-func (o LaunchOutcome) String() string {
+func (o Outcome) String() string {
 	switch o {
 	case Launched:
 		return "launched"
@@ -99,53 +99,53 @@ func (o LaunchOutcome) String() string {
 	case Ambiguous:
 		return "ambiguous"
 	}
-	return "LaunchOutcome(" + strconv.Itoa(int(o)) + ")"
+	return "Outcome(" + strconv.Itoa(int(o)) + ")"
 }
 
-// KillOutcome classifies a KillRunningFrame call.
-type KillOutcome int
+// killOutcome classifies a KillRunningFrame call.
+type killOutcome int
 
 const (
-	// Killed: RQD acknowledged the kill. The Python RQD acknowledges a kill of
+	// killed: RQD acknowledged the kill. The Python RQD acknowledges a kill of
 	// a frame it does not run in the same way, so this also means "not
 	// running (any more)".
-	Killed KillOutcome = iota
-	// NotRunning: RQD answered NOT_FOUND (the Rust RQD) or said it could not
+	killed killOutcome = iota
+	// notRunning: RQD answered NOT_FOUND (the Rust RQD) or said it could not
 	// find the frame.
-	NotRunning
-	// KillUnreachable: no verdict: the request was not sent, or was sent and
+	notRunning
+	// killUnreachable: no verdict: the request was not sent, or was sent and
 	// no answer came (deadline, broken connection).
-	KillUnreachable
-	// KillError: RQD answered with another error; the frame may still run.
-	KillError
+	killUnreachable
+	// killError: RQD answered with another error; the frame may still run.
+	killError
 )
 
-func (o KillOutcome) String() string {
+func (o killOutcome) String() string {
 	switch o {
-	case Killed:
+	case killed:
 		return "killed"
-	case NotRunning:
+	case notRunning:
 		return "not_running"
-	case KillUnreachable:
+	case killUnreachable:
 		return "unreachable"
-	case KillError:
+	case killError:
 		return "error"
 	}
-	return "KillOutcome(" + strconv.Itoa(int(o)) + ")"
+	return "killOutcome(" + strconv.Itoa(int(o)) + ")"
 }
 
-// LaunchResult is the outcome of one Launch and what it was based on.
-type LaunchResult struct {
-	Outcome LaunchOutcome
+// Result is the outcome of one Launch and what it was based on.
+type Result struct {
+	Outcome Outcome
 	Sent    bool       // the request was handed to a connection to the host
 	Code    codes.Code // the call's gRPC status code
 	Err     error      // nil when Launched; otherwise why, with RQD's message
 	Elapsed time.Duration
 }
 
-// KillResult is the outcome of one Kill.
-type KillResult struct {
-	Outcome KillOutcome
+// killResult is the outcome of one kill.
+type killResult struct {
+	Outcome killOutcome
 	Sent    bool
 	Code    codes.Code
 	Err     error
@@ -211,19 +211,19 @@ type breakerState struct {
 // NewRQDClient returns a client and starts its idle-connection janitor.
 func NewRQDClient(cfg RQDConfig) *RQDClient {
 	if cfg.Port <= 0 {
-		cfg.Port = DefaultRQDPort
+		cfg.Port = defaultRQDPort
 	}
 	if cfg.CallTimeout <= 0 {
-		cfg.CallTimeout = DefaultRQDCallTimeout
+		cfg.CallTimeout = defaultRQDCallTimeout
 	}
 	if cfg.IdleTimeout <= 0 {
-		cfg.IdleTimeout = DefaultRQDIdleTimeout
+		cfg.IdleTimeout = defaultRQDIdleTimeout
 	}
 	if cfg.BreakerFailures <= 0 {
-		cfg.BreakerFailures = DefaultBreakerFailures
+		cfg.BreakerFailures = defaultBreakerFailures
 	}
 	if cfg.BreakerCooldown <= 0 {
-		cfg.BreakerCooldown = DefaultBreakerCooldown
+		cfg.BreakerCooldown = defaultBreakerCooldown
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -249,7 +249,7 @@ func NewRQDClient(cfg RQDConfig) *RQDClient {
 }
 
 // Close stops the janitor and closes every connection; calls still running
-// end with an error. Later calls return ErrRQDClientClosed.
+// end with an error. Later calls return errRQDClientClosed.
 func (c *RQDClient) Close() {
 	c.mu.Lock()
 	if c.closed {
@@ -274,13 +274,13 @@ func (c *RQDClient) Close() {
 
 // Launch sends one frame to the RQD at hostAddr (a host name or address,
 // with or without a port) and classifies the answer.
-func (c *RQDClient) Launch(ctx context.Context, hostAddr string, rf *rqd.RunFrame) LaunchResult {
+func (c *RQDClient) Launch(ctx context.Context, hostAddr string, rf *rqd.RunFrame) Result {
 	start := time.Now()
 	code, sent, gotStatus, noBreaker, err := c.call(ctx, hostAddr, func(ctx context.Context, stub rqd.RqdInterfaceClient) error {
 		_, err := stub.LaunchFrame(ctx, &rqd.RqdStaticLaunchFrameRequest{RunFrame: rf}, grpc.WaitForReady(false))
 		return err
 	})
-	r := LaunchResult{Outcome: classifyLaunch(err, sent, gotStatus), Sent: sent, Code: code, Elapsed: time.Since(start)}
+	r := Result{Outcome: classifyLaunch(err, sent, gotStatus), Sent: sent, Code: code, Elapsed: time.Since(start)}
 	if err != nil {
 		r.Err = fmt.Errorf("launch frame %s on %s: %s: %w", rf.GetFrameId(), hostAddr, r.Outcome, err)
 	}
@@ -293,9 +293,9 @@ func (c *RQDClient) Launch(ctx context.Context, hostAddr string, rf *rqd.RunFram
 	return r
 }
 
-// Kill asks the RQD at hostAddr to kill a frame and classifies the answer.
+// kill asks the RQD at hostAddr to kill a frame and classifies the answer.
 // An empty message is replaced by a default reason (RQD may require one).
-func (c *RQDClient) Kill(ctx context.Context, hostAddr, frameID, message string) KillResult {
+func (c *RQDClient) kill(ctx context.Context, hostAddr, frameID, message string) killResult {
 	if message == "" {
 		message = defaultKillMessage
 	}
@@ -304,12 +304,12 @@ func (c *RQDClient) Kill(ctx context.Context, hostAddr, frameID, message string)
 		_, err := stub.KillRunningFrame(ctx, &rqd.RqdStaticKillRunningFrameRequest{FrameId: frameID, Message: message}, grpc.WaitForReady(false))
 		return err
 	})
-	r := KillResult{Outcome: classifyKill(err, sent, gotStatus), Sent: sent, Code: code, Elapsed: time.Since(start)}
+	r := killResult{Outcome: classifyKill(err, sent, gotStatus), Sent: sent, Code: code, Elapsed: time.Since(start)}
 	if err != nil {
 		r.Err = fmt.Errorf("kill frame %s on %s: %s: %w", frameID, hostAddr, r.Outcome, err)
 	}
-	if !noBreaker && r.Outcome != KillError {
-		c.note(hostAddr, r.Outcome != KillUnreachable)
+	if !noBreaker && r.Outcome != killError {
+		c.note(hostAddr, r.Outcome != killUnreachable)
 	}
 	if h := c.cfg.Hooks.OnKill; h != nil {
 		h(hostAddr, r)
@@ -326,7 +326,7 @@ func (c *RQDClient) call(ctx context.Context, hostAddr string, rpc func(context.
 	e, err := c.acquire(hostAddr)
 	if err != nil {
 		code := codes.InvalidArgument
-		if errors.Is(err, ErrRQDClientClosed) {
+		if errors.Is(err, errRQDClientClosed) {
 			code = codes.Canceled
 		}
 		return code, false, false, true, err
@@ -339,7 +339,7 @@ func (c *RQDClient) call(ctx context.Context, hostAddr string, rpc func(context.
 	return status.Code(err), tr.sent.Load(), tr.gotStatus.Load(), ctx.Err() != nil, err
 }
 
-func classifyLaunch(err error, sent, gotStatus bool) LaunchOutcome {
+func classifyLaunch(err error, sent, gotStatus bool) Outcome {
 	if err == nil {
 		return Launched
 	}
@@ -355,20 +355,20 @@ func classifyLaunch(err error, sent, gotStatus bool) LaunchOutcome {
 	return Ambiguous
 }
 
-func classifyKill(err error, sent, gotStatus bool) KillOutcome {
+func classifyKill(err error, sent, gotStatus bool) killOutcome {
 	if err == nil {
-		return Killed
+		return killed
 	}
 	st := status.Convert(err)
 	switch {
 	case gotStatus && (st.Code() == codes.NotFound || strings.Contains(strings.ToLower(st.Message()), "could not find frame")):
-		return NotRunning
+		return notRunning
 	case gotStatus && unsettled(st.Code()):
-		return KillUnreachable
+		return killUnreachable
 	case gotStatus:
-		return KillError
+		return killError
 	}
-	return KillUnreachable
+	return killUnreachable
 }
 
 // unsettled codes leave open whether the handler ran, even when they come
@@ -407,7 +407,7 @@ func (c *RQDClient) acquire(hostAddr string) (*rqdConn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil, ErrRQDClientClosed
+		return nil, errRQDClientClosed
 	}
 	e := c.conns[target]
 	if e == nil {
@@ -442,8 +442,8 @@ func (c *RQDClient) release(e *rqdConn) {
 	e.lastUsed = c.cfg.Now()
 }
 
-// Conns is the number of cached host connections.
-func (c *RQDClient) Conns() int {
+// connCount is the number of cached host connections.
+func (c *RQDClient) connCount() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.conns)

@@ -1,4 +1,4 @@
-package dispatch
+package launch
 
 import (
 	"errors"
@@ -12,20 +12,20 @@ import (
 	"github.com/cuesched/cuesched/match"
 )
 
-// LaunchSpec is what dispatch reads from the database for one booked frame:
+// launchSpec is what the launcher reads from the database for one booked frame:
 // everything needed to build the RunFrame that RQD runs.
-type LaunchSpec struct {
+type launchSpec struct {
 	ProcID    string // proc.pk_proc of this booking; RQD echoes it as resource_id
-	Job       JobInfo
-	Layer     LayerInfo
-	Frame     FrameInfo
-	Host      HostInfo
+	Job       jobInfo
+	Layer     layerInfo
+	Frame     frameInfo
+	Host      hostInfo
 	Reserved  match.Resources // the proc's reservation: cores in core units, memory KB
 	StartTime time.Time       // the launch moment (start_time, in ms)
 }
 
-// JobInfo holds the job's columns a RunFrame carries.
-type JobInfo struct {
+// jobInfo holds the job's columns a RunFrame carries.
+type jobInfo struct {
 	ID      string // pk_job
 	Name    string // str_name
 	User    string // str_user
@@ -37,8 +37,8 @@ type JobInfo struct {
 	Env     map[string]string
 }
 
-// LayerInfo holds the layer's columns a RunFrame carries.
-type LayerInfo struct {
+// layerInfo holds the layer's columns a RunFrame carries.
+type layerInfo struct {
 	ID         string // pk_layer
 	Name       string // str_name
 	Command    string // str_cmd, with #TOKENS#
@@ -49,34 +49,34 @@ type LayerInfo struct {
 	Env        map[string]string
 }
 
-// FrameInfo identifies the booked frame.
-type FrameInfo struct {
+// frameInfo identifies the booked frame.
+type frameInfo struct {
 	ID     string // pk_frame
 	Name   string // str_name, e.g. 0001-render
 	Number int    // int_number
 }
 
-// HostInfo is the host the frame was booked on.
-type HostInfo struct {
+// hostInfo is the host the frame was booked on.
+type hostInfo struct {
 	Name string // host.str_name
 	OS   string // host_stat.str_os
 }
 
-// BuildRunFrame fills the RunFrame for one booking the way Cuebot does: the
+// buildRunFrame fills the RunFrame for one booking the way Cuebot does: the
 // command's #TOKENS# replaced (chunked layers run a range of frames), the job's
 // environment, then the layer's, then the CUE_* variables, memory limits of
 // 1.6 and 2.0 times the layer's minimum, and the uid only when set and
 // positive. It refuses a spec RQD could not run: an empty log directory (RQD
 // would accept the call and never run the command), a reservation without
 // cores, or, for a chunked layer, a frame outside the layer's range.
-func BuildRunFrame(s LaunchSpec) (*rqd.RunFrame, error) {
+func buildRunFrame(s launchSpec) (*rqd.RunFrame, error) {
 	if err := checkSpec(s); err != nil {
 		return nil, fmt.Errorf("build run frame for frame %s (proc %s): %w", s.Frame.ID, s.ProcID, err)
 	}
 	n := s.Frame.Number
 	frameSpec, frameEnd := strconv.Itoa(n), n
 	if s.Layer.ChunkSize > 1 {
-		fs, err := ParseFrameSet(s.Layer.Range)
+		fs, err := parseFrameSet(s.Layer.Range)
 		if err != nil {
 			return nil, fmt.Errorf("build run frame for frame %s: layer %s: %w", s.Frame.ID, s.Layer.ID, err)
 		}
@@ -84,7 +84,7 @@ func BuildRunFrame(s LaunchSpec) (*rqd.RunFrame, error) {
 		if err != nil {
 			return nil, fmt.Errorf("build run frame for frame %s: layer %s: %w", s.Frame.ID, s.Layer.ID, err)
 		}
-		frameSpec, frameEnd = FormatFrames(chunk), chunk[len(chunk)-1]
+		frameSpec, frameEnd = formatFrames(chunk), chunk[len(chunk)-1]
 	}
 
 	// One pass: text substituted for a token is never scanned again (Cuebot
@@ -160,10 +160,10 @@ func BuildRunFrame(s LaunchSpec) (*rqd.RunFrame, error) {
 	return rf, nil
 }
 
-// cueVars is the number of CUE_* variables BuildRunFrame sets (and CUE3).
+// cueVars is the number of CUE_* variables buildRunFrame sets (and CUE3).
 const cueVars = 19
 
-func checkSpec(s LaunchSpec) error {
+func checkSpec(s launchSpec) error {
 	switch {
 	case s.ProcID == "":
 		return errors.New("no proc id")

@@ -1,4 +1,4 @@
-package dispatch
+package launch
 
 import (
 	"os"
@@ -10,6 +10,7 @@ import (
 // The outbox migration's down removes exactly what its up added, and its
 // trigger forgets a booking when the proc goes.
 func TestOutboxMigration(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewDB(t)
 	ctx := t.Context()
 	var n int

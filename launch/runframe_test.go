@@ -1,4 +1,4 @@
-package dispatch
+package launch
 
 import (
 	"maps"
@@ -9,29 +9,29 @@ import (
 	"github.com/cuesched/cuesched/match"
 )
 
-func baseSpec() LaunchSpec {
+func baseSpec() launchSpec {
 	uid := int32(1000)
-	return LaunchSpec{
+	return launchSpec{
 		ProcID: "proc-1",
-		Job: JobInfo{
+		Job: jobInfo{
 			ID: "job-1", Name: "show-shot-user_job", User: "user", LogDir: "/logs/job",
 			Show: "show", Shot: "shot", UID: &uid, LokiURL: "http://loki:3100",
 			Env: map[string]string{"A": "job", "B": "job", "CUE_RANGE": "from-job"},
 		},
-		Layer: LayerInfo{
+		Layer: layerInfo{
 			ID: "layer-1", Name: "render", Command: "render -f #IFRAME# -z #ZFRAME#",
 			Range: "1-10", ChunkSize: 1, Threadable: true, MemMin: 4194304,
 			Env: map[string]string{"B": "layer", "C": "layer"},
 		},
-		Frame:     FrameInfo{ID: "frame-7", Name: "0007-render", Number: 7},
-		Host:      HostInfo{Name: "host-a", OS: "rhel9"},
+		Frame:     frameInfo{ID: "frame-7", Name: "0007-render", Number: 7},
+		Host:      hostInfo{Name: "host-a", OS: "rhel9"},
 		Reserved:  match.Resources{Cores: 400, Mem: 4194304, GPUs: 1, GPUMem: 262144},
 		StartTime: time.UnixMilli(1700000000123),
 	}
 }
 
 func TestBuildRunFrame(t *testing.T) {
-	rf, err := BuildRunFrame(baseSpec())
+	rf, err := buildRunFrame(baseSpec())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,31 +87,31 @@ func TestBuildRunFrameCommand(t *testing.T) {
 	all := "#ZFRAME#|#IFRAME#|#FRAME_START#|#FRAME_END#|#FRAME_CHUNK#|#LAYER#|#JOB#|#FRAMESPEC#|#FRAME#"
 	for _, c := range []struct {
 		name  string
-		edit  func(*LaunchSpec)
+		edit  func(*launchSpec)
 		want  string
 		chunk string // CUE_CHUNK
 	}{
-		{"single frame", func(s *LaunchSpec) {},
+		{"single frame", func(s *launchSpec) {},
 			"0007|7|7|7|1|render|show-shot-user_job|7|0007-render", "1"},
-		{"chunk of 3", func(s *LaunchSpec) { s.Layer.ChunkSize = 3; s.Frame.Number = 4; s.Frame.Name = "0004-render" },
+		{"chunk of 3", func(s *launchSpec) { s.Layer.ChunkSize = 3; s.Frame.Number = 4; s.Frame.Name = "0004-render" },
 			"0004|4|4|6|3|render|show-shot-user_job|4-6|0004-render", "3"},
-		{"chunk cut at the end", func(s *LaunchSpec) { s.Layer.ChunkSize = 5; s.Frame.Number = 7 },
+		{"chunk cut at the end", func(s *launchSpec) { s.Layer.ChunkSize = 5; s.Frame.Number = 7 },
 			"0007|7|7|10|5|render|show-shot-user_job|7-10|0007-render", "5"},
-		{"stepped chunk", func(s *LaunchSpec) { s.Layer.Range = "1-100x5"; s.Layer.ChunkSize = 3; s.Frame.Number = 11 },
+		{"stepped chunk", func(s *launchSpec) { s.Layer.Range = "1-100x5"; s.Layer.ChunkSize = 3; s.Frame.Number = 11 },
 			"0011|11|11|21|3|render|show-shot-user_job|11-21x5|0007-render", "3"},
-		{"interleaved chunk", func(s *LaunchSpec) { s.Layer.Range = "1-10:5"; s.Layer.ChunkSize = 4; s.Frame.Number = 6 },
+		{"interleaved chunk", func(s *launchSpec) { s.Layer.Range = "1-10:5"; s.Layer.ChunkSize = 4; s.Frame.Number = 6 },
 			"0006|6|6|8|4|render|show-shot-user_job|6,2,4,8|0007-render", "4"},
-		{"negative frame", func(s *LaunchSpec) { s.Frame.Number = -5 },
+		{"negative frame", func(s *launchSpec) { s.Frame.Number = -5 },
 			"-005|-5|-5|-5|1|render|show-shot-user_job|-5|0007-render", "1"},
-		{"zero chunk size", func(s *LaunchSpec) { s.Layer.ChunkSize = 0 },
+		{"zero chunk size", func(s *launchSpec) { s.Layer.ChunkSize = 0 },
 			"0007|7|7|7|0|render|show-shot-user_job|7|0007-render", "0"},
-		{"values are not rescanned", func(s *LaunchSpec) { s.Layer.Name = "#JOB#" },
+		{"values are not rescanned", func(s *launchSpec) { s.Layer.Name = "#JOB#" },
 			"0007|7|7|7|1|#JOB#|show-shot-user_job|7|0007-render", "1"},
 	} {
 		s := baseSpec()
 		s.Layer.Command = all
 		c.edit(&s)
-		rf, err := BuildRunFrame(s)
+		rf, err := buildRunFrame(s)
 		if err != nil {
 			t.Errorf("%s: %v", c.name, err)
 			continue
@@ -129,40 +129,40 @@ func TestBuildRunFrameFields(t *testing.T) {
 	neg, zero := int32(-1), int32(0)
 	for _, c := range []struct {
 		name  string
-		edit  func(*LaunchSpec)
+		edit  func(*launchSpec)
 		check func(t *testing.T, env map[string]string, uidSet bool, soft, hard int64)
 	}{
-		{"uid NULL", func(s *LaunchSpec) { s.Job.UID = nil },
+		{"uid NULL", func(s *launchSpec) { s.Job.UID = nil },
 			func(t *testing.T, _ map[string]string, uidSet bool, _, _ int64) {
 				if uidSet {
 					t.Error("uid set")
 				}
 			}},
-		{"uid 0", func(s *LaunchSpec) { s.Job.UID = &zero },
+		{"uid 0", func(s *launchSpec) { s.Job.UID = &zero },
 			func(t *testing.T, _ map[string]string, uidSet bool, _, _ int64) {
 				if uidSet {
 					t.Error("uid set")
 				}
 			}},
-		{"uid negative", func(s *LaunchSpec) { s.Job.UID = &neg },
+		{"uid negative", func(s *launchSpec) { s.Job.UID = &neg },
 			func(t *testing.T, _ map[string]string, uidSet bool, _, _ int64) {
 				if uidSet {
 					t.Error("uid set")
 				}
 			}},
-		{"fractional cores", func(s *LaunchSpec) { s.Reserved.Cores = 50; s.Layer.Threadable = false },
+		{"fractional cores", func(s *launchSpec) { s.Reserved.Cores = 50; s.Layer.Threadable = false },
 			func(t *testing.T, env map[string]string, _ bool, _, _ int64) {
 				if env["CUE_THREADS"] != "1" || env["CUE_THREADABLE"] != "0" {
 					t.Errorf("CUE_THREADS %q CUE_THREADABLE %q", env["CUE_THREADS"], env["CUE_THREADABLE"])
 				}
 			}},
-		{"memory limits", func(s *LaunchSpec) { s.Layer.MemMin = 1000001 },
+		{"memory limits", func(s *launchSpec) { s.Layer.MemMin = 1000001 },
 			func(t *testing.T, _ map[string]string, _ bool, soft, hard int64) {
 				if soft != 1600001 || hard != 2000002 {
 					t.Errorf("soft %d hard %d", soft, hard)
 				}
 			}},
-		{"no env", func(s *LaunchSpec) { s.Job.Env = nil; s.Layer.Env = nil },
+		{"no env", func(s *launchSpec) { s.Job.Env = nil; s.Layer.Env = nil },
 			func(t *testing.T, env map[string]string, _ bool, _, _ int64) {
 				if len(env) != cueVars {
 					t.Errorf("%d variables, want %d", len(env), cueVars)
@@ -171,7 +171,7 @@ func TestBuildRunFrameFields(t *testing.T) {
 	} {
 		s := baseSpec()
 		c.edit(&s)
-		rf, err := BuildRunFrame(s)
+		rf, err := buildRunFrame(s)
 		if err != nil {
 			t.Errorf("%s: %v", c.name, err)
 			continue
@@ -185,23 +185,23 @@ func TestBuildRunFrameFields(t *testing.T) {
 func TestBuildRunFrameErrors(t *testing.T) {
 	for _, c := range []struct {
 		name string
-		edit func(*LaunchSpec)
+		edit func(*launchSpec)
 		want string
 	}{
-		{"empty log dir", func(s *LaunchSpec) { s.Job.LogDir = "" }, "log directory"},
-		{"blank log dir", func(s *LaunchSpec) { s.Job.LogDir = "  " }, "log directory"},
-		{"no proc", func(s *LaunchSpec) { s.ProcID = "" }, "proc id"},
-		{"no frame id", func(s *LaunchSpec) { s.Frame.ID = "" }, "frame id"},
-		{"no cores", func(s *LaunchSpec) { s.Reserved.Cores = 0 }, "cores"},
-		{"cores over int32", func(s *LaunchSpec) { s.Reserved.Cores = 1 << 31 }, "cores"},
-		{"negative GPUs", func(s *LaunchSpec) { s.Reserved.GPUs = -1 }, "GPUs"},
-		{"negative memory", func(s *LaunchSpec) { s.Layer.MemMin = -1 }, "memory"},
-		{"bad range", func(s *LaunchSpec) { s.Layer.ChunkSize = 2; s.Layer.Range = "1-x" }, "frame set"},
-		{"frame outside range", func(s *LaunchSpec) { s.Layer.ChunkSize = 2; s.Frame.Number = 11 }, "not in the frame set"},
+		{"empty log dir", func(s *launchSpec) { s.Job.LogDir = "" }, "log directory"},
+		{"blank log dir", func(s *launchSpec) { s.Job.LogDir = "  " }, "log directory"},
+		{"no proc", func(s *launchSpec) { s.ProcID = "" }, "proc id"},
+		{"no frame id", func(s *launchSpec) { s.Frame.ID = "" }, "frame id"},
+		{"no cores", func(s *launchSpec) { s.Reserved.Cores = 0 }, "cores"},
+		{"cores over int32", func(s *launchSpec) { s.Reserved.Cores = 1 << 31 }, "cores"},
+		{"negative GPUs", func(s *launchSpec) { s.Reserved.GPUs = -1 }, "GPUs"},
+		{"negative memory", func(s *launchSpec) { s.Layer.MemMin = -1 }, "memory"},
+		{"bad range", func(s *launchSpec) { s.Layer.ChunkSize = 2; s.Layer.Range = "1-x" }, "frame set"},
+		{"frame outside range", func(s *launchSpec) { s.Layer.ChunkSize = 2; s.Frame.Number = 11 }, "not in the frame set"},
 	} {
 		s := baseSpec()
 		c.edit(&s)
-		_, err := BuildRunFrame(s)
+		_, err := buildRunFrame(s)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want one naming %q", c.name, err, c.want)
 		}
@@ -211,13 +211,13 @@ func TestBuildRunFrameErrors(t *testing.T) {
 // The environment maps of the spec must not be changed or shared.
 func TestBuildRunFrameCopiesEnv(t *testing.T) {
 	s := baseSpec()
-	rf, err := BuildRunFrame(s)
+	rf, err := buildRunFrame(s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rf.Environment["A"] = "changed"
 	if s.Job.Env["A"] != "job" || len(s.Job.Env) != 3 || len(s.Layer.Env) != 2 {
-		t.Error("BuildRunFrame changed or shared the spec's env")
+		t.Error("buildRunFrame changed or shared the spec's env")
 	}
 }
 
@@ -227,7 +227,7 @@ func BenchmarkBuildRunFrame(b *testing.B) {
 	s.Layer.Range = "1-1000"
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := BuildRunFrame(s); err != nil {
+		if _, err := buildRunFrame(s); err != nil {
 			b.Fatal(err)
 		}
 	}

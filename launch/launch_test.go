@@ -1,45 +1,46 @@
-package dispatch
+package launch
 
 import (
 	"context"
-	"strconv"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 
 	"github.com/cuesched/cuesched/counters"
+	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/internal/testworld/audittest"
+	"github.com/cuesched/cuesched/internal/testworld/booktest"
 	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
 	"github.com/cuesched/cuesched/internal/testworld/fakerqd"
-	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 // launchRig is a small farm with a fake RQD per host, a booker and a
 // running launcher.
 type launchRig struct {
-	db      *seeded
+	db      *booktest.Seeded
 	farm    *fakerqd.Farm
 	port    int
 	rqd     *RQDClient
-	booker  *testBooker
+	booker  *dispatch.Booker
 	l       *Launcher
+	m       *Metrics
 	settled *settledLog
 }
 
-func newLaunchRig(t *testing.T, hosts, frames int, callTimeout time.Duration, lcfg LauncherConfig) *launchRig {
+func newLaunchRig(t *testing.T, hosts, frames int, callTimeout time.Duration, lcfg Config) *launchRig {
 	t.Helper()
-	r := &launchRig{db: loadFarm(t, smallFarm(hosts, 800, 1, 1, frames, 100)), settled: newSettledLog()}
+	r := &launchRig{db: booktest.LoadFarm(t, booktest.SmallFarm(hosts, 800, 1, 1, frames, 100)), settled: newSettledLog()}
 	names := make([]string, hosts)
 	for i := range names {
 		names[i] = seedName(i)
 	}
 	r.farm, r.port = rqdFarm(t, names, fakerqd.Options{})
 	r.rqd = newRQD(t, r.port, callTimeout)
-	m := NewMetrics(nil)
-	lcfg.Pool, lcfg.RQD, lcfg.OnSettled, lcfg.Metrics = r.db.Pool, r.rqd, r.settled.add, m
+	r.m = NewMetrics(nil)
+	lcfg.Pool, lcfg.RQD, lcfg.OnSettled, lcfg.Metrics = r.db.Pool, r.rqd, r.settled.add, r.m
 	r.l = runLauncher(t, lcfg)
-	r.booker = newTestBooker(r.db.Pool, BookerConfig{Launcher: r.l, HostAllowed: r.rqd.Allowed, Metrics: m})
+	r.booker = newBooker(r.db.Pool, dispatch.BookerConfig{Launcher: r.l, HostAllowed: r.rqd.Allowed})
 	return r
 }
 
@@ -47,9 +48,9 @@ func (r *launchRig) server(host string) *fakerqd.Server {
 	return r.farm.Server(host + ":" + itoa(r.port))
 }
 
-func (r *launchRig) book(ctx context.Context, t *testing.T) []Booking {
+func (r *launchRig) book(ctx context.Context, t *testing.T) []dispatch.Booking {
 	t.Helper()
-	ps := firstFit(readView(ctx, t, r.db.Pool), nil)
+	ps := booktest.FirstFit(booktest.ReadView(ctx, t, r.db.Pool), nil)
 	res, err := r.booker.Book(ctx, testCluster, ps)
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +74,7 @@ func outboxState(ctx context.Context, t *testing.T, r *launchRig, proc string) s
 // Every kind of launch failure ends as DESIGN.md says, the audit stays
 // clean, and a released frame is booked (and launched) again.
 func TestLaunchFailures(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		script   func(s *fakerqd.Server, frame string)
@@ -114,10 +116,10 @@ func TestLaunchFailures(t *testing.T) {
 			if tc.giveUpMs > 0 {
 				giveUp = time.Duration(tc.giveUpMs) * time.Millisecond
 			}
-			r := newLaunchRig(t, 1, 1, 500*time.Millisecond, LauncherConfig{KillRetry: time.Millisecond, KillGiveUp: giveUp})
+			r := newLaunchRig(t, 1, 1, 500*time.Millisecond, Config{KillRetry: time.Millisecond, KillGiveUp: giveUp})
 			host := seedName(0)
 			srv := r.server(host)
-			ps := firstFit(readView(ctx, t, r.db.Pool), nil)
+			ps := booktest.FirstFit(booktest.ReadView(ctx, t, r.db.Pool), nil)
 			frame := ps[0].Frame.ID
 			if tc.script != nil {
 				tc.script(srv, frame)
@@ -166,7 +168,7 @@ func TestLaunchFailures(t *testing.T) {
 				if history != 0 {
 					t.Errorf("%d frame_history rows for a cleared booking", history)
 				}
-				if n := counterValue(t, r.booker.m.Compensations.WithLabelValues(tc.reason)); n != 1 {
+				if n := counterValue(t, r.m.compensations.WithLabelValues(tc.reason)); n != 1 {
 					t.Errorf("compensations metric %v", n)
 				}
 				audittest.Clean(t, r.db.Pool)
@@ -198,12 +200,13 @@ func TestLaunchFailures(t *testing.T) {
 // A host whose breaker is open is skipped: placements on it are dropped
 // and bookings already made on it are released.
 func TestLaunchBreakerOpen(t *testing.T) {
+	t.Parallel()
 	ctx := ctxFor(t, time.Minute)
-	r := newLaunchRig(t, 1, 2, 500*time.Millisecond, LauncherConfig{})
+	r := newLaunchRig(t, 1, 2, 500*time.Millisecond, Config{})
 	host := seedName(0)
-	ps := firstFit(readView(ctx, t, r.db.Pool), nil)
+	ps := booktest.FirstFit(booktest.ReadView(ctx, t, r.db.Pool), nil)
 	// Open the breaker: three refusals from the host.
-	for range DefaultBreakerFailures {
+	for range defaultBreakerFailures {
 		r.server(host).Script("x", fakerqd.Reply{Action: fakerqd.Refuse})
 		r.rqd.Launch(ctx, host, runFrame("x"))
 	}
@@ -211,7 +214,7 @@ func TestLaunchBreakerOpen(t *testing.T) {
 		t.Fatal("breaker closed")
 	}
 	// Booked before the breaker was known: released, never sent.
-	plain := newTestBooker(r.db.Pool, BookerConfig{Launcher: r.l})
+	plain := newBooker(r.db.Pool, dispatch.BookerConfig{Launcher: r.l})
 	res, err := plain.Book(ctx, testCluster, ps[:1])
 	if err != nil || len(res.Booked) != 1 {
 		t.Fatalf("%v %+v", err, res)
@@ -221,10 +224,10 @@ func TestLaunchBreakerOpen(t *testing.T) {
 	}
 	// Booked by a booker that asks the breaker: dropped.
 	res, err = r.booker.Book(ctx, testCluster, ps[1:])
-	if err != nil || len(res.Booked) != 0 || len(res.Dropped) != 1 || res.Dropped[0].Reason != DropHostBreaker {
+	if err != nil || len(res.Booked) != 0 || len(res.Dropped) != 1 || res.Dropped[0].Reason != dispatch.DropHostBreaker {
 		t.Fatalf("%v %+v", err, res)
 	}
-	if n := len(r.server(host).Launches()); n != DefaultBreakerFailures {
+	if n := len(r.server(host).Launches()); n != defaultBreakerFailures {
 		t.Errorf("%d launches reached the host", n)
 	}
 	audittest.Clean(t, r.db.Pool)
@@ -232,10 +235,11 @@ func TestLaunchBreakerOpen(t *testing.T) {
 
 // A booking whose proc Cuebot released before the launch is not launched.
 func TestLaunchGone(t *testing.T) {
+	t.Parallel()
 	ctx := ctxFor(t, time.Minute)
-	db := loadFarm(t, smallFarm(1, 800, 1, 1, 1, 100))
-	b := newTestBooker(db.Pool, BookerConfig{})
-	res, err := b.Book(ctx, testCluster, firstFit(readView(ctx, t, db.Pool), nil))
+	db := booktest.LoadFarm(t, booktest.SmallFarm(1, 800, 1, 1, 1, 100))
+	b := newBooker(db.Pool, dispatch.BookerConfig{})
+	res, err := b.Book(ctx, testCluster, booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil))
 	if err != nil || len(res.Booked) != 1 {
 		t.Fatalf("%v %+v", err, res)
 	}
@@ -245,7 +249,7 @@ func TestLaunchGone(t *testing.T) {
 	}
 	farm, port := rqdFarm(t, []string{seedName(0)}, fakerqd.Options{})
 	settled := newSettledLog()
-	l := runLauncher(t, LauncherConfig{Pool: db.Pool, RQD: newRQD(t, port, time.Second), OnSettled: settled.add})
+	l := runLauncher(t, Config{Pool: db.Pool, RQD: newRQD(t, port, time.Second), OnSettled: settled.add})
 	l.Submit(res.Booked)
 	if s := settled.wait(ctx, t, 1)[0]; s.Result != SettledGone {
 		t.Fatalf("%+v", s)
@@ -274,16 +278,17 @@ func TestLaunchGone(t *testing.T) {
 // A process killed between commit and launch leaves pending rows; the next
 // start resolves them: each booked frame launched exactly once, or released.
 func TestResolveAfterCrash(t *testing.T) {
+	t.Parallel()
 	ctx := ctxFor(t, time.Minute)
-	db := loadFarm(t, smallFarm(3, 800, 2, 2, 5, 100))
+	db := booktest.LoadFarm(t, booktest.SmallFarm(3, 800, 2, 2, 5, 100))
 	names := []string{seedName(0), seedName(1), seedName(2)}
 	farm, port := rqdFarm(t, names, fakerqd.Options{})
 	rqd := newRQD(t, port, 500*time.Millisecond)
 
 	// The crashed instance: its launch pool never ran.
-	crashed := NewLauncher(LauncherConfig{Pool: db.Pool, RQD: rqd, Logger: quiet})
-	b := newTestBooker(db.Pool, BookerConfig{Launcher: crashed})
-	ps := firstFit(readView(ctx, t, db.Pool), nil)
+	crashed := New(Config{Pool: db.Pool, RQD: rqd, Logger: quiet})
+	b := newBooker(db.Pool, dispatch.BookerConfig{Launcher: crashed})
+	ps := booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil)
 	res, err := b.Book(ctx, testCluster, ps)
 	if err != nil || len(res.Booked) != 20 {
 		t.Fatalf("%v booked %d", err, len(res.Booked))
@@ -302,7 +307,7 @@ func TestResolveAfterCrash(t *testing.T) {
 	}
 
 	settled := newSettledLog()
-	next := runLauncher(t, LauncherConfig{Pool: db.Pool, RQD: rqd, OnSettled: settled.add, KillRetry: time.Millisecond})
+	next := runLauncher(t, Config{Pool: db.Pool, RQD: rqd, OnSettled: settled.add, KillRetry: time.Millisecond})
 	n, err := next.Resolve(ctx, []int32{testCluster.ID + 1})
 	if err != nil || n != 0 {
 		t.Fatalf("another cluster's rows: %d %v", n, err)
@@ -357,20 +362,16 @@ func TestResolveAfterCrash(t *testing.T) {
 	audittest.Clean(t, db.Pool)
 }
 
-func seedName(i int) string { return seed.LoopbackName(i) }
-
-func itoa(n int) string { return strconv.Itoa(n) }
-
 // recomputeAll brings every counter of the managed shows back to SUM(proc),
 // as the host cache issue will after Cuebot's releases.
-func recomputeAll(ctx context.Context, db *seeded) error {
+func recomputeAll(ctx context.Context, db *booktest.Seeded) error {
 	tx, err := db.Pool.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(ctx)
 	var shows []string
-	for _, id := range db.s.Shows {
+	for _, id := range db.Seeded.Shows {
 		shows = append(shows, id)
 	}
 	if _, err := counters.RecomputeShows(ctx, tx, shows); err != nil {

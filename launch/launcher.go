@@ -1,4 +1,4 @@
-package dispatch
+package launch
 
 import (
 	"context"
@@ -11,19 +11,21 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cuesched/cuesched/dispatch"
 )
 
-// Defaults of LauncherConfig.
+// Defaults of Config.
 const (
-	DefaultLaunchWorkers = 64
-	DefaultKillRetry     = 2 * time.Second
-	DefaultKillGiveUp    = 2 * time.Minute
-	specChunk            = 1000 // bookings whose launch fields one query reads
-	dbTimeout            = 30 * time.Second
+	defaultWorkers    = 64
+	defaultKillRetry  = 2 * time.Second
+	defaultKillGiveUp = 2 * time.Minute
+	specChunk         = 1000 // bookings whose launch fields one query reads
+	dbTimeout         = 30 * time.Second
 )
 
-// LauncherConfig configures a Launcher. Zero fields take defaults.
-type LauncherConfig struct {
+// Config configures a Launcher. Zero fields take defaults.
+type Config struct {
 	Pool *pgxpool.Pool
 	RQD  *RQDClient // may be nil only with DryRun
 	// Workers is how many launches run at once (config LaunchWorkers).
@@ -74,7 +76,7 @@ type item struct {
 	version                       int32 // frame.int_version the booking left
 	cluster                       int32
 	unsure                        bool // a launch went unanswered: kill before anything else
-	spec                          LaunchSpec
+	spec                          launchSpec
 }
 
 // Launcher launches committed bookings on RQD from a bounded pool of
@@ -86,7 +88,7 @@ type item struct {
 // does the work until its context ends; bookings still in flight then stay
 // in the outbox for the next Resolve.
 type Launcher struct {
-	cfg  LauncherConfig
+	cfg  Config
 	pool *pgxpool.Pool
 	rqd  *RQDClient
 	m    *Metrics
@@ -104,7 +106,7 @@ type Launcher struct {
 	kills sync.WaitGroup // kill-then-release goroutines
 
 	resolveMu   sync.Mutex
-	unresolved  map[int32]struct{} // clusters Run must resolve (resolveLater)
+	unresolved  map[int32]struct{} // clusters Run must resolve (ResolveLater)
 	resolveWake chan struct{}
 }
 
@@ -113,16 +115,19 @@ type markReq struct {
 	reason string
 }
 
-// NewLauncher returns a Launcher; call Run to start it.
-func NewLauncher(cfg LauncherConfig) *Launcher {
+// The Booker hands its commits to a Launcher.
+var _ dispatch.Launcher = (*Launcher)(nil)
+
+// New returns a Launcher; call Run to start it.
+func New(cfg Config) *Launcher {
 	if cfg.Workers <= 0 {
-		cfg.Workers = DefaultLaunchWorkers
+		cfg.Workers = defaultWorkers
 	}
 	if cfg.KillRetry <= 0 {
-		cfg.KillRetry = DefaultKillRetry
+		cfg.KillRetry = defaultKillRetry
 	}
 	if cfg.KillGiveUp <= 0 {
-		cfg.KillGiveUp = DefaultKillGiveUp
+		cfg.KillGiveUp = defaultKillGiveUp
 	}
 	l := &Launcher{cfg: cfg, pool: cfg.Pool, rqd: cfg.RQD, m: cfg.Metrics, log: cfg.Logger,
 		inflight: map[string]bool{}, wake: make(chan struct{}, 1), markWake: make(chan struct{}, 1),
@@ -138,7 +143,7 @@ func NewLauncher(cfg LauncherConfig) *Launcher {
 
 // Submit queues a commit's bookings for launching. It never blocks. A dry
 // run launches nothing.
-func (l *Launcher) Submit(bs []Booking) {
+func (l *Launcher) Submit(bs []dispatch.Booking) {
 	if l.cfg.DryRun {
 		return
 	}
@@ -162,7 +167,7 @@ func (l *Launcher) enqueue(items []*item) int {
 		l.queue = append(l.queue, it)
 		n++
 	}
-	l.m.OutboxPending.Set(float64(len(l.inflight)))
+	l.m.outboxPending.Set(float64(len(l.inflight)))
 	l.mu.Unlock()
 	signal(l.wake)
 	return n
@@ -258,18 +263,19 @@ const (
 	resolveRetryMax = 5 * time.Second
 )
 
-// resolveLater has Run resolve the clusters' outbox, trying until it
+// ResolveLater has Run resolve the cluster's outbox, trying until it
 // succeeds: a batch whose commit outcome is unknown may have committed, and
 // then only its outbox rows remember its bookings. Rows still unresolved
-// when Run stops stay in the outbox for the clusters' next owner.
-func (l *Launcher) resolveLater(clusterID int32) {
+// when Run stops stay in the outbox for the cluster's next owner. It never
+// blocks.
+func (l *Launcher) ResolveLater(clusterID int32) {
 	l.resolveMu.Lock()
 	l.unresolved[clusterID] = struct{}{}
 	l.resolveMu.Unlock()
 	signal(l.resolveWake)
 }
 
-// resolveLoop resolves what resolveLater asks for until ctx ends, pausing
+// resolveLoop resolves what ResolveLater asks for until ctx ends, pausing
 // longer after each failure.
 func (l *Launcher) resolveLoop(ctx context.Context) {
 	pause := resolveRetryMin
@@ -385,11 +391,11 @@ func (l *Launcher) launch(ctx context.Context, it *item) {
 		return
 	}
 	it.spec.StartTime = time.Now()
-	rf, err := BuildRunFrame(it.spec)
+	rf, err := buildRunFrame(it.spec)
 	if err != nil {
 		// Bad rows: RQD could never run it. Release it and say why; the
 		// loop decides whether to book it again.
-		l.m.SpecErrors.Inc()
+		l.m.specErrors.Inc()
 		l.log.Error("cannot launch booking", "proc", it.proc, "frame", it.frame, "err", err)
 		l.releaseAndSettle(ctx, it, "bad-spec")
 		return
@@ -398,8 +404,8 @@ func (l *Launcher) launch(ctx context.Context, it *item) {
 	if ctx.Err() != nil {
 		return // shutting down: the row stays for the next Resolve
 	}
-	l.m.Launches.WithLabelValues(r.Outcome.String()).Inc()
-	l.m.LaunchDuration.WithLabelValues(r.Outcome.String()).Observe(r.Elapsed.Seconds())
+	l.m.launches.WithLabelValues(r.Outcome.String()).Inc()
+	l.m.launchDuration.WithLabelValues(r.Outcome.String()).Observe(r.Elapsed.Seconds())
 	switch r.Outcome {
 	case Launched:
 		l.mark(it, "")
@@ -438,21 +444,21 @@ func (l *Launcher) killThenRelease(ctx context.Context, it *item) {
 	giveUp := time.Now().Add(l.cfg.KillGiveUp)
 	msg := "cuesched: launch of proc " + it.proc + " went unanswered; clearing the booking"
 	for {
-		r := l.rqd.Kill(ctx, it.hostName, it.frame, msg)
+		r := l.rqd.kill(ctx, it.hostName, it.frame, msg)
 		if ctx.Err() != nil {
 			return
 		}
 		past := !time.Now().Before(giveUp)
 		switch {
-		case r.Outcome == Killed || r.Outcome == NotRunning:
+		case r.Outcome == killed || r.Outcome == notRunning:
 			l.releaseAndSettle(ctx, it, "killed")
 			return
-		case r.Outcome == KillUnreachable && past:
+		case r.Outcome == killUnreachable && past:
 			l.log.Warn("host unreachable; releasing the booking unconfirmed", "proc", it.proc, "frame", it.frame,
 				"host", it.hostName, "after", l.cfg.KillGiveUp)
 			l.releaseAndSettle(ctx, it, "unreachable")
 			return
-		case r.Outcome == KillError && past:
+		case r.Outcome == killError && past:
 			// The host answers and will not kill: the frame may well run,
 			// so the booking stays and Cuebot's host reports decide.
 			l.log.Warn("host refuses to kill an unconfirmed frame; keeping the booking", "proc", it.proc,
@@ -473,7 +479,7 @@ func (l *Launcher) releaseAndSettle(ctx context.Context, it *item, reason string
 		s, err := l.release(ctx, it)
 		if err == nil {
 			if s.Result == SettledReleased {
-				l.m.Compensations.WithLabelValues(reason).Inc()
+				l.m.compensations.WithLabelValues(reason).Inc()
 			}
 			s.Reason = reason
 			l.finish(s)
@@ -562,7 +568,7 @@ func (l *Launcher) settle(it *item, r SettledResult, reason string) {
 func (l *Launcher) finish(s Settled) {
 	l.mu.Lock()
 	delete(l.inflight, s.ProcID)
-	l.m.OutboxPending.Set(float64(len(l.inflight)))
+	l.m.outboxPending.Set(float64(len(l.inflight)))
 	l.mu.Unlock()
 	if l.cfg.OnSettled != nil {
 		l.cfg.OnSettled(s)
