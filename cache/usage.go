@@ -322,30 +322,7 @@ func (st *usageState) apply(c *cdc.Change, mark func(ReleasedProc)) error {
 		}
 		st.shows[key] = row
 	case "subscription":
-		old, had := st.subs[key]
-		if had && st.subOf[subKey{old.show, old.alloc}] == key {
-			delete(st.subOf, subKey{old.show, old.alloc})
-		}
-		if del {
-			delete(st.subs, key)
-			return nil
-		}
-		row := old
-		rd.str("pk_show", &row.show)
-		rd.str("pk_alloc", &row.alloc)
-		rd.int("int_size", &row.size)
-		rd.int("int_burst", &row.burst)
-		if err := bad(); err != nil {
-			if had {
-				st.subOf[subKey{old.show, old.alloc}] = key
-			}
-			return err
-		}
-		st.subs[key] = row
-		st.subOf[subKey{row.show, row.alloc}] = key
-		if had && row.burst != old.burst {
-			st.capped = append(st.capped, CounterRows{Show: row.show, Alloc: row.alloc})
-		}
+		return st.applySub(key, del, &rd, bad)
 	case "folder_resource":
 		return st.applyCap(key, del, &rd, "pk_folder", st.folderRes, st.folderCap, bad)
 	case "job_resource":
@@ -390,6 +367,36 @@ func (st *usageState) apply(c *cdc.Change, mark func(ReleasedProc)) error {
 		st.layers[key] = job
 	case "proc":
 		return st.applyProc(key, c, &rd, bad, mark)
+	}
+	return nil
+}
+
+// applySub applies a change of a subscription row; a changed burst is a
+// changed cap for the counters.
+func (st *usageState) applySub(key string, del bool, rd *rowReader, bad func() error) error {
+	old, had := st.subs[key]
+	if had && st.subOf[subKey{old.show, old.alloc}] == key {
+		delete(st.subOf, subKey{old.show, old.alloc})
+	}
+	if del {
+		delete(st.subs, key)
+		return nil
+	}
+	row := old
+	rd.str("pk_show", &row.show)
+	rd.str("pk_alloc", &row.alloc)
+	rd.int("int_size", &row.size)
+	rd.int("int_burst", &row.burst)
+	if err := bad(); err != nil {
+		if had {
+			st.subOf[subKey{old.show, old.alloc}] = key
+		}
+		return err
+	}
+	st.subs[key] = row
+	st.subOf[subKey{row.show, row.alloc}] = key
+	if had && row.burst != old.burst {
+		st.capped = append(st.capped, CounterRows{Show: row.show, Alloc: row.alloc})
 	}
 	return nil
 }
