@@ -97,7 +97,10 @@ type Changes struct {
 	// may have left any of their rows high.
 	Shows []string
 	// Polled is set after a poll that followed another: procs booked and
-	// released between the two were seen by neither.
+	// released between the two were seen by neither, so the next batch
+	// also recomputes the rows off their sums (Drifted). No host tells
+	// whose those are, so every polling instance recomputes them; the
+	// recompute is idempotent and writes only the rows still off.
 	Polled bool
 }
 
