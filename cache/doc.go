@@ -9,8 +9,8 @@
 //
 // The Replica (replica.go) keeps the host index, usage and caps equal to
 // the database from cdc's replication stream, reads the limits by query when
-// cuesched_limits says they changed (limits.go), and brings the counters of
-// managed shows back to SUM(proc) after the stream shows procs released.
+// cuesched_limits says they changed (limits.go), and reports the procs it
+// sees released for package counters to recompute; it writes nothing.
 //
 // Everything here is a replica: after any reconnect it is rebuilt from the
 // database, which stays the source of truth.

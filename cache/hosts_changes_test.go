@@ -22,7 +22,7 @@ func TestOnHostsReportsGrowthAndTopology(t *testing.T) {
 	}
 	var calls []call
 	c := &clock{now: epoch}
-	f := &fake{r: NewReplica(ReplicaConfig{Now: c.Now, HostPingMaxAge: time.Minute, Counters: "cuebot",
+	f := &fake{r: NewReplica(ReplicaConfig{Now: c.Now, HostPingMaxAge: time.Minute,
 		Logger: slog.New(slog.DiscardHandler), OnHosts: func(grown []match.Host, topo bool) {
 			var ids []string
 			for _, h := range grown {

@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cuesched/cuesched/cdc"
-	"github.com/cuesched/cuesched/counters"
 	"github.com/cuesched/cuesched/match"
 )
 
@@ -28,7 +27,7 @@ type ReplicaConfig struct {
 	Feed string
 	// PollEvery is the poll's interval (Feed "poll"); <= 0 means 5s.
 	PollEvery time.Duration
-	// Pool runs the counter recomputes and the limit reloads.
+	// Pool runs the limit reloads.
 	Pool *pgxpool.Pool
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
@@ -39,13 +38,12 @@ type ReplicaConfig struct {
 	HostPingMaxAge time.Duration
 	// Now is the clock staleness is judged by; nil means time.Now.
 	Now func() time.Time
-	// Counters is "cuesched" (default: bring the counters of managed shows
-	// back to SUM(proc) after releases) or "cuebot" (Cuebot does it).
-	Counters string
-	// Owns reports whether this instance owns the cluster of a host, and so
-	// recomputes the counters its released procs touched; nil means every
-	// host (one instance).
-	Owns func(hostID string) bool
+	// OnCounters, when set, receives what each applied transaction or
+	// loaded snapshot did to the counters of managed shows, when it did
+	// anything (package counters brings them back to SUM(proc)); nil when
+	// Cuebot lowers them itself. It runs on the feed's goroutine, outside
+	// the cache's locks, and must not block.
+	OnCounters func(CounterChanges)
 	// OnHosts, when set, is called after a snapshot is installed and after
 	// every applied transaction that grew hosts' replicated capacity (a
 	// release gave a host its resources back, a host became offered) or may
@@ -70,10 +68,10 @@ type ReplicaConfig struct {
 	// (tests wait on them). It runs on the goroutine that makes the
 	// progress and must return quickly.
 	Observe func(ReplicaEvent)
-	// Timeout bounds one counter recompute or limit reload.
+	// Timeout bounds one limit reload.
 	Timeout time.Duration
-	// MinBackoff and MaxBackoff bound retries of failed recomputes and
-	// reloads.
+	// MinBackoff and MaxBackoff bound retries of failed reloads and of
+	// the feed's sessions.
 	MinBackoff, MaxBackoff time.Duration
 }
 
@@ -85,9 +83,6 @@ const (
 	EventStream ReplicaEventKind = iota + 1
 	// EventLoading: the snapshot load is about to read Table.
 	EventLoading
-	// EventCounters: a batch of Rows counter rows was recomputed, or failed
-	// with Err (it is retried).
-	EventCounters
 	// EventLimits: the limits were reloaded, or the reload failed with Err.
 	EventLimits
 )
@@ -97,18 +92,14 @@ type ReplicaEvent struct {
 	Kind   ReplicaEventKind
 	Stream cdc.StreamEvent
 	Table  string
-	Rows   int
-	// Shows is how many managed shows an EventCounters batch recomputed
-	// whole.
-	Shows int
-	Err   error
+	Err    error
 }
 
 // Replica keeps the host index, usage and caps equal to the database: it
 // is the Sink of its feed, a cdc.Stream (a snapshot at every (re)connect,
 // then the change stream) or a cdc.Poller (a snapshot every interval), reads
-// the limits by query, and brings the counters of managed shows back to
-// SUM(proc) after the feed shows procs released.
+// the limits by query, and reports what it decoded that changes the
+// counters of managed shows (OnCounters). It writes nothing.
 type Replica struct {
 	cfg     ReplicaConfig
 	log     *slog.Logger
@@ -123,7 +114,6 @@ type Replica struct {
 	polled bool
 
 	limitsKick chan struct{}
-	cnt        *counterWork
 
 	// checked caches, per relation seen, whether it carries every column
 	// the cache reads. Only the stream's goroutine touches it.
@@ -137,12 +127,6 @@ func NewReplica(cfg ReplicaConfig) *Replica {
 	}
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
-	}
-	if cfg.Owns == nil {
-		cfg.Owns = func(string) bool { return true }
-	}
-	if cfg.Counters == "" {
-		cfg.Counters = "cuesched"
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
@@ -160,9 +144,7 @@ func NewReplica(cfg ReplicaConfig) *Replica {
 		usage:      NewUsage(),
 		metrics:    NewReplicaMetrics(cfg.Registerer),
 		limitsKick: make(chan struct{}, 1),
-		cnt: &counterWork{procs: map[counters.Proc]struct{}{}, first: newLockFirst(),
-			refused: map[counters.Proc]counters.Refusal{}, kick: make(chan struct{}, 1)},
-		checked: map[*cdc.Relation]error{},
+		checked:    map[*cdc.Relation]error{},
 	}
 	onEvent := func(e cdc.StreamEvent) { r.observe(ReplicaEvent{Kind: EventStream, Stream: e}) }
 	if cfg.Feed == "poll" {
@@ -223,9 +205,8 @@ func (r *Replica) observe(e ReplicaEvent) {
 	}
 }
 
-// Run keeps the replica fresh until ctx ends: its feed, the limit reloads
-// and the counter recomputes. It returns nil then, with no replication slot
-// left behind.
+// Run keeps the replica fresh until ctx ends: its feed and the limit
+// reloads. It returns nil then, with no replication slot left behind.
 func (r *Replica) Run(ctx context.Context) error {
 	if r.cfg.Pool == nil {
 		return errors.New("cache: ReplicaConfig.Pool is required")
@@ -236,10 +217,6 @@ func (r *Replica) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() { defer wg.Done(); r.runLimits(ctx) }()
 	r.LimitsChanged()
-	if r.cfg.Counters != "cuebot" {
-		wg.Add(1)
-		go func() { defer wg.Done(); r.runCounters(ctx) }()
-	}
 	err := r.feed.Run(ctx)
 	cancel()
 	wg.Wait()
@@ -251,13 +228,13 @@ func (r *Replica) Run(ctx context.Context) error {
 // the capacity checked out or booked and not yet echoed.
 //
 // After a (re)connect of the stream anything may have changed unseen, so
-// every host counts as grown and the counters of every managed show are
-// recomputed. A poll after the first knows the state it replaces: it
-// reports only the hosts that grew since, and marks only the counter rows
-// of the procs gone since (as Apply marks deleted procs) and the rows that
-// differ from their procs' sums in its snapshot (procs booked and released
-// between two polls, which no poll saw), since recomputing every managed
-// show would lock every counter row every interval.
+// every host counts as grown and every managed show is reported for its
+// counters (CounterChanges.Shows). A poll after the first knows the state it
+// replaces: it reports only the hosts that grew since, and only the procs
+// gone since (as Apply reports deleted procs), with Polled set for the
+// procs booked and released between two polls, which no poll saw, since
+// recomputing every managed show would lock every counter row every
+// interval.
 func (r *Replica) Reset(ctx context.Context, tx pgx.Tx, lsn cdc.LSN) error {
 	clear(r.checked)
 	r.usage.mu.RLock()
@@ -276,19 +253,6 @@ func (r *Replica) Reset(ctx context.Context, tx pgx.Tx, lsn cdc.LSN) error {
 	}
 	hs.refreshDirty()
 	incremental := r.stream == nil && r.polled
-	var drifted []counters.Proc
-	if incremental && r.cfg.Counters != "cuebot" {
-		var err error
-		if drifted, err = counters.Drifted(ctx, tx); err != nil {
-			return err
-		}
-	}
-	var managed []string
-	for id, s := range us.shows {
-		if s.managed {
-			managed = append(managed, id)
-		}
-	}
 	r.hosts.mu.Lock()
 	r.usage.mu.Lock()
 	old, oldUsage := r.hosts.st, r.usage.st
@@ -301,8 +265,8 @@ func (r *Replica) Reset(ctx context.Context, tx pgx.Tx, lsn cdc.LSN) error {
 		grown, _ = hs.drainChanges()
 	}
 	// A load inserts every row, which is no change of a cap or a host's
-	// allocation: the recompute of every managed show below (or, polling,
-	// the rows found drifted) covers what a refused row needs.
+	// allocation: the recompute of every managed show (or, polling, of the
+	// rows found off their sums) covers what a refused row needs.
 	us.capped, us.moved = nil, nil
 	us.setLimits(r.usage.st.limits) // a reload may have landed during the load
 	r.usage.st = us
@@ -311,14 +275,13 @@ func (r *Replica) Reset(ctx context.Context, tx pgx.Tx, lsn cdc.LSN) error {
 	if r.cfg.OnHosts != nil && (len(grown) > 0 || topo) {
 		r.cfg.OnHosts(grown, topo)
 	}
-	if r.cfg.Counters != "cuebot" {
+	if r.cfg.OnCounters != nil {
 		if incremental {
-			r.cnt.addProcs(us.released(oldUsage), r.cfg.Owns)
-			r.cnt.addRows(drifted)
+			r.counters(CounterChanges{Released: us.released(oldUsage), Polled: true})
 		} else {
 			// Releases while no stream ran (before the start, during a
-			// disconnect) left counters high: recompute the managed shows.
-			r.cnt.addShows(managed)
+			// disconnect) left counters high: every managed show.
+			r.counters(CounterChanges{Shows: us.managedShows()})
 		}
 	}
 	r.polled = r.stream == nil
@@ -344,10 +307,10 @@ func (r *Replica) Apply(t *cdc.Txn) error {
 		}
 		needUsage = needUsage || c.Rel.Name == "host" || !hostTable(c.Rel.Name)
 	}
-	var marks []marked
-	var mark func(string, string, counters.Proc)
-	if r.cfg.Counters != "cuebot" {
-		mark = func(proc, host string, p counters.Proc) { marks = append(marks, marked{proc, host, p}) }
+	var cc CounterChanges
+	var mark func(ReleasedProc)
+	if r.cfg.OnCounters != nil {
+		mark = func(p ReleasedProc) { cc.Released = append(cc.Released, p) }
 	}
 	// The host index takes the commit's position even when the transaction
 	// touched none of its tables: it releases the holds of bookings.
@@ -368,10 +331,9 @@ func (r *Replica) Apply(t *cdc.Txn) error {
 	if needHosts {
 		grown, topo = r.hosts.st.drainChanges()
 	}
-	var capped []counters.Proc
 	if needUsage {
 		if mark != nil {
-			capped, marks = r.usage.st.capped, append(marks, r.usage.st.moved...)
+			cc.Capped, cc.Moved = r.usage.st.capped, r.usage.st.moved
 		}
 		r.usage.st.capped, r.usage.st.moved = nil, nil
 		r.usage.mu.Unlock()
@@ -380,12 +342,7 @@ func (r *Replica) Apply(t *cdc.Txn) error {
 	if r.cfg.OnHosts != nil && (len(grown) > 0 || topo) {
 		r.cfg.OnHosts(grown, topo)
 	}
-	if len(marks) > 0 {
-		r.cnt.addProcs(marks, r.cfg.Owns)
-	}
-	if len(capped) > 0 {
-		r.cnt.retryRefused(capped)
-	}
+	r.counters(cc)
 	r.hint(t.Xid, t.Messages)
 	return nil
 }
@@ -418,7 +375,7 @@ func (r *Replica) Advance(lsn cdc.LSN) {
 
 // applyOne applies one change to the given states; a malformed row is
 // logged with its key, counted and skipped.
-func (r *Replica) applyOne(hs *hostState, us *usageState, c *cdc.Change, mark func(string, string, counters.Proc)) {
+func (r *Replica) applyOne(hs *hostState, us *usageState, c *cdc.Change, mark func(ReleasedProc)) {
 	spec := tableByName[c.Rel.Name]
 	if spec == nil {
 		return

@@ -35,7 +35,7 @@ type replicaHarness struct {
 	poke chan struct{}
 	hook atomic.Pointer[func(ReplicaEvent)]
 
-	loads, counterBatches, limitReloads atomic.Int64
+	loads, limitReloads atomic.Int64
 	// failFast makes start fail at the feed's first failed session or
 	// poll, with its error, instead of waiting out its retries.
 	failFast bool
@@ -71,8 +71,6 @@ func (h *replicaHarness) observe(e ReplicaEvent) {
 		h.loads.Add(1)
 	case e.Kind == EventStream && e.Stream.Kind == cdc.EventDisconnected:
 		h.dropped.Store(&e.Stream.Err)
-	case e.Kind == EventCounters && e.Err == nil:
-		h.counterBatches.Add(1)
 	case e.Kind == EventLimits && e.Err == nil:
 		h.limitReloads.Add(1)
 	}
@@ -166,15 +164,6 @@ func (h *replicaHarness) slots() int {
 		h.t.Fatal(err)
 	}
 	return n
-}
-
-func (h *replicaHarness) countersSettled() {
-	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := h.r.CountersSettled(ctx); err != nil {
-		h.t.Fatal(err)
-	}
 }
 
 // queryMap reads key -> the rest of the row, as text.

@@ -22,8 +22,7 @@ type fake struct {
 
 func newFake(now func() time.Time, maxAge time.Duration) *fake {
 	return &fake{
-		r: NewReplica(ReplicaConfig{Now: now, HostPingMaxAge: maxAge, Counters: "cuebot",
-			Logger: slog.New(slog.DiscardHandler)}),
+		r:    NewReplica(ReplicaConfig{Now: now, HostPingMaxAge: maxAge, Logger: slog.New(slog.DiscardHandler)}),
 		rels: map[string]*cdc.Relation{},
 	}
 }

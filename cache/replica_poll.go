@@ -4,7 +4,6 @@ import (
 	"maps"
 	"slices"
 
-	"github.com/cuesched/cuesched/counters"
 	"github.com/cuesched/cuesched/match"
 )
 
@@ -43,32 +42,31 @@ func grewFrom(a, b match.Resources) bool {
 	return b.Cores > a.Cores || b.Mem > a.Mem || b.GPUs > a.GPUs || b.GPUMem > a.GPUMem
 }
 
-// released marks, as Apply marks a deleted proc, every proc of a managed
-// show that old held and st no longer does.
-func (st *usageState) released(old *usageState) []marked {
-	var out []marked
+// released reports, as Apply reports a deleted proc, every proc of a
+// managed show that old held and st no longer does.
+func (st *usageState) released(old *usageState) []ReleasedProc {
+	var out []ReleasedProc
 	for id, p := range old.procs {
-		if st.procs[id] != nil || !old.shows[p.show].managed {
-			continue
+		if st.procs[id] == nil && old.shows[p.show].managed {
+			out = append(out, old.releasedProc(id, p))
 		}
-		out = append(out, marked{id, p.host, counters.Proc{Show: p.show, Alloc: p.alloc, Layer: p.layer, Job: p.job,
-			Folder: p.folder, Dept: old.jobs[p.job].dept}})
 	}
 	return out
 }
 
-// addRows marks counter rows found to differ from their procs' sums
-// (counters.Drifted). No host tells whose they are, so every polling
-// instance recomputes them; the recompute is idempotent and writes only the
-// rows still off.
-func (w *counterWork) addRows(ps []counters.Proc) {
-	if len(ps) == 0 {
-		return
+// releasedProc is proc id, gone from st, for the counters.
+func (st *usageState) releasedProc(id string, p *procRec) ReleasedProc {
+	return ReleasedProc{Proc: id, Host: p.host, Rows: CounterRows{Show: p.show, Alloc: p.alloc, Layer: p.layer,
+		Job: p.job, Folder: p.folder, Dept: st.jobs[p.job].dept}}
+}
+
+// managedShows lists the managed shows.
+func (st *usageState) managedShows() []string {
+	var out []string
+	for id, s := range st.shows {
+		if s.managed {
+			out = append(out, id)
+		}
 	}
-	w.mu.Lock()
-	for _, p := range ps {
-		w.procs[p] = struct{}{}
-	}
-	w.mu.Unlock()
-	w.poke()
+	return out
 }

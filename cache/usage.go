@@ -4,7 +4,6 @@ import (
 	"sync"
 
 	"github.com/cuesched/cuesched/cdc"
-	"github.com/cuesched/cuesched/counters"
 	"github.com/cuesched/cuesched/match"
 )
 
@@ -76,13 +75,13 @@ type usageState struct {
 	limits  *limitSet
 	limitOn map[string]int64 // running procs per limit
 
-	// For the counter recompute, drained by the replica after each
+	// For the counters (CounterChanges), drained by the replica after each
 	// transaction: capped is the counter rows whose cap changed (a row
 	// Cuebot's guard refused is retried then); moved is the subscriptions
 	// a host's procs left and joined when it changed allocation (both are
 	// off their sums until recomputed).
-	capped []counters.Proc
-	moved  []marked
+	capped []CounterRows
+	moved  []MovedHost
 }
 
 func newUsageState(limits *limitSet) *usageState {
@@ -263,7 +262,7 @@ func (st *usageState) setHostAlloc(host, alloc string) {
 		if st.shows[p.show].managed {
 			for _, a := range []string{p.alloc, alloc} {
 				if a != "" {
-					st.moved = append(st.moved, marked{host: host, p: counters.Proc{Show: p.show, Alloc: a}})
+					st.moved = append(st.moved, MovedHost{Host: host, Show: p.show, Alloc: a})
 				}
 			}
 		}
@@ -293,9 +292,9 @@ type limitSet struct {
 	ofLayer map[string][]string // pk_layer -> its limits
 }
 
-// apply applies a change of a usage or caps table. mark receives the
-// counter rows of a deleted proc of a managed show.
-func (st *usageState) apply(c *cdc.Change, mark func(procID, host string, p counters.Proc)) error {
+// apply applies a change of a usage or caps table. mark receives each
+// deleted proc of a managed show.
+func (st *usageState) apply(c *cdc.Change, mark func(ReleasedProc)) error {
 	spec := tableByName[c.Rel.Name]
 	key, err := keyOf(c, spec.cols[0])
 	if err != nil {
@@ -323,30 +322,7 @@ func (st *usageState) apply(c *cdc.Change, mark func(procID, host string, p coun
 		}
 		st.shows[key] = row
 	case "subscription":
-		old, had := st.subs[key]
-		if had && st.subOf[subKey{old.show, old.alloc}] == key {
-			delete(st.subOf, subKey{old.show, old.alloc})
-		}
-		if del {
-			delete(st.subs, key)
-			return nil
-		}
-		row := old
-		rd.str("pk_show", &row.show)
-		rd.str("pk_alloc", &row.alloc)
-		rd.int("int_size", &row.size)
-		rd.int("int_burst", &row.burst)
-		if err := bad(); err != nil {
-			if had {
-				st.subOf[subKey{old.show, old.alloc}] = key
-			}
-			return err
-		}
-		st.subs[key] = row
-		st.subOf[subKey{row.show, row.alloc}] = key
-		if had && row.burst != old.burst {
-			st.capped = append(st.capped, counters.Proc{Show: row.show, Alloc: row.alloc})
-		}
+		return st.applySub(key, del, &rd, bad)
 	case "folder_resource":
 		return st.applyCap(key, del, &rd, "pk_folder", st.folderRes, st.folderCap, bad)
 	case "job_resource":
@@ -355,7 +331,7 @@ func (st *usageState) apply(c *cdc.Change, mark func(procID, host string, p coun
 			return err
 		}
 		if row, ok := st.jobRes[key]; had && ok && (row.maxCores != old.maxCores || row.maxGPUs != old.maxGPUs) {
-			st.capped = append(st.capped, counters.Proc{Job: row.owner})
+			st.capped = append(st.capped, CounterRows{Job: row.owner})
 		}
 	case "job":
 		if del {
@@ -395,6 +371,36 @@ func (st *usageState) apply(c *cdc.Change, mark func(procID, host string, p coun
 	return nil
 }
 
+// applySub applies a change of a subscription row; a changed burst is a
+// changed cap for the counters.
+func (st *usageState) applySub(key string, del bool, rd *rowReader, bad func() error) error {
+	old, had := st.subs[key]
+	if had && st.subOf[subKey{old.show, old.alloc}] == key {
+		delete(st.subOf, subKey{old.show, old.alloc})
+	}
+	if del {
+		delete(st.subs, key)
+		return nil
+	}
+	row := old
+	rd.str("pk_show", &row.show)
+	rd.str("pk_alloc", &row.alloc)
+	rd.int("int_size", &row.size)
+	rd.int("int_burst", &row.burst)
+	if err := bad(); err != nil {
+		if had {
+			st.subOf[subKey{old.show, old.alloc}] = key
+		}
+		return err
+	}
+	st.subs[key] = row
+	st.subOf[subKey{row.show, row.alloc}] = key
+	if had && row.burst != old.burst {
+		st.capped = append(st.capped, CounterRows{Show: row.show, Alloc: row.alloc})
+	}
+	return nil
+}
+
 func (st *usageState) applyCap(key string, del bool, rd *rowReader, ownerCol string, rows map[string]capRow,
 	capOf map[string]string, bad func() error) error {
 	old, had := rows[key]
@@ -421,7 +427,7 @@ func (st *usageState) applyCap(key string, del bool, rd *rowReader, ownerCol str
 }
 
 func (st *usageState) applyProc(key string, c *cdc.Change, rd *rowReader, bad func() error,
-	mark func(procID, host string, p counters.Proc)) error {
+	mark func(ReleasedProc)) error {
 	old := st.procs[key]
 	if c.Op == cdc.Delete {
 		if old == nil {
@@ -432,8 +438,7 @@ func (st *usageState) applyProc(key string, c *cdc.Change, rd *rowReader, bad fu
 		unlink(st.byJob, old.job, old)
 		delete(st.procs, key)
 		if mark != nil && st.shows[old.show].managed {
-			mark(key, old.host, counters.Proc{Show: old.show, Alloc: old.alloc, Layer: old.layer, Job: old.job,
-				Folder: old.folder, Dept: st.jobs[old.job].dept})
+			mark(st.releasedProc(key, old))
 		}
 		return nil
 	}

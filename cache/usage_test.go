@@ -1,13 +1,13 @@
 package cache
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/cuesched/cuesched/cdc"
-	"github.com/cuesched/cuesched/counters"
 	"github.com/cuesched/cuesched/match"
 )
 
@@ -117,10 +117,14 @@ func TestLimitsCountRunningProcsOfTheirLayers(t *testing.T) {
 	}
 }
 
+// TestCounterMarksOfReleasedProcs: the replica reports the deleted procs of
+// managed shows, with their hosts and counter rows, and not those of a show
+// Cuebot keeps the counters of. (Which hosts' procs this instance
+// recomputes is the counters writer's concern: counters.TestWriterOwnsHosts.)
 func TestCounterMarksOfReleasedProcs(t *testing.T) {
 	f := newFake(nil, 0)
-	f.r.cfg.Counters = "cuesched"
-	f.r.cfg.Owns = func(host string) bool { return host == "h1" }
+	var got []ReleasedProc
+	f.r.cfg.OnCounters = func(c CounterChanges) { got = append(got, c.Released...) }
 	f.usageFarm(t)
 	f.apply(t, f.insert("show", "pk_show", "s2", "b_active", true, "b_scheduler_managed", false))
 	f.apply(t, f.proc("p1", "h1", "l1", "fr1", 100, 0), f.proc("p2", "h2", "l1", "fr2", 100, 0))
@@ -128,12 +132,12 @@ func TestCounterMarksOfReleasedProcs(t *testing.T) {
 		"pk_frame", "fr3", "int_cores_reserved", 100, "int_gpus_reserved", 0)
 	f.apply(t, unmanaged)
 	f.apply(t, f.del("proc", "p1"), f.del("proc", "p2"), f.del("proc", "p3"))
-	want := counters.Proc{Show: "s1", Alloc: "a1", Layer: "l1", Job: "j1", Folder: "f1", Dept: "d1"}
-	if len(f.r.cnt.procs) != 1 {
-		t.Fatalf("marked %v, want only the managed show's proc on the owned host", f.r.cnt.procs)
-	}
-	if _, ok := f.r.cnt.procs[want]; !ok {
-		t.Fatalf("marked %v, want %+v", f.r.cnt.procs, want)
+	rows := CounterRows{Show: "s1", Alloc: "a1", Layer: "l1", Job: "j1", Folder: "f1", Dept: "d1"}
+	other := rows
+	other.Alloc = "a2"
+	want := []ReleasedProc{{Proc: "p1", Host: "h1", Rows: rows}, {Proc: "p2", Host: "h2", Rows: other}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("reported %+v, want only the managed show's procs %+v", got, want)
 	}
 }
 

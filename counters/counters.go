@@ -11,6 +11,10 @@
 // sets each to SUM(proc) in a following statement of the same transaction,
 // so the sum sees every booking committed before the lock was granted. It is
 // idempotent: a duplicate recompute is harmless.
+//
+// The Writer (writer.go) runs the recomputes after the releases, host moves
+// and snapshots a replica of the database reports (cache.CounterChanges,
+// adapted by internal/instance): the replica itself writes nothing.
 package counters
 
 import (

@@ -22,7 +22,7 @@ func RecomputeManaged(ctx context.Context, pool *pgxpool.Pool) error {
 			return fmt.Errorf("read managed shows: %w", err)
 		}
 		// A row the guard refuses is held at its cap and reported by the
-		// replica's own recompute after its snapshot: nothing to add here.
+		// Writer's recompute after the replica's snapshot: nothing to add here.
 		_, err = RecomputeShows(ctx, tx, shows)
 		return err
 	})

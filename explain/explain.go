@@ -252,10 +252,10 @@ SELECT j.pk_job, j.str_name, j.str_state, j.b_paused, j.pk_show, s.str_name, s.b
 	}
 
 	// The farm as the host cache loads it, with the cache's own code.
+	// No OnCounters: nothing here recomputes counters.
 	replica := cache.NewReplica(cache.ReplicaConfig{
 		Logger:         slog.New(slog.DiscardHandler),
 		HostPingMaxAge: opt.HostPingMaxAge,
-		Counters:       "cuebot", // nothing here recomputes counters
 	})
 	if err := replica.LoadSnapshot(ctx, tx); err != nil {
 		return nil, fmt.Errorf("load the farm: %w", err)

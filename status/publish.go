@@ -50,7 +50,7 @@ type Source struct {
 	// Replication, when set, returns the host cache's position.
 	Replication func() Replication
 	// Refused, when set, returns the counter rows Cuebot's guard refuses
-	// this instance now (cache.Replica.CountersRefused).
+	// this instance now (counters.Writer.Refused).
 	Refused func() []Refused
 }
 

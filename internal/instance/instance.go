@@ -59,10 +59,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 	var sched *scheduler.Scheduler // the cache's callbacks reach it once built
 	pending := queue.New(pool, log)
 	pending.Metrics, pending.Sched = queue.NewMetrics(reg), sm
+	cntWriter, onCounters := newCounterWriter(cfg.Counters, pool, log, reg,
+		func(hostID string) bool { return sched.OwnsHost(hostID) })
 	rcfg := cache.ReplicaConfig{
 		DSN: cfg.DB, Feed: cfg.Feed, PollEvery: cfg.PollEvery, Pool: pool, Logger: log, Registerer: reg,
-		HostPingMaxAge: cfg.HostPingMaxAge, Counters: cfg.Counters,
-		Owns:    func(hostID string) bool { return sched.OwnsHost(hostID) },
+		HostPingMaxAge: cfg.HostPingMaxAge, OnCounters: onCounters,
 		OnHosts: func(grown []match.Host, topology bool) { sched.HostsChanged(grown, topology) },
 	}
 	if cfg.Feed == "events" {
@@ -156,6 +157,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 	g, gctx := errgroup.WithContext(feeds)
 	g.Go(func() error { return srv.Serve(gctx) })
 	g.Go(func() error { return replica.Run(gctx) })
+	if onCounters != nil {
+		g.Go(func() error { return cntWriter.Run(gctx) })
+	}
 	g.Go(func() error { return pending.Run(gctx) })
 	if cfg.Feed == "poll" {
 		// Work is found by the poller; the listener carries only the limit
@@ -172,7 +176,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 	pubCtx, stopPub := context.WithCancel(context.Background())
 	defer stopPub()
 	pubDone := make(chan error, 1)
-	go func() { pubDone <- newStatusPublisher(pool, coord, sched, replica, log).Run(pubCtx) }()
+	go func() { pubDone <- newStatusPublisher(pool, coord, sched, replica, cntWriter, log).Run(pubCtx) }()
 
 	// The loop starts once the cache holds a snapshot: planning against an
 	// empty index would only record waits.
@@ -235,10 +239,10 @@ func Order(cfg config.Config) match.Order {
 }
 
 // newStatusPublisher is the publisher Run runs: it reads the instance's
-// claims from ownership, the reasons from the loop and the lag from the
-// replica's feed.
+// claims from ownership, the reasons from the loop, the lag from the
+// replica's feed and the refused counter rows from the counters writer.
 func newStatusPublisher(pool status.Execer, coord *ownership.Coordinator, sched *scheduler.Scheduler,
-	replica *cache.Replica, log *slog.Logger) *status.Publisher {
+	replica *cache.Replica, cnt *counters.Writer, log *slog.Logger) *status.Publisher {
 	return status.NewPublisher(status.PublisherConfig{
 		DB: pool, Logger: log,
 		Source: status.Source{
@@ -256,7 +260,7 @@ func newStatusPublisher(pool status.Execer, coord *ownership.Coordinator, sched 
 			},
 			Refused: func() []status.Refused {
 				var out []status.Refused
-				for _, f := range replica.CountersRefused() {
+				for _, f := range cnt.Refused() {
 					out = append(out, status.Refused{Table: f.Table, Key: f.Key, Err: f.Err})
 				}
 				return out
