@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/match"
+	"github.com/cuesched/cuesched/ownership"
 	"github.com/cuesched/cuesched/scheduler/schedulertest"
 )
 
@@ -313,5 +315,57 @@ func TestLoopSkipsShowsNotAllowed(t *testing.T) {
 	h.Quiet(mark, schedulertest.Booking)
 	if n := schedulertest.Count(h.Events(), schedulertest.Booking); n != 0 {
 		t.Fatalf("%d Book calls for a show not allowed, want none", n)
+	}
+}
+
+// The loop reconciles once per ownership change and then sleeps: a closed
+// Changes channel must be taken again after each signal, or every later
+// select finds it closed and the loop spins (about 1.5 cores on an idle
+// farm).
+func TestRunSleepsBetweenOwnershipChanges(t *testing.T) {
+	t.Parallel()
+	h := schedulertest.New(t, schedulertest.Setup{})
+	h.Start()
+	h.AwaitN(0, schedulertest.View, 1) // the reconcile at start
+	for i := 2; i <= 4; i++ {
+		h.Owner.Claim()
+		h.AwaitN(0, schedulertest.View, i)
+	}
+	// Nothing changes any more: the loop must not read the view again.
+	h.Quiet(h.Mark(), schedulertest.View)
+	if n := schedulertest.Count(h.Events(), schedulertest.View); n != 4 {
+		t.Fatalf("ownership view read %d times after 3 changes, want 4: the loop reconciles without a change", n)
+	}
+}
+
+// A cluster gained while its launch outbox cannot be read (the database
+// down at start or takeover) keeps trying until the rows it inherited are
+// handed to the launcher, and then stops (issue 11, defect 3: the first
+// failure was logged and never retried, leaving committed bookings
+// unlaunched).
+func TestGainedClusterResolvesItsOutboxUntilDone(t *testing.T) {
+	t.Parallel()
+	key := cluster.Key{Kind: cluster.KindAlloc, Facility: "local", Alloc: "a1"}
+	h := schedulertest.New(t, schedulertest.Setup{})
+	h.Owner.Set(map[cluster.Key]ownership.Claim{key: {ID: 7, Key: key, Epoch: 1}})
+	h.Launcher.FailResolves(3)
+	h.Start()
+	h.Await(0, "the outbox resolved", func(evs []schedulertest.Event) bool {
+		return slices.ContainsFunc(evs, func(e schedulertest.Event) bool {
+			return e.Kind == schedulertest.Resolve && e.Err == nil
+		})
+	})
+	if n := schedulertest.Count(h.Events(), schedulertest.Resolve); n != 4 {
+		t.Fatalf("outbox resolution tried %d times, want it retried until it succeeds (4th try)", n)
+	}
+	// Resolved: nothing asks again until something new is unresolved.
+	mark := h.Mark()
+	h.Sched.Wake(key)
+	h.AwaitN(mark, schedulertest.Round, 1)
+	h.Quiet(mark, schedulertest.Resolve)
+	for _, e := range h.Events() {
+		if e.Kind == schedulertest.Resolve && (len(e.IDs) != 1 || e.IDs[0] != 7) {
+			t.Fatalf("resolved clusters %v, want [7]", e.IDs)
+		}
 	}
 }
