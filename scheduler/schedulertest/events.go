@@ -18,7 +18,10 @@ type Kind string
 
 // What the harness records, in the order the loop does it.
 const (
-	Round   Kind = "round"   // a round began: it read its cluster's queued layers
+	// Round: a round began, reading its cluster's queued layers. (Tag
+	// pressure's demand reads those of every tag-bucket cluster too: a test
+	// counting rounds of a tag bucket sees those reads.)
+	Round   Kind = "round"
 	Booking Kind = "booking" // a Book call began (N placements)
 	Book    Kind = "book"    // a Book call returned (Booked, Dropped, Deferred, Err)
 	Hold    Kind = "hold"    // the capacity of N bookings was held
