@@ -49,7 +49,7 @@ type Options struct {
 // flight), then ownership (which hands every cluster over at once), then the
 // feeds and the launcher.
 func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, opt Options) error {
-	buckets, err := ReadBuckets(ctx, pool)
+	buckets, err := readBuckets(ctx, pool)
 	if err != nil {
 		if ctx.Err() != nil {
 			// Told to stop (SIGTERM) while starting: a clean exit.
@@ -75,8 +75,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 	return p.serve(ctx, srv, opt)
 }
 
-// ReadBuckets reads the deployment's tag bucket count (cuesched.setting).
-func ReadBuckets(ctx context.Context, pool *pgxpool.Pool) (int, error) {
+// readBuckets reads the deployment's tag bucket count (cuesched.setting).
+func readBuckets(ctx context.Context, pool *pgxpool.Pool) (int, error) {
 	var n int
 	err := pool.QueryRow(ctx, `SELECT value::int FROM cuesched.setting WHERE name = 'tag_buckets'`).Scan(&n)
 	if errors.Is(err, pgx.ErrNoRows) {
