@@ -10,6 +10,10 @@
 // clusters this instance works is ownership's decision; the loop follows its
 // changes, resolving the launch outbox and recomputing counters of what it
 // takes over before booking there.
+//
+// ports.go is where to start: the interfaces through which the loop reads
+// and submits, and the events that wake it. scheduler/schedulertest runs the
+// loop against in-memory parts.
 package scheduler
 
 import (
