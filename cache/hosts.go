@@ -197,19 +197,12 @@ func (h *Hosts) WalkUncontested(facility, tag string, min match.Resources, visit
 	return false
 }
 
-// TagDemand is what waiting work that can run only on hosts carrying Tag
-// (in Facility) still needs of them. Only cores and memory count.
-type TagDemand struct {
-	Facility, Tag string
-	Need          match.Resources
-}
-
 // SetDemand replaces the demand of tag pressure: a tag whose demand reaches
 // the fraction (SetPressureFraction) of its supply, the idle cores or memory
 // of the offered hosts carrying it, is contested, and its hosts are left to
 // the work that needs them by every walk of another tag that can go
 // elsewhere (WalkUncontested). Entries of one tag add up.
-func (h *Hosts) SetDemand(ds []TagDemand) {
+func (h *Hosts) SetDemand(ds []match.TagDemand) {
 	demand := make(map[tagKey]match.Resources, len(ds))
 	for _, d := range ds {
 		k := tagKey{d.Facility, cluster.Normalize(d.Tag)}

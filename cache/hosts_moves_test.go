@@ -50,7 +50,7 @@ func TestIndexUnderRandomMoves(t *testing.T) {
 			}
 		}
 		if step%7 == 0 {
-			f.r.hosts.SetDemand([]TagDemand{{Facility: "local", Tag: fmt.Sprintf("pool%d", rng.IntN(7)), Need: match.Resources{Cores: int64(rng.IntN(4000))}}})
+			f.r.hosts.SetDemand([]match.TagDemand{{Facility: "local", Tag: fmt.Sprintf("pool%d", rng.IntN(7)), Need: match.Resources{Cores: int64(rng.IntN(4000))}}})
 		}
 		checkIndex(t, f.r.hosts)
 		seen[checkLevels(t, f.r.hosts)] = true

@@ -278,7 +278,7 @@ func TestHostIndexMatchesBruteForce(t *testing.T) {
 		case 14:
 			// New demand around each tag's supply, so tags flip both ways
 			// as hosts move; some tags none, one a tag no host carries.
-			var ds []TagDemand
+			var ds []match.TagDemand
 			clear(pr.demand)
 			for _, fac := range []string{"local", "cloud"} {
 				for _, tag := range []string{"general", "render", "pool1", "gpu", "big", "nohost"} {
@@ -294,8 +294,8 @@ func TestHostIndexMatchesBruteForce(t *testing.T) {
 					}
 					// Split in two entries: they add up.
 					half := match.Resources{Cores: d.Cores / 2, Mem: d.Mem / 2}
-					ds = append(ds, TagDemand{Facility: fac, Tag: strings.ToUpper(tag), Need: half},
-						TagDemand{Facility: fac, Tag: " " + tag, Need: d.Sub(half)})
+					ds = append(ds, match.TagDemand{Facility: fac, Tag: strings.ToUpper(tag), Need: half},
+						match.TagDemand{Facility: fac, Tag: " " + tag, Need: d.Sub(half)})
 					pr.demand[tagKey{fac, tag}] = d
 				}
 			}
@@ -563,9 +563,9 @@ func BenchmarkPlacement(b *testing.B) {
 // nothing else.
 func BenchmarkPlacementUncontested(b *testing.B) {
 	f := benchFarm(b)
-	var ds []TagDemand
+	var ds []match.TagDemand
 	for i := range 4 {
-		ds = append(ds, TagDemand{Facility: "local", Tag: fmt.Sprintf("pool%d", i), Need: match.Resources{Cores: 1 << 40}})
+		ds = append(ds, match.TagDemand{Facility: "local", Tag: fmt.Sprintf("pool%d", i), Need: match.Resources{Cores: 1 << 40}})
 	}
 	f.r.hosts.SetDemand(ds)
 	benchPlacement(b, f, func(facility, tag string, min match.Resources, visit func(match.Host) bool) {

@@ -193,6 +193,10 @@ func (r *Replica) Applied() cdc.LSN { return r.feed.Applied() }
 // the cache has applied.
 func (r *Replica) LagBytes() int64 { return r.metrics.Stream.Lag() }
 
+// OnHosts sets ReplicaConfig.OnHosts, for a listener built after the
+// replica (the loop). Call it before Run.
+func (r *Replica) OnHosts(fn func(grown []match.Host, topology bool)) { r.cfg.OnHosts = fn }
+
 // Booked is Hosts().Booked: dispatch calls it for each booking it committed,
 // with the pg_current_wal_lsn() it read right after the commit.
 func (r *Replica) Booked(hostID string, size match.Resources, commitLSN cdc.LSN, xid uint32) {

@@ -182,6 +182,11 @@ func NewWriter(cfg WriterConfig) *Writer {
 	}
 }
 
+// SetOwns sets WriterConfig.Owns, for an owner built after the writer (the
+// loop, which needs the replica that feeds the writer). Call it before the
+// replica runs.
+func (w *Writer) SetOwns(fn func(hostID string) bool) { w.cfg.Owns = fn }
+
 // Changed marks what c changed for the next batch. It does not block: the
 // replica calls it on its feed's goroutine.
 func (w *Writer) Changed(c Changes) {

@@ -559,6 +559,10 @@ func (l *Launcher) flushMarks(ctx context.Context) bool {
 	return true
 }
 
+// OnSettled sets LauncherConfig.OnSettled, for a listener built after the
+// launcher (the loop). Call it before Run.
+func (l *Launcher) OnSettled(fn func(Settled)) { l.cfg.OnSettled = fn }
+
 // settle reports an item's outcome from its own fields.
 func (l *Launcher) settle(it *item, r SettledResult, reason string) {
 	l.finish(Settled{Result: r, Reason: reason, ProcID: it.proc, FrameID: it.frame, HostID: it.hostID,

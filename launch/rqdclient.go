@@ -248,6 +248,14 @@ func NewRQDClient(cfg RQDConfig) *RQDClient {
 	return c
 }
 
+// OnBreakerHalfOpen sets RQDHooks.OnBreakerHalfOpen, for a listener built
+// after the client (the loop). Breakers opened before keep no timer.
+func (c *RQDClient) OnBreakerHalfOpen(fn func(host string)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cfg.Hooks.OnBreakerHalfOpen = fn
+}
+
 // Close stops the janitor and closes every connection; calls still running
 // end with an error. Later calls return errRQDClientClosed.
 func (c *RQDClient) Close() {

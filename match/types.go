@@ -191,3 +191,12 @@ type Wait struct {
 	Reason Reason
 	Detail string
 }
+
+// TagDemand is what waiting work that can run only on hosts carrying Tag
+// (in Facility) still needs of them: tag pressure's input (the loop sums it,
+// the host index judges which tags are contested). Only cores and memory
+// count.
+type TagDemand struct {
+	Facility, Tag string
+	Need          Resources
+}

@@ -4,7 +4,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cuesched/cuesched/cache"
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/match"
@@ -35,12 +34,12 @@ type demand struct {
 	// booked is the frames booked per layer since its Waiting was read, so a
 	// read of the queue that has not read the layer again keeps them off.
 	booked map[string]bookedSince
-	total  map[cache.TagDemand]match.Resources // by (Facility, Tag); Need zero
+	total  map[match.TagDemand]match.Resources // by (Facility, Tag); Need zero
 	// foreign holds the tags of queued work in tag-bucket clusters this
 	// instance does not own. Their hosts are contested outright: another
 	// instance books that work on them, and work here that can go
 	// elsewhere would only race it for them (wasted attempts).
-	foreign map[cache.TagDemand]bool
+	foreign map[match.TagDemand]bool
 }
 
 // layerDemand is one tagged layer's share of demand.
@@ -61,8 +60,8 @@ func newDemand() *demand {
 	return &demand{
 		layers:  map[string]*layerDemand{},
 		booked:  map[string]bookedSince{},
-		total:   map[cache.TagDemand]match.Resources{},
-		foreign: map[cache.TagDemand]bool{},
+		total:   map[match.TagDemand]match.Resources{},
+		foreign: map[match.TagDemand]bool{},
 	}
 }
 
@@ -110,7 +109,7 @@ func (d *demand) addForeign(keyer *cluster.Keyer, key cluster.Key, layers []*mat
 	for _, l := range layers {
 		for _, t := range l.Tags {
 			if keyer.OfTag(l.Facility, t) == key {
-				d.foreign[cache.TagDemand{Facility: l.Facility, Tag: t}] = true
+				d.foreign[match.TagDemand{Facility: l.Facility, Tag: t}] = true
 			}
 		}
 	}
@@ -191,7 +190,7 @@ func (d *demand) layerOf(keyer *cluster.Keyer, tagged func(facility, tag string)
 // add adds sign times the layer's demand to the totals.
 func (d *demand) add(ld *layerDemand, sign int64) {
 	for _, t := range ld.tags {
-		k := cache.TagDemand{Facility: ld.facility, Tag: t}
+		k := match.TagDemand{Facility: ld.facility, Tag: t}
 		v := d.total[k]
 		v.Cores += sign * ld.left * ld.share.Cores
 		v.Mem += sign * ld.left * ld.share.Mem
@@ -253,8 +252,8 @@ func (d *demand) lower(booked []*match.Layer) bool {
 const foreignNeed = int64(1) << 50
 
 // demands is the totals as the host cache takes them.
-func (d *demand) demands() []cache.TagDemand {
-	ds := make([]cache.TagDemand, 0, len(d.total)+len(d.foreign))
+func (d *demand) demands() []match.TagDemand {
+	ds := make([]match.TagDemand, 0, len(d.total)+len(d.foreign))
 	for k, v := range d.total {
 		k.Need = v
 		ds = append(ds, k)

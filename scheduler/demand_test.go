@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cuesched/cuesched/cache"
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/match"
 )
@@ -19,7 +18,7 @@ func demandLayer(id string, waiting, cores, mem int64, tags string) *match.Layer
 }
 
 // byTag renders demands as "tag=cores/memGB" sorted, for comparison.
-func byTag(ds []cache.TagDemand) string {
+func byTag(ds []match.TagDemand) string {
 	var out []string
 	for _, d := range ds {
 		out = append(out, d.Facility+"/"+d.Tag+"="+strconv.FormatInt(d.Need.Cores, 10)+"/"+strconv.FormatInt(d.Need.Mem/gb, 10))

@@ -10,50 +10,24 @@
 // clusters this instance works is ownership's decision; the loop follows its
 // changes, resolving the launch outbox and recomputing counters of what it
 // takes over before booking there.
+//
+// ports.go is where to start: the interfaces through which the loop reads
+// and submits, and the events that wake it. scheduler/schedulertest runs the
+// loop against in-memory parts.
 package scheduler
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/cuesched/cuesched/cache"
-	"github.com/cuesched/cuesched/cdc"
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/internal/metrics"
-	"github.com/cuesched/cuesched/launch"
 	"github.com/cuesched/cuesched/match"
 	"github.com/cuesched/cuesched/ownership"
-	"github.com/cuesched/cuesched/queue"
 )
-
-// Ownership is what the loop needs of the coordination between instances
-// (package ownership implements it).
-type Ownership interface {
-	View() ownership.View
-	// Changes returns a channel closed when the claims of this instance may
-	// have changed; a new one must be taken after each signal.
-	Changes() <-chan struct{}
-	// SetClusters gives the clusters there are, from the replicated hosts.
-	SetClusters(keys []cluster.Key)
-	// AllowsShow reports whether this instance may book show inside the
-	// cluster (static mode restricts shows per allocation).
-	AllowsShow(key cluster.Key, show string) bool
-}
-
-// Resolver hands the launch outbox rows of clusters to the launcher: the
-// bookings a previous owner, or an unknown commit outcome, left unlaunched
-// (launch.Launcher implements it).
-type Resolver interface {
-	Resolve(ctx context.Context, clusterIDs []int32) (int, error)
-}
 
 // Config tunes the loop.
 type Config struct {
@@ -81,25 +55,6 @@ type Config struct {
 	OnBooked func([]dispatch.Booking)
 }
 
-// Deps are the parts the loop joins.
-type Deps struct {
-	Pool     *pgxpool.Pool
-	Hosts    *cache.Hosts
-	Caps     match.Caps
-	Queue    *queue.Queue
-	Booker   *dispatch.Booker
-	Launcher Resolver // resolves what a cluster inherits; nil: nothing to resolve
-	Owner    Ownership
-	// Booked holds booked capacity until the stream has applied the booking
-	// (cache.Replica.Booked).
-	Booked func(hostID string, r match.Resources, lsn cdc.LSN, xid uint32)
-	// Buckets is the deployment's tag bucket count (cuesched.setting).
-	Buckets int
-	// RecomputeCounters brings every counter row of the managed shows back
-	// to SUM(proc) (counters.RecomputeManaged); nil: nothing to recompute.
-	RecomputeCounters func(ctx context.Context) error
-}
-
 // Scheduler is the loop.
 type Scheduler struct {
 	cfg  Config
@@ -114,8 +69,7 @@ type Scheduler struct {
 	owned   map[string]bool // pk_alloc of the allocation clusters owned
 	waits   map[cluster.Key][]match.Wait
 	reasons map[match.Reason]int // layers waiting over waits, by reason (the gauge)
-	shows   showNames
-	demand  *demand // tag pressure's demand, shared by the workers
+	demand  *demand              // tag pressure's demand, shared by the workers
 	sem     chan struct{}
 	seed    int64
 }
@@ -154,19 +108,6 @@ func New(cfg Config, deps Deps) *Scheduler {
 	}
 	s.keyer = cluster.NewKeyer(nil, deps.Buckets)
 	return s
-}
-
-// ReadBuckets reads the deployment's tag bucket count.
-func ReadBuckets(ctx context.Context, pool *pgxpool.Pool) (int, error) {
-	var n int
-	err := pool.QueryRow(ctx, `SELECT value::int FROM cuesched.setting WHERE name = 'tag_buckets'`).Scan(&n)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, errors.New("cuesched.setting has no tag_buckets: run `cuesched migrate up`")
-	}
-	if err != nil {
-		return 0, fmt.Errorf("read tag_buckets: %w", err)
-	}
-	return n, nil
 }
 
 // HostsChanged is the cache's OnHosts: capacity grew on some hosts (wake
@@ -219,11 +160,12 @@ func (s *Scheduler) OwnsHost(hostID string) bool {
 	return s.owned[h.Alloc]
 }
 
-// Settled is the launcher's OnSettled: a released booking's frame is
-// WAITING again, so its layer is read again and its cluster woken.
-func (s *Scheduler) Settled(st launch.Settled) {
-	if st.Result == launch.SettledReleased && st.LayerID != "" {
-		s.deps.Queue.Requeue(st.LayerID)
+// Released is a released booking (the launcher's OnSettled, adapted by
+// instance): its frame is WAITING again, so its layer is read again and its
+// cluster woken.
+func (s *Scheduler) Released(layerID string) {
+	if layerID != "" {
+		s.deps.Queue.Requeue(layerID)
 	}
 }
 
@@ -274,12 +216,31 @@ func (s *Scheduler) discover() {
 	s.deps.Owner.SetClusters(s.deps.Hosts.ClusterKeys(keyer))
 }
 
-// reconcile starts workers for clusters gained and stops those lost.
+// reconcile follows ownership: it hands over the clusters lost and starts
+// workers for those gained, once their launch outbox is resolved and their
+// counters recomputed.
 func (s *Scheduler) reconcile(ctx context.Context) {
-	view := s.deps.Owner.View()
-	var gained []ownership.Claim
-	var stop []*worker
+	stop, gained := s.follow(s.deps.Owner.View())
+	if len(stop) > 0 || len(gained) > 0 {
+		s.demand.invalidate()
+	}
+	for _, w := range stop {
+		s.handOver(w)
+	}
+	if len(gained) == 0 {
+		return
+	}
+	resolved := s.resolveGained(ctx, gained)
+	s.takeOver(ctx)
+	s.start(ctx, gained, resolved)
+}
+
+// follow takes the workers of the clusters no longer claimed (or claimed
+// under another epoch) out of the loop, notes the allocation clusters
+// owned, and returns those workers and the claims that have none.
+func (s *Scheduler) follow(view ownership.View) (stop []*worker, gained []ownership.Claim) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	for key, w := range s.workers {
 		if c, ok := view.Claims[key]; !ok || c.Epoch != w.claim.Epoch {
 			stop = append(stop, w)
@@ -295,20 +256,21 @@ func (s *Scheduler) reconcile(ctx context.Context) {
 			gained = append(gained, c)
 		}
 	}
-	s.mu.Unlock()
-	if len(stop) > 0 || len(gained) > 0 {
-		s.demand.invalidate()
-	}
-	for _, w := range stop {
-		w.retire()
-		s.setWaits(w.claim.Key, nil) // another instance explains it now
-		s.log.Info("cluster lost", "cluster", w.claim.Key, "epoch", w.claim.Epoch)
-	}
-	if len(gained) == 0 {
-		return
-	}
-	resolved := s.resolveGained(ctx, gained)
-	s.takeOver(ctx)
+	return stop, gained
+}
+
+// handOver ends the worker of a cluster lost: it books no further batch,
+// and the one in flight commits before the handover goes on.
+func (s *Scheduler) handOver(w *worker) {
+	w.leave()
+	s.log.Info("cluster lost", "cluster", w.claim.Key, "epoch", w.claim.Epoch)
+	w.finish()
+	s.setWaits(w.claim.Key, nil) // another instance explains it now
+}
+
+// start starts the workers of the clusters gained; resolved says whether
+// their launch outbox rows were handed to the launcher already.
+func (s *Scheduler) start(ctx context.Context, gained []ownership.Claim, resolved bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, c := range gained {

@@ -99,14 +99,19 @@ func (w *worker) stop() {
 	<-w.done
 }
 
-// retire ends the worker of a cluster handed over: the batch in flight
-// commits (the handover waits for it, and its fence still holds) and the
-// rest of the round is never tried, so a move wastes no placement that
-// matching made. A round still busy after retireWait (a database that does
-// not answer) is cancelled.
-func (w *worker) retire() {
+// leave tells the worker of a cluster handed over to book no further batch
+// and to end after the one in flight; finish waits for it.
+func (w *worker) leave() {
 	w.leaving.Store(true)
 	close(w.quit)
+}
+
+// finish waits for a worker told to leave: the batch in flight commits (the
+// handover waits for it, and its fence still holds) and the rest of the
+// round is never tried, so a move wastes no placement that matching made. A
+// round still busy after retireWait (a database that does not answer) is
+// cancelled.
+func (w *worker) finish() {
 	select {
 	case <-w.done:
 	case <-time.After(retireWait):
@@ -119,6 +124,8 @@ func (w *worker) retire() {
 // retireWait bounds how long a retiring worker may take to finish its batch.
 const retireWait = 10 * time.Second
 
+// run sleeps until the cluster is woken (or a retry is due) and then runs a
+// round, until the worker is stopped or leaves.
 func (w *worker) run(ctx context.Context) {
 	defer close(w.done)
 	retry := time.NewTimer(time.Hour)
@@ -126,48 +133,59 @@ func (w *worker) run(ctx context.Context) {
 	defer retry.Stop()
 	retrying, holding := false, false
 	for {
-		asleep := !retrying
-		if asleep {
-			w.s.asleep(1)
-		}
-		woken := false
-		select {
-		case <-ctx.Done():
-			if asleep {
-				w.s.asleep(-1)
-			}
+		woken, ok := w.sleep(ctx, retry, !retrying)
+		if !ok {
 			return
-		case <-w.quit:
-			if asleep {
-				w.s.asleep(-1)
-			}
-			return
-		case <-w.wake:
-			woken = true
-		case <-retry.C:
-		}
-		if asleep {
-			w.s.asleep(-1)
 		}
 		if woken && holding {
 			continue // the round after the back-off sees whatever woke it
 		}
 		retry.Stop() // woken before a retry: the round now is the retry
 		retrying, holding = false, false
-		select {
-		case w.s.sem <- struct{}{}:
-		case <-ctx.Done():
-			return
-		case <-w.quit:
+		again, hold, ok := w.turn(ctx)
+		if !ok {
 			return
 		}
-		again, hold := w.work(ctx)
-		<-w.s.sem
 		if again > 0 {
 			retry.Reset(again)
 			retrying, holding = true, hold
 		}
 	}
+}
+
+// sleep waits for a wake or the retry; asleep says whether the cluster
+// counts as asleep meanwhile (no retry is due). ok is false when the worker
+// must end.
+func (w *worker) sleep(ctx context.Context, retry *time.Timer, asleep bool) (woken, ok bool) {
+	if asleep {
+		w.s.asleep(1)
+		defer w.s.asleep(-1)
+	}
+	select {
+	case <-ctx.Done():
+		return false, false
+	case <-w.quit:
+		return false, false
+	case <-w.wake:
+		return true, true
+	case <-retry.C:
+		return false, true
+	}
+}
+
+// turn waits for one of the Config.Workers turns and runs one round in it
+// (work). ok is false when the worker must end.
+func (w *worker) turn(ctx context.Context) (again time.Duration, hold, ok bool) {
+	select {
+	case w.s.sem <- struct{}{}:
+	case <-ctx.Done():
+		return 0, false, false
+	case <-w.quit:
+		return 0, false, false
+	}
+	defer func() { <-w.s.sem }()
+	again, hold = w.work(ctx)
+	return again, hold, true
 }
 
 // work runs one round; it returns how long to wait before trying again
@@ -260,46 +278,71 @@ type roundOutcome struct {
 func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.Placement,
 	more func() bool) (roundOutcome, error) {
 	var out roundOutcome
-	key := c.Key
-	q := s.deps.Queue
-	layers := q.Layers(key)
-	names, err := s.shows.of(ctx, s.deps.Pool, layers)
+	live, err := s.pending(ctx, c.Key)
 	if err != nil {
 		return out, err
 	}
+	if len(live) == 0 {
+		s.setWaits(c.Key, nil)
+		return out, nil
+	}
+	res := s.plan(c.Key, live, *buf)
+	defer func() {
+		// Cleared, so the array holds no layer or host of this round.
+		clear(res.Placements)
+		*buf = res.Placements[:0]
+	}()
+	s.setWaits(c.Key, res.Waits)
+	s.count(live, res)
+	s.logPlan(ctx, c.Key, live, res)
+	for _, wt := range res.Waits {
+		out.deferred = out.deferred || wt.Reason == match.ReasonDeferred
+	}
+	if len(res.Placements) == 0 {
+		return out, nil
+	}
+	return s.commit(ctx, c, res.Placements, more, out)
+}
+
+// pending is the cluster's queued layers this instance may book (the
+// shows ownership allows), with their waiting frames; layers found without
+// any are drained from the queue.
+func (s *Scheduler) pending(ctx context.Context, key cluster.Key) ([]*match.Layer, error) {
+	q := s.deps.Queue
+	layers := q.Layers(key)
 	kept := layers[:0]
 	for _, l := range layers {
-		if s.deps.Owner.AllowsShow(key, names[l.ShowID]) {
+		if s.deps.Owner.AllowsShow(key, l.ShowName) {
 			kept = append(kept, l)
 		}
 	}
-	layers = kept
-	if len(layers) == 0 {
-		s.setWaits(key, nil)
-		return out, nil
+	if len(kept) == 0 {
+		return nil, nil
 	}
-	if err := q.Frames(ctx, layers, s.cfg.FramesPerLayer); err != nil {
-		return out, err
+	if err := q.Frames(ctx, kept, s.cfg.FramesPerLayer); err != nil {
+		return nil, err
 	}
-	live := layers[:0]
-	for _, l := range layers {
+	live := kept[:0]
+	for _, l := range kept {
 		if len(l.Frames) == 0 {
 			q.Drained(l.ID)
 			continue
 		}
 		live = append(live, l)
 	}
-	if len(live) == 0 {
-		s.setWaits(key, nil)
-		return out, nil
-	}
+	return live, nil
+}
+
+// plan matches the layers to the cluster's hosts (match.Plan), building the
+// placements in buf.
+func (s *Scheduler) plan(key cluster.Key, live []*match.Layer, buf []match.Placement) match.Result {
 	s.mu.Lock()
 	keyer := s.keyer
 	s.seed++
 	seed := s.seed
 	s.mu.Unlock()
 	s.demand.refresh(s)
-	res := match.Plan(live, s.deps.Hosts, s.deps.Caps, match.Options{
+	return match.Plan(live, s.deps.Hosts, s.deps.Caps, match.Options{
 		Now:             s.cfg.Now(),
 		Seed:            seed,
 		Policy:          s.cfg.Policy,
@@ -308,50 +351,57 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.P
 		MaxPlacements:   s.cfg.RoundPlacements,
 		TagFilter:       func(facility, tag string) bool { return keyer.OfTag(facility, tag) == key },
 		Allocs:          s.allocsOf(key),
-		Buffer:          *buf,
+		Buffer:          buf,
 	})
-	defer func() {
-		// Cleared, so the array holds no layer or host of this round.
-		clear(res.Placements)
-		*buf = res.Placements[:0]
-	}()
-	s.setWaits(key, res.Waits)
-	s.count(live, res)
-	if s.log.Enabled(ctx, slog.LevelDebug) {
-		reasons := map[match.Reason]int{}
-		for _, wt := range res.Waits {
-			reasons[wt.Reason]++
-		}
-		s.log.Debug("round planned", "cluster", key, "layers", len(live), "placements", len(res.Placements),
-			"waits", reasons)
+}
+
+func (s *Scheduler) logPlan(ctx context.Context, key cluster.Key, live []*match.Layer, res match.Result) {
+	if !s.log.Enabled(ctx, slog.LevelDebug) {
+		return
 	}
+	reasons := map[match.Reason]int{}
 	for _, wt := range res.Waits {
-		out.deferred = out.deferred || wt.Reason == match.ReasonDeferred
+		reasons[wt.Reason]++
 	}
-	if len(res.Placements) == 0 {
-		return out, nil
-	}
-	br, untried, err := s.book(ctx, c, res.Placements, more)
+	s.log.Debug("round planned", "cluster", key, "layers", len(live), "placements", len(res.Placements),
+		"waits", reasons)
+}
+
+// commit books a round's placements, holds the capacity booked and gives
+// back to the hosts what was not booked; it adds to out what the booking
+// did.
+func (s *Scheduler) commit(ctx context.Context, c ownership.Claim, ps []match.Placement, more func() bool,
+	out roundOutcome) (roundOutcome, error) {
+	br, untried, err := s.book(ctx, c, ps, more)
 	s.attempts(len(br.Booked), len(br.Dropped), len(br.Deferred))
-	for _, b := range br.Booked {
-		s.deps.Booked(b.Host.ID, b.Size, br.LSN, b.Xid)
+	if s.deps.Hold != nil && len(br.Booked) > 0 {
+		s.deps.Hold.Hold(br)
 	}
 	s.demand.bookedFrames(s, br.Booked)
 	out.booked, out.dropped = len(br.Booked), len(br.Dropped)
 	if out.booked > 0 && s.cfg.OnBooked != nil {
 		s.cfg.OnBooked(br.Booked)
 	}
+	out.dropReasons = s.giveBack(c.Key, br, untried)
+	out.busy = br.Busy
+	return out, err
+}
+
+// giveBack returns to the hosts the capacity of the placements not booked,
+// has the layers of those dropped read again (what the queue holds of them
+// may be stale: a version, a cap) and returns the drops by reason.
+func (s *Scheduler) giveBack(key cluster.Key, br dispatch.BatchResult,
+	untried []match.Placement) map[dispatch.DropReason]int {
+	var reasons map[dispatch.DropReason]int
 	requeue := map[string]struct{}{}
 	var returned []match.Host
 	for _, d := range br.Dropped {
-		if out.dropReasons == nil {
-			out.dropReasons = map[dispatch.DropReason]int{}
+		if reasons == nil {
+			reasons = map[dispatch.DropReason]int{}
 		}
-		out.dropReasons[d.Reason]++
+		reasons[d.Reason]++
 		s.deps.Hosts.Return(d.Placement.Host.ID, d.Placement.Size)
 		returned = append(returned, d.Placement.Host)
-		// What the queue holds of the layer may be stale (a version, a cap):
-		// read it again.
 		requeue[d.Placement.Layer.ID] = struct{}{}
 	}
 	for _, p := range append(br.Deferred, untried...) {
@@ -359,14 +409,13 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.P
 		returned = append(returned, p.Host)
 	}
 	for id := range requeue {
-		q.Requeue(id)
+		s.deps.Queue.Requeue(id)
 	}
 	// Capacity this round held and gave back may be what another cluster
 	// sharing those hosts found missing: wake the others (this one runs
 	// again or is woken by the requeue).
 	s.wakeOthers(key, returned)
-	out.busy = br.Busy
-	return out, err
+	return reasons
 }
 
 // book hands placements to dispatch one batch at a time while more says to

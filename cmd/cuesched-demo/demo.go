@@ -28,7 +28,6 @@ import (
 	"github.com/cuesched/cuesched/internal/testworld/seed"
 	"github.com/cuesched/cuesched/migrations"
 	"github.com/cuesched/cuesched/ownership"
-	"github.com/cuesched/cuesched/scheduler"
 )
 
 // demoPort is the port every simulated RQD listens on, each on its own
@@ -95,14 +94,10 @@ func runDemo(ctx context.Context, out, errw io.Writer, getenv func(string) strin
 		return err
 	}
 	defer ipool.Close()
-	buckets, err := scheduler.ReadBuckets(ctx, ipool)
-	if err != nil {
-		return err
-	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	served := make(chan error, 1)
-	go func() { served <- instance.Run(runCtx, cfg, log, ipool, buckets, instance.Options{}) }()
+	go func() { served <- instance.Run(runCtx, cfg, log, ipool, instance.Options{}) }()
 	fmt.Fprintln(out, "demo: cuesched is running: booking, launching over gRPC, following completions")
 
 	if err := followDemo(ctx, out, pool, managed, served, rqds); err != nil {

@@ -17,7 +17,6 @@ import (
 	"github.com/cuesched/cuesched/internal/preflight"
 	"github.com/cuesched/cuesched/migrations"
 	"github.com/cuesched/cuesched/ownership"
-	"github.com/cuesched/cuesched/scheduler"
 )
 
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
@@ -114,11 +113,7 @@ func runScheduler(ctx context.Context, env *environment, args []string) error {
 	if err := checkDatabase(ctx, cfg, pool); err != nil {
 		return stoppedWhileStarting(ctx, log, err)
 	}
-	buckets, err := scheduler.ReadBuckets(ctx, pool)
-	if err != nil {
-		return stoppedWhileStarting(ctx, log, err)
-	}
-	return serve(ctx, cfg, log, pool, buckets)
+	return serve(ctx, cfg, log, pool)
 }
 
 // stoppedWhileStarting is err, unless the instance was told to stop
@@ -134,6 +129,6 @@ func stoppedWhileStarting(ctx context.Context, log *slog.Logger, err error) erro
 
 // serve runs the instance until ctx ends (package instance: every part,
 // started and stopped in order).
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, buckets int) error {
-	return instance.Run(ctx, cfg, log, pool, buckets, instance.Options{})
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool.Pool) error {
+	return instance.Run(ctx, cfg, log, pool, instance.Options{})
 }

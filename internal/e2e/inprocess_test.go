@@ -17,7 +17,6 @@ import (
 	"github.com/cuesched/cuesched/internal/metrics"
 	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 	"github.com/cuesched/cuesched/ownership"
-	"github.com/cuesched/cuesched/scheduler"
 )
 
 // startInProcess runs one instance inside the test, with the wiring of
@@ -41,16 +40,12 @@ func startInProcess(t *testing.T, db *pgtest.DB, name string, onBooked func([]di
 	if err != nil {
 		t.Fatal(err)
 	}
-	buckets, err := scheduler.ReadBuckets(t.Context(), pool)
-	if err != nil {
-		t.Fatal(err)
-	}
 	reg := metrics.NewRegistry()
 	ready := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- cuesched.Run(ctx, cfg, log, pool, buckets, cuesched.Options{
+		done <- cuesched.Run(ctx, cfg, log, pool, cuesched.Options{
 			Registry: reg, OnBooked: onBooked, OnReady: func() { close(ready) },
 		})
 	}()

@@ -11,13 +11,13 @@ import (
 )
 
 // newCounterWriter is the writer that brings the counters of managed shows
-// back to SUM(proc), for the clusters owns says this instance owns, and
-// the replica callback that feeds it; the callback is nil when Cuebot
+// back to SUM(proc), for the clusters this instance owns (Writer.SetOwns,
+// once the loop is built), and the replica callback that feeds it; the callback is nil when Cuebot
 // lowers the counters itself (setting "cuebot"), and the writer then is not
 // run.
-func newCounterWriter(setting string, pool *pgxpool.Pool, log *slog.Logger, reg prometheus.Registerer,
-	owns func(hostID string) bool) (*counters.Writer, func(cache.CounterChanges)) {
-	w := counters.NewWriter(counters.WriterConfig{Pool: pool, Logger: log, Registerer: reg, Owns: owns})
+func newCounterWriter(setting string, pool *pgxpool.Pool, log *slog.Logger,
+	reg prometheus.Registerer) (*counters.Writer, func(cache.CounterChanges)) {
+	w := counters.NewWriter(counters.WriterConfig{Pool: pool, Logger: log, Registerer: reg})
 	if setting == "cuebot" {
 		return w, nil
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -49,139 +50,231 @@ type Options struct {
 // order: the loop first (each cluster finishes or rolls back its batch in
 // flight), then ownership (which hands every cluster over at once), then the
 // feeds and the launcher.
-func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, buckets int, opt Options) error {
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, opt Options) error {
+	buckets, err := readBuckets(ctx, pool)
+	if err != nil {
+		if ctx.Err() != nil {
+			// Told to stop (SIGTERM) while starting: a clean exit.
+			log.Info("stopped while starting", "step", err)
+			return nil
+		}
+		return err
+	}
 	reg := opt.Registry
 	if reg == nil {
 		reg = metrics.NewRegistry()
 	}
-	sm := metrics.NewScheduler(reg)
+	p, err := build(cfg, log, pool, buckets, reg, opt)
+	if err != nil {
+		return err
+	}
+	defer p.close()
+	srv, err := metrics.Listen(cfg.MetricsAddr, reg, p.ready)
+	if err != nil {
+		return err
+	}
+	log.Info("serving metrics", "addr", srv.Addr())
+	return p.serve(ctx, srv, opt)
+}
 
-	var sched *scheduler.Scheduler // the cache's callbacks reach it once built
-	pending := queue.New(pool, log)
-	pending.Metrics, pending.Sched = queue.NewMetrics(reg), sm
-	cntWriter, onCounters := newCounterWriter(cfg.Counters, pool, log, reg,
-		func(hostID string) bool { return sched.OwnsHost(hostID) })
+// readBuckets reads the deployment's tag bucket count (cuesched.setting).
+func readBuckets(ctx context.Context, pool *pgxpool.Pool) (int, error) {
+	var n int
+	err := pool.QueryRow(ctx, `SELECT value::int FROM cuesched.setting WHERE name = 'tag_buckets'`).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, errors.New("cuesched.setting has no tag_buckets: run `cuesched migrate up`")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read tag_buckets: %w", err)
+	}
+	return n, nil
+}
+
+// parts are the parts of an instance, built and wired.
+type parts struct {
+	cfg      config.Config
+	log      *slog.Logger
+	pool     *pgxpool.Pool
+	queue    *queue.Queue
+	replica  *cache.Replica
+	counters *counters.Writer
+	// onCounters feeds the counters writer from the replica; nil when
+	// Cuebot lowers the counters itself (setting "cuebot").
+	onCounters func(cache.CounterChanges)
+	listener   *cdc.Listener
+	coord      *ownership.Coordinator
+	rqd        *launch.RQDClient // nil: dry run
+	launcher   *launch.Launcher
+	sched      *scheduler.Scheduler
+}
+
+// build builds every part and then wires the loop's events to the parts
+// that see them (wire).
+func build(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, buckets int, reg *prometheus.Registry,
+	opt Options) (*parts, error) {
+	sm := metrics.NewScheduler(reg)
+	p := &parts{cfg: cfg, log: log, pool: pool, queue: queue.New(pool, log)}
+	p.queue.Metrics, p.queue.Sched = queue.NewMetrics(reg), sm
+	p.counters, p.onCounters = newCounterWriter(cfg.Counters, pool, log, reg)
+	p.buildFeeds(reg)
+	coord, err := ownership.New(pool, cfg.DB, ownership.Options{
+		Name: cfg.Instance, Lease: cfg.Lease,
+		Static:  ownership.Static{Facility: cfg.Facility, AllocTags: cfg.AllocTags, ManualTags: cfg.ManualTags},
+		Weights: p.queue.Depths, Fenced: dispatch.ErrFenced, Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.coord = coord
+	if !cfg.DryRun {
+		tc, err := cfg.RQDTLS()
+		if err != nil {
+			return nil, err
+		}
+		p.rqd = launch.NewRQDClient(launch.RQDConfig{Port: cfg.RQDPort, TLS: tc, CallTimeout: cfg.RQDTimeout,
+			Logger: log})
+		p.replica.Hosts().SetGate(p.rqd)
+	}
+	p.launcher = launch.New(launch.Config{
+		Pool: pool, RQD: p.rqd, Workers: cfg.LaunchWorkers, DryRun: cfg.DryRun, Metrics: launch.NewMetrics(reg),
+		Logger: log,
+	})
+	bcfg := dispatch.BookerConfig{
+		Pool: pool, Fence: coord, BatchMin: cfg.BatchMin, BatchMax: cfg.BatchMax, DryRun: cfg.DryRun,
+		Launcher: p.launcher, Metrics: dispatch.NewMetrics(reg), Scheduler: sm, Logger: log,
+	}
+	if p.rqd != nil {
+		bcfg.HostAllowed = p.rqd.Allowed
+	}
+	p.sched = scheduler.New(scheduler.Config{
+		Policy: Policy(cfg), Order: Order(cfg), SelfishServices: cfg.SelfishServices,
+		Workers: cfg.Workers, Logger: log, Metrics: sm, Loop: metrics.NewLoop(reg), OnBooked: opt.OnBooked,
+	}, scheduler.Deps{
+		Queue: p.queue, Hosts: p.replica.Hosts(), Caps: p.replica.Usage(),
+		Booker: dispatch.NewBooker(bcfg), Hold: heldByReplica{p.replica}, Launcher: p.launcher, Owner: coord,
+		Buckets:           buckets,
+		RecomputeCounters: func(ctx context.Context) error { return counters.RecomputeManaged(ctx, pool) },
+	})
+	p.wire()
+	return p, nil
+}
+
+// buildFeeds builds the host cache with its replication stream and the
+// listener of notifications.
+func (p *parts) buildFeeds(reg *prometheus.Registry) {
+	cfg, log, pending := p.cfg, p.log, p.queue
 	rcfg := cache.ReplicaConfig{
-		DSN: cfg.DB, Feed: cfg.Feed, PollEvery: cfg.PollEvery, Pool: pool, Logger: log, Registerer: reg,
-		HostPingMaxAge: cfg.HostPingMaxAge, OnCounters: onCounters,
-		OnHosts: func(grown []match.Host, topology bool) { sched.HostsChanged(grown, topology) },
+		DSN: cfg.DB, Feed: cfg.Feed, PollEvery: cfg.PollEvery, Pool: p.pool, Logger: log, Registerer: reg,
+		HostPingMaxAge: cfg.HostPingMaxAge, OnCounters: p.onCounters,
 	}
 	if cfg.Feed == "events" {
 		// Retries' hints come through the change stream (migration 0008).
 		rcfg.OnHint, rcfg.OnReset = pending.StreamHint, pending.ResyncLater
 	}
-	replica := cache.NewReplica(rcfg)
-	replica.Hosts().SetPressureFraction(cfg.TagPressure)
-	listener := cdc.NewListener(cfg.DB, log)
-	listener.Metrics = cdc.NewListenMetrics(reg)
+	p.replica = cache.NewReplica(rcfg)
+	p.replica.Hosts().SetPressureFraction(cfg.TagPressure)
+	p.listener = cdc.NewListener(cfg.DB, log)
+	p.listener.Metrics = cdc.NewListenMetrics(reg)
 	if cfg.Feed == "events" {
-		listener.Handle(cdc.WorkChannel, pending.Notify)
-		listener.OnConnect(pending.Resync)
+		p.listener.Handle(cdc.WorkChannel, pending.Notify)
+		p.listener.OnConnect(pending.Resync)
 	}
-	listener.Handle(cache.LimitsChannel, func(string) { replica.LimitsChanged() })
-	listener.OnConnect(replica.ReloadLimits)
+	p.listener.Handle(cache.LimitsChannel, func(string) { p.replica.LimitsChanged() })
+	p.listener.OnConnect(p.replica.ReloadLimits)
+}
 
-	coord, err := ownership.New(pool, cfg.DB, ownership.Options{
-		Name: cfg.Instance, Lease: cfg.Lease,
-		Static:  ownership.Static{Facility: cfg.Facility, AllocTags: cfg.AllocTags, ManualTags: cfg.ManualTags},
-		Weights: pending.Depths, Fenced: dispatch.ErrFenced, Logger: log, Registerer: reg,
-	})
-	if err != nil {
-		return err
-	}
-	var rqd *launch.RQDClient
-	if !cfg.DryRun {
-		tc, err := cfg.RQDTLS()
-		if err != nil {
-			return err
-		}
-		hosts := replica.Hosts()
-		rqd = launch.NewRQDClient(launch.RQDConfig{Port: cfg.RQDPort, TLS: tc, CallTimeout: cfg.RQDTimeout,
-			Logger: log, Hooks: launch.RQDHooks{
-				// Matching left the host out while its breaker was open
-				// (SetGate below): offer it again by waking its clusters.
-				OnBreakerHalfOpen: func(name string) {
-					if h, ok := hosts.HostNamed(name); ok {
-						sched.HostsChanged([]match.Host{h}, false)
-					}
-				},
-			}})
-		defer rqd.Close()
-		hosts.SetGate(rqd)
-	}
-	launcher := launch.New(launch.Config{
-		Pool: pool, RQD: rqd, Workers: cfg.LaunchWorkers, DryRun: cfg.DryRun, Metrics: launch.NewMetrics(reg),
-		Logger: log, OnSettled: func(s launch.Settled) { sched.Settled(s) },
-	})
-	bcfg := dispatch.BookerConfig{
-		Pool: pool, Fence: coord, BatchMin: cfg.BatchMin, BatchMax: cfg.BatchMax, DryRun: cfg.DryRun,
-		Launcher: launcher, Metrics: dispatch.NewMetrics(reg), Scheduler: sm, Logger: log,
-	}
-	if rqd != nil {
-		bcfg.HostAllowed = rqd.Allowed
-	}
-	sched = scheduler.New(scheduler.Config{
-		Policy: Policy(cfg), Order: Order(cfg), SelfishServices: cfg.SelfishServices,
-		Workers: cfg.Workers, Logger: log, Metrics: sm, Loop: metrics.NewLoop(reg), OnBooked: opt.OnBooked,
-	}, scheduler.Deps{
-		Pool: pool, Hosts: replica.Hosts(), Caps: replica.Usage(), Queue: pending,
-		Booker: dispatch.NewBooker(bcfg), Launcher: launcher, Owner: coord,
-		Booked: replica.Booked, Buckets: buckets,
-		RecomputeCounters: func(ctx context.Context) error { return counters.RecomputeManaged(ctx, pool) },
-	})
-	pending.OnWork(sched.Wake)
+// wire registers the loop's events with the parts that see them, now that
+// the loop is built.
+func (p *parts) wire() {
+	sched, hosts := p.sched, p.replica.Hosts()
+	p.replica.OnHosts(sched.HostsChanged)
+	p.counters.SetOwns(sched.OwnsHost)
+	p.queue.OnWork(sched.Wake)
 	// New work may have tipped the balance: the leader looks at once, so a
 	// burst is spread over the instances while it is booked.
-	pending.OnWork(func(cluster.Key) { coord.WeightsChanged() })
-
-	srv, err := metrics.Listen(cfg.MetricsAddr, reg, func() error {
-		select {
-		case <-replica.Ready():
-		default:
-			return errors.New("host cache snapshot not loaded")
+	p.queue.OnWork(func(cluster.Key) { p.coord.WeightsChanged() })
+	p.launcher.OnSettled(func(s launch.Settled) {
+		if s.Result == launch.SettledReleased {
+			sched.Released(s.LayerID)
 		}
-		if coord.View().Instance == 0 {
-			return errors.New("not registered with the other instances")
-		}
-		return nil
 	})
-	if err != nil {
-		return err
+	if p.rqd != nil {
+		// Matching left the host out while its breaker was open (SetGate):
+		// offer it again by waking its clusters.
+		p.rqd.OnBreakerHalfOpen(func(name string) {
+			if h, ok := hosts.HostNamed(name); ok {
+				sched.HostsChanged([]match.Host{h}, false)
+			}
+		})
 	}
-	log.Info("serving metrics", "addr", srv.Addr())
+}
 
+// heldByReplica holds booked capacity in the host cache until the stream
+// has applied the booking (cache.Replica.Booked).
+type heldByReplica struct{ r *cache.Replica }
+
+func (h heldByReplica) Hold(br dispatch.BatchResult) {
+	for _, b := range br.Booked {
+		h.r.Booked(b.Host.ID, b.Size, br.LSN, b.Xid)
+	}
+}
+
+func (p *parts) close() {
+	if p.rqd != nil {
+		p.rqd.Close()
+	}
+}
+
+// ready is the readiness check: the host cache holds a snapshot and the
+// instance is registered with the others.
+func (p *parts) ready() error {
+	select {
+	case <-p.replica.Ready():
+	default:
+		return errors.New("host cache snapshot not loaded")
+	}
+	if p.coord.View().Instance == 0 {
+		return errors.New("not registered with the other instances")
+	}
+	return nil
+}
+
+// serve starts every part, the loop once the host cache holds a snapshot,
+// and stops them in order when ctx ends or a part fails.
+func (p *parts) serve(ctx context.Context, srv *metrics.Server, opt Options) error {
+	cfg, log := p.cfg, p.log
 	feeds, stopFeeds := context.WithCancel(context.Background())
 	defer stopFeeds()
 	coordCtx, stopCoord := context.WithCancel(context.Background())
 	defer stopCoord()
 	g, gctx := errgroup.WithContext(feeds)
 	g.Go(func() error { return srv.Serve(gctx) })
-	g.Go(func() error { return replica.Run(gctx) })
-	if onCounters != nil {
-		g.Go(func() error { return cntWriter.Run(gctx) })
+	g.Go(func() error { return p.replica.Run(gctx) })
+	if p.onCounters != nil {
+		g.Go(func() error { return p.counters.Run(gctx) })
 	}
-	g.Go(func() error { return pending.Run(gctx) })
+	g.Go(func() error { return p.queue.Run(gctx) })
 	if cfg.Feed == "poll" {
 		// Work is found by the poller; the listener carries only the limit
 		// changes.
-		g.Go(func() error { return pending.Poll(gctx, cfg.PollEvery) })
-		g.Go(func() error { return listener.Run(gctx) })
-	} else {
-		g.Go(func() error { return listener.Run(gctx) })
+		g.Go(func() error { return p.queue.Poll(gctx, cfg.PollEvery) })
 	}
-	g.Go(func() error { return launcher.Run(gctx) })
+	g.Go(func() error { return p.listener.Run(gctx) })
+	g.Go(func() error { return p.launcher.Run(gctx) })
 	coordDone := make(chan error, 1)
-	go func() { coordDone <- coord.Run(coordCtx) }()
+	go func() { coordDone <- p.coord.Run(coordCtx) }()
 	// Status publishing stops after the loop, before the handover.
 	pubCtx, stopPub := context.WithCancel(context.Background())
 	defer stopPub()
 	pubDone := make(chan error, 1)
-	go func() { pubDone <- newStatusPublisher(pool, coord, sched, replica, cntWriter, log).Run(pubCtx) }()
+	go func() {
+		pubDone <- newStatusPublisher(p.pool, p.coord, p.sched, p.replica, p.counters, log).Run(pubCtx)
+	}()
 
 	// The loop starts once the cache holds a snapshot: planning against an
 	// empty index would only record waits.
 	select {
-	case <-replica.Ready():
+	case <-p.replica.Ready():
 		if opt.OnReady != nil {
 			opt.OnReady()
 		}
@@ -191,7 +284,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 	schedCtx, stopSched := context.WithCancel(ctx)
 	defer stopSched()
 	schedDone := make(chan error, 1)
-	go func() { schedDone <- sched.Run(schedCtx) }()
+	go func() { schedDone <- p.sched.Run(schedCtx) }()
 
 	var failure error
 	select {

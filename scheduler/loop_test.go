@@ -1,0 +1,371 @@
+package scheduler_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cuesched/cuesched/cluster"
+	"github.com/cuesched/cuesched/dispatch"
+	"github.com/cuesched/cuesched/match"
+	"github.com/cuesched/cuesched/ownership"
+	"github.com/cuesched/cuesched/scheduler/schedulertest"
+)
+
+// The rules of the loop, each run against the in-memory parts of
+// schedulertest. Each test fails when its rule is broken.
+
+var (
+	a1     = schedulertest.A1
+	alloc1 = schedulertest.Alloc1
+)
+
+// harness builds a harness over hosts owning alloc1.
+func harness(t *testing.T, hosts ...match.Host) *schedulertest.Harness {
+	t.Helper()
+	h := schedulertest.New(t, schedulertest.Setup{Hosts: hosts})
+	h.Owner.Claim(alloc1)
+	return h
+}
+
+// busyHost is a host of a1 with nothing idle.
+func busyHost(id string, cores int64) match.Host {
+	h := schedulertest.Host(id, a1, cores)
+	h.Idle = match.Resources{}
+	return h
+}
+
+// settle waits for the first round and for the cluster to sleep after it,
+// and returns the mark after that.
+func settle(t *testing.T, h *schedulertest.Harness, mark int) int {
+	t.Helper()
+	evs := h.AwaitN(mark, schedulertest.Round, 1)
+	after := mark + len(evs)
+	evs = h.AwaitAsleep(after, 1)
+	return after + len(evs)
+}
+
+// New work in a sleeping cluster (the queue's OnWork) wakes it at once.
+func TestLoopWokenByNewWork(t *testing.T) {
+	t.Parallel()
+	h := harness(t, schedulertest.Host("h1", a1, 8))
+	h.Start()
+	mark := settle(t, h, 0) // nothing queued: the first round finds nothing
+	h.Queue.Add(alloc1, schedulertest.Layer("l1", a1, 2))
+	evs := h.AwaitN(mark, schedulertest.Hold, 1)
+	if n := evs[len(evs)-1].N; n != 2 {
+		t.Fatalf("held %d bookings, want the 2 frames queued", n)
+	}
+	if n := h.Queue.Waiting("l1"); n != 0 {
+		t.Fatalf("%d frames still waiting, want none", n)
+	}
+}
+
+// A cluster whose work fits no host plans once and sleeps: no further
+// round, no Book call, until something wakes it.
+func TestLoopAsleepWhenNothingFits(t *testing.T) {
+	t.Parallel()
+	h := harness(t, busyHost("h1", 8))
+	h.Queue.Add(alloc1, schedulertest.Layer("l1", a1, 2))
+	h.Start()
+	mark := settle(t, h, 0)
+	h.Quiet(mark, schedulertest.Round, schedulertest.Booking)
+	if n := schedulertest.Count(h.Events(), schedulertest.Booking); n != 0 {
+		t.Fatalf("%d Book calls, want none: nothing fits", n)
+	}
+	if w := h.Sched.Waits(alloc1); len(w) != 1 || w[0].Reason != match.ReasonCapacity {
+		t.Fatalf("waits %+v, want l1 waiting for capacity", w)
+	}
+}
+
+// Capacity freed on a host of the cluster (the replica's OnHosts) wakes it.
+func TestLoopWokenByFreedCapacity(t *testing.T) {
+	t.Parallel()
+	h := harness(t, busyHost("h1", 8))
+	h.Queue.Add(alloc1, schedulertest.Layer("l1", a1, 2))
+	h.Start()
+	mark := settle(t, h, 0)
+	h.Free("h1", match.Resources{Cores: 800, Mem: 64 * schedulertest.GB})
+	evs := h.AwaitN(mark, schedulertest.Hold, 1)
+	if n := evs[len(evs)-1].N; n != 2 {
+		t.Fatalf("held %d bookings, want 2", n)
+	}
+}
+
+// A layer held back by its start-after time waits; the time coming alone
+// wakes nothing (the loop reads no work on a timer), the queue's timer
+// (OnWork) does, and the layer is booked then.
+func TestLoopWokenAtStartAfter(t *testing.T) {
+	t.Parallel()
+	h := harness(t, schedulertest.Host("h1", a1, 8))
+	l := schedulertest.Layer("l1", a1, 1)
+	l.StartAfter = h.Clock.Now().Add(time.Hour)
+	h.Queue.Add(alloc1, l)
+	h.Start()
+	mark := settle(t, h, 0)
+	if w := h.Sched.Waits(alloc1); len(w) != 1 || w[0].Reason != match.ReasonStartAfter {
+		t.Fatalf("waits %+v, want l1 waiting for its start-after time", w)
+	}
+	h.Clock.Advance(time.Hour)
+	h.Quiet(mark, schedulertest.Round, schedulertest.Booking)
+	h.Queue.Due(alloc1)
+	h.AwaitN(mark, schedulertest.Hold, 1)
+}
+
+// Rounds that book nothing and only drop back off: the drops requeue their
+// layer, which wakes the cluster, but from the second such round in a row no
+// wake starts a round before the back-off ends, so the cluster never loops.
+func TestLoopDropOnlyRoundsBackOff(t *testing.T) {
+	t.Parallel()
+	h := harness(t, schedulertest.Host("h1", a1, 8))
+	for range 1000 {
+		h.Booker.Script(schedulertest.Step{Do: schedulertest.Drop, Reason: dispatch.DropFrameChanged})
+	}
+	h.Queue.Add(alloc1, schedulertest.Layer("l1", a1, 1))
+	h.Start()
+	evs := h.AwaitN(0, schedulertest.Book, 2)
+	mark := len(evs)
+	if !slices.ContainsFunc(evs, func(e schedulertest.Event) bool {
+		return e.Kind == schedulertest.Requeue && e.Layer == "l1"
+	}) {
+		t.Fatalf("the dropped layer was not requeued:\n%v", evs)
+	}
+	for range 100 {
+		h.Sched.Wake(alloc1)
+	}
+	h.Await(mark, "the back-off logged", func(evs []schedulertest.Event) bool {
+		return schedulertest.Logged(evs, "cluster backs off")
+	})
+	time.Sleep(150 * time.Millisecond)
+	// In that time the back-off (50 ms, then 100 ms) allows at most two more
+	// rounds; a loop that ignores it runs one per wake and per requeue.
+	if n := schedulertest.Count(h.Events()[mark:], schedulertest.Round); n > 3 {
+		t.Fatalf("%d rounds during the back-off, want at most 3", n)
+	}
+	if idle := h.Hosts.Idle("h1"); idle.Cores != 800 {
+		t.Fatalf("h1 idle %d cores after the drops, want all 800 given back", idle.Cores)
+	}
+}
+
+// Ownership moving while a batch is in flight: that batch commits (its
+// fence still holds) and the rest of the round is never tried; its capacity
+// goes back to the hosts.
+func TestLoopOwnershipChangeMidRound(t *testing.T) {
+	t.Parallel()
+	h := harness(t, schedulertest.Host("h1", a1, 8))
+	h.Booker.Batch(1)
+	gate := make(chan struct{})
+	h.Booker.Script(schedulertest.Step{Do: schedulertest.Commit, Gate: gate})
+	h.Queue.Add(alloc1, schedulertest.Layer("l1", a1, 3))
+	h.Start()
+	mark := len(h.AwaitN(0, schedulertest.Booking, 1))
+	h.Owner.Claim() // the cluster moves to another instance
+	h.Await(mark, "the cluster lost", func(evs []schedulertest.Event) bool {
+		return schedulertest.Logged(evs, "cluster lost")
+	})
+	close(gate)
+	// The worker ends after its round: it sleeps no more.
+	evs := h.Await(mark, "the worker ended", func(evs []schedulertest.Event) bool {
+		booked := slices.IndexFunc(evs, func(e schedulertest.Event) bool { return e.Kind == schedulertest.Book })
+		return booked >= 0 && slices.ContainsFunc(evs[booked:], func(e schedulertest.Event) bool {
+			return e.Kind == schedulertest.Asleep && e.N == 0
+		})
+	})
+	all := h.Events()
+	if n := schedulertest.Count(all, schedulertest.Booking); n != 1 {
+		t.Fatalf("%d Book calls, want 1 (the batch in flight; the rest not tried):\n%v", n, all)
+	}
+	for _, e := range evs {
+		if e.Kind == schedulertest.Book && (e.Booked != 1 || e.Err != nil) {
+			t.Fatalf("the batch in flight: %v, want it committed", e)
+		}
+	}
+	if n := schedulertest.Count(all, schedulertest.Hold); n != 1 {
+		t.Fatalf("%d holds, want the batch in flight held", n)
+	}
+	if idle := h.Hosts.Idle("h1"); idle.Cores != 700 {
+		t.Fatalf("h1 idle %d cores, want 700: the two placements not tried given back", idle.Cores)
+	}
+}
+
+// A batch fenced (another instance owns the cluster now) ends the round:
+// the cluster is not retried, and waits for ownership's change signal.
+func TestLoopFencedBatch(t *testing.T) {
+	t.Parallel()
+	h := harness(t, schedulertest.Host("h1", a1, 8))
+	h.Booker.Script(schedulertest.Step{Do: schedulertest.Fence})
+	h.Queue.Add(alloc1, schedulertest.Layer("l1", a1, 2))
+	h.Start()
+	mark := len(h.AwaitN(0, schedulertest.Book, 1))
+	evs := h.Await(mark, "the cluster asleep or booking again", func(evs []schedulertest.Event) bool {
+		return slices.ContainsFunc(evs, func(e schedulertest.Event) bool {
+			return e.Kind == schedulertest.Booking || e.Kind == schedulertest.Asleep && e.N == 1
+		})
+	})
+	if n := schedulertest.Count(evs, schedulertest.Booking); n != 0 {
+		t.Fatalf("the fenced cluster booked again:\n%v", evs)
+	}
+	all := h.Events()
+	if !schedulertest.Logged(all, "cluster fenced") || schedulertest.Logged(all, "round failed") {
+		t.Fatalf("want the fence logged as such, not as a failed round:\n%v", all)
+	}
+	if idle := h.Hosts.Idle("h1"); idle.Cores != 800 {
+		t.Fatalf("h1 idle %d cores, want the fenced placements given back", idle.Cores)
+	}
+}
+
+// A gained cluster books nothing before the launch outbox rows it inherits
+// are resolved; a failed resolution is retried, with back-off, until done.
+func TestLoopResolvesOutboxBeforeBooking(t *testing.T) {
+	t.Parallel()
+	h := harness(t, schedulertest.Host("h1", a1, 8))
+	h.Launcher.FailResolves(3) // the read of every cluster gained, then the worker's two first
+	h.Queue.Add(alloc1, schedulertest.Layer("l1", a1, 1))
+	h.Start()
+	evs := h.AwaitN(0, schedulertest.Booking, 1)
+	resolved := slices.IndexFunc(evs, func(e schedulertest.Event) bool {
+		return e.Kind == schedulertest.Resolve && e.Err == nil
+	})
+	if resolved < 0 {
+		t.Fatalf("booked before the outbox was resolved:\n%v", evs)
+	}
+	if n := schedulertest.Count(evs, schedulertest.Resolve); n != 4 {
+		t.Fatalf("%d Resolve calls before booking, want 4 (3 failed, then done):\n%v", n, evs)
+	}
+	for _, e := range evs {
+		if e.Kind == schedulertest.Resolve && (len(e.IDs) != 1 || e.IDs[0] != 1) {
+			t.Fatalf("resolved %v, want the cluster gained [1]", e.IDs)
+		}
+	}
+	mark := h.Mark()
+	h.Queue.Add(alloc1, schedulertest.Layer("l2", a1, 1))
+	h.AwaitN(mark, schedulertest.Hold, 1)
+	if n := schedulertest.Count(h.Events()[mark:], schedulertest.Resolve); n != 0 {
+		t.Fatalf("resolved again after it was done: %d calls", n)
+	}
+}
+
+// At shutdown a batch in flight rolls back with its context: nothing is
+// held, its capacity goes back, and Run returns.
+func TestLoopShutdownWithBatchInFlight(t *testing.T) {
+	t.Parallel()
+	h := harness(t, schedulertest.Host("h1", a1, 8))
+	h.Booker.Script(schedulertest.Step{Do: schedulertest.Commit, Gate: make(chan struct{})}) // never opens
+	h.Queue.Add(alloc1, schedulertest.Layer("l1", a1, 2))
+	h.Start()
+	mark := len(h.AwaitN(0, schedulertest.Booking, 1))
+	h.Stop()
+	evs := h.Events()[mark:]
+	book := slices.IndexFunc(evs, func(e schedulertest.Event) bool { return e.Kind == schedulertest.Book })
+	if book < 0 || !errors.Is(evs[book].Err, context.Canceled) || evs[book].Deferred != 2 {
+		t.Fatalf("want the batch in flight rolled back by the stop:\n%v", evs)
+	}
+	if n := schedulertest.Count(h.Events(), schedulertest.Hold); n != 0 {
+		t.Fatalf("%d holds, want none", n)
+	}
+	if idle := h.Hosts.Idle("h1"); idle.Cores != 800 {
+		t.Fatalf("h1 idle %d cores, want all given back", idle.Cores)
+	}
+	if n := h.Queue.Waiting("l1"); n != 2 {
+		t.Fatalf("%d frames waiting, want both", n)
+	}
+}
+
+// A cluster whose booking lock another transaction holds retries after
+// Config.BusyRetry, woken by nothing.
+func TestLoopBusyClusterRetries(t *testing.T) {
+	t.Parallel()
+	h := harness(t, schedulertest.Host("h1", a1, 8))
+	h.Booker.Script(schedulertest.Step{Do: schedulertest.Busy})
+	h.Queue.Add(alloc1, schedulertest.Layer("l1", a1, 2))
+	h.Start()
+	evs := h.AwaitN(0, schedulertest.Hold, 1)
+	if n := schedulertest.Count(evs, schedulertest.Booking); n != 2 {
+		t.Fatalf("%d Book calls, want 2 (busy, then booked):\n%v", n, evs)
+	}
+}
+
+// A released booking (the launcher's OnSettled) has its layer read again,
+// which wakes the cluster.
+func TestLoopReleasedRequeuesTheLayer(t *testing.T) {
+	t.Parallel()
+	h := harness(t, busyHost("h1", 8))
+	h.Queue.Add(alloc1, schedulertest.Layer("l1", a1, 1))
+	h.Start()
+	mark := settle(t, h, 0)
+	h.Sched.Released("l1")
+	evs := h.AwaitN(mark, schedulertest.Round, 1)
+	if !slices.ContainsFunc(evs, func(e schedulertest.Event) bool {
+		return e.Kind == schedulertest.Requeue && e.Layer == "l1"
+	}) {
+		t.Fatalf("l1 not requeued:\n%v", evs)
+	}
+}
+
+// A show ownership does not allow here is never planned.
+func TestLoopSkipsShowsNotAllowed(t *testing.T) {
+	t.Parallel()
+	h := harness(t, schedulertest.Host("h1", a1, 8))
+	h.Owner.Deny(schedulertest.Show)
+	h.Queue.Add(alloc1, schedulertest.Layer("l1", a1, 1))
+	h.Start()
+	mark := settle(t, h, 0)
+	h.Quiet(mark, schedulertest.Booking)
+	if n := schedulertest.Count(h.Events(), schedulertest.Booking); n != 0 {
+		t.Fatalf("%d Book calls for a show not allowed, want none", n)
+	}
+}
+
+// The loop reconciles once per ownership change and then sleeps: a closed
+// Changes channel must be taken again after each signal, or every later
+// select finds it closed and the loop spins (about 1.5 cores on an idle
+// farm).
+func TestRunSleepsBetweenOwnershipChanges(t *testing.T) {
+	t.Parallel()
+	h := schedulertest.New(t, schedulertest.Setup{})
+	h.Start()
+	h.AwaitN(0, schedulertest.View, 1) // the reconcile at start
+	for i := 2; i <= 4; i++ {
+		h.Owner.Claim()
+		h.AwaitN(0, schedulertest.View, i)
+	}
+	// Nothing changes any more: the loop must not read the view again.
+	h.Quiet(h.Mark(), schedulertest.View)
+	if n := schedulertest.Count(h.Events(), schedulertest.View); n != 4 {
+		t.Fatalf("ownership view read %d times after 3 changes, want 4: the loop reconciles without a change", n)
+	}
+}
+
+// A cluster gained while its launch outbox cannot be read (the database
+// down at start or takeover) keeps trying until the rows it inherited are
+// handed to the launcher, and then stops (issue 11, defect 3: the first
+// failure was logged and never retried, leaving committed bookings
+// unlaunched).
+func TestGainedClusterResolvesItsOutboxUntilDone(t *testing.T) {
+	t.Parallel()
+	key := cluster.Key{Kind: cluster.KindAlloc, Facility: "local", Alloc: "a1"}
+	h := schedulertest.New(t, schedulertest.Setup{})
+	h.Owner.Set(map[cluster.Key]ownership.Claim{key: {ID: 7, Key: key, Epoch: 1}})
+	h.Launcher.FailResolves(3)
+	h.Start()
+	h.Await(0, "the outbox resolved", func(evs []schedulertest.Event) bool {
+		return slices.ContainsFunc(evs, func(e schedulertest.Event) bool {
+			return e.Kind == schedulertest.Resolve && e.Err == nil
+		})
+	})
+	if n := schedulertest.Count(h.Events(), schedulertest.Resolve); n != 4 {
+		t.Fatalf("outbox resolution tried %d times, want it retried until it succeeds (4th try)", n)
+	}
+	// Resolved: nothing asks again until something new is unresolved.
+	mark := h.Mark()
+	h.Sched.Wake(key)
+	h.AwaitN(mark, schedulertest.Round, 1)
+	h.Quiet(mark, schedulertest.Resolve)
+	for _, e := range h.Events() {
+		if e.Kind == schedulertest.Resolve && (len(e.IDs) != 1 || e.IDs[0] != 7) {
+			t.Fatalf("resolved clusters %v, want [7]", e.IDs)
+		}
+	}
+}
