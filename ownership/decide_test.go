@@ -110,8 +110,8 @@ func inF(id int32, f string, owner int32) clusterRow {
 
 func facility(f string) restriction { return restriction{Facility: f} }
 
-// decideCases are the rules of the leader's decision, one a case; the
-// weights are 1.25 x the mean (Options.Threshold's default).
+// decideCases are the rules of the leader's decision, one a case, at the
+// default threshold (1.25).
 var decideCases = []struct {
 	name    string
 	s       *snapshot
