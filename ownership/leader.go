@@ -193,8 +193,8 @@ func (l *leader) reconcile(ctx context.Context, force bool) error {
 		return err
 	}
 	l.watchLive(s.live())
-	keys, sync := c.desiredClusters()
-	s, t := tidy(s, keys, sync)
+	keys, given := c.desiredClusters()
+	s, t := tidy(s, keys, given)
 
 	tx, err := l.conn.Begin(ctx)
 	if err != nil {
