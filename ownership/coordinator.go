@@ -798,15 +798,9 @@ func (c *Coordinator) handOverAll(ctx context.Context, id int32) (int64, error) 
 	if err != nil {
 		return 0, err
 	}
-	live := s.live()
-	delete(live, id)
-	items := s.items(live, c.weights())
-	final := Balance(items, slices.Collect(maps.Keys(live)), c.opts.Threshold, false)
 	var ids, owners []int32
-	for _, row := range s.Clusters {
-		if row.Owner == id {
-			ids, owners = append(ids, row.ID), append(owners, final[row.ID])
-		}
+	for _, g := range leaving(s, id, c.weights(), c.opts.Threshold) {
+		ids, owners = append(ids, g.Cluster), append(owners, g.To)
 	}
 	var n int64
 	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {

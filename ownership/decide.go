@@ -139,6 +139,46 @@ func decide(s *snapshot, weights map[cluster.Key]int64, threshold float64, force
 	return d
 }
 
+// drifted reports whether the weights have drifted so far apart that a
+// rebalance is due: the heaviest live instance's work (a pending handover's
+// receiver counting as the owner) above trigger x the mean. The rebalance
+// brings it down to the threshold, below trigger: hysteresis. nil weights
+// never drift.
+func (s *snapshot) drifted(weights map[cluster.Key]int64, trigger float64) bool {
+	live := s.live()
+	if weights == nil || len(live) < 2 {
+		return false
+	}
+	load := map[int32]int64{}
+	var total int64
+	for _, it := range s.items(live, weights) {
+		if it.Owner != 0 && it.Weight > 0 {
+			load[it.Owner] += it.Weight
+			total += it.Weight
+		}
+	}
+	var top int64
+	for _, v := range load {
+		top = max(top, v)
+	}
+	return total > 0 && float64(top) > trigger*float64(total)/float64(len(live))
+}
+
+// leaving gives each cluster of an instance that stops to the least loaded
+// other live instance that may own it (To 0: none may), moving nothing else.
+func leaving(s *snapshot, id int32, weights map[cluster.Key]int64, threshold float64) []grant {
+	live := s.live()
+	delete(live, id)
+	final := Balance(s.items(live, weights), slices.Collect(maps.Keys(live)), threshold, false)
+	var out []grant
+	for _, row := range s.Clusters {
+		if row.Owner == id {
+			out = append(out, grant{Cluster: row.ID, To: final[row.ID]})
+		}
+	}
+	return out
+}
+
 // staleHandover reports a request whose giver no longer owns its cluster:
 // it lost a race with a handover that completed meanwhile, and what it
 // meant to do may be undone, so the whole balance is looked at again, as

@@ -407,3 +407,43 @@ func checkBalanced(t *testing.T, s *snapshot, w map[cluster.Key]int64, d decisio
 		}
 	}
 }
+
+func TestDrifted(t *testing.T) {
+	two := []instanceRow{inst(1), inst(2)}
+	for _, tc := range []struct {
+		name    string
+		s       *snapshot
+		weights map[int32]int64 // by cluster id; nil: no weights
+		want    bool
+	}{
+		{"work far apart", snap(two, rows(1, 1, 2)), map[int32]int64{1: 50, 2: 50, 3: 10}, true},
+		{"work within the trigger", snap(two, rows(1, 1, 2)), map[int32]int64{1: 30, 2: 30, 3: 40}, false},
+		{"a handover under way counts for its receiver", snap(two, rows(1, 1, 2), handoverRow{Cluster: 1, Giver: 1, Receiver: 2}),
+			map[int32]int64{1: 50, 2: 50, 3: 10}, false},
+		{"one live instance", snap([]instanceRow{inst(1), dead(2)}, rows(1, 1, 2)), map[int32]int64{1: 50, 2: 50, 3: 10}, false},
+		{"no work", snap(two, rows(1, 1, 2)), map[int32]int64{}, false},
+		{"no weights", snap(two, rows(1, 1, 2)), nil, false},
+	} {
+		var w map[cluster.Key]int64
+		if tc.weights != nil {
+			w = map[cluster.Key]int64{}
+			for _, row := range tc.s.Clusters {
+				w[row.key()] = tc.weights[row.ID]
+			}
+		}
+		if got := tc.s.drifted(w, 1.5); got != tc.want {
+			t.Errorf("%s: drifted %v", tc.name, got)
+		}
+	}
+}
+
+// A graceful stop gives each of the instance's clusters to the least loaded
+// peer that may own it, or to nobody, and moves nothing else.
+func TestLeaving(t *testing.T) {
+	s := snap([]instanceRow{inst(1, facility("F")), inst(2, facility("F")), inst(3)},
+		append(rows(1, 2, 3, 3, 1), inF(6, "G", 3)))
+	want := []grant{{3, 2}, {4, 1}, {6, 0}}
+	if got := leaving(s, 3, nil, 1.25); !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}

@@ -156,26 +156,7 @@ func (l *leader) stopWatchers() {
 // DriftTrigger and rebalances down to Threshold).
 func (l *leader) drifted() bool {
 	w := l.c.weights()
-	if l.snap == nil || w == nil {
-		return false
-	}
-	live := l.snap.live()
-	if len(live) < 2 {
-		return false
-	}
-	load := map[int32]int64{}
-	var total int64
-	for _, it := range l.snap.items(live, w) {
-		if it.Owner != 0 && it.Weight > 0 {
-			load[it.Owner] += it.Weight
-			total += it.Weight
-		}
-	}
-	var top int64
-	for _, v := range load {
-		top = max(top, v)
-	}
-	return total > 0 && float64(top) > l.c.opts.DriftTrigger*float64(total)/float64(len(live))
+	return l.snap != nil && l.snap.drifted(w, l.c.opts.DriftTrigger)
 }
 
 // reconcile reads the tables and writes what the assignment needs, in one
