@@ -669,21 +669,10 @@ func (c *Coordinator) resync(ctx context.Context, id int32, give chan struct{}) 
 	if err != nil {
 		return err
 	}
-	claims := map[cluster.Key]Claim{}
-	byID := map[int32]Claim{}
-	var giving []int32
+	claims, byID, giving := s.claims(id)
 	info := make(map[cluster.Key]clusterInfo, len(s.Clusters))
 	for _, row := range s.Clusters {
 		info[row.key()] = row.info()
-		if row.Owner != id {
-			continue
-		}
-		if h, ok := s.handover(row.ID); ok && h.Giver == id {
-			giving = append(giving, row.ID)
-			continue
-		}
-		cl := Claim{ID: row.ID, Key: row.key(), Epoch: row.Epoch}
-		claims[cl.Key], byID[cl.ID] = cl, cl
 	}
 	live := len(s.live())
 

@@ -11,6 +11,8 @@ import (
 // tables, calls tidy, writes its result, calls decide and writes that, in
 // one transaction. The two steps are apart because decide needs the rows of
 // the clusters tidy adds: their ids and allocation tags come from the insert.
+// The drift check (drifted) and a stopping instance's choice of receivers
+// (leaving) are here too.
 
 // tidying is what the leader removes and adds before it assigns.
 type tidying struct {

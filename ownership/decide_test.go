@@ -447,3 +447,20 @@ func TestLeaving(t *testing.T) {
 		t.Errorf("got %v, want %v", got, want)
 	}
 }
+
+// An instance's claims are the clusters it owns, less those it is asked to
+// hand over; a handover asked of another owner changes nothing.
+func TestClaims(t *testing.T) {
+	s := snap([]instanceRow{inst(1), inst(2)}, rows(1, 1, 2, 1),
+		handoverRow{Cluster: 2, Giver: 1, Receiver: 2}, handoverRow{Cluster: 4, Giver: 2, Receiver: 1})
+	byKey, byID, giving := s.claims(1)
+	if !slices.Equal(giving, []int32{2}) || len(byKey) != 2 || len(byID) != 2 {
+		t.Fatalf("claims %v, giving %v", byKey, giving)
+	}
+	for _, id := range []int32{1, 4} {
+		row := tagRow(id, 1)
+		if want := (Claim{ID: id, Key: row.key(), Epoch: 1}); byID[id] != want || byKey[row.key()] != want {
+			t.Errorf("cluster %d: %+v / %+v, want %+v", id, byID[id], byKey[row.key()], want)
+		}
+	}
+}
