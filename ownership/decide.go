@@ -94,7 +94,8 @@ type memory struct {
 	unsettled bool    // the last rebalance asked for moves
 }
 
-// grant gives an unowned cluster to an instance.
+// grant gives a cluster to an instance (To 0: to none) outright, with no
+// handover: an unowned cluster, or one whose owner stops.
 type grant struct{ Cluster, To int32 }
 
 // decision is what the leader writes to assign the clusters.
@@ -134,6 +135,7 @@ func decide(s *snapshot, weights map[cluster.Key]int64, threshold float64, force
 				d.Cancel = append(d.Cancel, row.ID)
 			}
 		case asked && h.Giver == row.Owner && h.Receiver == to:
+			// Asked already.
 		default:
 			d.Moves = append(d.Moves, handoverRow{Cluster: row.ID, Giver: row.Owner, Receiver: to})
 		}
