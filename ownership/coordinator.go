@@ -28,6 +28,9 @@
 // bookings in flight, and bumps the epoch: a woken zombie cannot commit for
 // a cluster it lost.
 //
+// The leader's decision has no I/O (decide.go: tidy, then decide, with
+// Balance); leader.go reads the tables, calls it and writes what it returns.
+//
 // Idle, an instance runs one small statement per Lease/3 (the renewal); its
 // other connections wait in the server without running statements.
 package ownership
@@ -499,18 +502,10 @@ func waitLock(ctx context.Context, conn *pgx.Conn, ns, key int32) error {
 func (c *Coordinator) register(ctx context.Context, coord *pgx.Conn) (int32, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	facilityID := ""
-	if name := c.opts.Static.Facility; name != "" {
-		err := coord.QueryRow(ctx, `SELECT pk_facility FROM facility WHERE lower(str_name) = lower($1)
-			ORDER BY pk_facility LIMIT 1`, name).Scan(&facilityID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return 0, &ConfigError{Field: "facility", Msg: fmt.Sprintf("no facility is named %q", name)}
-		}
-		if err != nil {
-			return 0, fmt.Errorf("resolve facility %q: %w", name, err)
-		}
+	restr, err := c.resolveStatic(ctx, coord)
+	if err != nil {
+		return 0, err
 	}
-	restr := c.opts.Static.resolve(facilityID)
 
 	tx, err := coord.Begin(ctx)
 	if err != nil {
@@ -520,28 +515,8 @@ func (c *Coordinator) register(ctx context.Context, coord *pgx.Conn) (int32, err
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, 1)", cluster.OwnershipLock); err != nil {
 		return 0, fmt.Errorf("register: serialise: %w", err)
 	}
-	rows, err := tx.Query(ctx, `SELECT i.id, i.name, i.app_name, i.static FROM cuesched.instance i
-		WHERE i.id <> $1 AND `+liveSQL+` ORDER BY i.id`, c.prevID)
-	if err != nil {
-		return 0, fmt.Errorf("register: read live instances: %w", err)
-	}
-	peers, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (instanceRow, error) {
-		var p instanceRow
-		err := r.Scan(&p.ID, &p.Name, &p.AppName, &p.Static)
-		return p, err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("register: read live instances: %w", err)
-	}
-	for _, p := range peers {
-		other := fmt.Sprintf("%q (id %d)", p.Name, p.ID)
-		if p.AppName == c.app {
-			return 0, &ConfigError{Field: "instance", Msg: fmt.Sprintf(
-				"live instance %s already uses application_name %q: give each instance its own name", other, c.app)}
-		}
-		if tag, mine, theirs := restr.splitWith(p.Static); tag != "" {
-			return 0, splitError(tag, mine, theirs, other)
-		}
+	if err := c.checkPeers(ctx, tx, restr); err != nil {
+		return 0, err
 	}
 	if c.prevID != 0 {
 		if _, err := tx.Exec(ctx, "DELETE FROM cuesched.instance WHERE id = $1", c.prevID); err != nil {
@@ -569,6 +544,52 @@ func (c *Coordinator) register(ctx context.Context, coord *pgx.Conn) (int32, err
 	c.restr = restr
 	c.mu.Unlock()
 	return id, nil
+}
+
+// resolveStatic resolves the static restriction's facility name to its key.
+func (c *Coordinator) resolveStatic(ctx context.Context, coord *pgx.Conn) (restriction, error) {
+	facilityID := ""
+	if name := c.opts.Static.Facility; name != "" {
+		err := coord.QueryRow(ctx, `SELECT pk_facility FROM facility WHERE lower(str_name) = lower($1)
+			ORDER BY pk_facility LIMIT 1`, name).Scan(&facilityID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return restriction{}, &ConfigError{Field: "facility", Msg: fmt.Sprintf("no facility is named %q", name)}
+		}
+		if err != nil {
+			return restriction{}, fmt.Errorf("resolve facility %q: %w", name, err)
+		}
+	}
+	return c.opts.Static.resolve(facilityID), nil
+}
+
+// checkPeers refuses to register beside a live instance (other than this
+// one's previous registration) that uses the same application_name or
+// whose restriction would split a cluster with restr.
+func (c *Coordinator) checkPeers(ctx context.Context, tx pgx.Tx, restr restriction) error {
+	rows, err := tx.Query(ctx, `SELECT i.id, i.name, i.app_name, i.static FROM cuesched.instance i
+		WHERE i.id <> $1 AND `+liveSQL+` ORDER BY i.id`, c.prevID)
+	if err != nil {
+		return fmt.Errorf("register: read live instances: %w", err)
+	}
+	peers, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (instanceRow, error) {
+		var p instanceRow
+		err := r.Scan(&p.ID, &p.Name, &p.AppName, &p.Static)
+		return p, err
+	})
+	if err != nil {
+		return fmt.Errorf("register: read live instances: %w", err)
+	}
+	for _, p := range peers {
+		other := fmt.Sprintf("%q (id %d)", p.Name, p.ID)
+		if p.AppName == c.app {
+			return &ConfigError{Field: "instance", Msg: fmt.Sprintf(
+				"live instance %s already uses application_name %q: give each instance its own name", other, c.app)}
+		}
+		if tag, mine, theirs := restr.splitWith(p.Static); tag != "" {
+			return splitError(tag, mine, theirs, other)
+		}
+	}
+	return nil
 }
 
 // renew renews the lease every Lease/3 on the coordination connection, which
@@ -648,21 +669,10 @@ func (c *Coordinator) resync(ctx context.Context, id int32, give chan struct{}) 
 	if err != nil {
 		return err
 	}
-	claims := map[cluster.Key]Claim{}
-	byID := map[int32]Claim{}
-	var giving []int32
+	claims, byID, giving := s.claims(id)
 	info := make(map[cluster.Key]clusterInfo, len(s.Clusters))
 	for _, row := range s.Clusters {
 		info[row.key()] = row.info()
-		if row.Owner != id {
-			continue
-		}
-		if h, ok := s.handover(row.ID); ok && h.Giver == id {
-			giving = append(giving, row.ID)
-			continue
-		}
-		cl := Claim{ID: row.ID, Key: row.key(), Epoch: row.Epoch}
-		claims[cl.Key], byID[cl.ID] = cl, cl
 	}
 	live := len(s.live())
 
@@ -777,15 +787,9 @@ func (c *Coordinator) handOverAll(ctx context.Context, id int32) (int64, error) 
 	if err != nil {
 		return 0, err
 	}
-	live := s.live()
-	delete(live, id)
-	items := s.items(live, c.weights())
-	final := Balance(items, slices.Collect(maps.Keys(live)), c.opts.Threshold, false)
 	var ids, owners []int32
-	for _, row := range s.Clusters {
-		if row.Owner == id {
-			ids, owners = append(ids, row.ID), append(owners, final[row.ID])
-		}
+	for _, g := range leaving(s, id, c.weights(), c.opts.Threshold) {
+		ids, owners = append(ids, g.Cluster), append(owners, g.To)
 	}
 	var n int64
 	err = pgx.BeginFunc(ctx, c.pool, func(tx pgx.Tx) error {

@@ -3,6 +3,7 @@ package ownership
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 )
 
 func TestOwnedExactlyOnceAndFenced(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewDB(t)
 	keys := tagKeys(10)
 	nodes := startNodes(t, db, 3, Options{}, keys)
@@ -87,6 +89,7 @@ func TestOwnedExactlyOnceAndFenced(t *testing.T) {
 }
 
 func TestTerminatedInstanceTakenOver(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewDB(t)
 	keys := tagKeys(9)
 	nodes := startNodes(t, db, 3, Options{}, keys)
@@ -130,8 +133,10 @@ func TestTerminatedInstanceTakenOver(t *testing.T) {
 }
 
 func TestHungInstanceLosesClusters(t *testing.T) {
+	t.Parallel()
 	for _, role := range []string{"leader", "follower"} {
 		t.Run(role, func(t *testing.T) {
+			t.Parallel()
 			db := pgtest.NewDB(t)
 			keys := tagKeys(9)
 			nodes := startNodes(t, db, 3, Options{}, keys)
@@ -191,6 +196,7 @@ func TestHungInstanceLosesClusters(t *testing.T) {
 }
 
 func TestJoinAndLeaveMoveFew(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewDB(t)
 	keys := tagKeys(12)
 	nodes := startNodes(t, db, 3, Options{}, keys)
@@ -250,12 +256,14 @@ func moves(a, b map[string]dbOwner) int {
 }
 
 func TestBalanceByWeightsAndDrift(t *testing.T) {
+	t.Parallel()
 	balanceByWeights(t, false)
 }
 
 // Work that comes in a burst is spread at once: WeightsChanged makes the
 // leader check the drift without waiting for its ticker (an hour here).
 func TestBalanceSoonAfterWeightsChanged(t *testing.T) {
+	t.Parallel()
 	balanceByWeights(t, true)
 }
 
@@ -328,6 +336,7 @@ func balanceByWeights(t *testing.T, soon bool) {
 }
 
 func TestStaticRestrictions(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewDB(t)
 	const local = "AAAAAAAA-AAAA-AAAA-AAAA-AAAAAAAAAAA1"
 	const cloud = "AAAAAAAA-AAAA-AAAA-AAAA-AAAAAAAAAAA0"
@@ -388,32 +397,37 @@ func TestStaticRestrictions(t *testing.T) {
 		{}, // unrestricted: it would book every show there
 		{Static: Static{Facility: "nowhere"}},
 	} {
-		n := startNode(t, db, "late", bad)
-		select {
-		case err := <-n.done:
-			var ce *ConfigError
-			if !errors.As(err, &ce) {
-				t.Errorf("a conflicting instance (%+v) ended with %v", bad.Static, err)
-			}
-			n.done <- err // for the cleanup
-		case <-time.After(30 * time.Second):
-			t.Fatalf("a conflicting instance (%+v) was not refused", bad.Static)
+		err := runRefused(t, db, "late", bad, fmt.Sprintf("a conflicting instance (%+v)", bad.Static))
+		var ce *ConfigError
+		if !errors.As(err, &ce) {
+			t.Errorf("a conflicting instance (%+v) ended with %v", bad.Static, err)
 		}
 	}
 	// The same name as a live instance is refused too.
-	n := startNode(t, db, "a", Options{Static: generalShows})
-	select {
-	case err := <-n.done:
-		var ce *ConfigError
-		if !errors.As(err, &ce) || ce.Field != "instance" {
-			t.Errorf("a second instance named a ended with %v", err)
-		}
-		n.done <- err
-	case <-time.After(30 * time.Second):
-		t.Fatal("a second instance named a was not refused")
+	err := runRefused(t, db, "a", Options{Static: generalShows}, "a second instance named a")
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.Field != "instance" {
+		t.Errorf("a second instance named a ended with %v", err)
 	}
 }
 
+// runRefused starts a node that must be refused at once (what names it in
+// the failure) and returns the error its Run ended with.
+func runRefused(t *testing.T, db *pgtest.DB, name string, opts Options, what string) error {
+	t.Helper()
+	n := startNode(t, db, name, opts)
+	select {
+	case err := <-n.done:
+		n.done <- err // for the cleanup
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s was not refused", what)
+		return nil
+	}
+}
+
+// TestDatabaseRestart restarts the package's cluster, which every test's
+// database lives in: it is not parallel, so it runs alone.
 func TestDatabaseRestart(t *testing.T) {
 	db := pgtest.NewDB(t)
 	keys := tagKeys(6)

@@ -109,6 +109,24 @@ func (s *snapshot) handover(clusterID int32) (handoverRow, bool) {
 	return handoverRow{}, false
 }
 
+// claims are the clusters instance id owns in s, by key and by id, less
+// those it is asked to hand over (giving).
+func (s *snapshot) claims(id int32) (byKey map[cluster.Key]Claim, byID map[int32]Claim, giving []int32) {
+	byKey, byID = map[cluster.Key]Claim{}, map[int32]Claim{}
+	for _, row := range s.Clusters {
+		if row.Owner != id {
+			continue
+		}
+		if h, ok := s.handover(row.ID); ok && h.Giver == id {
+			giving = append(giving, row.ID)
+			continue
+		}
+		cl := Claim{ID: row.ID, Key: row.key(), Epoch: row.Epoch}
+		byKey[cl.Key], byID[cl.ID] = cl, cl
+	}
+	return byKey, byID, giving
+}
+
 func (s *snapshot) live() map[int32]instanceRow {
 	out := map[int32]instanceRow{}
 	for _, i := range s.Instances {

@@ -3,8 +3,6 @@ package ownership
 import (
 	"context"
 	"fmt"
-	"maps"
-	"slices"
 	"sync"
 	"time"
 
@@ -16,17 +14,16 @@ import (
 // leader is the state of this instance while it leads: one watcher per live
 // peer and the tables as last read and written.
 type leader struct {
-	c         *Coordinator
-	ctx       context.Context // the leadership's: watchers live as long
-	conn      *pgx.Conn
-	id        int32
-	watchers  map[int32]context.CancelFunc
-	wg        sync.WaitGroup
-	dead      chan int32 // a peer's session ended
-	failed    chan int32 // a watcher lost its connection: start it again
-	snap      *snapshot
-	balanced  []int32 // the live instances the last rebalance spread clusters over
-	unsettled bool    // the last rebalance asked for moves
+	c        *Coordinator
+	ctx      context.Context // the leadership's: watchers live as long
+	conn     *pgx.Conn
+	id       int32
+	watchers map[int32]context.CancelFunc
+	wg       sync.WaitGroup
+	dead     chan int32 // a peer's session ended
+	failed   chan int32 // a watcher lost its connection: start it again
+	snap     *snapshot
+	mem      memory
 }
 
 // lead decides the assignment until ctx ends or the leader connection fails.
@@ -159,33 +156,15 @@ func (l *leader) stopWatchers() {
 // DriftTrigger and rebalances down to Threshold).
 func (l *leader) drifted() bool {
 	w := l.c.weights()
-	if l.snap == nil || w == nil {
-		return false
-	}
-	live := l.snap.live()
-	if len(live) < 2 {
-		return false
-	}
-	load := map[int32]int64{}
-	var total int64
-	for _, it := range l.snap.items(live, w) {
-		if it.Owner != 0 && it.Weight > 0 {
-			load[it.Owner] += it.Weight
-			total += it.Weight
-		}
-	}
-	var top int64
-	for _, v := range load {
-		top = max(top, v)
-	}
-	return total > 0 && float64(top) > l.c.opts.DriftTrigger*float64(total)/float64(len(live))
+	return l.snap != nil && l.snap.drifted(w, l.c.opts.DriftTrigger)
 }
 
 // reconcile reads the tables and writes what the assignment needs, in one
 // transaction: dead instances removed (their clusters become unowned), the
 // cluster set brought to the one SetClusters gave, unowned clusters given
 // out, and, when the live instances changed or force is set, moves asked of
-// the owners. It notifies when it wrote anything.
+// the owners. What to write is decided by tidy and decide, without I/O. It
+// notifies when it wrote anything.
 func (l *leader) reconcile(ctx context.Context, force bool) error {
 	c := l.c
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -194,7 +173,43 @@ func (l *leader) reconcile(ctx context.Context, force bool) error {
 	if err != nil {
 		return err
 	}
-	live := s.live()
+	l.watchLive(s.live())
+	keys, given := c.desiredClusters()
+	s, t := tidy(s, keys, given)
+
+	tx, err := l.conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx)
+	tidied, err := l.writeTidying(ctx, tx, s, t)
+	if err != nil {
+		return err
+	}
+	d := decide(s, c.weights(), c.opts.Threshold, force, l.mem)
+	wrote := tidied || !d.empty()
+	if err := writeDecision(ctx, tx, d, wrote); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit assignment: %w", err)
+	}
+
+	// Keep what was written, for the drift check.
+	l.snap, l.mem = s.after(d), l.mem.after(d)
+	if len(d.Moves) > 0 {
+		c.m.Rebalances.Inc()
+	}
+	c.m.Takeovers.Add(float64(t.Orphaned))
+	if wrote {
+		c.log.Info("assignment written", "live", d.Live, "assigned", len(d.Grants), "moves", len(d.Moves),
+			"cancelled", len(d.Cancel))
+	}
+	return nil
+}
+
+// watchLive keeps one watcher on each live peer, and none on others.
+func (l *leader) watchLive(live map[int32]instanceRow) {
 	for p := range live {
 		if _, ok := l.watchers[p]; !ok && p != l.id {
 			l.watch(p)
@@ -206,222 +221,138 @@ func (l *leader) reconcile(ctx context.Context, force bool) error {
 			delete(l.watchers, p)
 		}
 	}
-
-	tx, err := l.conn.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(ctx)
-	wrote := false
-
-	var dead []int32
-	for _, i := range s.Instances {
-		if !i.Live {
-			dead = append(dead, i.ID)
-		}
-	}
-	orphaned := 0
-	if len(dead) > 0 {
-		// ON DELETE SET NULL clears their clusters' owner; ON DELETE
-		// CASCADE drops their handovers.
-		if _, err := tx.Exec(ctx, "DELETE FROM cuesched.instance WHERE id = ANY($1)", dead); err != nil {
-			return fmt.Errorf("remove dead instances %v: %w", dead, err)
-		}
-		wrote = true
-		for i := range s.Clusters {
-			if slices.Contains(dead, s.Clusters[i].Owner) {
-				s.Clusters[i].Owner = 0
-				orphaned++
-			}
-		}
-		s.Handovers = slices.DeleteFunc(s.Handovers, func(h handoverRow) bool {
-			return slices.Contains(dead, h.Giver) || slices.Contains(dead, h.Receiver)
-		})
-		s.Instances = slices.DeleteFunc(s.Instances, func(i instanceRow) bool { return !i.Live })
-		c.log.Info("removed dead instances", "instances", dead, "clusters", orphaned)
-	}
-
-	if keys, ok := c.desiredClusters(); ok {
-		changed, err := l.syncClusters(ctx, tx, s, keys)
-		if err != nil {
-			return err
-		}
-		wrote = wrote || changed
-	}
-
-	// A request whose giver no longer owns its cluster lost a race with a
-	// handover that completed meanwhile: what it meant to do may be undone,
-	// so look at the whole balance again, as after the leader's own moves.
-	stale := false
-	for _, row := range s.Clusters {
-		if h, ok := s.handover(row.ID); ok && h.Giver != row.Owner {
-			stale = true
-		}
-	}
-	ids := slices.Sorted(maps.Keys(live))
-	rebalance := force || l.unsettled || stale || !slices.Equal(ids, l.balanced)
-	final := Balance(s.items(live, c.weights()), ids, c.opts.Threshold, rebalance)
-
-	var assignIDs, assignTo, askIDs, askFrom, askTo, dropAsks []int32
-	for i, row := range s.Clusters {
-		to := final[row.ID]
-		h, asked := s.handover(row.ID)
-		if row.Owner == 0 {
-			if to != 0 {
-				assignIDs, assignTo = append(assignIDs, row.ID), append(assignTo, to)
-				s.Clusters[i].Owner, s.Clusters[i].Epoch = to, row.Epoch+1
-			}
-			if asked {
-				dropAsks = append(dropAsks, row.ID)
-			}
-			continue
-		}
-		switch {
-		case to == row.Owner:
-			if asked {
-				dropAsks = append(dropAsks, row.ID)
-			}
-		case asked && h.Giver == row.Owner && h.Receiver == to:
-		default:
-			askIDs, askFrom, askTo = append(askIDs, row.ID), append(askFrom, row.Owner), append(askTo, to)
-		}
-	}
-	if len(assignIDs) > 0 {
-		if _, err := tx.Exec(ctx, `UPDATE cuesched.cluster c SET owner = u.owner, epoch = c.epoch + 1
-			FROM unnest($1::int[], $2::int[]) AS u(id, owner) WHERE c.id = u.id AND c.owner IS NULL`,
-			assignIDs, assignTo); err != nil {
-			return fmt.Errorf("assign clusters: %w", err)
-		}
-	}
-	if len(dropAsks) > 0 {
-		if _, err := tx.Exec(ctx, "DELETE FROM cuesched.handover WHERE cluster = ANY($1)", dropAsks); err != nil {
-			return fmt.Errorf("drop handovers: %w", err)
-		}
-	}
-	if len(askIDs) > 0 {
-		// Only while the giver still owns the cluster: a handover may have
-		// completed since the read.
-		if _, err := tx.Exec(ctx, `INSERT INTO cuesched.handover (cluster, giver, receiver)
-			SELECT u.c, u.g, NULLIF(u.r, 0) FROM unnest($1::int[], $2::int[], $3::int[]) AS u(c, g, r)
-			JOIN cuesched.cluster c ON c.id = u.c AND c.owner = u.g
-			ON CONFLICT (cluster) DO UPDATE SET giver = excluded.giver, receiver = excluded.receiver`,
-			askIDs, askFrom, askTo); err != nil {
-			return fmt.Errorf("ask for handovers: %w", err)
-		}
-	}
-	wrote = wrote || len(assignIDs) > 0 || len(dropAsks) > 0 || len(askIDs) > 0
-	if wrote {
-		if _, err := tx.Exec(ctx, "SELECT pg_notify($1, 'assign')", Channel); err != nil {
-			return fmt.Errorf("notify: %w", err)
-		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit assignment: %w", err)
-	}
-
-	// Keep what was written, for the drift check.
-	s.Handovers = slices.DeleteFunc(s.Handovers, func(h handoverRow) bool { return slices.Contains(dropAsks, h.Cluster) })
-	for i, id := range askIDs {
-		s.Handovers = slices.DeleteFunc(s.Handovers, func(h handoverRow) bool { return h.Cluster == id })
-		s.Handovers = append(s.Handovers, handoverRow{Cluster: id, Giver: askFrom[i], Receiver: askTo[i]})
-	}
-	l.snap = s
-	if rebalance {
-		l.balanced = ids
-		// Once the moves are done, check the balance again with what they
-		// left: a move may have raced a completing handover.
-		l.unsettled = len(askIDs) > 0
-	}
-	if len(askIDs) > 0 {
-		c.m.Rebalances.Inc()
-	}
-	c.m.Takeovers.Add(float64(orphaned))
-	if wrote {
-		c.log.Info("assignment written", "live", ids, "assigned", len(assignIDs), "moves", len(askIDs),
-			"cancelled", len(dropAsks))
-	}
-	return nil
 }
 
-// syncClusters brings the cluster rows to keys: rows for new keys (unowned),
-// none for keys gone, and allocation tags refreshed. It updates s.
-func (l *leader) syncClusters(ctx context.Context, tx pgx.Tx, s *snapshot, keys []cluster.Key) (bool, error) {
-	want := map[string]cluster.Key{}
-	for _, k := range keys {
-		if (k.Kind == cluster.KindAlloc && k.Alloc == "") || (k.Kind != cluster.KindAlloc && k.Kind != cluster.KindTags) {
-			l.c.log.Warn("cluster key skipped: not a valid key", "key", k)
-			continue
+// writeTidying writes t in tx and adds to s the cluster rows it inserted
+// and the allocation tags it refreshed. It reports whether it changed
+// anything.
+func (l *leader) writeTidying(ctx context.Context, tx pgx.Tx, s *snapshot, t tidying) (bool, error) {
+	if len(t.Dead) > 0 {
+		// ON DELETE SET NULL clears their clusters' owner; ON DELETE
+		// CASCADE drops their handovers.
+		if _, err := tx.Exec(ctx, "DELETE FROM cuesched.instance WHERE id = ANY($1)", t.Dead); err != nil {
+			return false, fmt.Errorf("remove dead instances %v: %w", t.Dead, err)
 		}
-		want[k.String()] = k
+		l.c.log.Info("removed dead instances", "instances", t.Dead, "clusters", t.Orphaned)
 	}
-	have := map[string]bool{}
-	var gone []int32
-	for _, row := range s.Clusters {
-		k := row.key().String()
-		have[k] = true
-		if _, ok := want[k]; !ok {
-			gone = append(gone, row.ID)
+	if !t.Sync {
+		return len(t.Dead) > 0, nil
+	}
+	for _, k := range t.Skipped {
+		l.c.log.Warn("cluster key skipped: not a valid key", "key", k)
+	}
+	if len(t.Gone) > 0 {
+		if _, err := tx.Exec(ctx, "DELETE FROM cuesched.cluster WHERE id = ANY($1)", t.Gone); err != nil {
+			return false, fmt.Errorf("delete clusters gone: %w", err)
 		}
+	}
+	added, err := addClusters(ctx, tx, t.Add)
+	if err != nil {
+		return false, err
+	}
+	s.Clusters = append(s.Clusters, added...)
+	retagged, err := refreshAllocTags(ctx, tx)
+	if err != nil {
+		return false, err
+	}
+	changed := len(t.Dead) > 0 || len(t.Gone) > 0 || len(added) > 0
+	for i, r := range s.Clusters {
+		if tag, ok := retagged[r.ID]; ok {
+			s.Clusters[i].AllocTag = tag
+			changed = true
+		}
+	}
+	return changed, nil
+}
+
+// addClusters inserts unowned rows for keys and returns them.
+func addClusters(ctx context.Context, tx pgx.Tx, keys []cluster.Key) ([]clusterRow, error) {
+	if len(keys) == 0 {
+		return nil, nil
 	}
 	var names, facilities, allocs []string
 	var kinds, buckets []int32
-	for _, name := range slices.Sorted(maps.Keys(want)) {
-		if have[name] {
-			continue
-		}
-		k := want[name]
-		names, facilities, allocs = append(names, name), append(facilities, k.Facility), append(allocs, k.Alloc)
+	for _, k := range keys {
+		names, facilities, allocs = append(names, k.String()), append(facilities, k.Facility), append(allocs, k.Alloc)
 		kinds, buckets = append(kinds, int32(k.Kind)), append(buckets, int32(k.Bucket))
 	}
-	changed := false
-	if len(gone) > 0 {
-		if _, err := tx.Exec(ctx, "DELETE FROM cuesched.cluster WHERE id = ANY($1)", gone); err != nil {
-			return false, fmt.Errorf("delete clusters gone: %w", err)
-		}
-		s.Clusters = slices.DeleteFunc(s.Clusters, func(r clusterRow) bool { return slices.Contains(gone, r.ID) })
-		s.Handovers = slices.DeleteFunc(s.Handovers, func(h handoverRow) bool { return slices.Contains(gone, h.Cluster) })
-		changed = true
+	rows, err := tx.Query(ctx, `INSERT INTO cuesched.cluster (key, kind, facility, alloc, alloc_tag, bucket)
+		SELECT u.key, u.kind, u.facility, NULLIF(u.alloc, ''), a.str_tag, CASE WHEN u.kind = 2 THEN u.bucket END
+		FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::int[]) AS u(key, kind, facility, alloc, bucket)
+		LEFT JOIN alloc a ON u.kind = 1 AND a.pk_alloc = u.alloc
+		ON CONFLICT (key) DO NOTHING
+		RETURNING id, kind, facility, COALESCE(alloc, ''), COALESCE(alloc_tag, ''), COALESCE(bucket, 0), epoch`,
+		names, kinds, facilities, allocs, buckets)
+	if err != nil {
+		return nil, fmt.Errorf("add clusters: %w", err)
 	}
-	if len(names) > 0 {
-		rows, err := tx.Query(ctx, `INSERT INTO cuesched.cluster (key, kind, facility, alloc, alloc_tag, bucket)
-			SELECT u.key, u.kind, u.facility, NULLIF(u.alloc, ''), a.str_tag, CASE WHEN u.kind = 2 THEN u.bucket END
-			FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::int[]) AS u(key, kind, facility, alloc, bucket)
-			LEFT JOIN alloc a ON u.kind = 1 AND a.pk_alloc = u.alloc
-			ON CONFLICT (key) DO NOTHING
-			RETURNING id, kind, facility, COALESCE(alloc, ''), COALESCE(alloc_tag, ''), COALESCE(bucket, 0), epoch`,
-			names, kinds, facilities, allocs, buckets)
-		if err != nil {
-			return false, fmt.Errorf("add clusters: %w", err)
-		}
-		added, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (clusterRow, error) {
-			var c clusterRow
-			err := r.Scan(&c.ID, &c.Kind, &c.Facility, &c.Alloc, &c.AllocTag, &c.Bucket, &c.Epoch)
-			return c, err
-		})
-		if err != nil {
-			return false, fmt.Errorf("add clusters: %w", err)
-		}
-		s.Clusters = append(s.Clusters, added...)
-		changed = changed || len(added) > 0
+	added, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (clusterRow, error) {
+		var c clusterRow
+		err := r.Scan(&c.ID, &c.Kind, &c.Facility, &c.Alloc, &c.AllocTag, &c.Bucket, &c.Epoch)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("add clusters: %w", err)
 	}
+	return added, nil
+}
+
+// refreshAllocTags copies each allocation's tag to its cluster's row and
+// returns the tags that changed, by cluster id.
+func refreshAllocTags(ctx context.Context, tx pgx.Tx) (map[int32]string, error) {
 	rows, err := tx.Query(ctx, `UPDATE cuesched.cluster c SET alloc_tag = a.str_tag FROM alloc a
 		WHERE c.kind = 1 AND a.pk_alloc = c.alloc AND c.alloc_tag IS DISTINCT FROM a.str_tag
 		RETURNING c.id, COALESCE(c.alloc_tag, '')`)
 	if err != nil {
-		return false, fmt.Errorf("refresh allocation tags: %w", err)
+		return nil, fmt.Errorf("refresh allocation tags: %w", err)
 	}
 	retagged := map[int32]string{}
 	var id int32
 	var tag string
 	_, err = pgx.ForEachRow(rows, []any{&id, &tag}, func() error { retagged[id] = tag; return nil })
 	if err != nil {
-		return false, fmt.Errorf("refresh allocation tags: %w", err)
+		return nil, fmt.Errorf("refresh allocation tags: %w", err)
 	}
-	for i, r := range s.Clusters {
-		if t, ok := retagged[r.ID]; ok {
-			s.Clusters[i].AllocTag = t
-			changed = true
+	return retagged, nil
+}
+
+// writeDecision writes d in tx, and the notification when wrote is set.
+func writeDecision(ctx context.Context, tx pgx.Tx, d decision, wrote bool) error {
+	if len(d.Grants) > 0 {
+		var ids, to []int32
+		for _, g := range d.Grants {
+			ids, to = append(ids, g.Cluster), append(to, g.To)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE cuesched.cluster c SET owner = u.owner, epoch = c.epoch + 1
+			FROM unnest($1::int[], $2::int[]) AS u(id, owner) WHERE c.id = u.id AND c.owner IS NULL`,
+			ids, to); err != nil {
+			return fmt.Errorf("assign clusters: %w", err)
 		}
 	}
-	return changed, nil
+	if len(d.Cancel) > 0 {
+		if _, err := tx.Exec(ctx, "DELETE FROM cuesched.handover WHERE cluster = ANY($1)", d.Cancel); err != nil {
+			return fmt.Errorf("drop handovers: %w", err)
+		}
+	}
+	if len(d.Moves) > 0 {
+		var ids, from, to []int32
+		for _, m := range d.Moves {
+			ids, from, to = append(ids, m.Cluster), append(from, m.Giver), append(to, m.Receiver)
+		}
+		// Only while the giver still owns the cluster: a handover may have
+		// completed since the read.
+		if _, err := tx.Exec(ctx, `INSERT INTO cuesched.handover (cluster, giver, receiver)
+			SELECT u.c, u.g, NULLIF(u.r, 0) FROM unnest($1::int[], $2::int[], $3::int[]) AS u(c, g, r)
+			JOIN cuesched.cluster c ON c.id = u.c AND c.owner = u.g
+			ON CONFLICT (cluster) DO UPDATE SET giver = excluded.giver, receiver = excluded.receiver`,
+			ids, from, to); err != nil {
+			return fmt.Errorf("ask for handovers: %w", err)
+		}
+	}
+	if wrote {
+		if _, err := tx.Exec(ctx, "SELECT pg_notify($1, 'assign')", Channel); err != nil {
+			return fmt.Errorf("notify: %w", err)
+		}
+	}
+	return nil
 }

@@ -241,12 +241,13 @@ func fence(t *testing.T, n *node, clusterID int32) error {
 }
 
 // terminate ends every session of the node (what a dead process or a
-// restarted database looks like to it).
+// restarted database looks like to it), in the test's database alone: the
+// tests in parallel use the same instance names.
 func terminate(t *testing.T, db *pgtest.DB, n *node) int {
 	t.Helper()
 	var k int
 	err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
-		FROM pg_stat_activity WHERE application_name = $1`, AppName(n.name)).Scan(&k)
+		FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()`, AppName(n.name)).Scan(&k)
 	if err != nil {
 		t.Fatal(err)
 	}

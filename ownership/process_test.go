@@ -102,38 +102,42 @@ func TestHelperProcess(t *testing.T) {
 			}
 		}
 	}()
-	go func() {
-		sc := bufio.NewScanner(os.Stdin)
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) == 0 || fields[0] != "fence" {
-				continue
-			}
-			var res []fenceResult
-			for _, f := range fields[1:] {
-				id, _ := strconv.Atoi(f)
-				r := fenceResult{ID: int32(id), Instance: c.View().Instance}
-				fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				tx, err := pool.Begin(fctx)
-				for err != nil && fctx.Err() == nil { // connections ended while stopped
-					tx, err = pool.Begin(fctx)
-				}
-				if err == nil {
-					err = c.Fence(fctx, tx, int32(id))
-					tx.Rollback(fctx)
-				}
-				cancel()
-				r.OK = err == nil
-				if err != nil {
-					r.Err = err.Error()
-				}
-				res = append(res, r)
-			}
-			emit("FENCE", res)
-		}
-	}()
+	go answerFences(ctx, c, pool, emit)
 	if err := c.Run(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// answerFences answers the helper's "fence <cluster id>..." lines on stdin
+// with "FENCE [json]".
+func answerFences(ctx context.Context, c *Coordinator, pool *pgxpool.Pool, emit func(kind string, v any)) {
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 || fields[0] != "fence" {
+			continue
+		}
+		var res []fenceResult
+		for _, f := range fields[1:] {
+			id, _ := strconv.Atoi(f)
+			r := fenceResult{ID: int32(id), Instance: c.View().Instance}
+			fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			tx, err := pool.Begin(fctx)
+			for err != nil && fctx.Err() == nil { // connections ended while stopped
+				tx, err = pool.Begin(fctx)
+			}
+			if err == nil {
+				err = c.Fence(fctx, tx, int32(id))
+				tx.Rollback(fctx)
+			}
+			cancel()
+			r.OK = err == nil
+			if err != nil {
+				r.Err = err.Error()
+			}
+			res = append(res, r)
+		}
+		emit("FENCE", res)
 	}
 }
 
@@ -307,6 +311,7 @@ func procsOwnOnce(n int, leader bool, procs ...*proc) bool {
 // default suite runs 3 trials; CUESCHED_BENCH=1 runs 20 and reports p50
 // and p99.
 func TestProcessTakeover(t *testing.T) {
+	t.Parallel()
 	trials := 3
 	if os.Getenv("CUESCHED_BENCH") == "1" {
 		trials = 20
@@ -352,6 +357,7 @@ func TestProcessTakeover(t *testing.T) {
 // for longer than its lease: its clusters move to the others, and after
 // SIGCONT its fence refuses every one of them.
 func TestProcessStopped(t *testing.T) {
+	t.Parallel()
 	const keys = 9
 	db := pgtest.NewDB(t)
 	procs := []*proc{}
