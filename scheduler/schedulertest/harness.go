@@ -5,7 +5,8 @@
 // to resolve, and an Owner whose claims the test changes. The Harness wires
 // them to the loop as package instance wires the real parts, records every
 // call the loop makes to them as an Event, and lets a test wait for the
-// events it expects instead of sleeping.
+// events it expects instead of sleeping. RunScenario runs a scenario file
+// (package internal/scenario) through the loop and checks its expect lines.
 package schedulertest
 
 import (
