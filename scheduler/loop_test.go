@@ -11,6 +11,7 @@ import (
 	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/match"
 	"github.com/cuesched/cuesched/ownership"
+	"github.com/cuesched/cuesched/scheduler"
 	"github.com/cuesched/cuesched/scheduler/schedulertest"
 )
 
@@ -144,6 +145,7 @@ func TestLoopDropOnlyRoundsBackOff(t *testing.T) {
 	if n := schedulertest.Count(h.Events()[mark:], schedulertest.Round); n > 3 {
 		t.Fatalf("%d rounds during the back-off, want at most 3", n)
 	}
+	h.Stop() // a round may be in flight, holding what it planned
 	if idle := h.Hosts.Idle("h1"); idle.Cores != 800 {
 		t.Fatalf("h1 idle %d cores after the drops, want all 800 given back", idle.Cores)
 	}
@@ -173,6 +175,10 @@ func TestLoopOwnershipChangeMidRound(t *testing.T) {
 			return e.Kind == schedulertest.Asleep && e.N == 0
 		})
 	})
+	// The worker may still start one more round, woken by its own booking
+	// before it sees it must leave: that round plans but books nothing.
+	// Run returns once the handover is done.
+	h.Stop()
 	all := h.Events()
 	if n := schedulertest.Count(all, schedulertest.Booking); n != 1 {
 		t.Fatalf("%d Book calls, want 1 (the batch in flight; the rest not tried):\n%v", n, all)
@@ -367,5 +373,49 @@ func TestGainedClusterResolvesItsOutboxUntilDone(t *testing.T) {
 		if e.Kind == schedulertest.Resolve && (len(e.IDs) != 1 || e.IDs[0] != 7) {
 			t.Fatalf("resolved clusters %v, want [7]", e.IDs)
 		}
+	}
+}
+
+// Capacity a round took and gave back (placements dropped or deferred)
+// wakes the other clusters sharing those hosts: one of them may have found
+// it missing and gone to sleep meanwhile, and nothing else would wake it.
+// Here h1 is in alloc1 and in the tag bucket of "pool". alloc1 plans l1
+// onto h1's only core and its batch stays in flight; the bucket's l2 finds
+// h1 full and sleeps; then alloc1's batch is deferred (the cluster was busy,
+// and retries only in an hour), and l2 must book.
+func TestLoopGiveBackWakesOtherClusters(t *testing.T) {
+	t.Parallel()
+	host := schedulertest.Host("h1", a1, 1)
+	host.Tags = append(host.Tags, "pool")
+	h := schedulertest.New(t, schedulertest.Setup{Hosts: []match.Host{host},
+		Config: scheduler.Config{BusyRetry: time.Hour}})
+	pool := cluster.NewKeyer([]cluster.Alloc{a1}, 1).OfTag(a1.Facility, "pool")
+	h.Owner.Claim(alloc1, pool)
+	gate := make(chan struct{})
+	h.Booker.Script(schedulertest.Step{Do: schedulertest.Busy, Gate: gate})
+	h.Queue.Add(alloc1, schedulertest.Layer("l1", a1, 1))
+	h.Start()
+	mark := len(h.AwaitN(0, schedulertest.Booking, 1)) // alloc1's batch in flight holds h1's core
+	l2 := schedulertest.Layer("l2", a1, 1)
+	l2.Tags = []string{"pool"}
+	h.Queue.Add(pool, l2)
+	h.Await(mark, "l2 asleep, waiting for capacity", func(evs []schedulertest.Event) bool {
+		read := slices.IndexFunc(evs, func(e schedulertest.Event) bool {
+			return e.Kind == schedulertest.Frames && e.Key == pool
+		})
+		w := h.Sched.Waits(pool)
+		return read >= 0 && len(w) == 1 && w[0].Reason == match.ReasonCapacity &&
+			slices.ContainsFunc(evs[read:], func(e schedulertest.Event) bool { return e.Kind == schedulertest.Asleep })
+	})
+	mark = h.Mark()
+	close(gate)
+	evs := h.AwaitN(mark, schedulertest.Hold, 1)
+	for _, e := range evs {
+		if e.Kind == schedulertest.Booking && e.Key != pool {
+			t.Fatalf("%v booked, want only the pool cluster to (alloc1 retries in an hour):\n%v", e.Key, evs)
+		}
+	}
+	if n := h.Queue.Waiting("l2"); n != 0 {
+		t.Fatalf("l2 has %d frames waiting, want it booked on the capacity alloc1 gave back", n)
 	}
 }

@@ -10,7 +10,7 @@ import (
 // it accepts) panic. The seed corpus is every scenario in the repository.
 func FuzzParse(f *testing.F) {
 	var files []string
-	for _, dir := range []string{"../../match/testdata", "../../explain/testdata"} {
+	for _, dir := range []string{"../../match/testdata", "../../explain/testdata", "../../scheduler/testdata"} {
 		m, err := filepath.Glob(filepath.Join(dir, "*.test"))
 		if err != nil {
 			f.Fatal(err)

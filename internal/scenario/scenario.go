@@ -3,8 +3,8 @@
 // waits and why. It parses a file into a plain model, builds match's inputs
 // from it, plans its rounds with match.Plan (Run), and checks its expect
 // lines against an Outcome, which any runner may fill: match alone, the
-// scheduler's loop, or explain against a seeded database. It does no I/O but
-// reading the file it is given.
+// scheduler's loop (schedulertest.RunScenario), or explain against a seeded
+// database. It does no I/O but reading the file it is given.
 package scenario
 
 import (

@@ -3,11 +3,13 @@ package schedulertest
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/match"
+	"github.com/cuesched/cuesched/match/matchtest"
 	"github.com/cuesched/cuesched/ownership"
 )
 
@@ -33,14 +35,24 @@ type Step struct {
 }
 
 // Booker is a scripted scheduler.Booker: each Book call takes the next Step
-// (Commit once the script is done). What it commits leaves the Queue.
+// (Commit once the script is done). What it commits leaves the Queue and
+// counts in the Caps, as the counters a commit raises do.
 type Booker struct {
 	rec   *recorder
 	queue *Queue
+	caps  *matchtest.Caps
 
-	mu     sync.Mutex
-	batch  int
-	script []Step
+	mu        sync.Mutex
+	batch     int
+	script    []Step
+	committed []match.Placement
+}
+
+// Committed is every placement committed so far, in order.
+func (b *Booker) Committed() []match.Placement {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.committed)
 }
 
 // Batch sets BatchSize (0: 500, as large as a real batch gets).
@@ -124,6 +136,12 @@ func (b *Booker) do(ctx context.Context, step Step, c dispatch.Cluster, ps []mat
 				ClusterID: c.ID, HostName: p.Host.Name, Version: p.Frame.Version + 1})
 		}
 		b.queue.booked(ps)
+		for _, p := range ps {
+			b.caps.Apply(p)
+		}
+		b.mu.Lock()
+		b.committed = append(b.committed, ps...)
+		b.mu.Unlock()
 	}
 	return res, nil
 }

@@ -21,7 +21,11 @@ const (
 	// Round: a round began, reading its cluster's queued layers. (Tag
 	// pressure's demand reads those of every tag-bucket cluster too: a test
 	// counting rounds of a tag bucket sees those reads.)
-	Round   Kind = "round"
+	Round Kind = "round"
+	// Frames: a round read the waiting frames of its cluster's queued
+	// layers (Key). Only a worker's own round does (tag pressure reads
+	// layers, not frames).
+	Frames  Kind = "frames"
 	Booking Kind = "booking" // a Book call began (N placements)
 	Book    Kind = "book"    // a Book call returned (Booked, Dropped, Deferred, Err)
 	Hold    Kind = "hold"    // the capacity of N bookings was held
@@ -35,7 +39,7 @@ const (
 // Event is one thing the loop did to a port.
 type Event struct {
 	Kind Kind
-	Key  cluster.Key // Round, Booking, Book
+	Key  cluster.Key // Round, Frames, Booking, Book
 	N    int         // Booking: placements; Hold: bookings; Asleep: clusters asleep
 	// Booked, Dropped and Deferred count the placements of a Book call by
 	// how they ended.
@@ -50,7 +54,7 @@ func (e Event) String() string {
 	var b strings.Builder
 	b.WriteString(string(e.Kind))
 	switch e.Kind {
-	case Round:
+	case Round, Frames:
 		fmt.Fprintf(&b, " %s", e.Key)
 	case Booking, Hold, Asleep:
 		fmt.Fprintf(&b, " %d", e.N)

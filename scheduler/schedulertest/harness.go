@@ -5,7 +5,8 @@
 // to resolve, and an Owner whose claims the test changes. The Harness wires
 // them to the loop as package instance wires the real parts, records every
 // call the loop makes to them as an Event, and lets a test wait for the
-// events it expects instead of sleeping.
+// events it expects instead of sleeping. RunScenario runs a scenario file
+// (package internal/scenario) through the loop and checks its expect lines.
 package schedulertest
 
 import (
@@ -46,6 +47,9 @@ var (
 type Setup struct {
 	Hosts  []match.Host
 	Allocs []cluster.Alloc // nil: A1
+	// Caps are the caps the loop reads and the Booker counts commits in;
+	// nil: Show subscribed to every allocation with room to spare.
+	Caps *matchtest.Caps
 	// Config is the loop's configuration; Logger, Loop and Now are the
 	// harness's.
 	Config scheduler.Config
@@ -78,12 +82,15 @@ func New(t testing.TB, s Setup) *Harness {
 		allocs = []cluster.Alloc{A1}
 	}
 	h := &Harness{t: t, rec: rec, Queue: newQueue(rec), Hosts: newHosts(s.Hosts, allocs),
-		Caps: matchtest.NewCaps(), Launcher: &Launcher{rec: rec}, Owner: newOwner(rec),
+		Caps: s.Caps, Launcher: &Launcher{rec: rec}, Owner: newOwner(rec),
 		Clock: &Clock{now: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}}
-	h.Booker = &Booker{rec: rec, queue: h.Queue}
-	for _, a := range allocs {
-		h.Caps.Subs[matchtest.SubKey{Show: Show, Alloc: a.ID}] = match.Subscription{Size: 1 << 20, Burst: 1 << 20}
+	if h.Caps == nil {
+		h.Caps = matchtest.NewCaps()
+		for _, a := range allocs {
+			h.Caps.Subs[matchtest.SubKey{Show: Show, Alloc: a.ID}] = match.Subscription{Size: 1 << 20, Burst: 1 << 20}
+		}
 	}
+	h.Booker = &Booker{rec: rec, queue: h.Queue, caps: h.Caps}
 	cfg := s.Config
 	cfg.Logger = slog.New(logHandler{rec})
 	cfg.Loop = metrics.NewLoop(prometheus.NewRegistry())
@@ -248,6 +255,13 @@ func (c *Clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.now
+}
+
+// Set sets the clock to t.
+func (c *Clock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = t
 }
 
 // Advance moves the clock on by d.

@@ -122,9 +122,14 @@ func (q *Queue) Frames(_ context.Context, layers []*match.Layer, limit int) erro
 		q.failFrames--
 		return errors.New("frames: connection refused")
 	}
+	read := false
 	for _, l := range layers {
 		l.Frames = nil
 		if e := q.layers[l.ID]; e != nil {
+			if !read {
+				q.rec.add(Event{Kind: Frames, Key: e.key})
+				read = true
+			}
 			n := len(e.frames)
 			if limit > 0 {
 				n = min(n, limit)
