@@ -1,0 +1,235 @@
+package pgtest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cuesched/cuesched/internal/testworld/cuebotdb"
+	"github.com/cuesched/cuesched/internal/testworld/pgcluster"
+	"github.com/cuesched/cuesched/migrations"
+)
+
+// Every cluster starts from a copy of a frozen one (pgcluster.Freeze):
+//
+//   - the base holds the Full, Cuebot and Empty templates. It is built once
+//     per machine and kept under os.TempDir()/cuesched-pgtest, named by a
+//     digest of what went into it (the server binaries, the Cuebot schema,
+//     the migrations), so every test process of `make test` after the first
+//     copies it instead of running initdb and building the schema;
+//   - the prototype is the base with the process's fixtures (Main) built in,
+//     or the base itself when there are none. It is the process's own and
+//     removed when the tests end.
+
+// baseTemplates are the templates the base holds.
+var baseTemplates = []Template{Full, Cuebot, Empty}
+
+// frozenSettings keep a frozen cluster small to copy: a shutdown checkpoint
+// leaves two WAL segments, not PostgreSQL's default of five.
+var frozenSettings = map[string]string{"min_wal_size": "32MB"}
+
+var proto struct {
+	mu  sync.Mutex
+	dir string
+	own bool // dir is the process's own (fixtures built), not the base
+	err error
+}
+
+// start starts a cluster from a copy of the prototype, its templates built.
+func start(ctx context.Context, opts pgcluster.Options) (*pgcluster.Cluster, error) {
+	dir, err := prototype(ctx)
+	if err != nil {
+		return nil, err
+	}
+	opts.From = dir
+	c, err := pgcluster.Start(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	markBuilt(c, protoTemplates()...)
+	return c, nil
+}
+
+func markBuilt(c *pgcluster.Cluster, ts ...Template) {
+	tmplMu.Lock()
+	defer tmplMu.Unlock()
+	for _, t := range ts {
+		templates[clusterTemplate{c, t}] = true
+	}
+}
+
+// protoTemplates are the templates every copy of the prototype holds.
+func protoTemplates() []Template {
+	out := append([]Template{}, baseTemplates...)
+	for name := range fixtures {
+		out = append(out, name)
+	}
+	return out
+}
+
+// prototype returns the prototype's data directory, making it on first use.
+func prototype(ctx context.Context) (string, error) {
+	proto.mu.Lock()
+	defer proto.mu.Unlock()
+	if proto.dir == "" && proto.err == nil {
+		proto.dir, proto.own, proto.err = makePrototype(ctx)
+	}
+	return proto.dir, proto.err
+}
+
+func makePrototype(ctx context.Context) (dir string, own bool, err error) {
+	base, err := baseDir(ctx)
+	if err != nil || len(fixtures) == 0 {
+		return base, false, err
+	}
+	c, err := pgcluster.Start(ctx, pgcluster.Options{Settings: frozenSettings, From: base})
+	if err != nil {
+		return "", false, err
+	}
+	markBuilt(c, baseTemplates...)
+	for name := range fixtures {
+		if err = ensureTemplate(ctx, c, name); err != nil {
+			break
+		}
+	}
+	return freeze(ctx, c, err)
+}
+
+// freeze freezes c unless building in it failed (err), and stops and
+// removes it then.
+func freeze(ctx context.Context, c *pgcluster.Cluster, err error) (string, bool, error) {
+	if err == nil {
+		err = c.Freeze(ctx)
+	}
+	if err != nil {
+		if stopErr := c.Stop(); stopErr != nil {
+			fmt.Fprintln(os.Stderr, "pgtest: stop prototype cluster:", stopErr)
+		}
+		return "", false, fmt.Errorf("prototype cluster: %w", err)
+	}
+	return c.Dir, true, nil
+}
+
+func removePrototype() {
+	proto.mu.Lock()
+	defer proto.mu.Unlock()
+	if proto.own {
+		if err := os.RemoveAll(proto.dir); err != nil {
+			fmt.Fprintln(os.Stderr, "pgtest: remove prototype cluster:", err)
+		}
+	}
+}
+
+// baseDir returns the base's data directory, building it under a file lock
+// when this machine has none for the current digest: one process builds,
+// the others wait for it and copy.
+func baseDir(ctx context.Context) (string, error) {
+	key, err := baseKey()
+	if err != nil {
+		return "", err
+	}
+	root := filepath.Join(os.TempDir(), "cuesched-pgtest")
+	dir := filepath.Join(root, key)
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return "", fmt.Errorf("base cluster: %w", err)
+	}
+	unlock, err := lockFile(filepath.Join(root, key+".lock"))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	// A base appears by rename once frozen: if the directory exists, it is
+	// whole.
+	if _, err := os.Stat(dir); err == nil {
+		now := time.Now()
+		_ = os.Chtimes(dir, now, now) // marks it in use for prune
+		return dir, nil
+	}
+	c, err := pgcluster.Start(ctx, pgcluster.Options{Settings: frozenSettings})
+	if err != nil {
+		return "", err
+	}
+	for _, t := range baseTemplates {
+		if err = ensureTemplate(ctx, c, t); err != nil {
+			err = fmt.Errorf("build template %s: %w", t, err)
+			break
+		}
+	}
+	built, _, err := freeze(ctx, c, err)
+	if err != nil {
+		return "", err
+	}
+	if err := os.Rename(built, dir); err != nil {
+		os.RemoveAll(built)
+		return "", fmt.Errorf("base cluster: %w", err)
+	}
+	prune(root, key)
+	return dir, nil
+}
+
+// baseKey is the digest naming the base: what changes the clusters it holds.
+func baseKey() (string, error) {
+	bin, err := pgcluster.BinDir()
+	if err != nil {
+		return "", err
+	}
+	st, err := os.Stat(filepath.Join(bin, "postgres"))
+	if err != nil {
+		return "", fmt.Errorf("base cluster: %w", err)
+	}
+	mig, err := migrations.Digest()
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	// Bump the first line when the way the base is built changes.
+	fmt.Fprintf(h, "pgtest base 1\n%s %d %d\n%s\n%s\n", bin, st.Size(), st.ModTime().UnixNano(),
+		cuebotdb.Digest(), mig)
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// prune removes the bases of other digests (older schemas) that no process
+// has used for a day, with their lock files.
+func prune(root, keep string) {
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		name := strings.TrimSuffix(e.Name(), ".lock")
+		if name == keep {
+			continue
+		}
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > 24*time.Hour {
+			os.RemoveAll(filepath.Join(root, e.Name()))
+		}
+	}
+}
+
+// lockFile takes an exclusive lock on path (created if missing), waiting
+// for another process holding it, and returns its release.
+func lockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("base cluster lock: %w", err)
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("base cluster lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
