@@ -4,7 +4,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
@@ -14,7 +13,8 @@ import (
 // registration is gone and it owns nothing). A second instance then books
 // the rest, every frame exactly once, and stops cleanly too.
 func TestPeerStressFarm(t *testing.T) {
-	db := pgtest.NewDB(t)
+	t.Parallel()
+	db := ownDB(t)
 	farm := seed.PeerStress(5)
 	total := int64(farm.FrameCount())
 	if _, err := seed.Load(t.Context(), db.Pool, farm, 5); err != nil {
