@@ -86,9 +86,12 @@ func prototype(ctx context.Context) (string, error) {
 }
 
 func makePrototype(ctx context.Context) (dir string, own bool, err error) {
-	base, err := baseDir(ctx)
+	base, shared, err := baseDir(ctx)
 	if err != nil || len(fixtures) == 0 {
-		return base, false, err
+		return base, !shared, err
+	}
+	if !shared {
+		defer os.RemoveAll(base)
 	}
 	c, err := pgcluster.Start(ctx, pgcluster.Options{Settings: frozenSettings, From: base})
 	if err != nil {
@@ -100,12 +103,13 @@ func makePrototype(ctx context.Context) (dir string, own bool, err error) {
 			break
 		}
 	}
-	return freeze(ctx, c, err)
+	dir, err = freeze(ctx, c, err)
+	return dir, err == nil, err
 }
 
 // freeze freezes c unless building in it failed (err), and stops and
 // removes it then.
-func freeze(ctx context.Context, c *pgcluster.Cluster, err error) (string, bool, error) {
+func freeze(ctx context.Context, c *pgcluster.Cluster, err error) (string, error) {
 	if err == nil {
 		err = c.Freeze(ctx)
 	}
@@ -113,9 +117,9 @@ func freeze(ctx context.Context, c *pgcluster.Cluster, err error) (string, bool,
 		if stopErr := c.Stop(); stopErr != nil {
 			fmt.Fprintln(os.Stderr, "pgtest: stop prototype cluster:", stopErr)
 		}
-		return "", false, fmt.Errorf("prototype cluster: %w", err)
+		return "", fmt.Errorf("prototype cluster: %w", err)
 	}
-	return c.Dir, true, nil
+	return c.Dir, nil
 }
 
 func removePrototype() {
@@ -128,22 +132,22 @@ func removePrototype() {
 	}
 }
 
-// baseDir returns the base's data directory, building it under a file lock
-// when this machine has none for the current digest: one process builds,
-// the others wait for it and copy.
-func baseDir(ctx context.Context) (string, error) {
+// baseDir returns the base's data directory: the machine's (shared), built
+// under a file lock when it has none for the current digest, so one process
+// builds and the others wait for it and copy; or, when that cache cannot be
+// used (another user's, say), one built for this process alone.
+func baseDir(ctx context.Context) (dir string, shared bool, err error) {
 	key, err := baseKey()
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	root := filepath.Join(os.TempDir(), "cuesched-pgtest")
-	dir := filepath.Join(root, key)
-	if err := os.MkdirAll(root, 0o755); err != nil {
-		return "", fmt.Errorf("base cluster: %w", err)
-	}
-	unlock, err := lockFile(filepath.Join(root, key+".lock"))
+	dir = filepath.Join(root, key)
+	unlock, err := lockFile(root, key+".lock")
 	if err != nil {
-		return "", err
+		fmt.Fprintf(os.Stderr, "pgtest: %v: building a base cluster for this process alone\n", err)
+		dir, err = buildBase(ctx)
+		return dir, false, err
 	}
 	defer unlock()
 	// A base appears by rename once frozen: if the directory exists, it is
@@ -151,8 +155,22 @@ func baseDir(ctx context.Context) (string, error) {
 	if _, err := os.Stat(dir); err == nil {
 		now := time.Now()
 		_ = os.Chtimes(dir, now, now) // marks it in use for prune
-		return dir, nil
+		return dir, true, nil
 	}
+	built, err := buildBase(ctx)
+	if err != nil {
+		return "", false, err
+	}
+	if err := os.Rename(built, dir); err != nil {
+		fmt.Fprintf(os.Stderr, "pgtest: keep base cluster: %v\n", err)
+		return built, false, nil
+	}
+	prune(root, key)
+	return dir, true, nil
+}
+
+// buildBase builds a cluster with the base's templates and freezes it.
+func buildBase(ctx context.Context) (string, error) {
 	c, err := pgcluster.Start(ctx, pgcluster.Options{Settings: frozenSettings})
 	if err != nil {
 		return "", err
@@ -163,16 +181,7 @@ func baseDir(ctx context.Context) (string, error) {
 			break
 		}
 	}
-	built, _, err := freeze(ctx, c, err)
-	if err != nil {
-		return "", err
-	}
-	if err := os.Rename(built, dir); err != nil {
-		os.RemoveAll(built)
-		return "", fmt.Errorf("base cluster: %w", err)
-	}
-	prune(root, key)
-	return dir, nil
+	return freeze(ctx, c, err)
 }
 
 // baseKey is the digest naming the base: what changes the clusters it holds.
@@ -214,9 +223,13 @@ func prune(root, keep string) {
 	}
 }
 
-// lockFile takes an exclusive lock on path (created if missing), waiting
-// for another process holding it, and returns its release.
-func lockFile(path string) (func(), error) {
+// lockFile takes an exclusive lock on file name in dir (both created if
+// missing), waiting for another process holding it, and returns its release.
+func lockFile(dir, name string) (func(), error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("base cluster cache: %w", err)
+	}
+	path := filepath.Join(dir, name)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("base cluster lock: %w", err)
