@@ -63,12 +63,13 @@ var (
 
 // ownDB gives the test a PostgreSQL cluster of its own and a fresh database
 // in it (of the template tpl, Full when none). Every test of the package
-// creates replication slots, and creating one waits for every open
-// transaction of the cluster, some tests stop instances mid-transaction: with
-// a cluster each they wait for no other test, and run in parallel.
+// creates replication slots, creating one waits for every open transaction
+// of the cluster, and some tests stop instances mid-transaction: with a
+// cluster each, no test waits for another's, so they run in parallel. A
+// cluster is a copy of a frozen one (pgtest), not an initdb.
 func ownDB(t *testing.T, tpl ...pgtest.Template) *pgtest.DB {
 	t.Helper()
-	return pgtest.NewDBIn(t, pgtest.NewCluster(t, pgcluster.Options{}), tpl...)
+	return pgtest.NewDBIn(t, pgtest.NewCluster(t, pgcluster.Options{}, tpl...), tpl...)
 }
 
 // peerStressDB is ownDB holding the peer stress farm of seed 11, its farm

@@ -27,7 +27,7 @@ import (
 func TestPollBehindTransactionPooler(t *testing.T) {
 	t.Parallel()
 	chaos := os.Getenv("CUESCHED_CHAOS") == "1"
-	c := pgtest.NewCluster(t, pgcluster.Options{Settings: map[string]string{"wal_level": "replica"}})
+	c := pgtest.NewCluster(t, pgcluster.Options{Settings: map[string]string{"wal_level": "replica"}}, peerStress.Name)
 	db := pgtest.NewDBIn(t, c, peerStress.Name)
 	farm := seed.PeerStress(11)
 	seeded, err := peerStressKeys.On(db.Pool)

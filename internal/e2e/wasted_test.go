@@ -52,6 +52,11 @@ func TestWastedAttempts(t *testing.T) {
 			if _, err := db.Pool.Exec(t.Context(), `UPDATE layer SET ts_start_after = NULL`); err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() {
+				if t.Failed() {
+					logWaiting(t, db.Pool)
+				}
+			})
 			waitFor(t, 2*time.Minute, "every frame booked", func() bool {
 				return count(t, db.Pool, `SELECT count(*) FROM frame WHERE str_state = 'RUNNING'`) == total
 			})

@@ -60,15 +60,16 @@ var (
 )
 
 // A Fixture is a template database: the Full template with what Build
-// writes into it (a seeded farm, say). It is built once per test process, in
-// the prototype every cluster starts from; NewDB(tb, fixture.Name) clones it.
+// writes into it (a seeded farm, say). It is built once per test process, on
+// first use, in the prototype that the package's cluster and the clusters
+// NewCluster is asked for it in start from; NewDB(tb, fixture.Name) clones it.
 type Fixture struct {
 	Name  Template
 	Build func(ctx context.Context, pool *pgxpool.Pool) error
 }
 
-// Main runs the package's tests and then stops the cluster if one started
-// and removes the prototype. The fixtures are built into the prototype.
+// Main runs the package's tests with the fixtures fx, then stops the
+// cluster if one started and removes the process's frozen clusters.
 func Main(m *testing.M, fx ...Fixture) {
 	for _, f := range fx {
 		fixtures[f.Name] = f
@@ -93,7 +94,7 @@ func Cluster(tb testing.TB) *pgcluster.Cluster {
 	if cluster == nil && startErr == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		cluster, startErr = start(ctx, pgcluster.Options{})
+		cluster, startErr = start(ctx, pgcluster.Options{}, true)
 	}
 	if startErr != nil {
 		tb.Fatalf("pgtest: %v", startErr)
@@ -109,12 +110,18 @@ type clusterTemplate struct {
 
 // NewCluster starts a cluster of the test's own with opts (a wal_level below
 // logical, say) and stops it when the test ends. NewDBIn creates databases
-// in it.
-func NewCluster(tb testing.TB, opts pgcluster.Options) *pgcluster.Cluster {
+// in it. Name among tpl the fixtures they will be of: only then does it start
+// from the prototype, whose fixtures are dead weight to copy otherwise.
+func NewCluster(tb testing.TB, opts pgcluster.Options, tpl ...Template) *pgcluster.Cluster {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := start(ctx, opts)
+	withFixtures := false
+	for _, t := range tpl {
+		_, isFixture := fixtures[t]
+		withFixtures = withFixtures || isFixture
+	}
+	c, err := start(ctx, opts, withFixtures)
 	if err != nil {
 		tb.Fatalf("pgtest: %v", err)
 	}

@@ -26,8 +26,8 @@ import (
 //     the migrations), so every test process of `make test` after the first
 //     copies it instead of running initdb and building the schema;
 //   - the prototype is the base with the process's fixtures (Main) built in,
-//     or the base itself when there are none. It is the process's own and
-//     removed when the tests end.
+//     on first use; clusters for tests of fixtures copy it, the others the
+//     base. It is the process's own and removed when the tests end.
 
 // baseTemplates are the templates the base holds.
 var baseTemplates = []Template{Full, Cuebot, Empty}
@@ -37,15 +37,18 @@ var baseTemplates = []Template{Full, Cuebot, Empty}
 var frozenSettings = map[string]string{"min_wal_size": "32MB"}
 
 var proto struct {
-	mu  sync.Mutex
-	dir string
-	own bool // dir is the process's own (fixtures built), not the base
-	err error
+	mu      sync.Mutex
+	base    string // the base's data directory
+	baseOwn bool   // base is the process's own, not the machine's
+	baseErr error
+	fix     string // the prototype's, when the process has fixtures
+	fixErr  error
 }
 
-// start starts a cluster from a copy of the prototype, its templates built.
-func start(ctx context.Context, opts pgcluster.Options) (*pgcluster.Cluster, error) {
-	dir, err := prototype(ctx)
+// start starts a cluster from a copy of the base, or of the prototype when
+// withFixtures (fixtures are a copy's weight to every test that uses none).
+func start(ctx context.Context, opts pgcluster.Options, withFixtures bool) (*pgcluster.Cluster, error) {
+	dir, built, err := frozen(ctx, withFixtures && len(fixtures) > 0)
 	if err != nil {
 		return nil, err
 	}
@@ -54,7 +57,7 @@ func start(ctx context.Context, opts pgcluster.Options) (*pgcluster.Cluster, err
 	if err != nil {
 		return nil, err
 	}
-	markBuilt(c, protoTemplates()...)
+	markBuilt(c, built...)
 	return c, nil
 }
 
@@ -66,36 +69,34 @@ func markBuilt(c *pgcluster.Cluster, ts ...Template) {
 	}
 }
 
-// protoTemplates are the templates every copy of the prototype holds.
-func protoTemplates() []Template {
-	out := append([]Template{}, baseTemplates...)
-	for name := range fixtures {
-		out = append(out, name)
-	}
-	return out
-}
-
-// prototype returns the prototype's data directory, making it on first use.
-func prototype(ctx context.Context) (string, error) {
+// frozen returns the data directory of the base, or of the prototype when
+// withFixtures, making each on first use, and the templates it holds.
+func frozen(ctx context.Context, withFixtures bool) (string, []Template, error) {
 	proto.mu.Lock()
 	defer proto.mu.Unlock()
-	if proto.dir == "" && proto.err == nil {
-		proto.dir, proto.own, proto.err = makePrototype(ctx)
+	if proto.base == "" && proto.baseErr == nil {
+		var shared bool
+		proto.base, shared, proto.baseErr = baseDir(ctx)
+		proto.baseOwn = !shared
 	}
-	return proto.dir, proto.err
+	if proto.baseErr != nil || !withFixtures {
+		return proto.base, baseTemplates, proto.baseErr
+	}
+	if proto.fix == "" && proto.fixErr == nil {
+		proto.fix, proto.fixErr = buildFixtures(ctx, proto.base)
+	}
+	built := append([]Template{}, baseTemplates...)
+	for name := range fixtures {
+		built = append(built, name)
+	}
+	return proto.fix, built, proto.fixErr
 }
 
-func makePrototype(ctx context.Context) (dir string, own bool, err error) {
-	base, shared, err := baseDir(ctx)
-	if err != nil || len(fixtures) == 0 {
-		return base, !shared, err
-	}
-	if !shared {
-		defer os.RemoveAll(base)
-	}
+// buildFixtures builds the fixtures in a copy of the base and freezes it.
+func buildFixtures(ctx context.Context, base string) (string, error) {
 	c, err := pgcluster.Start(ctx, pgcluster.Options{Settings: frozenSettings, From: base})
 	if err != nil {
-		return "", false, err
+		return "", err
 	}
 	markBuilt(c, baseTemplates...)
 	for name := range fixtures {
@@ -103,8 +104,7 @@ func makePrototype(ctx context.Context) (dir string, own bool, err error) {
 			break
 		}
 	}
-	dir, err = freeze(ctx, c, err)
-	return dir, err == nil, err
+	return freeze(ctx, c, err)
 }
 
 // freeze freezes c unless building in it failed (err), and stops and
@@ -125,9 +125,16 @@ func freeze(ctx context.Context, c *pgcluster.Cluster, err error) (string, error
 func removePrototype() {
 	proto.mu.Lock()
 	defer proto.mu.Unlock()
-	if proto.own {
-		if err := os.RemoveAll(proto.dir); err != nil {
-			fmt.Fprintln(os.Stderr, "pgtest: remove prototype cluster:", err)
+	dirs := []string{proto.fix}
+	if proto.baseOwn {
+		dirs = append(dirs, proto.base)
+	}
+	for _, dir := range dirs {
+		if dir == "" {
+			continue
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "pgtest: remove frozen cluster:", err)
 		}
 	}
 }
