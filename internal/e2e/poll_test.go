@@ -18,15 +18,18 @@ import (
 // through pgbouncer in transaction mode (--pool-db) and everything
 // session-bound on --db, books the peer stress farm, then as much work again
 // arrives, more than the farm holds, and it keeps booking while Cuebot-style
-// completions free hosts: it books more frames than ever run at once. The
-// default suite lets work flow until that shows through several polls (100
-// frames booked past the most ever running at once); CUESCHED_CHAOS=1
-// (`make chaos`) keeps it flowing for a minute. Every booking is its cluster
-// owner's and made once, the counters of the managed show come back to the
-// sum of their procs, and the instance stops cleanly.
+// completions free hosts (20 s; a minute under CUESCHED_CHAOS=1, which
+// `make chaos` sets): it books more frames than ever run at once. Every
+// booking is its cluster owner's and made once, the counters of the managed
+// show come back to the sum of their procs, and the instance stops cleanly.
+// The window stays: it is what lets the farm fill before the count shows
+// freed hosts booked again. It runs in parallel with the other tests.
 func TestPollBehindTransactionPooler(t *testing.T) {
 	t.Parallel()
-	chaos := os.Getenv("CUESCHED_CHAOS") == "1"
+	window := 20 * time.Second
+	if os.Getenv("CUESCHED_CHAOS") == "1" {
+		window = time.Minute
+	}
 	c := pgtest.NewCluster(t, pgcluster.Options{Settings: map[string]string{"wal_level": "replica"}}, peerStress.Name)
 	db := pgtest.NewDBIn(t, c, peerStress.Name)
 	farm := seed.PeerStress(11)
@@ -62,28 +65,24 @@ func TestPollBehindTransactionPooler(t *testing.T) {
 		}
 	}
 	comp := startCompleter(t, db.Pool, 2)
-	booked := func() int64 { return count(t, db.Pool, `SELECT count(*) FROM e2e.booking`) }
-	window := time.After(time.Minute)
+	flowing := time.After(window)
 	peak := int64(0)
-	waitFor(t, 2*time.Minute, "completions and bookings on the freed hosts", func() bool {
+	waitFor(t, window+time.Minute, "completions and bookings for the window", func() bool {
 		peak = max(peak, running())
-		if chaos {
-			select {
-			case <-window:
-				return true
-			default:
-				return false
-			}
+		select {
+		case <-flowing:
+			return true
+		default:
+			return false
 		}
-		return comp.released() > 0 && booked() > peak+100
 	}, inst)
 	comp.stop()
 	comp.check(t)
-	n := booked()
-	t.Logf("%d frames booked, %d completed, at most %d running at once", n, comp.done, peak)
-	if comp.done == 0 || n <= peak {
+	booked := count(t, db.Pool, `SELECT count(*) FROM e2e.booking`)
+	t.Logf("%d frames booked, %d completed, at most %d running at once", booked, comp.done, peak)
+	if comp.done == 0 || booked <= peak {
 		t.Fatalf("%d frames booked, %d completed, at most %d running at once: freed hosts were not booked again",
-			n, comp.done, peak)
+			booked, comp.done, peak)
 	}
 
 	auditClean(t, db.Pool)
