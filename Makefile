@@ -16,9 +16,11 @@ build:
 postgres:
 	@scripts/ensure-postgres.sh
 
-# The default suite: every package, race detector on.
+# The default suite: every package, race detector on. The end-to-end tests
+# take longest: named first, they start first instead of a third of the way
+# through (go test lists a package once).
 test: postgres
-	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	$(GO) test -race -count=1 -timeout 30m $(if $(filter ./...,$(PKGS)),./internal/e2e) $(PKGS)
 
 # The demo is a command of its own: it alone links the test world.
 demo: postgres

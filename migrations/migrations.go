@@ -11,10 +11,13 @@ package migrations
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"slices"
 
 	"github.com/golang-migrate/migrate/v4"
@@ -155,6 +158,28 @@ func Read(ctx context.Context, q Querier) (Status, error) {
 		st.Version = uint(version)
 	}
 	return st, nil
+}
+
+// Digest identifies the embedded migrations by their content: a SHA-256 of
+// every file's name and bytes. Tests key caches of migrated databases by it.
+func Digest() (string, error) {
+	h := sha256.New()
+	err := fs.WalkDir(files, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := files.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s %d\n", path, len(b))
+		h.Write(b)
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("embedded migrations: %w", err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Latest is the newest migration version embedded in this binary.

@@ -6,21 +6,15 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/cuesched/cuesched/internal/testworld/pgtest"
-	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 // `cuesched run` as a role made only by the SQL `cuesched grants` prints
 // (plus LOGIN) books the peer stress farm with a clean audit; with one of
 // those grants revoked it exits at start with one line naming it.
 func TestRunAsARoleMadeByGrants(t *testing.T) {
-	db := pgtest.NewDB(t)
-	farm := seed.PeerStress(11)
+	t.Parallel()
+	db, farm, _ := peerStressDB(t)
 	total := int64(farm.FrameCount())
-	if _, err := seed.Load(t.Context(), db.Pool, farm, 11); err != nil {
-		t.Fatal(err)
-	}
 	// What PUBLIC holds by default must not stand in for a missing grant.
 	exec1(t, db.Pool, fmt.Sprintf(`REVOKE CONNECT ON DATABASE %s FROM PUBLIC; REVOKE USAGE ON SCHEMA public FROM PUBLIC`,
 		db.Name))

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
@@ -30,7 +29,8 @@ func TestIdleCost(t *testing.T) {
 	if benchOn() {
 		window = 60 * time.Second
 	}
-	db := pgtest.NewDB(t)
+	t.Parallel()
+	db := ownDB(t)
 	exec1(t, db.Pool, fmt.Sprintf(`ALTER DATABASE %s SET log_statement = 'all'`, db.Name))
 	farm := seed.Stress(3, 60, 4)
 	total := int64(farm.FrameCount())

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/cuesched/cuesched/dispatch"
-	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
@@ -27,7 +26,8 @@ func TestTimeToBookIdleFarm(t *testing.T) {
 	if benchOn() {
 		jobs = 200
 	}
-	db := pgtest.NewDB(t)
+	t.Parallel()
+	db := ownDB(t)
 	farm := seed.Stress(17, 120, 0)
 	s, err := seed.Load(t.Context(), db.Pool, farm, 17)
 	if err != nil {

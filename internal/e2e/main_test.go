@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"hash/crc32"
 	"os"
@@ -8,7 +9,11 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cuesched/cuesched/internal/testworld/pgcluster"
 	"github.com/cuesched/cuesched/internal/testworld/pgtest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 // binary is the cuesched binary the tests run, built once in TestMain.
@@ -41,7 +46,42 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.Exit(1)
 	}
-	pgtest.Main(m)
+	pgtest.Main(m, peerStress)
+}
+
+// peerStress is the template of the peer stress farm of seed 11, seeded once
+// for the process (pgtest.Fixture) for the tests that book it;
+// peerStressKeys are its seeded keys.
+var (
+	peerStressKeys *seed.Seeded
+	peerStress     = pgtest.Fixture{Name: "tpl_peer_stress_11", Build: func(ctx context.Context, pool *pgxpool.Pool) error {
+		s, err := seed.Load(ctx, pool, seed.PeerStress(11), 11)
+		peerStressKeys = s
+		return err
+	}}
+)
+
+// ownDB gives the test a PostgreSQL cluster of its own and a fresh database
+// in it (of the template tpl, Full when none). Every test of the package
+// creates replication slots, creating one waits for every open transaction
+// of the cluster, and some tests stop instances mid-transaction: with a
+// cluster each, no test waits for another's, so they run in parallel. A
+// cluster is a copy of a frozen one (pgtest), not an initdb.
+func ownDB(t *testing.T, tpl ...pgtest.Template) *pgtest.DB {
+	t.Helper()
+	return pgtest.NewDBIn(t, pgtest.NewCluster(t, pgcluster.Options{}, tpl...), tpl...)
+}
+
+// peerStressDB is ownDB holding the peer stress farm of seed 11, its farm
+// (seed.PeerStress(11)) and the keys to launch more jobs with.
+func peerStressDB(t *testing.T) (*pgtest.DB, *seed.Farm, *seed.Seeded) {
+	t.Helper()
+	db := ownDB(t, peerStress.Name)
+	keys, err := peerStressKeys.On(db.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, seed.PeerStress(11), keys
 }
 
 // build builds cuesched with the go build arguments args into buildDir/name

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
-	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
@@ -21,7 +20,8 @@ import (
 //     booked;
 //   - a show that is never managed is never booked.
 func TestManagedShowsFollowTheDatabase(t *testing.T) {
-	db := pgtest.NewDB(t)
+	t.Parallel()
+	db := ownDB(t)
 	farm := seed.Stress(31, 24, 0)
 	for i := range farm.Hosts {
 		farm.Hosts[i].Cores, farm.Hosts[i].Mem = 8*seed.Core, 32*seed.GB

@@ -3,9 +3,6 @@ package e2e
 import (
 	"testing"
 	"time"
-
-	"github.com/cuesched/cuesched/internal/testworld/pgtest"
-	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
 // One `cuesched run --dry-run` process books the peer stress farm. A first
@@ -14,12 +11,9 @@ import (
 // registration is gone and it owns nothing). A second instance then books
 // the rest, every frame exactly once, and stops cleanly too.
 func TestPeerStressFarm(t *testing.T) {
-	db := pgtest.NewDB(t)
-	farm := seed.PeerStress(5)
+	t.Parallel()
+	db, farm, _ := peerStressDB(t)
 	total := int64(farm.FrameCount())
-	if _, err := seed.Load(t.Context(), db.Pool, farm, 5); err != nil {
-		t.Fatal(err)
-	}
 	recordBookings(t, db.Pool)
 	running := func() int64 { return count(t, db.Pool, `SELECT count(*) FROM frame WHERE str_state = 'RUNNING'`) }
 

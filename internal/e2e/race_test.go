@@ -26,7 +26,8 @@ func TestRaceOverlappingClusters(t *testing.T) {
 	if os.Getenv("CUESCHED_CHAOS") == "1" {
 		waves = 50
 	}
-	db := pgtest.NewDB(t)
+	t.Parallel()
+	db := ownDB(t)
 	farm := seed.Stress(29, 12, 0)
 	for i := range farm.Hosts {
 		farm.Hosts[i].Alloc = "local.stress_a"

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
@@ -20,7 +19,8 @@ import (
 // finishing, a tight farm could leave a frame of a manual tag whose hosts
 // other work filled first, which is packing, not what this test is about.
 func TestThreeInstancesShareTheFarm(t *testing.T) {
-	db := pgtest.NewDB(t)
+	t.Parallel()
+	db := ownDB(t)
 	farm := seed.Stress(13, 360, 48)
 	for i := range farm.Hosts {
 		farm.Hosts[i].Lock = "LOCKED"

@@ -9,7 +9,9 @@ package cuebotdb
 
 import (
 	"context"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -25,6 +27,16 @@ var (
 	//go:embed fresh.sql
 	freshSQL string
 )
+
+// Digest identifies the schema and rows Create builds: a SHA-256 of its SQL.
+// Tests key caches of built databases by it.
+func Digest() string {
+	h := sha256.New()
+	for _, sql := range []string{tablesSQL, functionsSQL, triggersSQL, freshSQL} {
+		fmt.Fprintf(h, "%d\n%s", len(sql), sql)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
 
 // Create builds the schema and its fresh rows in the connected database,
 // which must be empty, in one transaction.

@@ -10,6 +10,11 @@
 // package's tests end. Each database is a clone of a template holding the
 // Cuebot-compatible schema and cuesched's migrations, so a test pays a file
 // copy, not a schema build.
+//
+// Clusters are not bootstrapped either: the package's cluster and every
+// cluster of a test's own (NewCluster) start from a copy of a frozen one
+// whose templates are built (prototype.go), made once per machine for a
+// given schema and reused by every test process after it.
 package pgtest
 
 import (
@@ -50,10 +55,25 @@ var (
 	startErr  error
 	templates = map[clusterTemplate]bool{}
 	dbSeq     atomic.Int64
+	// fixtures are the templates Main was given, by name.
+	fixtures = map[Template]Fixture{}
 )
 
-// Main runs the package's tests and then stops the cluster if one started.
-func Main(m *testing.M) {
+// A Fixture is a template database: the Full template with what Build
+// writes into it (a seeded farm, say). It is built once per test process, on
+// first use, in the prototype that the package's cluster and the clusters
+// NewCluster is asked for it in start from; NewDB(tb, fixture.Name) clones it.
+type Fixture struct {
+	Name  Template
+	Build func(ctx context.Context, pool *pgxpool.Pool) error
+}
+
+// Main runs the package's tests with the fixtures fx, then stops the
+// cluster if one started and removes the process's frozen clusters.
+func Main(m *testing.M, fx ...Fixture) {
+	for _, f := range fx {
+		fixtures[f.Name] = f
+	}
 	code := m.Run()
 	mu.Lock()
 	if cluster != nil {
@@ -62,6 +82,7 @@ func Main(m *testing.M) {
 		}
 	}
 	mu.Unlock()
+	removePrototype()
 	os.Exit(code)
 }
 
@@ -73,7 +94,7 @@ func Cluster(tb testing.TB) *pgcluster.Cluster {
 	if cluster == nil && startErr == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		cluster, startErr = pgcluster.Start(ctx, pgcluster.Options{})
+		cluster, startErr = start(ctx, pgcluster.Options{}, true)
 	}
 	if startErr != nil {
 		tb.Fatalf("pgtest: %v", startErr)
@@ -89,12 +110,18 @@ type clusterTemplate struct {
 
 // NewCluster starts a cluster of the test's own with opts (a wal_level below
 // logical, say) and stops it when the test ends. NewDBIn creates databases
-// in it.
-func NewCluster(tb testing.TB, opts pgcluster.Options) *pgcluster.Cluster {
+// in it. Name among tpl the fixtures they will be of: only then does it start
+// from the prototype, whose fixtures are dead weight to copy otherwise.
+func NewCluster(tb testing.TB, opts pgcluster.Options, tpl ...Template) *pgcluster.Cluster {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := pgcluster.Start(ctx, opts)
+	withFixtures := false
+	for _, t := range tpl {
+		_, isFixture := fixtures[t]
+		withFixtures = withFixtures || isFixture
+	}
+	c, err := start(ctx, opts, withFixtures)
 	if err != nil {
 		tb.Fatalf("pgtest: %v", err)
 	}
@@ -164,10 +191,24 @@ func NewDBIn(tb testing.TB, c *pgcluster.Cluster, tpl ...Template) *DB {
 	return db
 }
 
+// tmplMu guards templates and serialises template builds.
+var tmplMu sync.Mutex
+
 func ensureTemplate(ctx context.Context, c *pgcluster.Cluster, t Template) error {
-	mu.Lock()
-	defer mu.Unlock()
+	tmplMu.Lock()
+	defer tmplMu.Unlock()
+	return ensureTemplateLocked(ctx, c, t)
+}
+
+func ensureTemplateLocked(ctx context.Context, c *pgcluster.Cluster, t Template) error {
 	if templates[clusterTemplate{c, t}] {
+		return nil
+	}
+	if f, ok := fixtures[t]; ok {
+		if err := buildFixture(ctx, c, f); err != nil {
+			return err
+		}
+		templates[clusterTemplate{c, t}] = true
 		return nil
 	}
 	if err := exec(ctx, c, "CREATE DATABASE "+string(t)); err != nil {
@@ -196,6 +237,34 @@ func ensureTemplate(ctx context.Context, c *pgcluster.Cluster, t Template) error
 	}
 	templates[clusterTemplate{c, t}] = true
 	return nil
+}
+
+// buildFixture builds f as a clone of the Full template that f.Build fills,
+// and marks it a template. The caller holds tmplMu.
+func buildFixture(ctx context.Context, c *pgcluster.Cluster, f Fixture) error {
+	if err := ensureTemplateLocked(ctx, c, Full); err != nil {
+		return err
+	}
+	if err := exec(ctx, c, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", f.Name, Full)); err != nil {
+		return err
+	}
+	pool, err := pgxpool.New(ctx, c.DSN(string(f.Name)))
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", f.Name, err)
+	}
+	err = f.Build(ctx, pool)
+	if err == nil {
+		// A clone copies the planner's statistics but starts with no
+		// activity counted, so autovacuum would not analyze it as it does a
+		// database just seeded: analyze here, and clones plan as a seeded
+		// database does once autovacuum has seen it.
+		_, err = pool.Exec(ctx, "ANALYZE")
+	}
+	pool.Close()
+	if err != nil {
+		return fmt.Errorf("fixture %s: %w", f.Name, err)
+	}
+	return exec(ctx, c, fmt.Sprintf("ALTER DATABASE %s WITH IS_TEMPLATE true", f.Name))
 }
 
 // exec runs one statement on the cluster's postgres database. CREATE and DROP

@@ -3,6 +3,7 @@ package seed
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"sort"
 	"strings"
@@ -18,6 +19,7 @@ import (
 type Seeded struct {
 	Pool       *pgxpool.Pool
 	mu         sync.Mutex
+	src        *rand.PCG // rng's source, whose state On copies
 	rng        *rand.Rand
 	Allocs     map[string]string // alloc name -> pk_alloc
 	Hosts      map[string]string // host name -> pk_host
@@ -53,9 +55,11 @@ func (s *Seeded) newIDLocked() string {
 
 // Load creates the farm in the database and launches its jobs.
 func Load(ctx context.Context, pool *pgxpool.Pool, f *Farm, seed uint64) (*Seeded, error) {
+	src := rand.NewPCG(seed, 0xc0ffee)
 	s := &Seeded{
 		Pool:       pool,
-		rng:        rand.New(rand.NewPCG(seed, 0xc0ffee)),
+		src:        src,
+		rng:        rand.New(src),
 		Allocs:     map[string]string{},
 		Hosts:      map[string]string{},
 		Shows:      map[string]string{},
@@ -92,6 +96,28 @@ func Load(ctx context.Context, pool *pgxpool.Pool, f *Farm, seed uint64) (*Seede
 		}
 	}
 	return s, nil
+}
+
+// On returns a copy of s that writes through pool, for a database cloned
+// from the one s seeded (a template): the same keys, and the key stream goes
+// on from where s stands, as s's own would.
+func (s *Seeded) On(pool *pgxpool.Pool) (*Seeded, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	state, err := s.src.MarshalBinary()
+	src := &rand.PCG{}
+	if err == nil {
+		err = src.UnmarshalBinary(state)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("seed: copy key stream: %w", err)
+	}
+	return &Seeded{
+		Pool: pool, src: src, rng: rand.New(src),
+		Allocs: maps.Clone(s.Allocs), Hosts: maps.Clone(s.Hosts), Shows: maps.Clone(s.Shows),
+		Folders: maps.Clone(s.Folders), Limits: maps.Clone(s.Limits), Jobs: maps.Clone(s.Jobs),
+		facilities: maps.Clone(s.facilities), depts: maps.Clone(s.depts),
+	}, nil
 }
 
 func (s *Seeded) readFixed(ctx context.Context) error {
