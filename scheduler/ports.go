@@ -7,7 +7,7 @@ package scheduler
 // launch what a previous owner left. In the way Nomad's scheduler reads a
 // State and submits to a Planner, the loop knows these parts only by these
 // interfaces, each as small as the loop uses it: package instance wires the
-// concrete parts (cache, dispatch, ownership) to them, and package
+// concrete parts (queue, cache, dispatch, launch, ownership) to them, and package
 // schedulertest fakes them in memory. The loop sleeps between rounds until
 // one of the Events wakes it.
 
