@@ -27,6 +27,7 @@ var testCluster = Cluster{ID: 7, Key: cluster.Key{Kind: cluster.KindAlloc, Facil
 // next version, one proc each, host idle lowered, counters raised, and one
 // pending outbox row per booking.
 func TestBookWritesTheWriteSet(t *testing.T) {
+	t.Parallel()
 	db := booktest.LoadFarm(t, booktest.SmallFarm(2, 800, 1, 2, 3, 200))
 	ctx := ctxFor(t, time.Minute)
 	ps := booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil)
@@ -76,6 +77,7 @@ func TestBookWritesTheWriteSet(t *testing.T) {
 // A host whose idle cores a Cuebot-style booking took between matching and
 // commit loses exactly the placements that no longer fit; the rest book.
 func TestBookLosesWhatCuebotTook(t *testing.T) {
+	t.Parallel()
 	f := booktest.SmallFarm(1, 800, 1, 1, 4, 200)
 	f.Shows = append(f.Shows, seed.Show{Name: "legacy", Subscriptions: []seed.Subscription{{Alloc: "local.gen", Size: 1000, Burst: 1000}}})
 	f.Jobs = append(f.Jobs, seed.Job{Name: "legacy-job", Show: "legacy", Layers: []seed.Layer{{Name: "l", Frames: 1, Cores: 300, Mem: seed.GB, Tags: "gen"}}})
@@ -128,6 +130,7 @@ func TestBookLosesWhatCuebotTook(t *testing.T) {
 // Whatever changed between matching and commit, the booking commits nothing
 // that breaks it, and says why.
 func TestBookRechecksChanges(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		farm   func(*seed.Farm)
@@ -195,6 +198,7 @@ func TestBookRechecksChanges(t *testing.T) {
 
 // A cluster another transaction is booking is skipped, not waited on.
 func TestBookBusyCluster(t *testing.T) {
+	t.Parallel()
 	db := booktest.LoadFarm(t, booktest.SmallFarm(1, 800, 1, 1, 2, 100))
 	ctx := ctxFor(t, time.Minute)
 	ps := booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil)
@@ -232,6 +236,7 @@ func TestBookBusyCluster(t *testing.T) {
 // batch back; it is retried once from fresh values, and dropped when it
 // loses twice.
 func TestBookGuardLossRetriedOnce(t *testing.T) {
+	t.Parallel()
 	for _, losses := range []int{1, 2} {
 		t.Run(fmt.Sprintf("%d losses", losses), func(t *testing.T) {
 			db := booktest.LoadFarm(t, booktest.SmallFarm(2, 800, 1, 1, 4, 200))
@@ -278,6 +283,7 @@ func TestBookGuardLossRetriedOnce(t *testing.T) {
 // dry outbox rows and hand nothing to a launcher; a fenced cluster books
 // nothing.
 func TestBookBatchesDryRunAndFence(t *testing.T) {
+	t.Parallel()
 	db := booktest.LoadFarm(t, booktest.SmallFarm(2, 1600, 1, 1, 7, 100))
 	ctx := ctxFor(t, time.Minute)
 	ps := booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil)
@@ -325,6 +331,7 @@ func (refusingFence) Queue(b *pgx.Batch, clusterID int32) {
 // A COMMIT cut off by a broken connection is resolved by asking the outbox:
 // the batch committed exactly when its rows are there.
 func TestBookCommitOutcome(t *testing.T) {
+	t.Parallel()
 	db := booktest.LoadFarm(t, booktest.SmallFarm(1, 800, 1, 1, 2, 100))
 	ctx := ctxFor(t, time.Minute)
 	b := newTestBooker(db.Pool, BookerConfig{})

@@ -28,6 +28,7 @@ func raceReps() int {
 // never over-commit a host; no transaction ever loses to a guard or a
 // deadlock.
 func TestRaceTwoDispatchers(t *testing.T) {
+	t.Parallel()
 	for _, mode := range []struct {
 		name string
 		a, b int32

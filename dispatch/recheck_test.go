@@ -30,6 +30,7 @@ func recheckFixture() (*lockedState, *match.Layer, match.Host) {
 }
 
 func TestRecheck(t *testing.T) {
+	t.Parallel()
 	core := match.Resources{Cores: 200, Mem: 1 << 20}
 	for _, tc := range []struct {
 		name    string
@@ -181,6 +182,7 @@ func setFrames(f func(*lockedFrame)) func(*lockedState, *match.Layer, *match.Hos
 
 // Every kept placement gets its own proc key.
 func TestRecheckProcIDs(t *testing.T) {
+	t.Parallel()
 	st, layer, host := recheckFixture()
 	var ps []match.Placement
 	for _, f := range []string{"f1", "f2", "f3", "f4"} {
@@ -198,6 +200,7 @@ func TestRecheckProcIDs(t *testing.T) {
 }
 
 func TestNewUUID(t *testing.T) {
+	t.Parallel()
 	re := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 	for range 100 {
 		if u := newUUID(); !re.MatchString(u) {
@@ -207,6 +210,7 @@ func TestNewUUID(t *testing.T) {
 }
 
 func TestSizer(t *testing.T) {
+	t.Parallel()
 	s := newSizer(2, 16)
 	steps := []struct {
 		do   string // c: contended, k<n>: committed n
@@ -242,6 +246,7 @@ func TestSizer(t *testing.T) {
 // Cuebot's guards (and the folder cap) let its booking commit, on the same
 // table match's TestGuardCases runs, so the two agree.
 func TestRecheckGuardCases(t *testing.T) {
+	t.Parallel()
 	want := map[string]DropReason{"subscription": DropBurst, "job": DropJobCap, "folder": DropFolderCap}
 	for _, gc := range matchtest.GuardCases() {
 		t.Run(gc.Name, func(t *testing.T) {

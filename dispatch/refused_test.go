@@ -18,6 +18,7 @@ import (
 // sum (6 cores). While it is refused, nothing more books against it, though
 // its counter row alone (left where it was, at 0) would let 4 cores through.
 func TestBookNothingAgainstRefusedCounterRow(t *testing.T) {
+	t.Parallel()
 	f := booktest.SmallFarm(1, 1600, 1, 1, 6, 200)
 	f.Allocations = append(f.Allocations, seed.Allocation{Name: "local.oth", Tag: "oth"})
 	f.Shows[0].Subscriptions = append(f.Shows[0].Subscriptions, seed.Subscription{Alloc: "local.oth", Size: 400, Burst: 400})
