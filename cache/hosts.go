@@ -137,6 +137,9 @@ type hostState struct {
 	// reach for a tag to be contested (<= 0: never).
 	demand   map[tagKey]match.Resources
 	fraction float64
+	// foreign holds the tags contested whatever their demand (work another
+	// instance books on their hosts: match.TagDemand.Foreign).
+	foreign map[tagKey]bool
 }
 
 func newHostState() *hostState {
@@ -154,6 +157,7 @@ func newHostState() *hostState {
 		grown:    map[string]struct{}{},
 		demand:   map[tagKey]match.Resources{},
 		fraction: DefaultPressureFraction,
+		foreign:  map[tagKey]bool{},
 	}
 }
 
@@ -182,19 +186,37 @@ func (h *Hosts) Walk(facility, tag string, min match.Resources, visit func(match
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if ix := h.st.index[tagKey{facility, cluster.Normalize(tag)}]; ix != nil {
-		ix.walk(min, h.cutoff(), h.gate, visit, false)
+		ix.walk(min, h.cutoff(), h.gate, visit, avoidNone)
 	}
 }
 
 // WalkUncontested implements match.Hosts: Walk without the hosts that carry
-// a contested tag other than tag (SetDemand).
+// a contested tag other than tag (SetDemand). When that leaves out every
+// host it would visit, it walks again without only the hosts carrying a
+// tag whose demand reaches the fraction of its supply: when every host
+// carries a foreign tag (another instance works each manual tag's bucket),
+// work goes where the tags' own need leaves room, not to the best fit among
+// them all, which on a farm whose smallest hosts carry one tag fills that
+// tag's hosts while its work waits.
 func (h *Hosts) WalkUncontested(facility, tag string, min match.Resources, visit func(match.Host) bool) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	if ix := h.st.index[tagKey{facility, cluster.Normalize(tag)}]; ix != nil {
-		return ix.walk(min, h.cutoff(), h.gate, visit, true)
+	ix := h.st.index[tagKey{facility, cluster.Normalize(tag)}]
+	if ix == nil {
+		return false
 	}
-	return false
+	visited := false
+	seen := func(host match.Host) bool {
+		visited = true
+		return visit(host)
+	}
+	if !ix.walk(min, h.cutoff(), h.gate, seen, avoidContested) {
+		return false
+	}
+	if visited {
+		return true
+	}
+	return ix.walk(min, h.cutoff(), h.gate, visit, avoidPressured)
 }
 
 // SetDemand replaces the demand of tag pressure: a tag whose demand reaches
@@ -204,8 +226,12 @@ func (h *Hosts) WalkUncontested(facility, tag string, min match.Resources, visit
 // elsewhere (WalkUncontested). Entries of one tag add up.
 func (h *Hosts) SetDemand(ds []match.TagDemand) {
 	demand := make(map[tagKey]match.Resources, len(ds))
+	foreign := map[tagKey]bool{}
 	for _, d := range ds {
 		k := tagKey{d.Facility, cluster.Normalize(d.Tag)}
+		if d.Foreign {
+			foreign[k] = true
+		}
 		n := demand[k]
 		n.Cores += max(d.Need.Cores, 0)
 		n.Mem += max(d.Need.Mem, 0)
@@ -213,7 +239,7 @@ func (h *Hosts) SetDemand(ds []match.TagDemand) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.st.setDemand(demand)
+	h.st.setDemand(demand, foreign)
 }
 
 // SetPressureFraction sets the share of a tag's supply its demand must
@@ -424,7 +450,7 @@ func (h *Hosts) swapLocked(st *hostState, lsn cdc.LSN) {
 	h.st = st
 	h.applied = max(h.applied, lsn)
 	st.fraction = old.fraction
-	st.setDemand(old.demand)
+	st.setDemand(old.demand, old.foreign)
 	for _, o := range old.hosts {
 		if o.taken == (match.Resources{}) && len(o.holds) == 0 {
 			continue
@@ -517,8 +543,23 @@ func (st *hostState) reposition(rec *hostRec) {
 	}
 }
 
-// setDemand installs the demand by tag and judges every tag it changes.
-func (st *hostState) setDemand(demand map[tagKey]match.Resources) {
+// setDemand installs the demand and the foreign tags and judges every tag
+// they change.
+func (st *hostState) setDemand(demand map[tagKey]match.Resources, foreign map[tagKey]bool) {
+	oldForeign := st.foreign
+	st.foreign = foreign
+	for k := range oldForeign {
+		if ix := st.index[k]; ix != nil && !foreign[k] {
+			ix.foreign = false
+			st.judge(ix)
+		}
+	}
+	for k := range foreign {
+		if ix := st.index[k]; ix != nil {
+			ix.foreign = true
+			st.judge(ix)
+		}
+	}
 	old := st.demand
 	st.demand = demand
 	for k := range old {
@@ -537,10 +578,19 @@ func (st *hostState) setDemand(demand map[tagKey]match.Resources) {
 	}
 }
 
-// pressured: the tag's demand reaches the fraction of its supply in cores
+// foreignStrain divides the pressure fraction for a foreign tag, whose
+// hosts the walks leave out outright while others fit, and otherwise once
+// its demand reaches the smaller fraction of its supply. Work another
+// instance books is judged by every instance from its own replica, and
+// each may plan a round taking the tag's hosts down to the margin at once:
+// at the fraction itself, three instances filled the hosts of a tag whose
+// work then waited (the peer stress farm's pool1, its smallest hosts).
+const foreignStrain = 4
+
+// pressured: the tag's demand reaches the fraction f of its supply in cores
 // or in memory.
-func (st *hostState) pressured(ix *tagIndex) bool {
-	d, f := ix.demand, st.fraction
+func pressured(ix *tagIndex, f float64) bool {
+	d := ix.demand
 	if f <= 0 || d.Cores <= 0 && d.Mem <= 0 {
 		return false
 	}
@@ -552,7 +602,12 @@ func (st *hostState) pressured(ix *tagIndex) bool {
 // contested count of every host filed in its index, in all the levels the
 // host is filed in. Unfiled hosts count theirs when filed (reposition).
 func (st *hostState) judge(ix *tagIndex) {
-	c := st.pressured(ix)
+	f := st.fraction
+	if ix.foreign {
+		f /= foreignStrain
+	}
+	ix.pressured = pressured(ix, f)
+	c := ix.pressured || ix.foreign
 	if c == ix.contested {
 		return
 	}
@@ -606,7 +661,7 @@ func (st *hostState) refresh(id string) {
 			ix := st.index[k]
 			if ix == nil {
 				ix = st.trees.newIndex(k)
-				ix.demand = st.demand[k]
+				ix.demand, ix.foreign = st.demand[k], st.foreign[k]
 				st.index[k] = ix
 			}
 			ix.n++

@@ -83,7 +83,9 @@ type tagIndex struct {
 	levels    *btree.BTreeG[levelItem]
 	supply    match.Resources // Cores and Mem only
 	demand    match.Resources
-	contested bool
+	foreign   bool // contested whatever the demand (hostState.foreign)
+	pressured bool // demand reaches the fraction (over foreignStrain when foreign) of supply
+	contested bool // foreign or pressured
 }
 
 // trees is what the indexes of one state share: node and level free lists,
@@ -187,11 +189,11 @@ func (t *trees) move(ix *tagIndex, r *hostRec, i int, cores, mem int64) {
 // walk visits the hosts with at least min idle in ascending (idle cores,
 // idle memory, id) order, skipping those whose GPUs or GPU memory fall short
 // and those last pinged before cutoff or refused by gate (when not nil),
-// until visit returns false. With avoid
-// it also skips the hosts contested for this index's tag (carrying a
-// contested tag other than it), and reports whether it skipped any.
-func (ix *tagIndex) walk(min match.Resources, cutoff time.Time, gate HostGate, visit func(match.Host) bool, avoid bool) (skipped bool) {
-	w := walker{min: min, cutoff: cutoff, gate: gate, visit: visit, more: true, avoid: avoid}
+// until visit returns false. It also skips the hosts avoid says (carrying a
+// contested, or a pressured, tag other than this index's), and reports
+// whether it skipped any.
+func (ix *tagIndex) walk(min match.Resources, cutoff time.Time, gate HostGate, visit func(match.Host) bool, avoid avoidance) (skipped bool) {
+	w := walker{ix: ix, min: min, cutoff: cutoff, gate: gate, visit: visit, more: true, avoid: avoid}
 	if ix.contested {
 		w.own = 1
 	}
@@ -200,12 +202,13 @@ func (ix *tagIndex) walk(min match.Resources, cutoff time.Time, gate HostGate, v
 }
 
 type walker struct {
+	ix      *tagIndex
 	min     match.Resources
 	cutoff  time.Time
 	gate    HostGate
 	visit   func(match.Host) bool
 	more    bool
-	avoid   bool
+	avoid   avoidance
 	own     int32 // 1 when the walked tag is contested: every host counts it
 	skipped bool
 }
@@ -214,7 +217,7 @@ func (w *walker) level(it levelItem) bool {
 	if it.lv.maxMem < w.min.Mem {
 		return true
 	}
-	if w.avoid && it.lv.contested(w.own) == it.lv.hosts.Len() {
+	if w.avoid == avoidContested && it.lv.contested(w.own) == it.lv.hosts.Len() {
 		w.skipped = true
 		return true
 	}
@@ -227,7 +230,7 @@ func (w *walker) host(s slot) bool {
 	if r.h.Idle.GPUs < w.min.GPUs || r.h.Idle.GPUMem < w.min.GPUMem || r.ping.Before(w.cutoff) {
 		return true
 	}
-	if w.avoid && r.contested > w.own {
+	if w.avoid == avoidContested && r.contested > w.own || w.avoid == avoidPressured && w.pressuredOther(r) {
 		w.skipped = true
 		return true
 	}
@@ -236,4 +239,25 @@ func (w *walker) host(s slot) bool {
 	}
 	w.more = w.visit(r.h)
 	return w.more
+}
+
+// avoidance is which hosts a walk leaves out.
+type avoidance int8
+
+const (
+	avoidNone      avoidance = iota
+	avoidContested           // carrying a contested tag other than the walked one
+	avoidPressured           // carrying a pressured tag other than the walked one
+)
+
+// pressuredOther reports whether r carries a pressured tag other than the
+// walked one. Hosts carry few tags: no counts are kept for it, as this
+// walk runs only when every host the first one met was contested.
+func (w *walker) pressuredOther(r *hostRec) bool {
+	for _, ix := range r.idxs {
+		if ix != w.ix && ix.pressured {
+			return true
+		}
+	}
+	return false
 }

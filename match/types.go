@@ -195,8 +195,12 @@ type Wait struct {
 // TagDemand is what waiting work that can run only on hosts carrying Tag
 // (in Facility) still needs of them: tag pressure's input (the loop sums it,
 // the host index judges which tags are contested). Only cores and memory
-// count.
+// count. Foreign marks a tag of work another instance books: its hosts are
+// left out while others fit whatever the need, and while the need reaches a
+// smaller share of their supply than for a tag of this instance's work
+// (package cache).
 type TagDemand struct {
 	Facility, Tag string
 	Need          Resources
+	Foreign       bool
 }

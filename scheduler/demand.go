@@ -38,7 +38,9 @@ type demand struct {
 	// foreign holds the tags of queued work in tag-bucket clusters this
 	// instance does not own. Their hosts are contested outright: another
 	// instance books that work on them, and work here that can go
-	// elsewhere would only race it for them (wasted attempts).
+	// elsewhere would only race it for them (wasted attempts). Their need
+	// still counts (total): when every host is contested (each carries a
+	// foreign tag), work goes to those whose tags' need leaves room.
 	foreign map[match.TagDemand]bool
 }
 
@@ -247,10 +249,6 @@ func (d *demand) lower(booked []*match.Layer) bool {
 	return changed
 }
 
-// foreignNeed is the demand given a foreign tag: more than any supply, so
-// the tag is contested whatever the pressure fraction.
-const foreignNeed = int64(1) << 50
-
 // demands is the totals as the host cache takes them.
 func (d *demand) demands() []match.TagDemand {
 	ds := make([]match.TagDemand, 0, len(d.total)+len(d.foreign))
@@ -259,7 +257,7 @@ func (d *demand) demands() []match.TagDemand {
 		ds = append(ds, k)
 	}
 	for k := range d.foreign {
-		k.Need = match.Resources{Cores: foreignNeed}
+		k.Foreign = true
 		ds = append(ds, k)
 	}
 	return ds

@@ -132,18 +132,20 @@ func TestDemandForeignBuckets(t *testing.T) {
 	d.addForeign(keyer, keyer.OfTag("local", t1), []*match.Layer{l})
 	d.recompute([]*match.Layer{l}, keyer, func(string, string) bool { return true })
 	got := map[string]int64{}
+	foreign := map[string]bool{}
 	for _, x := range d.demands() {
 		got[x.Tag] += x.Need.Cores
+		foreign[x.Tag] = foreign[x.Tag] || x.Foreign
 	}
-	if got[t1] < foreignNeed {
-		t.Errorf("%s (foreign bucket) needs %d cores, want it contested outright", t1, got[t1])
+	if !foreign[t1] || foreign[t2] {
+		t.Errorf("foreign %v, want only %s (foreign bucket) contested outright", foreign, t1)
 	}
-	if got[t2] != 150 {
-		t.Errorf("%s (a bucket of its own) needs %d cores, want its share 150", t2, got[t2])
+	if got[t1] != 150 || got[t2] != 150 {
+		t.Errorf("needs %v cores, want each tag's share 150", got)
 	}
 	clear(d.foreign)
 	for _, x := range d.demands() {
-		if x.Need.Cores >= foreignNeed {
+		if x.Foreign {
 			t.Errorf("%s still contested outright once no bucket is foreign", x.Tag)
 		}
 	}

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -26,16 +25,6 @@ import (
 func TestWastedAttempts(t *testing.T) {
 	for _, n := range []int{1, 3} {
 		t.Run(fmt.Sprintf("%d-instances", n), func(t *testing.T) {
-			if n > 1 && !benchOn() && os.Getenv("CUESCHED_CHAOS") != "1" {
-				// In about half the runs on the 2-core machine, three
-				// instances leave ~45 frames of tag pool1 waiting with every
-				// pool1 host's cores taken by allocation work (tag pressure
-				// judged by whichever instance owns pool1's bucket as it
-				// moves): a placement defect, issue 15. Until it is fixed the
-				// case runs under make bench and make chaos, not in the
-				// default suite, which must not fail by chance.
-				t.Skip("three instances: make bench / make chaos (issue 15: pool1 frames starve in some runs)")
-			}
 			db, farm, _ := peerStressDB(t)
 			total := int64(farm.FrameCount())
 			// Hold the work back until every instance has its snapshot, so
