@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/cuesched/cuesched/internal/wait"
 )
 
 // LimitsChannel is the channel migrations/0003's triggers notify when
@@ -103,7 +105,7 @@ func (r *Replica) runLimits(ctx context.Context) {
 			}
 			r.log.Warn("reload limits", "err", err, "retry_in", delay)
 			r.observe(ReplicaEvent{Kind: EventLimits, Err: err})
-			if !sleepCtx(ctx, delay) {
+			if !wait.Sleep(ctx, delay) {
 				return
 			}
 		}

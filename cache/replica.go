@@ -427,14 +427,3 @@ func (r *Replica) checkRelation(rel *cdc.Relation, spec *table) error {
 	}
 	return err
 }
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cuesched/cuesched/internal/wait"
 	"log/slog"
 	mrand "math/rand/v2"
 	"sync"
@@ -115,7 +116,7 @@ func (p *Poller) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		wait := p.Interval - time.Since(began)
+		pause := p.Interval - time.Since(began)
 		if err != nil {
 			if conn != nil {
 				conn.Close(context.Background())
@@ -125,9 +126,9 @@ func (p *Poller) Run(ctx context.Context) error {
 			if p.Metrics != nil {
 				p.Metrics.Reconnects.Inc()
 			}
-			wait = delay/2 + mrand.N(delay/2+1)
+			pause = delay/2 + mrand.N(delay/2+1)
 			delay = min(delay*2, p.MaxBackoff)
-			p.log.Warn("poll of the host cache failed, retrying", "err", err, "in", wait)
+			p.log.Warn("poll of the host cache failed, retrying", "err", err, "in", pause)
 		} else {
 			delay = p.MinBackoff
 			took := time.Since(began)
@@ -141,7 +142,7 @@ func (p *Poller) Run(ctx context.Context) error {
 			p.emit(StreamEvent{Kind: EventLoaded, LSN: lsn, Took: took})
 			p.log.Debug("host cache polled", "lsn", lsn, "took", took)
 		}
-		if !sleepCtx(ctx, wait) {
+		if !wait.Sleep(ctx, pause) {
 			return nil
 		}
 	}
@@ -174,19 +175,5 @@ func (p *Poller) load(ctx context.Context, conn *pgx.Conn) (LSN, error) {
 func (p *Poller) emit(e StreamEvent) {
 	if p.OnEvent != nil {
 		p.OnEvent(e)
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cuesched/cuesched/internal/wait"
 	"log/slog"
 	"maps"
 	"slices"
@@ -316,7 +317,7 @@ func (w *Writer) Run(ctx context.Context) error {
 			w.mu.Lock()
 			w.pending.merge(b)
 			w.mu.Unlock()
-			if !sleepCtx(ctx, delay) {
+			if !wait.Sleep(ctx, delay) {
 				return nil
 			}
 			delay = min(delay*2, w.cfg.MaxBackoff)
@@ -443,15 +444,4 @@ func (w *Writer) settleRefused(covered *Rows, refused []Refusal) {
 		w.refused[row] = f
 	}
 	w.metrics.refused.Set(float64(len(w.refused)))
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

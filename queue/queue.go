@@ -18,6 +18,7 @@ import (
 	"github.com/cuesched/cuesched/cdc"
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/internal/metrics"
+	"github.com/cuesched/cuesched/internal/wait"
 	"github.com/cuesched/cuesched/match"
 )
 
@@ -716,7 +717,7 @@ func (q *Queue) readLayers(ctx context.Context, keyer *cluster.Keyer, sc *scope,
 		}
 		return q.scanLayers(rows, keyer, start)
 	}
-	wait := time.Millisecond
+	pause := time.Millisecond
 	give := start.Add(visibleWithin)
 	for {
 		out, visible, err := q.readAfter(ctx, keyer, sql, args, after, start)
@@ -730,24 +731,11 @@ func (q *Queue) readLayers(ctx context.Context, keyer *cluster.Keyer, sc *scope,
 			return nil, fmt.Errorf("read pending layers: transactions %v decoded as committed but not visible after %s",
 				after, visibleWithin)
 		}
-		if !sleepCtx(ctx, wait) {
+		if !wait.Sleep(ctx, pause) {
 			return nil, fmt.Errorf("read pending layers: %w", ctx.Err())
 		}
-		wait = min(2*wait, 50*time.Millisecond)
+		pause = min(2*pause, 50*time.Millisecond)
 		start = time.Now()
-	}
-}
-
-// sleepCtx waits d, or less when ctx ends first: it reports whether it
-// waited the whole d.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 
