@@ -40,6 +40,14 @@ func allAsleep(t *testing.T, i *instance) bool {
 	return owned > 0 && scrapeSum(t, addr, "cuesched_clusters_asleep") == owned
 }
 
+// sleepers says how many of the clusters an instance owns sleep, for a
+// failure's message.
+func sleepers(t *testing.T, i *instance) string {
+	addr := i.metricsAddr(t)
+	return fmt.Sprintf("%v of %v clusters asleep", scrapeSum(t, addr, "cuesched_clusters_asleep"),
+		scrapeSum(t, addr, "cuesched_clusters_owned"))
+}
+
 // cpuTime is the user plus system CPU time a process has used so far.
 func cpuTime(t *testing.T, pid int) time.Duration {
 	t.Helper()
@@ -98,8 +106,16 @@ func idleCPU(t *testing.T, db *pgtest.DB, farm *seed.Farm) {
 	// left that fits (on the 10,000-host farm a few frames may find no
 	// room: nothing ever finishes here).
 	running := func() int64 { return count(t, db.Pool, `SELECT count(*) FROM frame WHERE str_state = 'RUNNING'`) }
+	var seen string // what the wait saw last, for its failure
+	t.Cleanup(func() {
+		if t.Failed() && seen != "" {
+			t.Logf("last seen: %s", seen)
+		}
+	})
 	waitFor(t, 5*time.Minute, "every cluster asleep, nothing left that fits", func() bool {
-		return allAsleep(t, a) && allAsleep(t, b) && (running() == total || len(farm.Hosts) > 1200)
+		asleepA, asleepB, n := allAsleep(t, a), allAsleep(t, b), running()
+		seen = fmt.Sprintf("%s: %s; %s: %s; %d of %d frames running", a.name, sleepers(t, a), b.name, sleepers(t, b), n, total)
+		return asleepA && asleepB && (n == total || len(farm.Hosts) > 1200)
 	}, a, b)
 	b.signal(syscall.SIGKILL)
 	<-b.done
