@@ -21,7 +21,7 @@ var normal struct {
 // costs an idle process more CPU than the budget it is checked against.
 func normalBinary(t *testing.T) string {
 	t.Helper()
-	if !raceEnabled {
+	if !raceChildren {
 		return binary
 	}
 	normal.once.Do(func() { normal.path, normal.err = build("cuesched", "build") })
