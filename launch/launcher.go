@@ -413,7 +413,7 @@ func (l *Launcher) launch(ctx context.Context, it *item) {
 		l.mark(it, "already-running")
 	// Each failure at debug only: a failing host fails every booking sent
 	// to it, and the owner logs them per host and interval
-	// (RQDHooks.OnLaunch).
+	// (RQDHooks.OnFailure).
 	case Refused:
 		l.log.Debug("launch refused; releasing the booking", "proc", it.proc, "frame", it.frame, "host", it.hostName, "err", r.Err)
 		l.releaseAndSettle(ctx, it, "refused")
