@@ -46,9 +46,10 @@ var mayImport = map[string][]string{
 	},
 	"internal/rqd":        {},
 	"internal/audit":      {},
+	"internal/activity":   {},
 	"internal/writefloor": {"dispatch/writeset", "match"},
-	"internal/instance": {"cache", "cdc", "cluster", "counters", "dispatch", "internal/config", "internal/metrics",
-		"launch", "match", "ownership", "queue", "scheduler", "status"},
+	"internal/instance": {"cache", "cdc", "cluster", "counters", "dispatch", "internal/activity", "internal/config",
+		"internal/metrics", "launch", "match", "ownership", "queue", "scheduler", "status"},
 	"cmd/cuesched": {"cdc", "explain", "internal/config", "internal/grants", "internal/instance",
 		"internal/preflight", "migrations", "ownership", "scheduler", "status"},
 }

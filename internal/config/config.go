@@ -49,6 +49,8 @@ type Config struct {
 	Counters                        string // cuesched | cuebot
 	LogLevel                        string
 	LogFormat                       string
+	// LogSummaryEvery is the interval of the activity log's lines.
+	LogSummaryEvery time.Duration
 	// HostPingMaxAge: a host whose host_stat.ts_ping is older is not offered.
 	HostPingMaxAge  time.Duration
 	Policy          string // best-fit | epvm
@@ -86,6 +88,8 @@ func Default() Config {
 		Lease:          6 * time.Second,
 		Workers:        4,
 		TagPressure:    0.5, // cache.DefaultPressureFraction
+
+		LogSummaryEvery: 30 * time.Second,
 	}
 }
 
@@ -183,6 +187,7 @@ func settings(c *Config) []setting {
 		{name: "counters", usage: "who brings the counters of managed shows back after releases: cuesched, or cuebot (an older Cuebot that lowers them itself)", set: oneOf(&c.Counters, "cuesched", "cuebot")},
 		{name: "log-level", usage: "debug, info, warn or error", set: oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
 		{name: "log-format", usage: "text or json", set: oneOf(&c.LogFormat, "text", "json")},
+		{name: "log-summary-interval", usage: "how often a booking instance logs one info line of what it did (none while idle) and one line per failing RQD host", set: dur(&c.LogSummaryEvery, time.Second)},
 		{name: "host-ping-max-age", usage: "a host not pinged for longer is not offered", set: dur(&c.HostPingMaxAge, time.Second)},
 		{name: "policy", usage: "placement policy: best-fit or epvm", set: oneOf(&c.Policy, "best-fit", "epvm")},
 		{name: "order", usage: "layer order within a show: lottery (priority-weighted) or strict (OpenCue's legacy priority order)", set: oneOf(&c.Order, "lottery", "strict")},

@@ -57,6 +57,7 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{[]string{"--batch-min", "10", "--batch-max", "5"}, nil, "--batch-min: 10 is above --batch-max 5"},
 		{[]string{"stray"}, nil, `unexpected argument "stray"`},
 		{[]string{"--tag-pressure", "-1"}, nil, `--tag-pressure: "-1" is not a number from 0 to 10`},
+		{[]string{"--log-summary-interval", "100ms"}, nil, `--log-summary-interval: "100ms" is not a duration of at least 1s`},
 	} {
 		_, err := Load("run", tc.args, env(tc.env), nil, io.Discard)
 		var ce *Error
