@@ -52,7 +52,7 @@ func runExplain(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer pool.Close()
-	if err := checkSchemas(ctx, pool); err != nil {
+	if _, err := checkSchemas(ctx, pool); err != nil {
 		return err
 	}
 	tx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})

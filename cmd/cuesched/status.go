@@ -46,7 +46,7 @@ func runStatus(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer pool.Close()
-	if err := checkSchemas(ctx, pool); err != nil {
+	if _, err := checkSchemas(ctx, pool); err != nil {
 		return err
 	}
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
