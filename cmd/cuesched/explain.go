@@ -39,7 +39,7 @@ func runExplain(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Load("explain", rest, env.getenv, nil, env.stdout)
+	cfg, err := config.Load("explain", rest, env.getenv, nil, env.stdout, explainUsage.Flags...)
 	if err != nil {
 		return err
 	}

@@ -79,6 +79,8 @@ func TestUnknownFlagOneLine(t *testing.T) {
 		{[]string{"migrate", "up", "--bd", "x"}, "cuesched migrate: unknown flag --bd (did you mean --db? see cuesched migrate up --help)\n"},
 		{[]string{"explain", "--job", "j", "--workers", "2"}, "cuesched explain: --workers is a setting of run, not of cuesched explain (see cuesched explain --help)\n"},
 		{[]string{"status", "--frobnicate"}, "cuesched status: unknown flag --frobnicate (see cuesched status --help)\n"},
+		{[]string{"status", "--jsn"}, "cuesched status: unknown flag --jsn (did you mean --json? see cuesched status --help)\n"},
+		{[]string{"explain", "--jbo", "x"}, "cuesched explain: unknown flag --jbo (did you mean --job? see cuesched explain --help)\n"},
 		{[]string{"grants", "--rol", "x"}, "cuesched grants: unknown flag --rol (did you mean --role? see cuesched grants --help)\n"},
 	} {
 		code, out := cli(t, nil, tc.args...)

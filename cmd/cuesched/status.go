@@ -43,7 +43,7 @@ func runStatus(ctx context.Context, env *environment, args []string) error {
 		config.PrintHelp(env.stdout, "status", statusUsage)
 		return flag.ErrHelp
 	}
-	cfg, err := config.Load("status", rest, env.getenv, nil, env.stdout)
+	cfg, err := config.Load("status", rest, env.getenv, nil, env.stdout, statusUsage.Flags...)
 	if err != nil {
 		return err
 	}

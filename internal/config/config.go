@@ -142,9 +142,11 @@ func accepted(all []setting, cmd string, only []string) []setting {
 // Load reads the configuration of command cmd ("run", "migrate up", ...)
 // from args (flags only, no positional arguments), the environment and the
 // config file. The command takes the settings whose commands name it or,
-// when only is not nil, those only names. On -h or --help it writes the
-// command's help to out and returns flag.ErrHelp.
-func Load(cmd string, args []string, getenv func(string) string, only []string, out io.Writer) (Config, error) {
+// when only is not nil, those only names. own are the command's flags
+// besides its settings, which it parses itself: a mistyped one is named in
+// the hint of the error. On -h or --help Load writes the command's help to
+// out and returns flag.ErrHelp.
+func Load(cmd string, args []string, getenv func(string) string, only []string, out io.Writer, own ...Flag) (Config, error) {
 	c := Default()
 	all := settings(&c)
 	takes := accepted(all, cmd, only)
@@ -160,10 +162,14 @@ func Load(cmd string, args []string, getenv func(string) string, only []string, 
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			printHelp(out, cmd, Usage{}, takes)
+			printHelp(out, cmd, Usage{Flags: own}, takes)
 			return c, err
 		}
-		return c, FlagError(cmd, err, nil)
+		names := make([]string, len(own))
+		for i, f := range own {
+			names[i] = f.Name
+		}
+		return c, flagError(cmd, err, names, all, takes)
 	}
 	byName := map[string]setting{}
 	for _, s := range takes {

@@ -70,6 +70,15 @@ func TestUnknownFlagIsOneLineWithAHint(t *testing.T) {
 			t.Errorf("%s %q wrote %q besides the error", tc.cmd, tc.args, out.String())
 		}
 	}
+	_, err := Load("status", []string{"--jsn"}, env(nil), nil, &bytes.Buffer{}, Flag{Name: "json", Type: "bool"})
+	if want := "unknown flag --jsn (did you mean --json? see cuesched status --help)"; err == nil || err.Error() != want {
+		t.Errorf("status --jsn: %v, want %q", err, want)
+	}
+	// A command the table does not know names its settings in only.
+	_, err = Load("show list", []string{"--dbb", "x"}, env(nil), []string{"db"}, &bytes.Buffer{})
+	if want := "unknown flag --dbb (did you mean --db? see cuesched show list --help)"; err == nil || err.Error() != want {
+		t.Errorf("show list --dbb: %v, want %q", err, want)
+	}
 	own := FlagError("grants", errors.New("flag provided but not defined: -rol"), []string{"role", "database", "feed"})
 	if want := "unknown flag --rol (did you mean --role? see cuesched grants --help)"; own.Error() != want {
 		t.Errorf("grants: %v, want %q", own, want)
