@@ -137,6 +137,10 @@ func flagValue(args []string, name string) string {
 }
 
 func runVersion(_ context.Context, env *environment, args []string) error {
+	if wantsHelp(args) {
+		config.PrintHelp(env.stdout, "version", config.Usage{About: "Prints cuesched's version."})
+		return flag.ErrHelp
+	}
 	if len(args) > 0 {
 		if config.LooksLikeDSN(args[0]) {
 			return &config.Error{Err: config.UnexpectedArgument(args[0], false)}

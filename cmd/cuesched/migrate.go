@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -15,27 +16,25 @@ import (
 	"github.com/cuesched/cuesched/migrations"
 )
 
-const migrateUsage = `usage: cuesched migrate up|down|status|force VERSION --db ...
-
-  up             check that the database holds Cuebot's schema (V47 or newer), then apply every cuesched
+var migrateUsage = config.Usage{
+	Line: "cuesched migrate up|down|status|force VERSION --db ...",
+	About: `  up             check that the database holds Cuebot's schema (V47 or newer), then apply every cuesched
                  migration not yet applied
   down           roll back every cuesched migration (Cuebot's own tables and rows stay as they are)
   status         show the version applied and, when a migration failed half-way (dirty), what to do; then
                  each migration, applied or not, and whether the release before it runs on it (README,
                  "Upgrading")
   force VERSION  record VERSION (0: none) as applied and clean without running anything, once the
-                 database has been fixed by hand after a failed migration
-
-`
+                 database has been fixed by hand after a failed migration`,
+}
 
 // runMigrate applies, rolls back, shows or forces cuesched's migrations.
 // Nothing but up, down and force writes: status and the checks before up
 // only read, so a refused up leaves the database as it was.
 func runMigrate(ctx context.Context, env *environment, args []string) error {
-	if slices.ContainsFunc(args, isHelpFlag) {
-		fmt.Fprint(env.stderr, migrateUsage)
-		_, err := config.Load("migrate", []string{"--help"}, env.getenv, []string{"db"}, env.stderr)
-		return err
+	if wantsHelp(args) {
+		config.PrintHelp(env.stdout, "migrate", migrateUsage)
+		return flag.ErrHelp
 	}
 	latest, err := migrations.Latest()
 	if err != nil {
@@ -63,7 +62,7 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 		}
 		return usageError(fmt.Sprintf("migrate needs one of up, down, status or force VERSION, not %q: cuesched migrate up --db ...", sub))
 	}
-	cfg, err := config.Load("migrate "+sub, rest, env.getenv, []string{"db"}, env.stderr)
+	cfg, err := config.Load("migrate "+sub, rest, env.getenv, nil, env.stdout)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -96,8 +97,17 @@ func checkDatabase(ctx context.Context, cfg config.Config, pool *pgxpool.Pool) (
 	return st, nil
 }
 
+var runUsage = config.Usage{
+	About: "Books frames of scheduler-managed shows onto render hosts, beside Cuebot, until SIGTERM: then it " +
+		"finishes or rolls back the batch in flight, hands its clusters over and exits 0.",
+}
+
 func runScheduler(ctx context.Context, env *environment, args []string) error {
-	cfg, err := config.Load("run", args, env.getenv, nil, env.stderr)
+	if wantsHelp(args) {
+		config.PrintHelp(env.stdout, "run", runUsage)
+		return flag.ErrHelp
+	}
+	cfg, err := config.Load("run", args, env.getenv, nil, env.stdout)
 	if err != nil {
 		return err
 	}

@@ -52,6 +52,8 @@ var mayImport = map[string][]string{
 		"internal/metrics", "launch", "match", "ownership", "queue", "scheduler", "status"},
 	"cmd/cuesched": {"cdc", "explain", "internal/config", "internal/grants", "internal/instance",
 		"internal/preflight", "migrations", "ownership", "scheduler", "status"},
+	// Writes the texts the settings generate (README table, example file).
+	"internal/config/gen": {"internal/config"},
 }
 
 // pureOf are the packages whose logic must do no I/O: they are tested with
