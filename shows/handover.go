@@ -246,6 +246,9 @@ func Wait(ctx context.Context, pool *pgxpool.Pool, name string, every time.Durat
 	for {
 		s, err := Get(ctx, pool, name)
 		if err != nil {
+			if ctx.Err() != nil && last >= 0 {
+				return s, fmt.Errorf("%d frames of show %s still run under cuesched: %w", last, name, ctx.Err())
+			}
 			return s, err
 		}
 		if s.Cuesched != last && progress != nil {

@@ -49,10 +49,9 @@ func List(ctx context.Context, pool *pgxpool.Pool) ([]Show, error) {
 	return out, nil
 }
 
-func read(ctx context.Context, q interface {
-	Query(context.Context, string, ...any) (pgx.Rows, error)
-}, name *string) ([]Show, error) {
-	rows, err := q.Query(ctx, showsSQL, name)
+// read reads every show, or the one named *name.
+func read(ctx context.Context, pool *pgxpool.Pool, name *string) ([]Show, error) {
+	rows, err := pool.Query(ctx, showsSQL, name)
 	if err != nil {
 		return nil, err
 	}

@@ -146,12 +146,13 @@ func runShow(ctx context.Context, env *environment, args []string) error {
 	defer cancel()
 	s, err := shows.Wait(wctx, pool, r.Show.Name, time.Second, func(n int64) {
 		if n > 0 && n != r.Show.Cuesched {
-			fmt.Fprintf(env.stdout, "%s: %d frames of show %s still run under cuesched\n", time.Now().Format(time.TimeOnly), n, r.Show.Name)
+			fmt.Fprintf(env.stdout, "%s: %s of show %s still under cuesched\n", time.Now().Format(time.TimeOnly), frames(n), r.Show.Name)
 		}
 	})
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("%w after --timeout %s; the show stays handed back to Cuebot, which lowers their counters as they finish", err, o.timeout)
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return fmt.Errorf("gave up after --timeout %s with %s of show %s still running under cuesched; "+
+				"the show stays handed back to Cuebot, which lowers their counters as they finish", o.timeout, frames(s.Cuesched), r.Show.Name)
 		}
 		return err
 	}
@@ -194,6 +195,13 @@ func splitShowArgs(fs *flag.FlagSet, args []string) (own, rest, names []string) 
 	return own, rest, names
 }
 
+func frames(n int64) string {
+	if n == 1 {
+		return "1 frame"
+	}
+	return fmt.Sprintf("%d frames", n)
+}
+
 func yesNo(b bool) string {
 	if b {
 		return "yes"
@@ -229,7 +237,11 @@ func printReleased(w io.Writer, r shows.Released) {
 	} else {
 		fmt.Fprintf(w, "show %s is handed back to Cuebot: Cuebot's booking takes it from now on, and its counters are at the sums of its procs\n", s.Name)
 	}
-	fmt.Fprintf(w, "%d of its frames still run under cuesched; Cuebot lowers their counters as they finish\n", s.Cuesched)
+	if s.Cuesched == 0 {
+		fmt.Fprintln(w, "none of its frames runs under cuesched")
+	} else {
+		fmt.Fprintf(w, "frames still running under cuesched: %d; Cuebot lowers their counters as they finish\n", s.Cuesched)
+	}
 	if len(r.Lingering) > 0 {
 		pids := make([]string, len(r.Lingering))
 		for i, p := range r.Lingering {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cuesched/cuesched/internal/grants"
+	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
 	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 	"github.com/cuesched/cuesched/internal/testworld/seed"
 	"github.com/cuesched/cuesched/shows"
@@ -64,7 +65,19 @@ func TestShowCommands(t *testing.T) {
 		Shows: []seed.Show{{Name: "film", Managed: true}, {Name: "legacy"}},
 		Jobs:  []seed.Job{{Name: "j", Show: "film", Layers: []seed.Layer{{Name: "a", Frames: 3, Cores: 100, Mem: seed.GB}}}},
 	}
-	if _, err := seed.Load(t.Context(), db.Pool, f, 5); err != nil {
+	sd, err := seed.Load(t.Context(), db.Pool, f, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One frame of film booked as cuesched books (its launch outbox row).
+	sim := &cuebotsim.Sim{Pool: db.Pool}
+	frame := sd.Jobs["j"].Frames["0001-a"]
+	proc, err := sim.Book(t.Context(), frame, sd.Hosts["h1"], 100, seed.GB, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(t.Context(), `INSERT INTO cuesched.launch_outbox (proc_id, frame_id, frame_version, host_id, host_name, cluster_id, state)
+		SELECT $1, $2::text, int_version, $3, 'h1', 1, 'dry' FROM frame WHERE pk_frame = $2::text`, proc, frame, sd.Hosts["h1"]); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{"CUESCHED_DB": db.URL}
@@ -77,7 +90,7 @@ func TestShowCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &all); err != nil {
 		t.Fatalf("show list --json: %v\n%s", err, out)
 	}
-	if len(all) != 3 || all[0].Name != "film" || !all[0].Managed || all[0].Waiting != 3 || all[1].Managed {
+	if len(all) != 3 || all[0].Name != "film" || !all[0].Managed || all[0].Waiting != 2 || all[0].Cuesched != 1 || all[1].Managed {
 		t.Errorf("show list --json: %+v", all)
 	}
 
@@ -90,9 +103,11 @@ func TestShowCommands(t *testing.T) {
 		{[]string{"manage", "legacy"}, 0, "already managed"},
 		{[]string{"manage", "flim"}, 1, `did you mean "film"`},
 		{[]string{"release", "legasy"}, 1, `did you mean "legacy"`},
-		{[]string{"release", "--wait", "legacy", "--timeout", "30s"}, 0, "0 of its frames still run under cuesched"},
+		{[]string{"release", "--wait", "legacy", "--timeout", "30s"}, 0, "none of its frames runs under cuesched"},
 		{[]string{"release", "legacy"}, 0, "was not managed by cuesched"},
 		{[]string{"list"}, 0, "UNDER CUESCHED"},
+		{[]string{"release", "film", "--wait", "--timeout", "50ms"}, 1, "gave up after --timeout 50ms with 1 frame of show film still running under cuesched"},
+		{[]string{"release", "film"}, 0, "frames still running under cuesched: 1"},
 	}
 	for _, st := range steps {
 		code, out := cli(t, env, append([]string{"show"}, st.args...)...)
