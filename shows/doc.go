@@ -25,7 +25,9 @@
 // books and releases the show: Cuebot changes a proc and its counters in
 // one transaction holding the counter rows' locks, so the sum, taken after
 // the locks, sees each such change whole or not at all. From then on Cuebot
-// keeps the counters exact by itself.
+// keeps the counters exact by itself. The wait is bounded: the transactions
+// still open then are named, and release run again (on a show no longer
+// managed it only recomputes) repairs what they leave.
 //
 // A Cuebot that caches the flag (upstream OpenCue documents a ~30 s cache
 // for it) keeps taking the show for managed until its cache expires: give
