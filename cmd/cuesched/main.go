@@ -43,6 +43,7 @@ func commands() []command {
 		{"status", "show instances, the clusters each owns, pending work and why it waits: status --db ... [--json]", runStatus},
 		{"explain", "why a job's layers wait (read-only): explain --db ... --job NAME [--layer NAME] [--json]", runExplain},
 		{"grants", "print the SQL giving cuesched's role what it needs: grants --role NAME [--database NAME]", runGrants},
+		{"show", "list shows, hand one to cuesched or back to Cuebot: show list|manage NAME|release NAME --db ...", runShow},
 		{"version", "print the version", runVersion},
 	}
 }

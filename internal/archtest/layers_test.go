@@ -36,6 +36,7 @@ var mayImport = map[string][]string{
 		"match/matchtest", "ownership", "scheduler"},
 	"status":           {"cdc", "cluster", "match", "queue"},
 	"explain":          {"cache", "cluster", "internal/preflight", "match", "queue"},
+	"shows":            {"counters", "internal/wait"},
 	"migrations":       {},
 	"internal/config":  {},
 	"internal/grants":  {},
@@ -51,7 +52,7 @@ var mayImport = map[string][]string{
 	"internal/instance": {"cache", "cdc", "cluster", "counters", "dispatch", "internal/activity", "internal/config",
 		"internal/metrics", "launch", "match", "ownership", "queue", "scheduler", "status"},
 	"cmd/cuesched": {"cdc", "explain", "internal/config", "internal/grants", "internal/instance",
-		"internal/preflight", "migrations", "ownership", "scheduler", "status"},
+		"internal/preflight", "migrations", "ownership", "scheduler", "shows", "status"},
 	// Writes the texts the settings generate (README table, example file).
 	"internal/config/gen": {"internal/config"},
 }

@@ -45,7 +45,7 @@ func (v value) typeName() string {
 var (
 	runOnly      = []string{"run"}
 	matching     = []string{"run", "explain"}
-	withDatabase = []string{"run", "migrate", "status", "explain"}
+	withDatabase = []string{"run", "migrate", "status", "explain", "show"}
 )
 
 func text(p *string) value {
