@@ -154,6 +154,7 @@ func runDemo(ctx context.Context, out, errw io.Writer, opts options) error {
 		return probeErr
 	}
 	run.BookedBy = fl.bookings().perInstance
+	run.Commits = perSecond(handedOver, fl.commitTimes())
 
 	// The instances own the counters of the managed show: the last
 	// releases are accounted a moment after they commit.

@@ -79,18 +79,19 @@ func (f *follower) until(done func(Sample) bool, limit time.Duration) error {
 	}
 }
 
-// sample reads the counts (on the view's own pool, at most 800 ms) and the
-// bookings the instances reported.
+// sample reads the counts (on the view's own pool, at most 800 ms).
 func (f *follower) sample() Sample {
 	qctx, cancel := context.WithTimeout(f.ctx, 800*time.Millisecond)
 	c, err := readCounts(qctx, f.pool, f.show)
 	cancel()
 	now := time.Now()
-	b := f.fl.bookings()
-	s := Sample{At: now.Sub(f.began), Booked: b.total, Waiting: c.waiting, Running: c.running, Done: c.done,
-		Clusters: c.clusters}
+	// Booked is read from the database too: an instance reports a round's
+	// bookings when its last batch commits, seconds after the first.
+	s := Sample{At: now.Sub(f.began), Waiting: c.waiting, Running: c.running, Done: c.done,
+		Booked: c.running + c.done, Clusters: c.clusters}
 	if err != nil {
-		s.Waiting, s.Running, s.Done, s.Clusters, s.Stale = f.last.Waiting, f.last.Running, f.last.Done, f.last.Clusters, true
+		s.Waiting, s.Running, s.Done, s.Booked, s.Clusters, s.Stale = f.last.Waiting, f.last.Running, f.last.Done,
+			f.last.Booked, f.last.Clusters, true
 	}
 	from, booked := f.lastAt, f.last.Booked
 	if from.IsZero() {

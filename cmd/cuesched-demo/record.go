@@ -34,6 +34,9 @@ type Run struct {
 	// Probe is the time to book of each single-frame job submitted onto
 	// the idle farm, in submission order (DESIGN.md's definition).
 	Probe []time.Duration `json:"probe"`
+	// Commits counts the booking commits the instances reported in each
+	// second since the hand-over (Commits[i]: from i to i+1 s).
+	Commits []int `json:"commits"`
 	// Redraws are the live view's intervals between redraws while the
 	// backlog was booked.
 	Redraws []time.Duration `json:"redraws"`
@@ -45,8 +48,11 @@ type Sample struct {
 	Waiting int           `json:"waiting"`
 	Running int           `json:"running"`
 	Done    int           `json:"done"`
-	Booked  int           `json:"booked"` // frames booked so far, as the instances reported
-	Rate    float64       `json:"rate"`   // frames booked per second since the previous sample
+	// Booked is the frames booked so far: running and done (in the demo a
+	// frame leaves waiting only by a booking). Rate is how many more a
+	// second since the previous sample.
+	Booked int     `json:"booked"`
+	Rate   float64 `json:"rate"`
 	// Clusters per instance name; "" counts the clusters nobody owns.
 	Clusters map[string]int `json:"clusters"`
 	// Stale: the counts query did not answer within the second, and
@@ -59,6 +65,23 @@ type Sample struct {
 type Event struct {
 	At   time.Duration `json:"at"` // since the hand-over
 	Text string        `json:"text"`
+}
+
+// perSecond counts the times in each second from began on.
+func perSecond(began time.Time, times []time.Time) []int {
+	var out []int
+	for _, at := range times {
+		d := at.Sub(began)
+		if d < 0 {
+			continue
+		}
+		i := int(d / time.Second)
+		for len(out) <= i {
+			out = append(out, 0)
+		}
+		out[i]++
+	}
+	return out
 }
 
 // DrainRate is the backlog's frames over the time to drain.

@@ -127,8 +127,16 @@ func (r *Run) charts() []chart {
 		}}
 	rate := chart{id: "rate", title: "Booking rate", xLabel: "seconds since the hand-over",
 		yLabel: "frames booked per second", events: r.Events, series: []series{
-			{name: "booked per second", color: palette[0], x: at, y: pick(func(s Sample) float64 { return s.Rate })},
+			{name: "live view (frames leaving waiting)", color: palette[0], x: at,
+				y: pick(func(s Sample) float64 { return s.Rate })},
 		}}
+	if len(r.Commits) > 0 {
+		s := series{name: "booking commits (instances' commit times)", color: palette[1]}
+		for i, n := range r.Commits {
+			s.x, s.y = append(s.x, float64(i)+0.5), append(s.y, float64(n))
+		}
+		rate.series = append(rate.series, s)
+	}
 	clusters := chart{id: "clusters", title: "Clusters per instance", xLabel: "seconds since the hand-over",
 		yLabel: "clusters owned", events: r.Events}
 	owners := slices.Clone(r.Instances)
@@ -178,7 +186,8 @@ func (c chart) svg() string {
 			xmax, ymax = math.Max(xmax, s.x[i]), math.Max(ymax, s.y[i])
 		}
 	}
-	xmax, ymax = niceCeil(xmax), niceCeil(ymax)
+	// Four round ticks a side.
+	xmax, ymax = 4*niceCeil(xmax/4), 4*niceCeil(ymax/4)
 	pw, ph := float64(chartW-padLeft-padRight), float64(chartH-padTop-padBott)
 	px := func(x float64) float64 { return padLeft + x/xmax*pw }
 	py := func(y float64) float64 { return padTop + ph - y/ymax*ph }
@@ -206,7 +215,8 @@ func (c chart) svg() string {
 	if len(c.series) == 0 {
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">no data</text>`+"\n", padLeft+pw/2, padTop+ph/2)
 	}
-	for i, s := range c.series {
+	lx := padLeft + 8
+	for _, s := range c.series {
 		if c.dots {
 			fmt.Fprintf(&b, `<g class="series" data-name="%s" data-points="%d" fill="%s">`, esc(s.name), len(s.x), s.color)
 			for j := range s.x {
@@ -225,10 +235,10 @@ func (c chart) svg() string {
 			fmt.Fprintf(&b, `<path class="series" data-name="%s" data-points="%d" d="%s" fill="none" stroke="%s" stroke-width="1.8"/>`+"\n",
 				esc(s.name), len(s.x), strings.TrimSpace(d.String()), s.color)
 		}
-		// The legend, across the top.
-		lx := padLeft + 8 + i*150
+		// The legend, across the top (7 units a character is enough).
 		fmt.Fprintf(&b, `<g class="legend"><rect x="%d" y="8" width="10" height="10" fill="%s"/><text x="%d" y="17">%s</text></g>`+"\n",
 			lx, s.color, lx+14, esc(s.name))
+		lx += 14 + 7*len(s.name) + 20
 	}
 	b.WriteString("</svg>\n")
 	return b.String()

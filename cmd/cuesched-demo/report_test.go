@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,7 +17,9 @@ import (
 )
 
 // recordedRun is a run the demo recorded (testdata/run.json: the run of
-// `cuesched-demo --report`, 2026-12-02, on the loaded 2-core machine).
+// `cuesched-demo --report`, 2026-12-02, on the loaded 2-core machine; its
+// booked counts and commits per second recomputed from the same run as the
+// demo now records them).
 func recordedRun(t *testing.T) *Run {
 	t.Helper()
 	raw, err := os.ReadFile("testdata/run.json")
@@ -44,7 +47,7 @@ func TestReport(t *testing.T) {
 	t.Parallel()
 	full := recordedRun(t)
 	quiet := recordedRun(t) // no kill seen, no probe
-	quiet.Events, quiet.Probe = nil, nil
+	quiet.Events, quiet.Probe, quiet.Commits = nil, nil, nil
 	empty := &Run{Date: full.Date, Instances: []string{"demo-1"}}
 	for _, tc := range []struct {
 		name   string
@@ -52,7 +55,7 @@ func TestReport(t *testing.T) {
 		series map[string]int // chart -> series drawn
 		text   []string       // must be on the page
 	}{
-		{"recorded", full, map[string]int{"frames": 3, "rate": 1, "clusters": 3, "probe": 1},
+		{"recorded", full, map[string]int{"frames": 3, "rate": 2, "clusters": 3, "probe": 1},
 			[]string{"backlog drain rate: 6,000 frames booked in 1m11.9s", "83 frames/s",
 				"time to book on the idle farm (40 single-frame jobs", "why the two differ",
 				"SIGKILL to demo-2", "live view: 73 redraws while booking"}},
@@ -84,8 +87,9 @@ func TestReport(t *testing.T) {
 			}
 			for _, m := range seriesTag.FindAllStringSubmatch(page, -1) {
 				n, _ := strconv.Atoi(m[1])
-				if want := len(tc.run.Samples); n != want && n != len(tc.run.Probe) {
-					t.Errorf("a series has %d points, want %d (samples) or %d (probe jobs)", n, want, len(tc.run.Probe))
+				if r := tc.run; n != len(r.Samples) && n != len(r.Probe) && n != len(r.Commits) {
+					t.Errorf("a series has %d points, want %d (samples), %d (probe jobs) or %d (seconds of commits)",
+						n, len(r.Samples), len(r.Probe), len(r.Commits))
 				}
 			}
 			for _, line := range tc.run.Summary() {
@@ -175,5 +179,16 @@ func TestReportDrawnInChromium(t *testing.T) {
 		if m[2] != m[3] || m[2] == "0" {
 			t.Errorf("chart %s: %s of %s series drawn", m[1], m[3], m[2])
 		}
+	}
+}
+
+// Commits are counted in the second since the hand-over they fall in.
+func TestPerSecond(t *testing.T) {
+	t.Parallel()
+	began := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return began.Add(time.Duration(ms) * time.Millisecond) }
+	got := perSecond(began, []time.Time{at(-5), at(0), at(999), at(1000), at(3500)})
+	if want := []int{2, 1, 0, 1}; !slices.Equal(got, want) {
+		t.Errorf("perSecond = %v, want %v", got, want)
 	}
 }
