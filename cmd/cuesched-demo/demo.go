@@ -131,7 +131,9 @@ func runDemo(ctx context.Context, out, errw io.Writer, opts options) error {
 
 	// The time-to-book probe runs while the view goes on.
 	probed := make(chan error, 1)
-	go func() { probed <- probe(ctx, seeded, fl, run) }()
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	go func() { probed <- probe(probeCtx, seeded, fl, run) }()
 	f.event(fmt.Sprintf("the farm is idle: probing time to book with %d single-frame jobs, one at a time", probeJobs))
 	var probeErr error
 	probing := true
@@ -145,6 +147,8 @@ func runDemo(ctx context.Context, out, errw io.Writer, opts options) error {
 	}, 5*time.Minute)
 	f.v.done()
 	if probing {
+		// The view failed first: the probe stops with it.
+		stopProbe()
 		<-probed
 	}
 	if err != nil {
