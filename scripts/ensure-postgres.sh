@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL's server binaries (15 or newer: the publication uses
 # column lists) are installed, for the tests and the demo, which run their own
-# throwaway clusters and never touch the system's own, and pgbouncer, which the
-# acceptance test of --feed poll runs in front of one (it is skipped without).
-# On Debian as root it installs postgresql-15 and pgbouncer with apt-get;
-# elsewhere it says exactly what to install.
+# throwaway clusters and never touch the system's own, pgbouncer, which the
+# acceptance test of --feed poll runs in front of one (skipped without), and
+# chromium, in which a test loads the demo's HTML report headless (skipped
+# without, failed under CI=true). On Debian as root it installs postgresql-15, pgbouncer
+# and chromium with apt-get; elsewhere it says exactly what to install.
 set -euo pipefail
 
 have_server() {
@@ -20,18 +21,24 @@ have_pgbouncer() {
 	command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]
 }
 
-if have_server && have_pgbouncer; then exit 0; fi
+have_chromium() {
+	command -v chromium >/dev/null 2>&1
+}
+
+if have_server && have_pgbouncer && have_chromium; then exit 0; fi
 
 if [ -r /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; then
 	missing=()
 	have_server || missing+=(postgresql-15)
 	have_pgbouncer || missing+=(pgbouncer)
+	have_chromium || missing+=(chromium)
 	if [ "$(id -u)" -ne 0 ]; then
 		if ! have_server; then
 			echo "PostgreSQL server binaries are missing: run  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
 			exit 1
 		fi
-		echo "pgbouncer is missing, so the test of --feed poll behind a pooler will be skipped: run  sudo apt-get install -y pgbouncer" >&2
+		have_pgbouncer || echo "pgbouncer is missing, so the test of --feed poll behind a pooler will be skipped: run  sudo apt-get install -y pgbouncer" >&2
+		have_chromium || echo "chromium is missing, so the test loading the demo's report in a browser will be skipped: run  sudo apt-get install -y chromium" >&2
 		exit 0
 	fi
 	echo "installing ${missing[*]} with apt-get (cuesched runs its own throwaway clusters and poolers; the system's are left alone)" >&2
@@ -48,7 +55,8 @@ if [ -r /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; then
 fi
 
 if have_server; then
-	echo "pgbouncer is missing, so the test of --feed poll behind a pooler will be skipped: install your platform's pgbouncer package" >&2
+	have_pgbouncer || echo "pgbouncer is missing, so the test of --feed poll behind a pooler will be skipped: install your platform's pgbouncer package" >&2
+	have_chromium || echo "chromium is missing, so the test loading the demo's report in a browser will be skipped: install your platform's chromium package" >&2
 	exit 0
 fi
 

@@ -5,21 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"math"
 	"net"
-	"net/http"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/cuesched/cuesched/internal/audit"
-	"github.com/cuesched/cuesched/internal/config"
-	"github.com/cuesched/cuesched/internal/instance"
 	"github.com/cuesched/cuesched/internal/rqd"
 	"github.com/cuesched/cuesched/internal/testworld/cuebotdb"
 	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
@@ -27,25 +19,32 @@ import (
 	"github.com/cuesched/cuesched/internal/testworld/pgcluster"
 	"github.com/cuesched/cuesched/internal/testworld/seed"
 	"github.com/cuesched/cuesched/migrations"
-	"github.com/cuesched/cuesched/ownership"
 )
 
 // demoPort is the port every simulated RQD listens on, each on its own
 // loopback address (the host's name), as real RQDs do on their hosts.
 const demoPort = 8444
 
+// The demo's shape: instances sharing the farm, one killed once this share
+// of the backlog is booked, and the jobs of the time-to-book probe.
+const (
+	demoInstances = 3
+	killShare     = 3 // the kill comes once a third of the backlog is booked
+	probeJobs     = 40
+)
+
 // runDemo shows cuesched at work on a simulated farm, self-contained: a
 // throwaway PostgreSQL cluster with a Cuebot-compatible database and
 // cuesched's migrations, the peer stress farm (1,200 hosts, 300 jobs, 6,000
 // frames), one simulated RQD per host on its own loopback address, and Cuebot
-// stood in for by completing each frame when its RQD finishes it. One
-// cuesched instance books, launches over gRPC and follows completions until
-// every frame has succeeded; then the invariant audit runs. The system's own
-// PostgreSQL cluster is never touched.
-func runDemo(ctx context.Context, out, errw io.Writer, getenv func(string) string, args []string) error {
-	if _, err := config.Load("cuesched-demo", args, getenv, []string{}, out); err != nil {
-		return err
-	}
+// stood in for by completing each frame when its RQD finishes it. Three
+// cuesched instances (processes) split the farm; the show is handed to them
+// at once, and while they book it one is killed with SIGKILL and the others
+// take its clusters over. Once every frame has succeeded a probe measures
+// time to book on the idle farm, the invariant audit runs and the summary
+// says what was measured. The system's own PostgreSQL cluster is never
+// touched.
+func runDemo(ctx context.Context, out, errw io.Writer, opts options) error {
 	start := time.Now()
 	fmt.Fprintln(out, "demo: starting a throwaway PostgreSQL cluster")
 	cl, err := pgcluster.Start(ctx, pgcluster.Options{})
@@ -57,9 +56,9 @@ func runDemo(ctx context.Context, out, errw io.Writer, getenv func(string) strin
 		return err
 	}
 	dsn := cl.DSN("cuebot")
-	pool, err := pgxpool.New(ctx, dsn)
+	pool, err := newPool(ctx, dsn, 4)
 	if err != nil {
-		return fmt.Errorf("connect to demo database: %w", err)
+		return err
 	}
 	defer pool.Close()
 
@@ -67,64 +66,215 @@ func runDemo(ctx context.Context, out, errw io.Writer, getenv func(string) strin
 	// A job of Cuebot's own show rides along: cuesched must never book it.
 	farm.Jobs = append(farm.Jobs, seed.Job{Name: "cuebot-own-job", Show: "testing",
 		Layers: []seed.Layer{{Name: "render", Frames: 10, Cores: 100, Mem: seed.GB}}})
-	if _, err := seed.Load(ctx, pool, farm, 1); err != nil {
+	seeded, err := seed.Load(ctx, pool, farm, 1)
+	if err != nil {
 		return err
 	}
 	managed := farm.FrameCount() - 10
-	fmt.Fprintf(out, "demo: seeded the peer stress farm: %d hosts in 3 allocations, %d jobs, %d frames of the managed show\n",
+	show := seeded.Shows["stress"]
+	// The work is held back until the instances have split the farm, so the
+	// drain is timed from one moment: the show's hand-over.
+	if _, err := pool.Exec(ctx, `UPDATE show SET b_scheduler_managed = false WHERE pk_show = $1`, show); err != nil {
+		return fmt.Errorf("hold the demo's show back: %w", err)
+	}
+	fmt.Fprintf(out, "demo: seeded the peer stress farm: %d hosts in 3 allocations, %d jobs, %d frames of the show to hand over\n",
 		len(farm.Hosts), len(farm.Jobs)-1, managed)
 
-	sim := &cuebotsim.Sim{Pool: pool}
-	rqds, err := startDemoRQDs(ctx, farm.Hosts, sim, errw)
+	// Cuebot's stand-in completes frames on a pool of its own: its
+	// completions come by the hundred at once.
+	simPool, err := newPool(ctx, dsn, 8)
+	if err != nil {
+		return err
+	}
+	defer simPool.Close()
+	rqds, err := startDemoRQDs(ctx, farm.Hosts, &cuebotsim.Sim{Pool: simPool}, errw)
 	if err != nil {
 		return err
 	}
 	defer rqds.close()
 	fmt.Fprintf(out, "demo: %d simulated RQDs listening on their hosts' loopback addresses, port %d\n", len(farm.Hosts), demoPort)
 
-	metricsAddr, err := freeAddr()
+	viewPool, err := newPool(ctx, dsn, 1)
 	if err != nil {
 		return err
 	}
-	cfg := config.Default()
-	cfg.DB, cfg.Instance, cfg.MetricsAddr, cfg.RQDPort = dsn, "demo", metricsAddr, demoPort
-	log := slog.New(slog.NewTextHandler(errw, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ipool, err := connectInstance(ctx, dsn, ownership.AppName(cfg.Instance))
+	defer viewPool.Close()
+	fl := newFleet()
+	defer fl.stop(30 * time.Second)
+	var names []string
+	for i := range demoInstances {
+		name := fmt.Sprintf("demo-%d", i+1)
+		if err := fl.start(name, dsn); err != nil {
+			return err
+		}
+		names = append(names, name)
+	}
+	c, err := waitSplit(ctx, viewPool, show, names, fl)
 	if err != nil {
 		return err
 	}
-	defer ipool.Close()
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	served := make(chan error, 1)
-	go func() { served <- instance.Run(runCtx, cfg, log, ipool, instance.Options{}) }()
-	fmt.Fprintln(out, "demo: cuesched is running: booking, launching over gRPC, following completions")
+	fmt.Fprintf(out, "demo: %d cuesched instances (processes) split the farm's clusters: %s\n",
+		len(names), (&view{instances: names}).clusters(Sample{Clusters: c.clusters}))
 
-	if err := followDemo(ctx, out, pool, managed, served, rqds); err != nil {
-		stop()
-		<-served
+	if _, err := pool.Exec(ctx, `UPDATE show SET b_scheduler_managed = true WHERE pk_show = $1`, show); err != nil {
+		return fmt.Errorf("hand the show over: %w", err)
+	}
+	handedOver := time.Now()
+	fmt.Fprintf(out, "demo: the show is handed over: %s frames to book, launch over gRPC and follow to completion; one instance is killed (SIGKILL) once a third are booked\n",
+		thousands(managed))
+	run := &Run{Date: start, Hosts: len(farm.Hosts), Frames: managed, Instances: names}
+	f := &follower{ctx: ctx, v: newView(out, names), fl: fl, pool: viewPool, show: show, run: run,
+		began: handedOver, killAt: managed / killShare}
+	if err := f.until(func(s Sample) bool { return f.drained && s.Done >= managed }, 10*time.Minute); err != nil {
 		return err
 	}
-	// The instance owns the counters of the managed show: the last
+
+	// The time-to-book probe runs while the view goes on.
+	probed := make(chan error, 1)
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	go func() { probed <- probe(probeCtx, seeded, fl, run) }()
+	f.event(fmt.Sprintf("the farm is idle: probing time to book with %d single-frame jobs, one at a time", probeJobs))
+	var probeErr error
+	probing := true
+	err = f.until(func(s Sample) bool {
+		select {
+		case probeErr = <-probed:
+			probing = false
+		default:
+		}
+		return !probing && s.Done >= managed+len(run.Probe) && s.Running == 0
+	}, 5*time.Minute)
+	f.v.done()
+	if probing {
+		// The view failed first: the probe stops with it.
+		stopProbe()
+		<-probed
+	}
+	if err != nil {
+		return err
+	}
+	if probeErr != nil {
+		return probeErr
+	}
+	run.BookedBy = fl.bookings().perInstance
+	run.Commits = perSecond(handedOver, fl.commitTimes())
+
+	// The instances own the counters of the managed show: the last
 	// releases are accounted a moment after they commit.
 	vs, err := settleAudit(ctx, pool, 30*time.Second)
 	if err != nil {
-		stop()
-		<-served
 		return err
 	}
-	p50, p99, n, err := timeToBook(ctx, "http://"+metricsAddr+"/metrics")
-	if err != nil {
-		fmt.Fprintf(out, "demo: could not read the instance's metrics: %v\n", err)
-	} else {
-		fmt.Fprintf(out, "demo: time to book (eligible to booking commit, scheduler_time_to_book_seconds, %d frames): p50 %s, p99 %s\n",
-			n, p50.Round(100*time.Microsecond), p99.Round(100*time.Microsecond))
+	if err := fl.stop(30 * time.Second); err != nil {
+		return err
 	}
-	stop()
-	if err := <-served; err != nil {
-		return fmt.Errorf("cuesched instance: %w", err)
+	for _, line := range run.Summary() {
+		fmt.Fprintln(out, "demo: "+line)
+	}
+	if opts.report != "" {
+		if err := writeReportFile(opts.report, run); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "demo: report written to %s\n", opts.report)
 	}
 	return reportDemo(ctx, out, pool, start, vs)
+}
+
+// newPool opens a pool of at most conns connections on the demo's cluster.
+func newPool(ctx context.Context, dsn string, conns int32) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("demo database address: %w", err)
+	}
+	pc.MaxConns = conns
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to demo database: %w", err)
+	}
+	return pool, nil
+}
+
+// waitSplit waits until every cluster has an owner and every instance
+// owns some.
+func waitSplit(ctx context.Context, pool *pgxpool.Pool, show string, names []string, fl *fleet) (counts, error) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		c, err := readCounts(ctx, pool, show)
+		if err != nil {
+			return c, err
+		}
+		split := c.clusters[""] == 0 && len(c.clusters) > 0
+		for _, name := range names {
+			split = split && c.clusters[name] > 0
+		}
+		if split {
+			return c, nil
+		}
+		if err := fl.failed(); err != nil {
+			return c, err
+		}
+		if time.Now().After(deadline) {
+			return c, fmt.Errorf("the instances did not split the clusters within 2 minutes (owners: %v)", c.clusters)
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return c, err
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// probe submits single-frame jobs one at a time onto the idle farm and
+// records each one's time to book: from its launch's COMMIT returning here
+// to its booking's COMMIT returning in an instance (DESIGN.md), both on
+// this machine's clock.
+func probe(ctx context.Context, seeded *seed.Seeded, fl *fleet, run *Run) error {
+	tags := []string{"stress_a", "stress_b", "stress_c", "pool1", "pool2", "pool3", "pool4", "pool5", "pool6", "pool7", "pool8"}
+	var lat []time.Duration
+	for i := range probeJobs {
+		keys, err := seeded.Launch(ctx, seed.Job{
+			Name: fmt.Sprintf("probe-%02d", i), Show: "stress", Priority: 50, MaxCores: 1_000_000,
+			Layers: []seed.Layer{{Name: "render", Frames: 1, Cores: 100, Mem: seed.GB, Tags: tags[i%len(tags)]}},
+		})
+		if err != nil {
+			return fmt.Errorf("probe job %d: %w", i, err)
+		}
+		launched := time.Now()
+		deadline := time.NewTimer(30 * time.Second)
+		for {
+			b := fl.bookings()
+			if at, ok := fl.bookedAt(keys.ID); ok {
+				lat = append(lat, at.Sub(launched))
+				break
+			}
+			select {
+			case <-b.changed:
+				continue
+			case <-ctx.Done():
+				deadline.Stop()
+				return ctx.Err()
+			case <-deadline.C:
+				return fmt.Errorf("probe job %d was not booked within 30 s", i)
+			}
+		}
+		deadline.Stop()
+		// The farm is idle again before the next job.
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	run.Probe = lat
+	return nil
 }
 
 // connectInstance opens the instance's pool on the demo's own cluster,
@@ -168,42 +318,6 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// timeToBook reads the instance's time-to-book histogram and estimates its
-// 50th and 99th percentiles from the buckets (the upper bound of the bucket
-// each falls in).
-func timeToBook(ctx context.Context, url string) (p50, p99 time.Duration, n uint64, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	fam := families["scheduler_time_to_book_seconds"]
-	if fam == nil || len(fam.GetMetric()) == 0 {
-		return 0, 0, 0, errors.New("no scheduler_time_to_book_seconds")
-	}
-	h := fam.GetMetric()[0].GetHistogram()
-	n = h.GetSampleCount()
-	at := func(q float64) time.Duration {
-		want := uint64(q * float64(n))
-		for _, b := range h.GetBucket() {
-			if b.GetCumulativeCount() >= want {
-				return time.Duration(b.GetUpperBound() * float64(time.Second))
-			}
-		}
-		return time.Duration(math.Inf(1))
-	}
-	return at(0.5), at(0.99), n, nil
-}
-
 func createDemoDB(ctx context.Context, cl *pgcluster.Cluster) error {
 	admin, err := pgx.Connect(ctx, cl.DSN("postgres"))
 	if err != nil {
@@ -230,10 +344,8 @@ func createDemoDB(ctx context.Context, cl *pgcluster.Cluster) error {
 // then its RQD reports the completion to Cuebot, which the demo stands in
 // for: the frame is stopped and its proc released, Cuebot-style.
 type demoRQDs struct {
-	servers   []*fakerqd.Server
-	completed atomic.Int64
-	launched  func() int
-	cancel    context.CancelFunc
+	servers []*fakerqd.Server
+	cancel  context.CancelFunc
 }
 
 func startDemoRQDs(ctx context.Context, hosts []seed.Host, sim *cuebotsim.Sim, errw io.Writer) (*demoRQDs, error) {
@@ -249,7 +361,6 @@ func startDemoRQDs(ctx context.Context, hosts []seed.Host, sim *cuebotsim.Sim, e
 					!errors.Is(err, cuebotsim.ErrStale) {
 					fmt.Fprintf(errw, "demo: completing frame %s: %v\n", rf.GetFrameName(), err)
 				}
-				d.completed.Add(1)
 			},
 		})
 		if err != nil {
@@ -259,13 +370,6 @@ func startDemoRQDs(ctx context.Context, hosts []seed.Host, sim *cuebotsim.Sim, e
 		}
 		d.servers = append(d.servers, srv)
 	}
-	d.launched = func() int {
-		n := 0
-		for _, s := range d.servers {
-			n += len(s.Launches())
-		}
-		return n
-	}
 	return d, nil
 }
 
@@ -273,39 +377,6 @@ func (d *demoRQDs) close() {
 	d.cancel()
 	for _, s := range d.servers {
 		s.Close()
-	}
-}
-
-// followDemo prints progress once a second until every frame of the managed
-// show has succeeded.
-func followDemo(ctx context.Context, out io.Writer, pool *pgxpool.Pool, total int, served <-chan error, rqds *demoRQDs) error {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Minute)
-	began := time.Now()
-	for {
-		var waiting, running, succeeded int
-		err := pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE f.str_state = 'WAITING'),
-				count(*) FILTER (WHERE f.str_state = 'RUNNING'), count(*) FILTER (WHERE f.str_state = 'SUCCEEDED')
-			FROM frame f JOIN job j USING (pk_job) JOIN show s USING (pk_show) WHERE s.b_scheduler_managed`).
-			Scan(&waiting, &running, &succeeded)
-		if err != nil {
-			return fmt.Errorf("demo progress: %w", err)
-		}
-		fmt.Fprintf(out, "demo: %5.1fs  waiting %4d  running %4d  succeeded %4d  (launched on RQD %d)\n",
-			time.Since(began).Seconds(), waiting, running, succeeded, rqds.launched())
-		if succeeded == total {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-served:
-			return fmt.Errorf("cuesched instance stopped early: %v", err)
-		case <-deadline:
-			return errors.New("demo: not every frame succeeded within 10 minutes")
-		case <-tick.C:
-		}
 	}
 }
 

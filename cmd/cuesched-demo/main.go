@@ -18,10 +18,53 @@ import (
 	"github.com/cuesched/cuesched/internal/config"
 )
 
-// realMain runs the demo and returns the process exit status: 0 when it
-// ran clean, 2 for a usage error, 1 for a failure.
+// options are the demo's flags.
+type options struct {
+	report string // write the HTML report there
+}
+
+const usage = `usage: cuesched-demo [--report FILE.html]
+
+Runs cuesched on a simulated farm of its own (a throwaway PostgreSQL cluster,
+1,200 simulated RQDs, three cuesched instances) and shows it working: a live
+view redrawn every second, one instance killed midway, then a summary of
+what was measured. It takes no database: it starts its own.
+
+  --report FILE.html   also write a self-contained page with plots of the run
+`
+
+// parseFlags reads the demo's flags.
+func parseFlags(args []string, errw io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("cuesched-demo", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&o.report, "report", "", "write a self-contained HTML page with plots of the run to this file")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(errw, usage)
+			return o, err
+		}
+		return o, &config.Error{Err: fmt.Errorf("%v (cuesched-demo --help lists the flags)", err)}
+	}
+	if fs.NArg() > 0 {
+		return o, &config.Error{Err: config.UnexpectedArgument(fs.Arg(0), false)}
+	}
+	return o, nil
+}
+
+// realMain runs the demo (or, started by the demo, one of its instances)
+// and returns the process exit status: 0 when it ran clean, 2 for a usage
+// error, 1 for a failure.
 func realMain(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	err := runDemo(ctx, stdout, stderr, getenv, args)
+	var err error
+	if name := getenv(envChild); name != "" {
+		err = runChild(ctx, name, stdout, stderr, getenv)
+	} else {
+		var o options
+		if o, err = parseFlags(args, stdout); err == nil {
+			err = runDemo(ctx, stdout, stderr, o)
+		}
+	}
 	var ce *config.Error
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):

@@ -38,3 +38,11 @@ func TestPositionalDSNIsNotEchoed(t *testing.T) {
 		}
 	}
 }
+
+// An unknown flag is one line naming it and where the flags are listed.
+func TestUnknownFlag(t *testing.T) {
+	code, out := demo(t, "--nope")
+	if code != 2 || strings.Count(out, "\n") != 1 || !strings.Contains(out, "-nope") || !strings.Contains(out, "--help") {
+		t.Errorf("--nope exited %d, want 2 and one line naming it and --help:\n%s", code, out)
+	}
+}
