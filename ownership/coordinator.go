@@ -83,6 +83,10 @@ type Options struct {
 	// work exceeds DriftTrigger x the mean (defaults 1.5 and 10 s).
 	DriftTrigger float64
 	DriftEvery   time.Duration
+	// DriftLeast: nor does it rebalance unless the heaviest instance's work
+	// is at least DriftLeast queued layers above the mean (default 16), so a
+	// trickle of small jobs does not move clusters back and forth.
+	DriftLeast int64
 	// DriftSoon: after WeightsChanged the leader checks the weights within
 	// DriftSoon, rather than at the next DriftEvery (default 200 ms).
 	DriftSoon time.Duration
@@ -186,6 +190,9 @@ func New(pool *pgxpool.Pool, dsn string, opts Options) (*Coordinator, error) {
 	}
 	if opts.DriftTrigger < opts.Threshold {
 		opts.DriftTrigger = max(1.5, opts.Threshold)
+	}
+	if opts.DriftLeast <= 0 {
+		opts.DriftLeast = 16
 	}
 	if opts.DriftEvery <= 0 {
 		opts.DriftEvery = 10 * time.Second

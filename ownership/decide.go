@@ -145,10 +145,14 @@ func decide(s *snapshot, weights map[cluster.Key]int64, threshold float64, force
 
 // drifted reports whether the weights have drifted so far apart that a
 // rebalance is due: the heaviest live instance's work (a pending handover's
-// receiver counting as the owner) above trigger x the mean. The rebalance
-// brings it down to the threshold, below trigger: hysteresis. nil weights
-// never drift.
-func (s *snapshot) drifted(weights map[cluster.Key]int64, trigger float64) bool {
+// receiver counting as the owner) above trigger x the mean, and above it by
+// at least least (in the weights' unit, queued layers). The rebalance brings
+// it down to the threshold, below trigger: hysteresis. The least excess keeps
+// a trickle of small jobs from moving clusters at every job: a move costs the
+// giver its batch in flight and the receiver a resolution of the cluster's
+// outbox and a recompute, far more than booking a few layers where they are.
+// nil weights never drift.
+func (s *snapshot) drifted(weights map[cluster.Key]int64, trigger float64, least int64) bool {
 	live := s.live()
 	if weights == nil || len(live) < 2 {
 		return false
@@ -165,7 +169,8 @@ func (s *snapshot) drifted(weights map[cluster.Key]int64, trigger float64) bool 
 	for _, v := range load {
 		top = max(top, v)
 	}
-	return total > 0 && float64(top) > trigger*float64(total)/float64(len(live))
+	mean := float64(total) / float64(len(live))
+	return total > 0 && float64(top) > trigger*mean && float64(top)-mean >= float64(least)
 }
 
 // leaving gives each cluster of an instance that stops to the least loaded

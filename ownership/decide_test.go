@@ -423,6 +423,12 @@ func TestDrifted(t *testing.T) {
 		{"one live instance", snap([]instanceRow{inst(1), dead(2)}, rows(1, 1, 2)), map[int32]int64{1: 50, 2: 50, 3: 10}, false},
 		{"no work", snap(two, rows(1, 1, 2)), map[int32]int64{}, false},
 		{"no weights", snap(two, rows(1, 1, 2)), nil, false},
+		// A trickle of small jobs puts one or two layers on one instance:
+		// far apart as ratios, but a move would cost more than it balances
+		// (the demo's idle-farm probe saw clusters flap at every job).
+		{"a trickle: one layer", snap(two, rows(1, 1, 2)), map[int32]int64{1: 1}, false},
+		{"a trickle: a few layers", snap(two, rows(1, 1, 2)), map[int32]int64{1: 9, 2: 9, 3: 1}, false},
+		{"just over the least excess", snap(two, rows(1, 1, 2)), map[int32]int64{1: 17, 2: 17}, true},
 	} {
 		var w map[cluster.Key]int64
 		if tc.weights != nil {
@@ -431,7 +437,7 @@ func TestDrifted(t *testing.T) {
 				w[row.key()] = tc.weights[row.ID]
 			}
 		}
-		if got := tc.s.drifted(w, 1.5); got != tc.want {
+		if got := tc.s.drifted(w, 1.5, 16); got != tc.want {
 			t.Errorf("%s: drifted %v", tc.name, got)
 		}
 	}

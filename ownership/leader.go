@@ -153,10 +153,11 @@ func (l *leader) stopWatchers() {
 
 // drifted reports, from memory alone, whether the weights have drifted so
 // far apart that a rebalance is due (hysteresis: it triggers above
-// DriftTrigger and rebalances down to Threshold).
+// DriftTrigger, and DriftLeast above the mean, and rebalances down to
+// Threshold).
 func (l *leader) drifted() bool {
 	w := l.c.weights()
-	return l.snap != nil && l.snap.drifted(w, l.c.opts.DriftTrigger)
+	return l.snap != nil && l.snap.drifted(w, l.c.opts.DriftTrigger, l.c.opts.DriftLeast)
 }
 
 // reconcile reads the tables and writes what the assignment needs, in one
