@@ -40,6 +40,9 @@ type Rows struct {
 	jobs    map[string]struct{}
 	folders map[string]struct{}
 	points  map[ShowDept]struct{}
+	// released are shows handed back to Cuebot whose rows are recomputed
+	// although no longer managed (RecomputeReleased).
+	released []string
 }
 
 // Proc is what a proc contributes to: the rows its cores are counted in.
@@ -117,7 +120,8 @@ func sortedKeys(m map[string]struct{}) []string {
 
 // Recompute locks the marked rows in the lock order and sets each to the sum
 // of its procs, in the caller's transaction. Rows of shows that are not
-// scheduler-managed are left alone: they are Cuebot's.
+// scheduler-managed are left alone: they are Cuebot's (but for a show being
+// handed back, RecomputeReleased).
 //
 // A row whose sum a guard trigger refuses (a host with running procs moved
 // to an allocation where the show is near its burst) blocks no other row:
@@ -135,6 +139,10 @@ func Recompute(ctx context.Context, tx pgx.Tx, r Rows) ([]Refusal, error) {
 		ptShows, ptDepts = append(ptShows, k.Show), append(ptDepts, k.Dept)
 	}
 	layers, jobs, folders := sortedKeys(r.layers), sortedKeys(r.jobs), sortedKeys(r.folders)
+	rel := r.released
+	if rel == nil {
+		rel = []string{}
+	}
 
 	// Lock first, in DESIGN.md's order, then sum: the sums run after every
 	// lock is granted, so no booking can commit between sum and write.
@@ -143,63 +151,63 @@ func Recompute(ctx context.Context, tx pgx.Tx, r Rows) ([]Refusal, error) {
 		sql  string
 		args []any
 	}{
-		{"subscription", `SELECT 1 FROM subscription s JOIN show sh ON sh.pk_show = s.pk_show AND sh.b_scheduler_managed
+		{"subscription", `SELECT 1 FROM subscription s JOIN show sh ON sh.pk_show = s.pk_show AND ` + owned(3) + `
 			JOIN unnest($1::text[], $2::text[]) k(show, alloc) ON s.pk_show = k.show AND s.pk_alloc = k.alloc
-			ORDER BY s.pk_subscription FOR UPDATE OF s`, []any{subShows, subAllocs}},
+			ORDER BY s.pk_subscription FOR UPDATE OF s`, []any{subShows, subAllocs, rel}},
 		{"layer_resource", `SELECT 1 FROM layer_resource WHERE pk_layer = ANY($1) ORDER BY pk_layer_resource FOR UPDATE`,
 			[]any{layers}},
 		{"job_resource", `SELECT 1 FROM job_resource WHERE pk_job = ANY($1) ORDER BY pk_job_resource FOR UPDATE`,
 			[]any{jobs}},
 		{"folder_resource", `SELECT 1 FROM folder_resource WHERE pk_folder = ANY($1) ORDER BY pk_folder_resource FOR UPDATE`,
 			[]any{folders}},
-		{"point", `SELECT 1 FROM point p JOIN show sh ON sh.pk_show = p.pk_show AND sh.b_scheduler_managed
+		{"point", `SELECT 1 FROM point p JOIN show sh ON sh.pk_show = p.pk_show AND ` + owned(3) + `
 			JOIN unnest($1::text[], $2::text[]) k(show, dept) ON p.pk_show = k.show AND p.pk_dept = k.dept
-			ORDER BY p.pk_point FOR UPDATE OF p`, []any{ptShows, ptDepts}},
+			ORDER BY p.pk_point FOR UPDATE OF p`, []any{ptShows, ptDepts, rel}},
 	} {
 		if _, err := tx.Exec(ctx, lock.sql, lock.args...); err != nil {
 			return nil, fmt.Errorf("recompute counters: lock %s: %w", lock.name, err)
 		}
 	}
-	subs := update{table: "subscription", pk: "pk_subscription", keys: [][]string{subShows, subAllocs},
+	subs := update{table: "subscription", pk: "pk_subscription", keys: [][]string{subShows, subAllocs}, released: rel,
 		capCores: "t.int_burst", capGPUs: "NULL",
 		mark: func(k []string) Proc { return Proc{Show: k[0], Alloc: k[1]} }, values: `
 			FROM unnest($1::text[], $2::text[]) k(show, alloc)
-			JOIN show sh ON sh.pk_show = k.show AND sh.b_scheduler_managed
+			JOIN show sh ON sh.pk_show = k.show AND ` + owned(3) + `
 			JOIN subscription t ON t.pk_show = k.show AND t.pk_alloc = k.alloc
 			LEFT JOIN LATERAL (SELECT sum(p.int_cores_reserved) AS cores, sum(p.int_gpus_reserved) AS gpus
 			                     FROM proc p JOIN host h ON h.pk_host = p.pk_host
 			                    WHERE p.pk_show = k.show AND h.pk_alloc = k.alloc) u ON true`}
-	lays := update{table: "layer_resource", pk: "pk_layer_resource", keys: [][]string{layers},
+	lays := update{table: "layer_resource", pk: "pk_layer_resource", keys: [][]string{layers}, released: rel,
 		capCores: "NULL", capGPUs: "NULL",
 		mark: func(k []string) Proc { return Proc{Layer: k[0]} }, values: `
-			FROM layer l JOIN job j ON j.pk_job = l.pk_job JOIN show sh ON sh.pk_show = j.pk_show AND sh.b_scheduler_managed
+			FROM layer l JOIN job j ON j.pk_job = l.pk_job JOIN show sh ON sh.pk_show = j.pk_show AND ` + owned(2) + `
 			JOIN layer_resource t ON t.pk_layer = l.pk_layer
 			LEFT JOIN LATERAL (SELECT sum(int_cores_reserved) AS cores, sum(int_gpus_reserved) AS gpus
 			                     FROM proc WHERE pk_layer = l.pk_layer) u ON true
 			WHERE l.pk_layer = ANY($1)`}
-	jobRes := update{table: "job_resource", pk: "pk_job_resource", keys: [][]string{jobs},
+	jobRes := update{table: "job_resource", pk: "pk_job_resource", keys: [][]string{jobs}, released: rel,
 		capCores: "t.int_max_cores", capGPUs: "t.int_max_gpus",
 		mark: func(k []string) Proc { return Proc{Job: k[0]} }, values: `
-			FROM job j JOIN show sh ON sh.pk_show = j.pk_show AND sh.b_scheduler_managed
+			FROM job j JOIN show sh ON sh.pk_show = j.pk_show AND ` + owned(2) + `
 			JOIN job_resource t ON t.pk_job = j.pk_job
 			LEFT JOIN LATERAL (SELECT sum(int_cores_reserved) AS cores, sum(int_gpus_reserved) AS gpus
 			                     FROM proc WHERE pk_job = j.pk_job) u ON true
 			WHERE j.pk_job = ANY($1)`}
 	// folder_resource caps are -1 for unlimited, and Cuebot has no guard on
 	// them: a folder's sum is never refused, so it is never held.
-	folds := update{table: "folder_resource", pk: "pk_folder_resource", keys: [][]string{folders},
+	folds := update{table: "folder_resource", pk: "pk_folder_resource", keys: [][]string{folders}, released: rel,
 		capCores: "NULL", capGPUs: "NULL",
 		mark: func(k []string) Proc { return Proc{Folder: k[0]} }, values: `
-			FROM folder f JOIN show sh ON sh.pk_show = f.pk_show AND sh.b_scheduler_managed
+			FROM folder f JOIN show sh ON sh.pk_show = f.pk_show AND ` + owned(2) + `
 			JOIN folder_resource t ON t.pk_folder = f.pk_folder
 			LEFT JOIN LATERAL (SELECT sum(p.int_cores_reserved) AS cores, sum(p.int_gpus_reserved) AS gpus
 			                     FROM proc p JOIN job j ON j.pk_job = p.pk_job WHERE j.pk_folder = f.pk_folder) u ON true
 			WHERE f.pk_folder = ANY($1)`}
-	pts := update{table: "point", pk: "pk_point", keys: [][]string{ptShows, ptDepts},
+	pts := update{table: "point", pk: "pk_point", keys: [][]string{ptShows, ptDepts}, released: rel,
 		capCores: "NULL", capGPUs: "NULL",
 		mark: func(k []string) Proc { return Proc{Show: k[0], Dept: k[1]} }, values: `
 			FROM unnest($1::text[], $2::text[]) k(show, dept)
-			JOIN show sh ON sh.pk_show = k.show AND sh.b_scheduler_managed
+			JOIN show sh ON sh.pk_show = k.show AND ` + owned(3) + `
 			JOIN point t ON t.pk_show = k.show AND t.pk_dept = k.dept
 			LEFT JOIN LATERAL (SELECT sum(p.int_cores_reserved) AS cores, sum(p.int_gpus_reserved) AS gpus
 			                     FROM proc p JOIN job j ON j.pk_job = p.pk_job
@@ -244,6 +252,9 @@ type update struct {
 	table, pk string
 	// keys holds the rows' keys, one slice per key column ($1, $2, ...).
 	keys [][]string
+	// released is the parameter after the keys: the shows recomputed
+	// although not managed (owned).
+	released []string
 	// values joins the keys to the counter rows (alias t) and their sums
 	// (alias u, columns cores and gpus).
 	values string
@@ -262,14 +273,25 @@ func setTo(col, cap string, n int) string {
 		THEN greatest(t.int_%s, least(coalesce(u.%s, 0), %s)) ELSE coalesce(u.%s, 0) END`, n, col, col, col, col, cap, col)
 }
 
+// owned is the condition on show sh under which a counter row is ours to
+// recompute: a managed show, or one of the released shows (parameter $n).
+func owned(n int) string {
+	return fmt.Sprintf("(sh.b_scheduler_managed OR sh.pk_show = ANY($%d::text[]))", n)
+}
+
+// args are the parameters of values: the keys, then the released shows.
+func (u update) args(keys [][]string) []any {
+	return append(stringArgs(keys), u.released)
+}
+
 // run sets the rows of keys, held at their caps when clamp.
 func (u update) run(ctx context.Context, tx pgx.Tx, keys [][]string, clamp bool) error {
-	n := len(keys) + 1
+	n := len(keys) + 2
 	sql := fmt.Sprintf(`WITH v AS (SELECT t.%s AS pk, %s AS cores, %s AS gpus %s)
 		UPDATE %s r SET int_cores = v.cores, int_gpus = v.gpus FROM v
 		 WHERE r.%s = v.pk AND (r.int_cores, r.int_gpus) IS DISTINCT FROM (v.cores, v.gpus)`,
 		u.pk, setTo("cores", u.capCores, n), setTo("gpus", u.capGPUs, n), u.values, u.table, u.pk)
-	_, err := tx.Exec(ctx, sql, append(stringArgs(keys), clamp)...)
+	_, err := tx.Exec(ctx, sql, append(u.args(keys), clamp)...)
 	return err
 }
 
@@ -308,7 +330,7 @@ func (u update) settle(ctx context.Context, tx pgx.Tx, idx []int) ([]Refusal, er
 		key[c] = keys[c][0]
 	}
 	ref := Refusal{Table: u.table, Row: u.mark(key), Err: pe.Message}
-	if err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT t.%s %s`, u.pk, u.values), stringArgs(keys)...).
+	if err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT t.%s %s`, u.pk, u.values), u.args(keys)...).
 		Scan(&ref.Key); err != nil {
 		return nil, fmt.Errorf("read the key of a refused row: %w", err)
 	}
@@ -346,6 +368,31 @@ func inSavepoint(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
 // while no stream ran left them high. It returns the rows refused, as
 // Recompute does.
 func RecomputeShows(ctx context.Context, tx pgx.Tx, shows []string) ([]Refusal, error) {
+	r, err := showRows(ctx, tx, shows)
+	if err != nil {
+		return nil, err
+	}
+	return Recompute(ctx, tx, r)
+}
+
+// RecomputeReleased recomputes every counter row of one show handed back to
+// Cuebot (no longer managed), once no Cuebot release can still take it for
+// managed: from then on Cuebot keeps the rows in its own transactions, so
+// they must start from their sums. It returns the rows refused, as Recompute
+// does.
+func RecomputeReleased(ctx context.Context, tx pgx.Tx, show string) ([]Refusal, error) {
+	r, err := showRows(ctx, tx, []string{show})
+	if err != nil {
+		return nil, err
+	}
+	r.released = []string{show}
+	return Recompute(ctx, tx, r)
+}
+
+// showRows marks every counter row of the given shows: their subscriptions,
+// folders and points, and the layers and jobs of their unfinished jobs (or
+// finished ones still holding procs).
+func showRows(ctx context.Context, tx pgx.Tx, shows []string) (Rows, error) {
 	var r Rows
 	rows, err := tx.Query(ctx, `
 		SELECT s.pk_show, s.pk_alloc, '', '', '', '' FROM subscription s WHERE s.pk_show = ANY($1)
@@ -358,18 +405,18 @@ func RecomputeShows(ctx context.Context, tx pgx.Tx, shows []string) ([]Refusal, 
 		UNION ALL
 		SELECT p.pk_show, '', '', '', '', p.pk_dept FROM point p WHERE p.pk_show = ANY($1)`, shows)
 	if err != nil {
-		return nil, fmt.Errorf("recompute counters of shows: %w", err)
+		return r, fmt.Errorf("recompute counters of shows: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var show, alloc, layer, job, folder, dept string
 		if err := rows.Scan(&show, &alloc, &layer, &job, &folder, &dept); err != nil {
-			return nil, fmt.Errorf("recompute counters of shows: %w", err)
+			return r, fmt.Errorf("recompute counters of shows: %w", err)
 		}
 		r.add(show, alloc, layer, job, folder, dept)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("recompute counters of shows: %w", err)
+		return r, fmt.Errorf("recompute counters of shows: %w", err)
 	}
-	return Recompute(ctx, tx, r)
+	return r, nil
 }

@@ -160,3 +160,44 @@ func TestRefusedRowBlocksNothing(t *testing.T) {
 	}
 	audittest.Clean(t, db.Pool, audit.Options{AllowUnmanaged: true})
 }
+
+// A show handed back to Cuebot is no longer managed, so the recompute of
+// managed shows leaves its rows alone; RecomputeReleased brings them back to
+// their sums once more (what `cuesched show release` does), and touches no
+// other show's rows.
+func TestRecomputeReleasedShow(t *testing.T) {
+	db, s, _ := releasedFarm(t)
+	if _, err := db.Pool.Exec(t.Context(), `UPDATE show SET b_scheduler_managed = false WHERE pk_show = $1`, s.Shows["m"]); err != nil {
+		t.Fatal(err)
+	}
+	jobCores := func(job string) int64 {
+		t.Helper()
+		var cores int64
+		if err := db.Pool.QueryRow(t.Context(), `SELECT int_cores FROM job_resource WHERE pk_job = $1`, s.Jobs[job].ID).
+			Scan(&cores); err != nil {
+			t.Fatal(err)
+		}
+		return cores
+	}
+	inTx(t, db, func(tx pgx.Tx) error {
+		_, err := counters.RecomputeShows(t.Context(), tx, []string{s.Shows["m"]})
+		return err
+	})
+	if got := jobCores("mj"); got != 400 {
+		t.Fatalf("the recompute of managed shows set a released show's job to %d cores, want it left at 400", got)
+	}
+	for range 2 { // idempotent
+		inTx(t, db, func(tx pgx.Tx) error {
+			_, err := counters.RecomputeReleased(t.Context(), tx, s.Shows["m"])
+			return err
+		})
+	}
+	if got := jobCores("tj"); got != 100 {
+		t.Errorf("Cuebot's own show's job counter changed to %d", got)
+	}
+	// Managed again, the audit checks every counter of the show against its sum.
+	if _, err := db.Pool.Exec(t.Context(), `UPDATE show SET b_scheduler_managed = true WHERE pk_show = $1`, s.Shows["m"]); err != nil {
+		t.Fatal(err)
+	}
+	audittest.Clean(t, db.Pool, audit.Options{AllowUnmanaged: true})
+}

@@ -411,11 +411,14 @@ func (l *Launcher) launch(ctx context.Context, it *item) {
 		l.mark(it, "")
 	case AlreadyRunning:
 		l.mark(it, "already-running")
+	// Each failure at debug only: a failing host fails every booking sent
+	// to it, and the owner logs them per host and interval
+	// (RQDHooks.OnFailure).
 	case Refused:
-		l.log.Info("launch refused; releasing the booking", "proc", it.proc, "frame", it.frame, "host", it.hostName, "err", r.Err)
+		l.log.Debug("launch refused; releasing the booking", "proc", it.proc, "frame", it.frame, "host", it.hostName, "err", r.Err)
 		l.releaseAndSettle(ctx, it, "refused")
 	default: // Ambiguous
-		l.log.Warn("launch unanswered; killing before releasing", "proc", it.proc, "frame", it.frame, "host", it.hostName, "err", r.Err)
+		l.log.Debug("launch unanswered; killing before releasing", "proc", it.proc, "frame", it.frame, "host", it.hostName, "err", r.Err)
 		dctx, cancel := context.WithTimeout(ctx, dbTimeout)
 		_, err := l.pool.Exec(dctx, `UPDATE cuesched.launch_outbox
 				SET state = 'unsure', attempts = attempts + 1, updated_at = current_timestamp WHERE proc_id = $1`, it.proc)

@@ -59,8 +59,15 @@ type RQDConfig struct {
 // RQDHooks lets the owner count calls (metrics) without this package
 // registering anything. Each hook is optional and must not block.
 type RQDHooks struct {
-	OnLaunch      func(host string, r Result)
-	OnKill        func(host string, r killResult)
+	OnLaunch func(host string, r Result)
+	OnKill   func(host string, r killResult)
+	// OnFailure runs for every call that counts against the host's breaker
+	// (a launch refused or unanswered, a kill that found the host
+	// unreachable), with why: the owner logs them per host and interval,
+	// as this client does not.
+	OnFailure func(host string, err error)
+	// OnBreakerOpen runs when a host's breaker opens, once until a success
+	// closes it again (not for failures while it is open or half open).
 	OnBreakerOpen func(host string)
 	// OnBreakerHalfOpen runs when an open breaker's cooldown has passed and
 	// Allowed reports the host again (not after Close), so the host's work
@@ -205,6 +212,7 @@ type rqdConn struct {
 type breakerState struct {
 	failures  int
 	openUntil time.Time   // zero until the breaker first opens
+	openedAt  time.Time   // when it opened, for the line that says it closed
 	halfOpen  *time.Timer // fires OnBreakerHalfOpen; nil without the hook
 }
 
@@ -293,7 +301,7 @@ func (c *RQDClient) Launch(ctx context.Context, hostAddr string, rf *rqd.RunFram
 		r.Err = fmt.Errorf("launch frame %s on %s: %s: %w", rf.GetFrameId(), hostAddr, r.Outcome, err)
 	}
 	if !noBreaker {
-		c.note(hostAddr, r.Outcome == Launched || r.Outcome == AlreadyRunning)
+		c.note(hostAddr, r.Outcome == Launched || r.Outcome == AlreadyRunning, r.Err)
 	}
 	if h := c.cfg.Hooks.OnLaunch; h != nil {
 		h(hostAddr, r)
@@ -317,7 +325,7 @@ func (c *RQDClient) kill(ctx context.Context, hostAddr, frameID, message string)
 		r.Err = fmt.Errorf("kill frame %s on %s: %s: %w", frameID, hostAddr, r.Outcome, err)
 	}
 	if !noBreaker && r.Outcome != killError {
-		c.note(hostAddr, r.Outcome != killUnreachable)
+		c.note(hostAddr, r.Outcome != killUnreachable, r.Err)
 	}
 	if h := c.cfg.Hooks.OnKill; h != nil {
 		h(hostAddr, r)
@@ -504,41 +512,60 @@ func (c *RQDClient) Allowed(hostAddr string) bool {
 	return b == nil || !c.cfg.Now().Before(b.openUntil)
 }
 
-// note feeds one call's result to the host's breaker.
-func (c *RQDClient) note(hostAddr string, ok bool) {
-	c.mu.Lock()
+// note feeds one call's result (err: why it failed) to the host's breaker.
+// The breaker is logged when it opens and when it closes, never for the
+// failures between: those are counted (RQDHooks) and summarized by the
+// owner.
+func (c *RQDClient) note(hostAddr string, ok bool, err error) {
 	if ok {
-		if b := c.breaker[hostAddr]; b != nil {
+		c.mu.Lock()
+		var openFor time.Duration
+		b := c.breaker[hostAddr]
+		wasOpen := b != nil && !b.openUntil.IsZero()
+		if b != nil {
 			b.stopTimer()
-			if !b.openUntil.IsZero() {
+			if wasOpen {
 				c.tripped.Add(-1)
+				openFor = c.cfg.Now().Sub(b.openedAt)
 			}
 			delete(c.breaker, hostAddr)
 		}
 		c.mu.Unlock()
+		if wasOpen {
+			c.log.Info("rqd host breaker closed", "host", hostAddr, "open_for", openFor)
+		}
 		return
 	}
+	if h := c.cfg.Hooks.OnFailure; h != nil {
+		h(hostAddr, err)
+	}
+	c.mu.Lock()
 	b := c.breaker[hostAddr]
 	if b == nil {
 		b = &breakerState{}
 		c.breaker[hostAddr] = b
 	}
 	b.failures++
-	opened := b.failures >= c.cfg.BreakerFailures
+	if b.failures < c.cfg.BreakerFailures {
+		c.mu.Unlock()
+		return
+	}
+	now := c.cfg.Now()
+	opened := b.openUntil.IsZero()
 	if opened {
-		if b.openUntil.IsZero() {
-			c.tripped.Add(1)
-		}
-		b.openUntil = c.cfg.Now().Add(c.cfg.BreakerCooldown)
-		if h := c.cfg.Hooks.OnBreakerHalfOpen; h != nil && !c.closed {
-			b.stopTimer()
-			b.halfOpen = time.AfterFunc(c.cfg.BreakerCooldown, func() { h(hostAddr) })
-		}
+		c.tripped.Add(1)
+		b.openedAt = now
+	}
+	b.openUntil = now.Add(c.cfg.BreakerCooldown)
+	if h := c.cfg.Hooks.OnBreakerHalfOpen; h != nil && !c.closed {
+		b.stopTimer()
+		b.halfOpen = time.AfterFunc(c.cfg.BreakerCooldown, func() { h(hostAddr) })
 	}
 	failures := b.failures
 	c.mu.Unlock()
 	if opened {
-		c.log.Warn("rqd host breaker open", "host", hostAddr, "failures", failures, "cooldown", c.cfg.BreakerCooldown)
+		c.log.Warn("rqd host breaker open", "host", hostAddr, "failures", failures, "cooldown", c.cfg.BreakerCooldown,
+			"err", err)
 		if h := c.cfg.Hooks.OnBreakerOpen; h != nil {
 			h(hostAddr)
 		}

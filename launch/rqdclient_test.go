@@ -352,10 +352,27 @@ func TestBreaker(t *testing.T) {
 	var opened []string
 	var mu sync.Mutex
 	fake := startFake(t, fakerqd.Options{})
+	logs := newLogWatch()
 	c := newClient(t, RQDConfig{
-		BreakerFailures: 3, BreakerCooldown: time.Minute, Now: clock.Now,
+		BreakerFailures: 3, BreakerCooldown: time.Minute, Now: clock.Now, Logger: slog.New(logs),
 		Hooks: RQDHooks{OnBreakerOpen: func(h string) { mu.Lock(); opened = append(opened, h); mu.Unlock() }},
 	})
+	// The breaker's lines so far: one when it opens and one when it
+	// closes, none for the failures between.
+	lines := func(wantOpen, wantClosed int) {
+		t.Helper()
+		logs.mu.Lock()
+		defer logs.mu.Unlock()
+		var open, closed int
+		for _, m := range logs.msgs {
+			open += btoi(m == "rqd host breaker open")
+			closed += btoi(m == "rqd host breaker closed")
+		}
+		if open != wantOpen || closed != wantClosed {
+			t.Fatalf("logged the breaker open %d and closed %d times, want %d and %d: %q",
+				open, closed, wantOpen, wantClosed, logs.msgs)
+		}
+	}
 	ctx := testCtx(t)
 	host := fake.Addr()
 	refuse := func(n int) {
@@ -382,6 +399,9 @@ func TestBreaker(t *testing.T) {
 	if c.Allowed(host) {
 		t.Fatal("breaker closed after 3 consecutive failures")
 	}
+	// Calls already under way when it opened fail too.
+	refuse(2)
+	lines(1, 0)
 	if !c.Allowed("other") {
 		t.Fatal("another host is skipped")
 	}
@@ -398,20 +418,30 @@ func TestBreaker(t *testing.T) {
 	if c.Allowed(host) {
 		t.Fatal("a failure after the cool-down did not re-open the breaker")
 	}
+	lines(1, 0)
 	clock.Advance(time.Minute)
 	// "already running" is a success.
 	if r := c.Launch(ctx, host, runFrame("ok1")); r.Outcome != AlreadyRunning {
 		t.Fatal(r.Err)
 	}
+	lines(1, 1)
 	refuse(1)
 	if !c.Allowed(host) {
 		t.Fatal("a success did not close the breaker")
 	}
+	lines(1, 1)
 	mu.Lock()
 	defer mu.Unlock()
-	if len(opened) != 2 || opened[0] != host {
-		t.Fatalf("breaker opened %v", opened)
+	if len(opened) != 1 || opened[0] != host {
+		t.Fatalf("breaker opened %v, want once", opened)
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func TestBreakerUnreachableHost(t *testing.T) {
@@ -447,19 +477,27 @@ func TestHooks(t *testing.T) {
 	var mu sync.Mutex
 	var launches []Outcome
 	var kills []killOutcome
+	var failures []error
 	fake := startFake(t, fakerqd.Options{})
 	c := newClient(t, RQDConfig{Hooks: RQDHooks{
-		OnLaunch: func(_ string, r Result) { mu.Lock(); launches = append(launches, r.Outcome); mu.Unlock() },
-		OnKill:   func(_ string, r killResult) { mu.Lock(); kills = append(kills, r.Outcome); mu.Unlock() },
+		OnLaunch:  func(_ string, r Result) { mu.Lock(); launches = append(launches, r.Outcome); mu.Unlock() },
+		OnKill:    func(_ string, r killResult) { mu.Lock(); kills = append(kills, r.Outcome); mu.Unlock() },
+		OnFailure: func(_ string, err error) { mu.Lock(); failures = append(failures, err); mu.Unlock() },
 	}})
 	ctx := testCtx(t)
 	c.Launch(ctx, fake.Addr(), runFrame("f"))
 	c.Launch(ctx, fake.Addr(), runFrame("f"))
 	c.kill(ctx, fake.Addr(), "f", "")
+	fake.Script("g", fakerqd.Reply{Action: fakerqd.Refuse, Message: "Not launching, rqd is lockNimby"})
+	c.Launch(ctx, fake.Addr(), runFrame("g"))
 	mu.Lock()
 	defer mu.Unlock()
-	if len(launches) != 2 || launches[0] != Launched || launches[1] != AlreadyRunning || len(kills) != 1 || kills[0] != killed {
+	if len(launches) != 3 || launches[0] != Launched || launches[1] != AlreadyRunning || launches[2] != Refused ||
+		len(kills) != 1 || kills[0] != killed {
 		t.Fatalf("hooks saw %v %v", launches, kills)
+	}
+	if len(failures) != 1 || !strings.Contains(failures[0].Error(), "lockNimby") {
+		t.Fatalf("OnFailure saw %v, want the refusal alone", failures)
 	}
 }
 

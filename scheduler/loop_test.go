@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,7 +52,10 @@ func settle(t *testing.T, h *schedulertest.Harness, mark int) int {
 // New work in a sleeping cluster (the queue's OnWork) wakes it at once.
 func TestLoopWokenByNewWork(t *testing.T) {
 	t.Parallel()
-	h := harness(t, schedulertest.Host("h1", a1, 8))
+	var booked atomic.Int64
+	h := schedulertest.New(t, schedulertest.Setup{Hosts: []match.Host{schedulertest.Host("h1", a1, 8)},
+		Config: scheduler.Config{OnAttempts: func(b, _, _ int) { booked.Add(int64(b)) }}})
+	h.Owner.Claim(alloc1)
 	h.Start()
 	mark := settle(t, h, 0) // nothing queued: the first round finds nothing
 	h.Queue.Add(alloc1, schedulertest.Layer("l1", a1, 2))
@@ -61,6 +65,9 @@ func TestLoopWokenByNewWork(t *testing.T) {
 	}
 	if n := h.Queue.Waiting("l1"); n != 0 {
 		t.Fatalf("%d frames still waiting, want none", n)
+	}
+	if n := booked.Load(); n != 2 {
+		t.Fatalf("OnAttempts counted %d booked, want 2", n)
 	}
 }
 
@@ -78,6 +85,9 @@ func TestLoopAsleepWhenNothingFits(t *testing.T) {
 	}
 	if w := h.Sched.Waits(alloc1); len(w) != 1 || w[0].Reason != match.ReasonCapacity {
 		t.Fatalf("waits %+v, want l1 waiting for capacity", w)
+	}
+	if w := h.Sched.Waiting(); len(w) != 1 || w[match.ReasonCapacity] != 1 {
+		t.Fatalf("waiting %v, want one layer for capacity", w)
 	}
 }
 

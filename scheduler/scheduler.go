@@ -53,6 +53,11 @@ type Config struct {
 	// goroutine: it must return quickly. Benchmarks take the scheduler's
 	// own commit times from it.
 	OnBooked func([]dispatch.Booking)
+	// OnAttempts, when set, receives how a round's placements ended: booked,
+	// dropped by the re-check, or deferred (DESIGN.md's attempts), on the
+	// cluster's worker goroutine: it must return quickly. The instance's
+	// activity log counts them.
+	OnAttempts func(booked, dropped, deferred int)
 }
 
 // Scheduler is the loop.
@@ -181,6 +186,20 @@ func (s *Scheduler) Waits(key cluster.Key) []match.Wait {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.waits[key]
+}
+
+// Waiting is how many layers of the clusters this instance works waited
+// after their last round, by reason (the layers-waiting gauge).
+func (s *Scheduler) Waiting() map[match.Reason]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[match.Reason]int, len(s.reasons))
+	for r, n := range s.reasons {
+		if n > 0 {
+			out[r] = n
+		}
+	}
+	return out
 }
 
 func signal(ch chan struct{}) {

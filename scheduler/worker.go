@@ -513,6 +513,9 @@ func (s *Scheduler) asleep(d float64) {
 // attempts counts a round's placements by how they ended: every one not
 // booked was a wasted attempt (DESIGN.md).
 func (s *Scheduler) attempts(booked, dropped, deferred int) {
+	if s.cfg.OnAttempts != nil {
+		s.cfg.OnAttempts(booked, dropped, deferred)
+	}
 	if m := s.cfg.Loop; m != nil {
 		m.Attempts.WithLabelValues("booked").Add(float64(booked))
 		m.Attempts.WithLabelValues("dropped").Add(float64(dropped))

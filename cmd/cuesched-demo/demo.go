@@ -43,7 +43,7 @@ const demoPort = 8444
 // every frame has succeeded; then the invariant audit runs. The system's own
 // PostgreSQL cluster is never touched.
 func runDemo(ctx context.Context, out, errw io.Writer, getenv func(string) string, args []string) error {
-	if _, err := config.Load("demo", args, getenv, []string{}, errw); err != nil {
+	if _, err := config.Load("cuesched-demo", args, getenv, []string{}, out); err != nil {
 		return err
 	}
 	start := time.Now()

@@ -17,7 +17,7 @@ func demo(t *testing.T, args ...string) (int, string) {
 
 func TestHelp(t *testing.T) {
 	code, out := demo(t, "--help")
-	if code != 0 || !strings.Contains(out, "usage:") {
+	if code != 0 || !strings.Contains(out, "usage: cuesched-demo") {
 		t.Errorf("--help exited %d, want 0 and a usage:\n%s", code, out)
 	}
 }

@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,7 +20,7 @@ import (
 // that loads the farm as the host cache would.
 const explainTimeout = 2 * time.Minute
 
-// explainFlags are the flags of explain beyond the shared settings, which
+// explainFlags are the flags of explain beyond its settings, which
 // config.Load reads (--db, --policy, --order, ... and a --config file shared
 // with run).
 type explainFlags struct {
@@ -31,14 +31,15 @@ type explainFlags struct {
 // runExplain says why a job's layers wait (package explain), from one
 // REPEATABLE READ READ ONLY transaction.
 func runExplain(ctx context.Context, env *environment, args []string) error {
+	if wantsHelp(args) {
+		config.PrintHelp(env.stdout, "explain", explainUsage)
+		return flag.ErrHelp
+	}
 	ef, rest, err := splitExplainFlags(args)
 	if err != nil {
 		return err
 	}
-	if slices.ContainsFunc(rest, isHelpFlag) {
-		fmt.Fprint(env.stderr, explainUsage)
-	}
-	cfg, err := config.Load("explain", rest, env.getenv, nil, env.stderr)
+	cfg, err := config.Load("explain", rest, env.getenv, nil, env.stdout, explainUsage.Flags...)
 	if err != nil {
 		return err
 	}
@@ -52,7 +53,7 @@ func runExplain(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer pool.Close()
-	if err := checkSchemas(ctx, pool); err != nil {
+	if _, err := checkSchemas(ctx, pool); err != nil {
 		return err
 	}
 	tx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
@@ -77,23 +78,15 @@ func runExplain(ctx context.Context, env *environment, args []string) error {
 	return nil
 }
 
-const explainUsage = `usage: cuesched explain --job NAME [--layer NAME] [--json] [--db ...] [--policy best-fit|epvm]
-
-Why a job's layers wait: read-only, the matching rules against the farm as the database has it.
-  --job NAME     the job (job.str_name); required
-  --layer NAME   only this layer of the job
-  --json         machine-readable output
-Of the settings below (shared with run, so a run --config file works), explain uses db, policy, order,
-selfish-services and host-ping-max-age.
-
-`
-
-func isHelpFlag(a string) bool {
-	switch a {
-	case "-h", "-help", "--help", "--h":
-		return true
-	}
-	return false
+var explainUsage = config.Usage{
+	Line: "cuesched explain --job NAME [--layer NAME] [--json] [flags]",
+	About: "Why a job's layers wait: read-only, the matching rules against the farm as the database has it, " +
+		"in one snapshot. The settings are run's that matching reads, so run's --config file serves.",
+	Flags: []config.Flag{
+		{Name: "job", Type: "NAME", Meaning: "the job (job.str_name); required"},
+		{Name: "layer", Type: "NAME", Meaning: "only this layer of the job"},
+		{Name: "json", Type: "bool", Meaning: "machine-readable output", Default: "false"},
+	},
 }
 
 // splitExplainFlags takes explain's own flags out of args and returns the

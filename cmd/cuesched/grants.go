@@ -5,30 +5,43 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 
+	"github.com/cuesched/cuesched/internal/config"
 	"github.com/cuesched/cuesched/internal/grants"
 )
+
+var grantsUsage = config.Usage{
+	Line: "cuesched grants --role NAME [--database NAME] [--feed events|poll]",
+	About: "Prints the SQL that gives cuesched's role what it reads and writes and nothing else; apply it as " +
+		"the owner of Cuebot's tables (the REPLICATION attribute needs a superuser):\n\n" +
+		"  cuesched grants --role cuesched | psql \"postgres://postgres@dbhost/cuebot\"",
+	Flags: []config.Flag{
+		{Name: "role", Type: "NAME", Meaning: "cuesched's database role; required"},
+		{Name: "database", Type: "NAME", Meaning: "Cuebot's database, for the CONNECT grant", Default: "cuebot"},
+		{Name: "feed", Type: "events|poll", Meaning: "the instances' feed: events needs REPLICATION, poll does not",
+			Default: "events"},
+	},
+}
 
 // runGrants prints the SQL giving cuesched's role what it needs and nothing
 // more (package grants, the list `run` checks at start).
 func runGrants(_ context.Context, env *environment, args []string) error {
 	fs := flag.NewFlagSet("cuesched grants", flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
-	role := fs.String("role", "", "cuesched's database role (required)")
-	database := fs.String("database", "cuebot", "Cuebot's database, for the CONNECT grant")
-	feed := fs.String("feed", "events", "the instances' feed: events (needs REPLICATION) or poll (does not)")
-	fs.Usage = func() {
-		fmt.Fprint(env.stderr, "usage: cuesched grants --role NAME [--database NAME] [--feed events|poll]\n\n"+
-			"Prints the SQL that gives cuesched's role what it reads and writes and nothing else; apply it as the\n"+
-			"owner of Cuebot's tables (the REPLICATION attribute needs a superuser):\n\n"+
-			"  cuesched grants --role cuesched | psql \"postgres://postgres@dbhost/cuebot\"\n\n")
-		fs.PrintDefaults()
+	fs.SetOutput(io.Discard) // errors are returned as one line, help printed below
+	fs.Usage = func() {}
+	var names []string
+	strFlag := func(f config.Flag) *string {
+		names = append(names, f.Name)
+		return fs.String(f.Name, f.Default, f.Meaning)
 	}
+	role, database, feed := strFlag(grantsUsage.Flags[0]), strFlag(grantsUsage.Flags[1]), strFlag(grantsUsage.Flags[2])
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			config.PrintHelp(env.stdout, "grants", grantsUsage)
 			return err
 		}
-		return usageError(err.Error())
+		return config.FlagError("grants", err, names)
 	}
 	if fs.NArg() > 0 {
 		return usageError(fmt.Sprintf("unexpected argument %q: grants takes only --role, --database and --feed", fs.Arg(0)))

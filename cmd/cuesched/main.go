@@ -43,6 +43,7 @@ func commands() []command {
 		{"status", "show instances, the clusters each owns, pending work and why it waits: status --db ... [--json]", runStatus},
 		{"explain", "why a job's layers wait (read-only): explain --db ... --job NAME [--layer NAME] [--json]", runExplain},
 		{"grants", "print the SQL giving cuesched's role what it needs: grants --role NAME [--database NAME]", runGrants},
+		{"show", "list shows, hand one to cuesched or back to Cuebot: show list|manage NAME|release NAME --db ...", runShow},
 		{"version", "print the version", runVersion},
 	}
 }
@@ -137,6 +138,10 @@ func flagValue(args []string, name string) string {
 }
 
 func runVersion(_ context.Context, env *environment, args []string) error {
+	if wantsHelp(args) {
+		config.PrintHelp(env.stdout, "version", config.Usage{About: "Prints cuesched's version."})
+		return flag.ErrHelp
+	}
 	if len(args) > 0 {
 		if config.LooksLikeDSN(args[0]) {
 			return &config.Error{Err: config.UnexpectedArgument(args[0], false)}

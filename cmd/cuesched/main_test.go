@@ -80,7 +80,7 @@ func TestRunRefusals(t *testing.T) {
 			"--pool-db", "postgres://cue:" + secret + "@127.0.0.1:notaport/cuebot"}, nil, 2,
 			"--pool-db: postgres://xxxxx: cannot parse"},
 		{"unknown flag", []string{"run", "--frobnicate", "--db", withPW(old.URL)}, nil, 2,
-			"flag provided but not defined: -frobnicate"},
+			"unknown flag --frobnicate (see cuesched run --help)"},
 		{"schema older than V47", []string{"run", "--db", withPW(old.URL), "--metrics-addr", "127.0.0.1:0"}, nil, 1,
 			"layer.ts_start_after is missing; apply Cuebot migration V47"},
 		{"unreachable database", []string{"run", "--metrics-addr", "127.0.0.1:0"},

@@ -1,36 +1,40 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
+	"text/tabwriter"
 
 	"github.com/cuesched/cuesched/internal/config"
 	"github.com/cuesched/cuesched/internal/preflight"
 	"github.com/cuesched/cuesched/migrations"
 )
 
-const migrateUsage = `usage: cuesched migrate up|down|status|force VERSION --db ...
-
-  up             check that the database holds Cuebot's schema (V47 or newer), then apply every cuesched
+var migrateUsage = config.Usage{
+	Line: "cuesched migrate up|down|status|force VERSION --db ...",
+	About: `  up             check that the database holds Cuebot's schema (V47 or newer), then apply every cuesched
                  migration not yet applied
   down           roll back every cuesched migration (Cuebot's own tables and rows stay as they are)
-  status         show the version applied and, when a migration failed half-way (dirty), what to do
+  status         show the version applied and, when a migration failed half-way (dirty), what to do; then
+                 each migration, applied or not, and whether the release before it runs on it (README,
+                 "Upgrading")
   force VERSION  record VERSION (0: none) as applied and clean without running anything, once the
-                 database has been fixed by hand after a failed migration
-
-`
+                 database has been fixed by hand after a failed migration`,
+}
 
 // runMigrate applies, rolls back, shows or forces cuesched's migrations.
 // Nothing but up, down and force writes: status and the checks before up
 // only read, so a refused up leaves the database as it was.
 func runMigrate(ctx context.Context, env *environment, args []string) error {
-	if slices.ContainsFunc(args, isHelpFlag) {
-		fmt.Fprint(env.stderr, migrateUsage)
-		_, err := config.Load("migrate", []string{"--help"}, env.getenv, []string{"db"}, env.stderr)
-		return err
+	if wantsHelp(args) {
+		config.PrintHelp(env.stdout, "migrate", migrateUsage)
+		return flag.ErrHelp
 	}
 	latest, err := migrations.Latest()
 	if err != nil {
@@ -58,7 +62,7 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 		}
 		return usageError(fmt.Sprintf("migrate needs one of up, down, status or force VERSION, not %q: cuesched migrate up --db ...", sub))
 	}
-	cfg, err := config.Load("migrate "+sub, rest, env.getenv, []string{"db"}, env.stderr)
+	cfg, err := config.Load("migrate "+sub, rest, env.getenv, nil, env.stdout)
 	if err != nil {
 		return err
 	}
@@ -105,7 +109,48 @@ func runMigrate(ctx context.Context, env *environment, args []string) error {
 		}
 	}
 	fmt.Fprintf(env.stdout, "%s: cuesched migrations %s\n", config.RedactDSN(cfg.DB), describe(st))
+	if sub == "status" {
+		return printMarks(env.stdout, st)
+	}
 	return nil
+}
+
+// printMarks lists every migration, this binary's and any newer one the
+// database records, with whether it is applied and whether the release
+// before it runs on it: what decides how to upgrade (README, "Upgrading").
+func printMarks(w io.Writer, st migrations.Status) error {
+	ms, err := migrations.Migrations()
+	if err != nil {
+		return err
+	}
+	for v := range st.Recorded {
+		if v > st.Latest {
+			ms = append(ms, migrations.Migration{Version: v, Name: "(newer than this binary)"})
+		}
+	}
+	slices.SortFunc(ms, func(a, b migrations.Migration) int { return cmp.Compare(a.Version, b.Version) })
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "migration\tapplied\tthe release before it runs on it")
+	for _, m := range ms {
+		mark, ok := st.Recorded[m.Version]
+		if !ok {
+			mark, ok = m.Mark, m.Marked
+		}
+		applied, compatible := "no", "no"
+		if m.Version <= st.Version {
+			applied = "yes"
+		}
+		switch {
+		case !ok:
+			compatible = "unknown: it records no mark"
+		case mark.Compatible:
+			compatible = "yes: " + mark.Why
+		default:
+			compatible = "no: " + mark.Why
+		}
+		fmt.Fprintf(tw, "%04d %s\t%s\t%s\n", m.Version, m.Name, applied, compatible)
+	}
+	return tw.Flush()
 }
 
 func forceUsage(latest uint, got string) error {
@@ -140,17 +185,32 @@ func describe(st migrations.Status) string {
 		st.Version, st.Version-1, st.Version)
 }
 
-// migrationsCurrent refuses migrations that are not exactly the ones this
-// binary holds, all applied and clean.
-func migrationsCurrent(st migrations.Status) error {
+// migrationsRunnable refuses migrations this binary cannot run on: dirty,
+// not all applied, or newer than its own unless by one migration that
+// records it compatible with the release before it (a rolling upgrade: the
+// database is migrated first, then replicas are replaced one at a time).
+func migrationsRunnable(st migrations.Status) error {
 	switch {
 	case st.Dirty:
 		return errors.New("cuesched migrations " + describe(st))
 	case st.Version < st.Latest:
 		return fmt.Errorf("cuesched migrations at version %d of %d: run `cuesched migrate up --db ...` first", st.Version, st.Latest)
-	case st.Version > st.Latest:
-		return fmt.Errorf("cuesched migrations at version %d, newer than this binary's %d: run the cuesched that applied them, or a newer one",
-			st.Version, st.Latest)
+	case st.Version == st.Latest:
+		return nil
+	case st.Version > st.Latest+1:
+		return fmt.Errorf("cuesched migrations at version %d, %d ahead of this binary's %d: an instance runs at most one migration "+
+			"behind the database; run the cuesched that applied them, or a newer one", st.Version, st.Version-st.Latest, st.Latest)
+	}
+	mark, ok := st.Recorded[st.Version]
+	switch {
+	case !ok:
+		return fmt.Errorf("cuesched migrations at version %d, one ahead of this binary's %d, and migration %d records no word on "+
+			"the release before it: stop this release's instances and run the cuesched that applied it, or a newer one",
+			st.Version, st.Latest, st.Version)
+	case !mark.Compatible:
+		return fmt.Errorf("cuesched migrations at version %d, one ahead of this binary's %d, and migration %d is not compatible with "+
+			"the release before it (%s): stop this release's instances and run the cuesched that applied it, or a newer one",
+			st.Version, st.Latest, st.Version, mark.Why)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -64,38 +65,49 @@ func connect(ctx context.Context, cfg config.Config, app string) (*pgxpool.Pool,
 }
 
 // checkSchemas refuses a database without Cuebot's schema at V47 or newer,
-// or whose cuesched migrations are not all applied. It only reads.
-func checkSchemas(ctx context.Context, pool *pgxpool.Pool) error {
+// or with cuesched migrations this binary cannot run on
+// (migrationsRunnable), and says where they stand. It only reads.
+func checkSchemas(ctx context.Context, pool *pgxpool.Pool) (migrations.Status, error) {
 	if err := preflight.CuebotSchema(ctx, pool); err != nil {
-		return err
+		return migrations.Status{}, err
 	}
 	st, err := migrations.Read(ctx, pool)
 	if err != nil {
-		return err
+		return st, err
 	}
-	return migrationsCurrent(st)
+	return st, migrationsRunnable(st)
 }
 
 // checkDatabase refuses a role lacking a privilege cuesched needs (first: a
 // role that cannot read a table sees its columns as missing), what
 // checkSchemas refuses, and a database logical replication cannot serve.
-func checkDatabase(ctx context.Context, cfg config.Config, pool *pgxpool.Pool) error {
+func checkDatabase(ctx context.Context, cfg config.Config, pool *pgxpool.Pool) (migrations.Status, error) {
 	if err := preflight.Privileges(ctx, pool); err != nil {
-		return err
+		return migrations.Status{}, err
 	}
-	if err := checkSchemas(ctx, pool); err != nil {
-		return err
+	st, err := checkSchemas(ctx, pool)
+	if err != nil {
+		return st, err
 	}
 	if cfg.Feed == "events" {
 		if err := preflight.Replication(ctx, pool, cdc.Publication); err != nil {
-			return err
+			return st, err
 		}
 	}
-	return nil
+	return st, nil
+}
+
+var runUsage = config.Usage{
+	About: "Books frames of scheduler-managed shows onto render hosts, beside Cuebot, until SIGTERM: then it " +
+		"finishes or rolls back the batch in flight, hands its clusters over and exits 0.",
 }
 
 func runScheduler(ctx context.Context, env *environment, args []string) error {
-	cfg, err := config.Load("run", args, env.getenv, nil, env.stderr)
+	if wantsHelp(args) {
+		config.PrintHelp(env.stdout, "run", runUsage)
+		return flag.ErrHelp
+	}
+	cfg, err := config.Load("run", args, env.getenv, nil, env.stdout)
 	if err != nil {
 		return err
 	}
@@ -110,8 +122,15 @@ func runScheduler(ctx context.Context, env *environment, args []string) error {
 		return stoppedWhileStarting(ctx, log, err)
 	}
 	defer pool.Close()
-	if err := checkDatabase(ctx, cfg, pool); err != nil {
+	st, err := checkDatabase(ctx, cfg, pool)
+	if err != nil {
 		return stoppedWhileStarting(ctx, log, err)
+	}
+	if st.Version > st.Latest {
+		// Said once at start: in the middle of a rolling upgrade, an
+		// instance still to be replaced.
+		log.Info("cuesched migrations one ahead of this binary's, compatible with it: replace this instance with the release that holds them",
+			"version", st.Version, "binary", st.Latest)
 	}
 	return serve(ctx, cfg, log, pool)
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"regexp"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -71,6 +73,16 @@ func TestRunBooksPeerStressFarm(t *testing.T) {
 	}
 	if running != 6000 {
 		t.Errorf("%d frames RUNNING, want 6000", running)
+	}
+	// Unasked, its summary lines (the last written when it stops) count
+	// every frame it booked.
+	booked := 0
+	for _, m := range regexp.MustCompile(`level=INFO msg="booking summary" .*\bbooked=(\d+)`).FindAllStringSubmatch(run.out.String(), -1) {
+		n, _ := strconv.Atoi(m[1])
+		booked += n
+	}
+	if booked != 6000 {
+		t.Errorf("the booking summaries count %d frames booked, want 6000", booked)
 	}
 	audittest.Clean(t, db.Pool)
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -18,6 +17,12 @@ import (
 // layersShown bounds the waiting layers the table lists per cluster; --json
 // lists them all.
 const layersShown = 10
+
+var statusUsage = config.Usage{
+	About: "What the instances are doing, as the database holds it (read-only): the live instances and their " +
+		"replication lag, the clusters each owns, pending work per cluster and why it waits.",
+	Flags: []config.Flag{{Name: "json", Type: "bool", Meaning: "print the report as JSON", Default: "false"}},
+}
 
 // runStatus prints the deployment's state as the database holds it.
 func runStatus(ctx context.Context, env *environment, args []string) error {
@@ -34,11 +39,12 @@ func runStatus(ctx context.Context, env *environment, args []string) error {
 		}
 		rest = append(rest, a)
 	}
-	cfg, err := config.Load("status", rest, env.getenv, []string{"db"}, env.stderr)
+	if wantsHelp(args) {
+		config.PrintHelp(env.stdout, "status", statusUsage)
+		return flag.ErrHelp
+	}
+	cfg, err := config.Load("status", rest, env.getenv, nil, env.stdout, statusUsage.Flags...)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(env.stderr, "  -json\n    \tprint the report as JSON")
-		}
 		return err
 	}
 	pool, err := connect(ctx, cfg, "cuesched-status")
@@ -46,7 +52,7 @@ func runStatus(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer pool.Close()
-	if err := checkSchemas(ctx, pool); err != nil {
+	if _, err := checkSchemas(ctx, pool); err != nil {
 		return err
 	}
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)

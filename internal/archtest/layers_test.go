@@ -36,6 +36,7 @@ var mayImport = map[string][]string{
 		"match/matchtest", "ownership", "scheduler"},
 	"status":           {"cdc", "cluster", "match", "queue"},
 	"explain":          {"cache", "cluster", "internal/preflight", "match", "queue"},
+	"shows":            {"counters", "internal/wait"},
 	"migrations":       {},
 	"internal/config":  {},
 	"internal/grants":  {},
@@ -46,14 +47,17 @@ var mayImport = map[string][]string{
 	},
 	"internal/rqd":        {},
 	"internal/audit":      {},
+	"internal/activity":   {},
 	"internal/writefloor": {"dispatch/writeset", "match"},
-	"internal/instance": {"cache", "cdc", "cluster", "counters", "dispatch", "internal/config", "internal/metrics",
-		"launch", "match", "ownership", "queue", "scheduler", "status"},
+	"internal/instance": {"cache", "cdc", "cluster", "counters", "dispatch", "internal/activity", "internal/config",
+		"internal/metrics", "launch", "match", "ownership", "queue", "scheduler", "status"},
 	// deploy holds the deployment files and the metric names their
 	// expressions read, for tests; nothing in production imports it.
 	"deploy": {},
 	"cmd/cuesched": {"cdc", "explain", "internal/config", "internal/grants", "internal/instance",
-		"internal/preflight", "migrations", "ownership", "scheduler", "status"},
+		"internal/preflight", "migrations", "ownership", "scheduler", "shows", "status"},
+	// Writes the texts the settings generate (README table, example file).
+	"internal/config/gen": {"internal/config"},
 }
 
 // pureOf are the packages whose logic must do no I/O: they are tested with

@@ -3,7 +3,9 @@
 // winning. Every setting has one name used in all three places (the flag
 // --rqd-port, the YAML key rqd-port, the variable CUESCHED_RQD_PORT). A bad
 // value is reported with the setting's name and what it accepts; the command
-// exits 2 on it.
+// exits 2 on it. The table of settings (settings.go) is the one place a
+// setting is described: its type, default, meaning and commands give the
+// flags' help, the README's table and deploy/cuesched.example.yaml.
 package config
 
 import (
@@ -12,8 +14,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -49,6 +51,8 @@ type Config struct {
 	Counters                        string // cuesched | cuebot
 	LogLevel                        string
 	LogFormat                       string
+	// LogSummaryEvery is the interval of the activity log's lines.
+	LogSummaryEvery time.Duration
 	// HostPingMaxAge: a host whose host_stat.ts_ping is older is not offered.
 	HostPingMaxAge  time.Duration
 	Policy          string // best-fit | epvm
@@ -68,7 +72,7 @@ type Config struct {
 func Default() Config {
 	host, _ := os.Hostname()
 	return Config{
-		MetricsAddr:    ":9090",
+		MetricsAddr:    ":10844", // see README, Configuration: not a port of Prometheus' list
 		RQDPort:        8444,
 		RQDTimeout:     10 * time.Second,
 		Feed:           "events",
@@ -86,124 +90,8 @@ func Default() Config {
 		Lease:          6 * time.Second,
 		Workers:        4,
 		TagPressure:    0.5, // cache.DefaultPressureFraction
-	}
-}
 
-// setting is one named setting and how a text value sets it.
-type setting struct {
-	name    string
-	aliases []string
-	usage   string
-	isBool  bool
-	set     func(c *Config, v string) error
-}
-
-func oneOf(field *string, allowed ...string) func(*Config, string) error {
-	return func(_ *Config, v string) error {
-		for _, a := range allowed {
-			if v == a {
-				*field = v
-				return nil
-			}
-		}
-		return fmt.Errorf("%q is not one of %s", v, strings.Join(allowed, ", "))
-	}
-}
-
-func list(v string) []string {
-	var out []string
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func settings(c *Config) []setting {
-	str := func(p *string) func(*Config, string) error {
-		return func(_ *Config, v string) error { *p = v; return nil }
-	}
-	dur := func(p *time.Duration, min time.Duration) func(*Config, string) error {
-		return func(_ *Config, v string) error {
-			d, err := time.ParseDuration(v)
-			if err != nil || d < min {
-				return fmt.Errorf("%q is not a duration of at least %s (e.g. 5s, 2m)", v, min)
-			}
-			*p = d
-			return nil
-		}
-	}
-	num := func(p *int, min, max int) func(*Config, string) error {
-		return func(_ *Config, v string) error {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < min || n > max {
-				return fmt.Errorf("%q is not a whole number from %d to %d", v, min, max)
-			}
-			*p = n
-			return nil
-		}
-	}
-	return []setting{
-		{name: "db", usage: "Cuebot database: a libpq URL or key=value string (PG* environment variables are honoured)", set: str(&c.DB)},
-		{name: "pool-db", usage: "the booking pool's address of the same database (default: db), e.g. through pgbouncer in transaction mode: its statements are never prepared by name; ownership, the listener and the host cache's feed always use db", set: str(&c.PoolDB)},
-		{name: "config", usage: "YAML file of settings (keys are the flag names)", set: str(&c.ConfigFile)},
-		{name: "facility", usage: "book only this facility's clusters (facility name)", set: str(&c.Facility)},
-		{name: "alloc-tags", aliases: []string{"alloc_tags"}, usage: "book only these shows in the allocation clusters of these tags: show:tag,show:tag,...", set: func(c *Config, v string) error {
-			c.AllocTags = nil
-			for _, item := range list(v) {
-				show, tag, ok := strings.Cut(item, ":")
-				if !ok || strings.TrimSpace(show) == "" || strings.TrimSpace(tag) == "" || strings.Contains(tag, ":") {
-					return fmt.Errorf("%q is not show:tag (expected show:tag,show:tag,...)", item)
-				}
-				c.AllocTags = append(c.AllocTags, AllocTag{Show: strings.TrimSpace(show), Tag: strings.TrimSpace(tag)})
-			}
-			return nil
-		}},
-		{name: "manual-tags", aliases: []string{"manual_tags"}, usage: "book only the tag buckets holding these manual tags: tag,tag,...", set: func(c *Config, v string) error {
-			c.ManualTags = list(v)
-			return nil
-		}},
-		{name: "metrics-addr", usage: "address of the /metrics, /healthz and /readyz server", set: str(&c.MetricsAddr)},
-		{name: "rqd-port", usage: "port RQD listens on", set: num(&c.RQDPort, 1, 65535)},
-		{name: "rqd-timeout", usage: "deadline of one call to RQD", set: dur(&c.RQDTimeout, time.Millisecond)},
-		{name: "rqd-tls-ca", usage: "PEM file of the CAs that sign RQD hosts' certificates: talk to RQD over TLS (default plaintext, as RQD serves)", set: str(&c.RQDTLSCA)},
-		{name: "rqd-tls-cert", usage: "with rqd-tls-ca, PEM client certificate for RQDs that require one (with rqd-tls-key)", set: str(&c.RQDTLSCert)},
-		{name: "rqd-tls-key", usage: "with rqd-tls-cert, its PEM private key", set: str(&c.RQDTLSKey)},
-		{name: "dry-run", isBool: true, usage: "book in the database but launch nothing (test and benchmark databases only, never beside a production farm)", set: func(c *Config, v string) error {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return fmt.Errorf("%q is not true or false", v)
-			}
-			c.DryRun = b
-			return nil
-		}},
-		{name: "feed", usage: "how work is found: events (replication + notifications) or poll (behind a transaction pooler)", set: oneOf(&c.Feed, "events", "poll")},
-		{name: "poll-interval", usage: "with --feed poll, how often work is read", set: dur(&c.PollEvery, 100*time.Millisecond)},
-		{name: "counters", usage: "who brings the counters of managed shows back after releases: cuesched, or cuebot (an older Cuebot that lowers them itself)", set: oneOf(&c.Counters, "cuesched", "cuebot")},
-		{name: "log-level", usage: "debug, info, warn or error", set: oneOf(&c.LogLevel, "debug", "info", "warn", "error")},
-		{name: "log-format", usage: "text or json", set: oneOf(&c.LogFormat, "text", "json")},
-		{name: "host-ping-max-age", usage: "a host not pinged for longer is not offered", set: dur(&c.HostPingMaxAge, time.Second)},
-		{name: "policy", usage: "placement policy: best-fit or epvm", set: oneOf(&c.Policy, "best-fit", "epvm")},
-		{name: "order", usage: "layer order within a show: lottery (priority-weighted) or strict (OpenCue's legacy priority order)", set: oneOf(&c.Order, "lottery", "strict")},
-		{name: "selfish-services", usage: "services whose threadable layers take all idle cores: svc,svc,...", set: func(c *Config, v string) error {
-			c.SelfishServices = list(v)
-			return nil
-		}},
-		{name: "batch-min", usage: "smallest booking batch", set: num(&c.BatchMin, 1, 10000)},
-		{name: "batch-max", usage: "largest booking batch", set: num(&c.BatchMax, 1, 10000)},
-		{name: "launch-workers", usage: "concurrent launches on RQD", set: num(&c.LaunchWorkers, 1, 10000)},
-		{name: "instance", usage: "name this instance registers under (default host-pid)", set: str(&c.Instance)},
-		{name: "lease", usage: "how long a hung instance keeps its clusters", set: dur(&c.Lease, time.Second)},
-		{name: "workers", usage: "clusters booked concurrently", set: num(&c.Workers, 1, 1024)},
-		{name: "tag-pressure", usage: "leave a tag's hosts to the work that can run only there once that work needs this share of their idle capacity (0 turns it off)", set: func(c *Config, v string) error {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil || f < 0 || f > 10 {
-				return fmt.Errorf("%q is not a number from 0 to 10", v)
-			}
-			c.TagPressure = f
-			return nil
-		}},
+		LogSummaryEvery: 30 * time.Second,
 	}
 }
 
@@ -215,7 +103,7 @@ type Error struct {
 
 func (e *Error) Error() string {
 	if e.Setting == "" {
-		return "config: " + e.Err.Error()
+		return e.Err.Error()
 	}
 	return fmt.Sprintf("config: --%s: %v", e.Setting, e.Err)
 }
@@ -242,45 +130,61 @@ func (f *flagValue) Set(v string) error {
 	return nil
 }
 
-// Load reads the configuration of command cmd from args (flags only, no
-// positional arguments), the environment and the config file. only, when
-// not nil, limits the settings the command accepts.
-func Load(cmd string, args []string, getenv func(string) string, only []string, out io.Writer) (Config, error) {
+// accepted is the settings command cmd takes: those the table gives it or,
+// when only is not nil, those only names (for a command the table does not
+// know yet) and --config with them: one file serves every command.
+func accepted(all []setting, cmd string, only []string) []setting {
+	var out []setting
+	for _, s := range all {
+		if (only == nil && s.takes(cmd)) || contains(only, s.name) || (s.name == "config" && len(only) > 0) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Load reads the configuration of command cmd ("run", "migrate up", ...)
+// from args (flags only, no positional arguments), the environment and the
+// config file. The command takes the settings whose commands name it or,
+// when only is not nil, those only names. own are the command's flags
+// besides its settings, which it parses itself: a mistyped one is named in
+// the hint of the error. On -h or --help Load writes the command's help to
+// out and returns flag.ErrHelp.
+func Load(cmd string, args []string, getenv func(string) string, only []string, out io.Writer, own ...Flag) (Config, error) {
 	c := Default()
 	all := settings(&c)
-	var accepted []setting
-	for _, s := range all {
-		if only == nil || contains(only, s.name) || s.name == "config" {
-			accepted = append(accepted, s)
-		}
-	}
-	fs := flag.NewFlagSet("cuesched "+cmd, flag.ContinueOnError)
-	fs.SetOutput(out)
+	takes := accepted(all, cmd, only)
+	fs := flag.NewFlagSet(Invocation(cmd), flag.ContinueOnError)
+	// Errors are returned as one line (FlagError), never with the usage.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	var flags []assignment
-	for _, s := range accepted {
+	for _, s := range takes {
 		for _, n := range append([]string{s.name}, s.aliases...) {
-			fs.Var(&flagValue{name: s.name, isBool: s.isBool, seen: &flags}, n, s.usage)
+			fs.Var(&flagValue{name: s.name, isBool: s.isBool, seen: &flags}, n, s.meaning)
 		}
-	}
-	fs.Usage = func() {
-		fmt.Fprintf(out, "usage: cuesched %s [flags]\n\nEvery flag is also a YAML key of --config and an environment variable CUESCHED_<NAME>.\n\n", cmd)
-		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			printHelp(out, cmd, Usage{Flags: own}, takes)
 			return c, err
 		}
-		return c, &Error{Err: err}
-	}
-	if fs.NArg() > 0 {
-		return c, &Error{Err: UnexpectedArgument(fs.Arg(0), only == nil || contains(only, "db"))}
+		names := make([]string, len(own))
+		for i, f := range own {
+			names[i] = f.Name
+		}
+		return c, flagError(cmd, err, names, all, takes)
 	}
 	byName := map[string]setting{}
-	for _, s := range accepted {
+	for _, s := range takes {
 		byName[s.name] = s
 	}
+	if fs.NArg() > 0 {
+		_, db := byName["db"]
+		return c, &Error{Err: UnexpectedArgument(fs.Arg(0), db)}
+	}
 	apply := func(name, v, from string) error {
-		if err := byName[name].set(&c, v); err != nil {
+		if err := byName[name].set(v); err != nil {
 			if from != "" {
 				err = fmt.Errorf("%w (from %s)", err, from)
 			}
@@ -296,11 +200,11 @@ func Load(cmd string, args []string, getenv func(string) string, only []string, 
 		}
 	}
 	if path != "" {
-		if err := loadFile(path, byName, apply); err != nil {
+		if err := loadFile(path, all, byName, apply); err != nil {
 			return c, err
 		}
 	}
-	for _, s := range accepted {
+	for _, s := range takes {
 		if v := getenv(EnvName(s.name)); v != "" {
 			if err := apply(s.name, v, EnvName(s.name)); err != nil {
 				return c, err
@@ -349,7 +253,10 @@ func contains(xs []string, x string) bool {
 	return false
 }
 
-func loadFile(path string, byName map[string]setting, apply func(name, v, from string) error) error {
+// loadFile applies the settings of the file at path that the command takes
+// (byName); the settings of other commands are skipped, so that one file
+// serves them all, and any other key is refused.
+func loadFile(path string, all []setting, byName map[string]setting, apply func(name, v, from string) error) error {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return &Error{Setting: "config", Err: err}
@@ -365,8 +272,21 @@ func loadFile(path string, byName map[string]setting, apply func(name, v, from s
 	sort.Strings(keys)
 	for _, k := range keys {
 		name := strings.ReplaceAll(k, "_", "-")
-		if _, ok := byName[name]; !ok || name == "config" {
-			return &Error{Setting: "config", Err: fmt.Errorf("%s: unknown setting %q", path, k)}
+		if name == "config" || !slices.ContainsFunc(all, func(s setting) bool { return s.name == name }) {
+			names := make([]string, 0, len(all))
+			for _, s := range all {
+				if s.name != "config" {
+					names = append(names, s.name)
+				}
+			}
+			hint := ""
+			if near := nearest(name, names); near != "" {
+				hint = fmt.Sprintf(" (did you mean %s?)", near)
+			}
+			return &Error{Setting: "config", Err: fmt.Errorf("%s: unknown setting %q%s", path, k, hint)}
+		}
+		if _, ok := byName[name]; !ok {
+			continue
 		}
 		node := doc[k]
 		var v string

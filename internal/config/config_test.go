@@ -53,10 +53,11 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{[]string{"--rqd-port", "70000"}, nil, `--rqd-port: "70000" is not a whole number from 1 to 65535`},
 		{[]string{"--feed", "kafka"}, nil, `--feed: "kafka" is not one of events, poll`},
 		{nil, map[string]string{"CUESCHED_COUNTERS": "both"}, `--counters: "both" is not one of cuesched, cuebot (from CUESCHED_COUNTERS)`},
-		{[]string{"--no-such-flag"}, nil, "flag provided but not defined: -no-such-flag"},
+		{[]string{"--no-such-flag"}, nil, "unknown flag --no-such-flag (see cuesched run --help)"},
 		{[]string{"--batch-min", "10", "--batch-max", "5"}, nil, "--batch-min: 10 is above --batch-max 5"},
 		{[]string{"stray"}, nil, `unexpected argument "stray"`},
 		{[]string{"--tag-pressure", "-1"}, nil, `--tag-pressure: "-1" is not a number from 0 to 10`},
+		{[]string{"--log-summary-interval", "100ms"}, nil, `--log-summary-interval: "100ms" is not a duration of at least 1s`},
 	} {
 		_, err := Load("run", tc.args, env(tc.env), nil, io.Discard)
 		var ce *Error
@@ -83,7 +84,7 @@ func TestUnknownFileKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := Load("run", []string{"--config", file}, env(nil), nil, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), `unknown setting "rqd_prot"`) {
+	if err == nil || !strings.Contains(err.Error(), `unknown setting "rqd_prot" (did you mean rqd-port?)`) {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -114,5 +115,12 @@ func TestRedactDSN(t *testing.T) {
 	}
 	if got := Scrub("failed: password s3cret rejected", Secrets("host=x password=s3cret")); strings.Contains(got, "s3cret") {
 		t.Errorf("Scrub left the secret: %s", got)
+	}
+}
+
+func writeFile(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -6,5 +6,6 @@
 //
 // CUESCHED_BENCH=1 runs the long versions (60 s idle, 200-job latency, 20
 // kill trials) and logs their figures; CUESCHED_CHAOS=1 repeats the race
-// tests many more times.
+// tests many more times, and with -race runs the instances under the race
+// detector too (the default suite runs them without it: raceChildren).
 package e2e

@@ -21,7 +21,7 @@ var normal struct {
 // costs an idle process more CPU than the budget it is checked against.
 func normalBinary(t *testing.T) string {
 	t.Helper()
-	if !raceEnabled {
+	if !raceChildren {
 		return binary
 	}
 	normal.once.Do(func() { normal.path, normal.err = build("cuesched", "build") })
@@ -38,6 +38,14 @@ func allAsleep(t *testing.T, i *instance) bool {
 	addr := i.metricsAddr(t)
 	owned := scrapeSum(t, addr, "cuesched_clusters_owned")
 	return owned > 0 && scrapeSum(t, addr, "cuesched_clusters_asleep") == owned
+}
+
+// sleepers says how many of the clusters an instance owns sleep, for a
+// failure's message.
+func sleepers(t *testing.T, i *instance) string {
+	addr := i.metricsAddr(t)
+	return fmt.Sprintf("%v of %v clusters asleep", scrapeSum(t, addr, "cuesched_clusters_asleep"),
+		scrapeSum(t, addr, "cuesched_clusters_owned"))
 }
 
 // cpuTime is the user plus system CPU time a process has used so far.
@@ -98,8 +106,16 @@ func idleCPU(t *testing.T, db *pgtest.DB, farm *seed.Farm) {
 	// left that fits (on the 10,000-host farm a few frames may find no
 	// room: nothing ever finishes here).
 	running := func() int64 { return count(t, db.Pool, `SELECT count(*) FROM frame WHERE str_state = 'RUNNING'`) }
+	var seen string // what the wait saw last, for its failure
+	t.Cleanup(func() {
+		if t.Failed() && seen != "" {
+			t.Logf("last seen: %s", seen)
+		}
+	})
 	waitFor(t, 5*time.Minute, "every cluster asleep, nothing left that fits", func() bool {
-		return allAsleep(t, a) && allAsleep(t, b) && (running() == total || len(farm.Hosts) > 1200)
+		asleepA, asleepB, n := allAsleep(t, a), allAsleep(t, b), running()
+		seen = fmt.Sprintf("%s: %s; %s: %s; %d of %d frames running", a.name, sleepers(t, a), b.name, sleepers(t, b), n, total)
+		return asleepA && asleepB && (n == total || len(farm.Hosts) > 1200)
 	}, a, b)
 	b.signal(syscall.SIGKILL)
 	<-b.done

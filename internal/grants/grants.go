@@ -76,6 +76,7 @@ var List = []Grant{
 	{Table, "public.frame_history", readWrite, "Cuebot's frame_history trigger, on our bookings"},
 	{Schema, "cuesched", []string{"USAGE"}, "cuesched's own schema"},
 	{Table, "cuesched.setting", read, "deployment settings"},
+	{Table, "cuesched.migration", read, "which migration the previous release runs on, checked at start"},
 	{Table, "cuesched.instance", readWrite, "instances"},
 	{Table, "cuesched.cluster", readWrite, "clusters and their owners"},
 	{Table, "cuesched.handover", readWrite, "handovers"},

@@ -22,6 +22,7 @@ import (
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/counters"
 	"github.com/cuesched/cuesched/dispatch"
+	"github.com/cuesched/cuesched/internal/activity"
 	"github.com/cuesched/cuesched/internal/config"
 	"github.com/cuesched/cuesched/internal/metrics"
 	"github.com/cuesched/cuesched/launch"
@@ -110,6 +111,8 @@ type parts struct {
 	rqd        *launch.RQDClient // nil: dry run
 	launcher   *launch.Launcher
 	sched      *scheduler.Scheduler
+	// activity is what the instance logs of its work at info, per interval.
+	activity *activity.Log
 }
 
 // build builds every part and then wires the loop's events to the parts
@@ -130,13 +133,15 @@ func build(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, buckets int,
 		return nil, err
 	}
 	p.coord = coord
+	p.activity = activity.New(activity.Config{Logger: log, Interval: cfg.LogSummaryEvery,
+		Clusters: func() int { return len(p.coord.View().Claims) }, Waiting: p.waiting})
 	if !cfg.DryRun {
 		tc, err := cfg.RQDTLS()
 		if err != nil {
 			return nil, err
 		}
 		p.rqd = launch.NewRQDClient(launch.RQDConfig{Port: cfg.RQDPort, TLS: tc, CallTimeout: cfg.RQDTimeout,
-			Logger: log})
+			Logger: log, Hooks: launch.RQDHooks{OnFailure: p.activity.Failed}})
 		p.replica.Hosts().SetGate(p.rqd)
 	}
 	p.launcher = launch.New(launch.Config{
@@ -153,6 +158,7 @@ func build(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, buckets int,
 	p.sched = scheduler.New(scheduler.Config{
 		Policy: Policy(cfg), Order: Order(cfg), SelfishServices: cfg.SelfishServices,
 		Workers: cfg.Workers, Logger: log, Metrics: sm, Loop: metrics.NewLoop(reg), OnBooked: opt.OnBooked,
+		OnAttempts: func(booked, dropped, _ int) { p.activity.Attempts(booked, dropped) },
 	}, scheduler.Deps{
 		Queue: p.queue, Hosts: p.replica.Hosts(), Caps: p.replica.Usage(),
 		Booker: dispatch.NewBooker(bcfg), Hold: heldByReplica{p.replica}, Launcher: p.launcher, Owner: coord,
@@ -198,8 +204,12 @@ func (p *parts) wire() {
 	// burst is spread over the instances while it is booked.
 	p.queue.OnWork(func(cluster.Key) { p.coord.WeightsChanged() })
 	p.launcher.OnSettled(func(s launch.Settled) {
-		if s.Result == launch.SettledReleased {
+		switch s.Result {
+		case launch.SettledReleased:
 			sched.Released(s.LayerID)
+			p.activity.Released()
+		case launch.SettledLaunched:
+			p.activity.Launched()
 		}
 	})
 	if p.rqd != nil {
@@ -211,6 +221,16 @@ func (p *parts) wire() {
 			}
 		})
 	}
+}
+
+// waiting is the loop's layers waiting by reason, for the activity log.
+func (p *parts) waiting() map[string]int {
+	w := p.sched.Waiting()
+	out := make(map[string]int, len(w))
+	for r, n := range w {
+		out[string(r)] = n
+	}
+	return out
 }
 
 // heldByReplica holds booked capacity in the host cache until the stream
@@ -267,6 +287,12 @@ func (p *parts) serve(ctx context.Context, srv *metrics.Server, opt Options) err
 	g.Go(func() error { return p.launcher.Run(gctx) })
 	coordDone := make(chan error, 1)
 	go func() { coordDone <- p.coord.Run(coordCtx) }()
+	// The activity log stops last, so that its final summary counts what
+	// the loop and the launcher did while stopping.
+	actCtx, stopAct := context.WithCancel(context.Background())
+	defer stopAct()
+	actDone := make(chan error, 1)
+	go func() { actDone <- p.activity.Run(actCtx) }()
 	// Status publishing stops after the loop, before the handover.
 	pubCtx, stopPub := context.WithCancel(context.Background())
 	defer stopPub()
@@ -312,6 +338,8 @@ func (p *parts) serve(ctx context.Context, srv *metrics.Server, opt Options) err
 	if err := g.Wait(); err != nil && failure == nil && !errors.Is(err, context.Canceled) {
 		failure = err
 	}
+	stopAct()
+	<-actDone
 	if failure != nil {
 		return failure
 	}
