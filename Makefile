@@ -10,8 +10,12 @@ DEMO    ?= bin/cuesched-demo
 .PHONY: build test demo bench chaos lint proto postgres
 
 # The binary deployed beside Cuebot; it links nothing of internal/testworld.
+# Its version (cuesched version, cuesched_build_info) is git's description of
+# the checkout when git is there; without git the binary reads the VCS stamp
+# the Go toolchain left, or says dev.
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null)
 build:
-	$(GO) build -o $(BIN) ./cmd/cuesched
+	$(GO) build $(if $(VERSION),-ldflags "-X main.version=$(VERSION)") -o $(BIN) ./cmd/cuesched
 
 postgres:
 	@scripts/ensure-postgres.sh

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/cuesched/cuesched/internal/testworld/pgcluster"
 	"github.com/cuesched/cuesched/internal/testworld/pgtest"
@@ -89,5 +90,9 @@ func TestPollWithoutLogicalReplication(t *testing.T) {
 	}
 	if !grew {
 		t.Errorf("no poll reported host %s grown (wakes %+v)", host, wakes)
+	}
+	var m dto.Metric
+	if err := h.r.metrics.Stream.Connected.Write(&m); err != nil || m.GetGauge().GetValue() != 1 {
+		t.Errorf("cuesched_replication_connected %v (%v) after successful polls, want 1", m.GetGauge().GetValue(), err)
 	}
 }

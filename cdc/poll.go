@@ -125,6 +125,7 @@ func (p *Poller) Run(ctx context.Context) error {
 			p.emit(StreamEvent{Kind: EventDisconnected, Err: err})
 			if p.Metrics != nil {
 				p.Metrics.Reconnects.Inc()
+				p.Metrics.Connected.Set(0)
 			}
 			pause = delay/2 + mrand.N(delay/2+1)
 			delay = min(delay*2, p.MaxBackoff)
@@ -136,6 +137,7 @@ func (p *Poller) Run(ctx context.Context) error {
 			p.markLoaded()
 			if p.Metrics != nil {
 				p.Metrics.SnapshotLoad.Observe(took.Seconds())
+				p.Metrics.Connected.Set(1)
 				p.Metrics.observeServer(lsn)
 				p.Metrics.observeApplied(lsn, time.Time{})
 			}

@@ -185,6 +185,9 @@ func (s *Stream) Run(ctx context.Context) error {
 	delay := s.MinBackoff
 	for {
 		loaded, err := s.session(ctx, repCfg, loadCfg)
+		if s.Metrics != nil {
+			s.Metrics.Connected.Set(0)
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -251,6 +254,7 @@ func (s *Stream) session(ctx context.Context, repCfg *pgconn.Config, loadCfg *pg
 	took := time.Since(began)
 	if s.Metrics != nil {
 		s.Metrics.SnapshotLoad.Observe(took.Seconds())
+		s.Metrics.Connected.Set(1)
 	}
 	s.setApplied(start)
 	s.markLoaded()

@@ -17,6 +17,9 @@ type ReplicationMetrics struct {
 	Messages     prometheus.Counter
 	SnapshotLoad prometheus.Histogram
 	Reconnects   prometheus.Counter
+	// Connected is 1 while the host cache's feed has a loaded state and is
+	// following changes (a stream session or the last poll succeeded).
+	Connected prometheus.Gauge
 
 	mu        sync.Mutex
 	serverEnd LSN
@@ -51,9 +54,12 @@ func NewReplicationMetrics(reg prometheus.Registerer) *ReplicationMetrics {
 		Reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cuesched_replication_reconnects_total",
 			Help: "Replication sessions that ended or failed to start and were retried."}),
+		Connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cuesched_replication_connected",
+			Help: "1 while the host cache's feed has loaded a state and follows changes (stream session up, or last poll done)."}),
 	}
 	reg.MustRegister(m.LagBytes, m.LagSeconds, m.Events, m.Transactions, m.StreamBlocks, m.Messages, m.SnapshotLoad,
-		m.Reconnects)
+		m.Reconnects, m.Connected)
 	return m
 }
 

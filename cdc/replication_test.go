@@ -248,6 +248,9 @@ func TestStreamSnapshotThenChanges(t *testing.T) {
 	if n := h.slots(); n != 0 {
 		t.Fatalf("%d replication slots left after Stop", n)
 	}
+	if v := metricValue(h.stream.Metrics.Connected); v != 0 {
+		t.Fatalf("cuesched_replication_connected %v after the stream stopped, want 0", v)
+	}
 }
 
 // TestStreamCarriesTransactionalMessages: pg_logical_emit_message(true, ...)
@@ -393,6 +396,9 @@ func TestStreamReconnectsAfterTerminate(t *testing.T) {
 		h.exec(`INSERT INTO rep_a (id) SELECT max(id) + 1 FROM rep_a`)
 		h.sync()
 		h.check()
+		if v := metricValue(h.stream.Metrics.Connected); v != 1 {
+			t.Fatalf("cuesched_replication_connected %v once the new session streams, want 1", v)
+		}
 	}
 	h.sink.mu.Lock()
 	resets := h.sink.resets

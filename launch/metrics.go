@@ -30,6 +30,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "cuesched_dispatch_launch_duration_seconds", Help: "One LaunchFrame call, by outcome.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}, []string{"outcome"}),
 	}
+	// Every outcome is exported from the start, at 0, so a failure rate has
+	// a series to compute from before the first failure.
+	for _, o := range []Outcome{Launched, AlreadyRunning, Refused, Ambiguous} {
+		m.launches.WithLabelValues(o.String())
+	}
 	if reg != nil {
 		reg.MustRegister(m.launches, m.compensations, m.outboxPending, m.specErrors, m.launchDuration)
 	}

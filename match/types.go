@@ -184,6 +184,9 @@ const (
 	ReasonDeferred   Reason = "deferred"    // the round's placement bound came first
 )
 
+// Reasons are every Reason, in the order above.
+var Reasons = []Reason{ReasonCapacity, ReasonNoFit, ReasonCap, ReasonNoHost, ReasonStartAfter, ReasonDeferred}
+
 // Wait records why one layer kept waiting frames, with a detail such as the
 // cap that stopped it or the nearest host.
 type Wait struct {

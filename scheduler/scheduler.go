@@ -112,6 +112,13 @@ func New(cfg Config, deps Deps) *Scheduler {
 		demand:  newDemand(),
 	}
 	s.keyer = cluster.NewKeyer(nil, deps.Buckets)
+	if cfg.Loop != nil {
+		// Every reason is exported from the start, at 0: a dashboard shows
+		// zero rather than no data, and rules see a series to compare.
+		for _, r := range match.Reasons {
+			cfg.Loop.LayersWaiting.WithLabelValues(string(r))
+		}
+	}
 	return s
 }
 

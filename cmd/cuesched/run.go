@@ -149,5 +149,5 @@ func stoppedWhileStarting(ctx context.Context, log *slog.Logger, err error) erro
 // serve runs the instance until ctx ends (package instance: every part,
 // started and stopped in order).
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool.Pool) error {
-	return instance.Run(ctx, cfg, log, pool, instance.Options{})
+	return instance.Run(ctx, cfg, log, pool, instance.Options{Version: versionString()})
 }

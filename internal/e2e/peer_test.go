@@ -9,7 +9,8 @@ import (
 // instance is stopped with SIGTERM while it books: it exits 0, leaves no
 // half-written batch (audit clean) and hands its clusters over at once (its
 // registration is gone and it owns nothing). A second instance then books
-// the rest, every frame exactly once, and stops cleanly too.
+// the rest, every frame exactly once, exports every metric deploy/'s
+// dashboard and alerts read, and stops cleanly too.
 func TestPeerStressFarm(t *testing.T) {
 	t.Parallel()
 	db, farm, _ := peerStressDB(t)
@@ -38,6 +39,9 @@ func TestPeerStressFarm(t *testing.T) {
 		}
 	})
 	waitFor(t, 2*time.Minute, "every frame booked", func() bool { return running() == total }, second)
+	// An instance that has booked exports every metric deploy/'s dashboard
+	// and alert rules read.
+	checkDeployMetrics(t, second.metricsAddr(t))
 	second.stop(t)
 	if n := count(t, db.Pool, `SELECT count(*) FROM frame WHERE str_state <> 'RUNNING'`); n != 0 {
 		t.Errorf("%d frames not RUNNING", n)

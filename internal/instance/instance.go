@@ -45,6 +45,9 @@ type Options struct {
 	// OnReady is called once the host cache holds its first snapshot, just
 	// before the loop starts.
 	OnReady func()
+	// Version is the binary's version, the cuesched_build_info metric's
+	// version label ("" reads "unknown").
+	Version string
 }
 
 // Run runs every part of an instance until ctx ends, then stops them in
@@ -65,6 +68,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, pool *pgxpool
 	if reg == nil {
 		reg = metrics.NewRegistry()
 	}
+	metrics.RegisterBuildInfo(reg, opt.Version)
 	p, err := build(cfg, log, pool, buckets, reg, opt)
 	if err != nil {
 		return err
