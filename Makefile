@@ -39,9 +39,13 @@ bench: postgres
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 	CUESCHED_BENCH=1 $(GO) test -count=1 -timeout 90m -v -run '$(BENCH_TESTS)' ./cache ./queue ./dispatch ./ownership ./internal/e2e
 
-# Race tests repeated many more times than the default suite runs them.
+# Race tests repeated many more times than the default suite runs them, and
+# the tests that book a whole farm at full size (seed.SuiteStress: the peer
+# stress farm of 1,200 hosts and 6,000 frames, a quarter of it in the default
+# suite), with the end-to-end tests' instances under the race detector too.
 chaos: postgres
-	CUESCHED_CHAOS=1 $(GO) test -race -count=1 -timeout 60m -run 'Race|Chaos|TestPollBehindTransactionPooler' $(PKGS)
+	CUESCHED_CHAOS=1 $(GO) test -race -count=1 -timeout 60m \
+		-run 'Race|Chaos|TestPollBehindTransactionPooler|PeerStress|TestRunAsARoleMadeByGrants|TestIdleCPU|TestWastedAttempts|TestHostIndexMatchesBruteForce' $(PKGS)
 
 # staticcheck is pinned and run by version, so go.mod carries no tool
 # dependency; the first run fetches it through the module proxy. gofmt is the

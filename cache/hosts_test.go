@@ -3,6 +3,7 @@ package cache
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -148,8 +149,13 @@ func TestStaleHostsFollowTheClock(t *testing.T) {
 // compares each index, and walks from random minimums, with a brute-force
 // scan of the test's own model after every transaction; with random tag
 // demand and fractions, it compares each tag's supply and pressure and the
-// walks that avoid contested hosts too.
+// walks that avoid contested hosts too. 600 transactions in the default
+// suite, 3,000 under `make chaos` (CUESCHED_CHAOS=1).
 func TestHostIndexMatchesBruteForce(t *testing.T) {
+	steps := 600
+	if os.Getenv("CUESCHED_CHAOS") == "1" {
+		steps = 3000
+	}
 	now := &clock{now: epoch}
 	f := newFake(now.Now, time.Minute)
 	facilityOf := f.allocs(t)
@@ -194,7 +200,7 @@ func TestHostIndexMatchesBruteForce(t *testing.T) {
 	nextHost := 1000
 	pr := pressureModel{demand: map[tagKey]match.Resources{}, fraction: 1}
 	var avoidedWalks, skippingWalks int // the test must see both
-	for step := range 1500 {
+	for step := range steps {
 		id := ids()[rng.IntN(len(models))]
 		m := models[id]
 		var cs []cdc.Change

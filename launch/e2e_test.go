@@ -12,7 +12,7 @@ import (
 	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
-// The peer stress farm booked end to end: every frame booked, launched
+// The stress farm (seed.SuiteStress) booked end to end: every frame booked, launched
 // exactly once on its host's fake RQD with the right resource_id, frame_id,
 // num_cores, command and environment, every outbox row marked launched, and
 // the audit clean.
@@ -20,7 +20,9 @@ func TestBookPeerStressEndToEnd(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t, 5*time.Minute)
 	start := time.Now()
-	db := booktest.LoadFarm(t, seed.PeerStress(1))
+	f := seed.SuiteStress(1)
+	frames := f.FrameCount()
+	db := booktest.LoadFarm(t, f)
 	v := booktest.ReadView(ctx, t, db.Pool)
 	names := make([]string, len(v.Hosts))
 	for i, h := range v.Hosts {
@@ -33,8 +35,8 @@ func TestBookPeerStressEndToEnd(t *testing.T) {
 	b := newBooker(db.Pool, dispatch.BookerConfig{Launcher: l, HostAllowed: rqd.Allowed})
 
 	ps := booktest.FirstFit(v, nil)
-	if len(ps) != 6000 {
-		t.Fatalf("%d placements for 6000 frames", len(ps))
+	if len(ps) != frames {
+		t.Fatalf("%d placements for %d frames", len(ps), frames)
 	}
 	ids, batches := booktest.ByTag(ps)
 	loaded := time.Now()
@@ -49,11 +51,11 @@ func TestBookPeerStressEndToEnd(t *testing.T) {
 		}
 		booked += len(res.Booked)
 	}
-	if booked != 6000 {
+	if booked != frames {
 		t.Fatalf("booked %d", booked)
 	}
 	bookedAt := time.Now()
-	for _, s := range settled.wait(ctx, t, 6000) {
+	for _, s := range settled.wait(ctx, t, frames) {
 		if s.Result != SettledLaunched {
 			t.Fatalf("%+v", s)
 		}
@@ -86,7 +88,7 @@ func TestBookPeerStressEndToEnd(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if len(procs) != 6000 {
+	if len(procs) != frames {
 		t.Fatalf("%d procs", len(procs))
 	}
 	launched := map[string]bool{}
@@ -123,7 +125,7 @@ func TestBookPeerStressEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	if len(launched) != 6000 {
+	if len(launched) != frames {
 		t.Fatalf("%d frames launched", len(launched))
 	}
 	var marked int
@@ -131,7 +133,7 @@ func TestBookPeerStressEndToEnd(t *testing.T) {
 		Scan(&marked); err != nil {
 		t.Fatal(err)
 	}
-	if marked != 6000 {
+	if marked != frames {
 		t.Errorf("%d outbox rows marked launched", marked)
 	}
 	audittest.Clean(t, db.Pool)

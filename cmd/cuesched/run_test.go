@@ -47,11 +47,16 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 	}
 }
 
-// One instance of `cuesched run --dry-run` books the whole peer stress farm,
-// then stops on its context (SIGTERM) with status 0; the audit is clean.
+// One instance of `cuesched run --dry-run` books the whole stress farm
+// (seed.SuiteStress), then stops on its context (SIGTERM) with status 0; the
+// audit is clean. The instance runs in-process: under -race, this is where
+// the whole instance runs under the race detector.
 func TestRunBooksPeerStressFarm(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewDB(t)
-	if _, err := seed.Load(t.Context(), db.Pool, seed.PeerStress(5), 5); err != nil {
+	farm := seed.SuiteStress(5)
+	total := farm.FrameCount()
+	if _, err := seed.Load(t.Context(), db.Pool, farm, 5); err != nil {
 		t.Fatal(err)
 	}
 	run := startRun(t, db, "--log-level", "debug")
@@ -71,8 +76,8 @@ func TestRunBooksPeerStressFarm(t *testing.T) {
 	if err := db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM frame WHERE str_state = 'RUNNING'`).Scan(&running); err != nil {
 		t.Fatal(err)
 	}
-	if running != 6000 {
-		t.Errorf("%d frames RUNNING, want 6000", running)
+	if running != total {
+		t.Errorf("%d frames RUNNING, want %d", running, total)
 	}
 	// Unasked, its summary lines (the last written when it stops) count
 	// every frame it booked.
@@ -81,8 +86,8 @@ func TestRunBooksPeerStressFarm(t *testing.T) {
 		n, _ := strconv.Atoi(m[1])
 		booked += n
 	}
-	if booked != 6000 {
-		t.Errorf("the booking summaries count %d frames booked, want 6000", booked)
+	if booked != total {
+		t.Errorf("the booking summaries count %d frames booked, want %d", booked, total)
 	}
 	audittest.Clean(t, db.Pool)
 }

@@ -21,9 +21,11 @@ func run(t *testing.T, db *pgtest.DB, opts audit.Options) []audit.Violation {
 	return vs
 }
 
+// The stress farm the suites book (seed.SuiteStress: the peer stress farm
+// under make chaos and make bench) is seeded whole and clean.
 func TestPeerStressFarmIsClean(t *testing.T) {
 	db := pgtest.NewDB(t, pgtest.Cuebot)
-	f := seed.PeerStress(7)
+	f := seed.SuiteStress(7)
 	s, err := seed.Load(t.Context(), db.Pool, f, 7)
 	if err != nil {
 		t.Fatal(err)
@@ -33,9 +35,13 @@ func TestPeerStressFarmIsClean(t *testing.T) {
 		(SELECT sum(int_waiting_count) FROM layer_stat)`).Scan(&hosts, &frames, &waiting); err != nil {
 		t.Fatal(err)
 	}
-	if hosts != 1200 || frames != 6000 || waiting != 6000 || len(s.Jobs) != 300 {
-		t.Fatalf("peer stress farm has %d hosts, %d frames (%d waiting), %d jobs; want 1200, 6000, 6000, 300",
-			hosts, frames, waiting, len(s.Jobs))
+	wantHosts, wantFrames, wantJobs := 300, 1500, 75
+	if seed.FullSize() {
+		wantHosts, wantFrames, wantJobs = 1200, 6000, 300
+	}
+	if hosts != wantHosts || frames != wantFrames || waiting != wantFrames || len(s.Jobs) != wantJobs {
+		t.Fatalf("stress farm has %d hosts, %d frames (%d waiting), %d jobs; want %d, %d, %d, %d",
+			hosts, frames, waiting, len(s.Jobs), wantHosts, wantFrames, wantFrames, wantJobs)
 	}
 	if vs := run(t, db, audit.Options{}); len(vs) != 0 {
 		t.Fatal(audit.Summary(vs))

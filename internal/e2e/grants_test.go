@@ -9,7 +9,7 @@ import (
 )
 
 // `cuesched run` as a role made only by the SQL `cuesched grants` prints
-// (plus LOGIN) books the peer stress farm with a clean audit; with one of
+// (plus LOGIN) books the stress farm (seed.SuiteStress) with a clean audit; with one of
 // those grants revoked it exits at start with one line naming it.
 func TestRunAsARoleMadeByGrants(t *testing.T) {
 	t.Parallel()

@@ -56,16 +56,19 @@ func TestMain(m *testing.M) {
 	pgtest.Main(m, peerStress)
 }
 
-// peerStress is the template of the peer stress farm of seed 11, seeded once
-// for the process (pgtest.Fixture) for the tests that book it;
+// peerStress is the template of the stress farm of seed 11 the tests book
+// (seed.SuiteStress: the peer stress farm under make chaos and make bench,
+// a quarter of it otherwise), seeded once for the process (pgtest.Fixture);
 // peerStressKeys are its seeded keys.
 var (
 	peerStressKeys *seed.Seeded
-	peerStress     = pgtest.Fixture{Name: "tpl_peer_stress_11", Build: func(ctx context.Context, pool *pgxpool.Pool) error {
-		s, err := seed.Load(ctx, pool, seed.PeerStress(11), 11)
-		peerStressKeys = s
-		return err
-	}}
+	peerStressFarm = seed.SuiteStress(11)
+	peerStress     = pgtest.Fixture{Name: pgtest.Template(fmt.Sprintf("tpl_stress_11_%d", len(peerStressFarm.Hosts))),
+		Build: func(ctx context.Context, pool *pgxpool.Pool) error {
+			s, err := seed.Load(ctx, pool, peerStressFarm, 11)
+			peerStressKeys = s
+			return err
+		}}
 )
 
 // ownDB gives the test a PostgreSQL cluster of its own and a fresh database
@@ -79,8 +82,8 @@ func ownDB(t *testing.T, tpl ...pgtest.Template) *pgtest.DB {
 	return pgtest.NewDBIn(t, pgtest.NewCluster(t, pgcluster.Options{}, tpl...), tpl...)
 }
 
-// peerStressDB is ownDB holding the peer stress farm of seed 11, its farm
-// (seed.PeerStress(11)) and the keys to launch more jobs with.
+// peerStressDB is ownDB holding the stress farm of seed 11, the farm and
+// the keys to launch more jobs with.
 func peerStressDB(t *testing.T) (*pgtest.DB, *seed.Farm, *seed.Seeded) {
 	t.Helper()
 	db := ownDB(t, peerStress.Name)
@@ -88,7 +91,7 @@ func peerStressDB(t *testing.T) (*pgtest.DB, *seed.Farm, *seed.Seeded) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return db, seed.PeerStress(11), keys
+	return db, peerStressFarm, keys
 }
 
 // build builds cuesched with the go build arguments args into buildDir/name

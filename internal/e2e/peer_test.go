@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// One `cuesched run --dry-run` process books the peer stress farm. A first
+// One `cuesched run --dry-run` process books the stress farm (seed.SuiteStress). A first
 // instance is stopped with SIGTERM while it books: it exits 0, leaves no
 // half-written batch (audit clean) and hands its clusters over at once (its
 // registration is gone and it owns nothing). A second instance then books

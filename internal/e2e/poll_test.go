@@ -16,7 +16,7 @@ import (
 // without logical replication (wal_level = replica), as a role without
 // REPLICATION made by `cuesched grants --feed poll`, with its booking pool
 // through pgbouncer in transaction mode (--pool-db) and everything
-// session-bound on --db, books the peer stress farm, then as much work again
+// session-bound on --db, books the stress farm (seed.SuiteStress), then as much work again
 // arrives, more than the farm holds, and it keeps booking while Cuebot-style
 // completions free hosts (20 s; a minute under CUESCHED_CHAOS=1, which
 // `make chaos` sets): it books more frames than ever run at once. Every
@@ -32,7 +32,7 @@ func TestPollBehindTransactionPooler(t *testing.T) {
 	}
 	c := pgtest.NewCluster(t, pgcluster.Options{Settings: map[string]string{"wal_level": "replica"}}, peerStress.Name)
 	db := pgtest.NewDBIn(t, c, peerStress.Name)
-	farm := seed.PeerStress(11)
+	farm := peerStressFarm
 	seeded, err := peerStressKeys.On(db.Pool)
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +51,7 @@ func TestPollBehindTransactionPooler(t *testing.T) {
 		"--pool-db", bouncer)
 	running := func() int64 { return count(t, db.Pool, `SELECT count(*) FROM frame WHERE str_state = 'RUNNING'`) }
 	total := int64(farm.FrameCount())
-	waitFor(t, 3*time.Minute, "the peer stress farm booked", func() bool { return running() == total }, inst)
+	waitFor(t, 3*time.Minute, "the stress farm booked", func() bool { return running() == total }, inst)
 	if n := count(t, db.Pool, `SELECT count(*) FROM pg_replication_slots`); n != 0 {
 		t.Fatalf("%d replication slots on a server without logical replication", n)
 	}

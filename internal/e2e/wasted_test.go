@@ -15,7 +15,7 @@ import (
 // Wasted attempts (DESIGN.md): placements matching hands to dispatch that
 // end in no committed booking. OpenCue's Rust scheduler reported 42% on its
 // stress farm, one scheduler booking it; the target is under 5%. One
-// instance books the peer stress farm; then three do, whose clusters share
+// instance books the stress farm (seed.SuiteStress); then three do, whose clusters share
 // hosts (each host is in an allocation cluster and in the tag buckets of its
 // manual and hostname tags), so placements of one are committed against
 // hosts another has just booked and its replica has not seen yet. The
@@ -91,9 +91,9 @@ func TestWastedAttempts(t *testing.T) {
 			}
 			wasted := dropped + deferred
 			ratio := wasted / (booked + wasted)
-			t.Logf("peer stress farm, %d instance(s): %v attempts, %v wasted (%.2f%%): %v deferred, %v dropped %v; "+
+			t.Logf("stress farm of %d hosts, %d instance(s): %v attempts, %v wasted (%.2f%%): %v deferred, %v dropped %v; "+
 				"share of the frames booked by each instance %.2f; %v batches found their cluster busy, %v clusters handed over",
-				n, booked+wasted, wasted, 100*ratio, deferred, dropped, drops, shares, busy, handovers)
+				len(farm.Hosts), n, booked+wasted, wasted, 100*ratio, deferred, dropped, drops, shares, busy, handovers)
 			// The benchmark's target is 5%. With the work spread over three
 			// instances they race for shared hosts (every host carries a
 			// manual tag another instance's cluster books) and 9-13% of

@@ -9,6 +9,7 @@ package seed
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"time"
 )
@@ -188,6 +189,25 @@ const Core = 100
 // addresses so the simulated farm can give each its own RQD.
 func PeerStress(seed uint64) *Farm {
 	return Stress(seed, 1200, 300)
+}
+
+// SuiteStress is the stress farm the tests that book a whole farm use: the
+// peer stress farm under `make chaos` and `make bench` (CUESCHED_CHAOS=1 or
+// CUESCHED_BENCH=1), and in the default suite a quarter of it of the same
+// shape: 300 hosts covering every allocation, size and manual tag, 75 jobs,
+// 1,500 frames, the same clusters. What a test asserts holds at either
+// size; the full size costs the default suite minutes it must not take.
+func SuiteStress(seed uint64) *Farm {
+	if FullSize() {
+		return PeerStress(seed)
+	}
+	return Stress(seed, 300, 75)
+}
+
+// FullSize reports whether the tests run at full size (make chaos, make
+// bench) rather than the default suite's.
+func FullSize() bool {
+	return os.Getenv("CUESCHED_CHAOS") == "1" || os.Getenv("CUESCHED_BENCH") == "1"
 }
 
 // Stress is PeerStress scaled to the given hosts and jobs.
