@@ -72,6 +72,7 @@ func inTx(t *testing.T, db *pgtest.DB, fn func(pgx.Tx) error) {
 }
 
 func TestRecomputeReleasedProcs(t *testing.T) {
+	t.Parallel()
 	db, s, released := releasedFarm(t)
 	var r counters.Rows
 	for _, p := range released {
@@ -94,6 +95,7 @@ func TestRecomputeReleasedProcs(t *testing.T) {
 }
 
 func TestRecomputeShows(t *testing.T) {
+	t.Parallel()
 	db, s, _ := releasedFarm(t)
 	inTx(t, db, func(tx pgx.Tx) error {
 		_, err := counters.RecomputeShows(t.Context(), tx, []string{s.Shows["m"]})
@@ -122,6 +124,7 @@ func movedHostFarm(t *testing.T) (*pgtest.DB, *seed.Seeded) {
 // TestRefusedRowBlocksNothing: the one subscription the guard refuses is
 // reported and held at its burst; every other row is brought back.
 func TestRefusedRowBlocksNothing(t *testing.T) {
+	t.Parallel()
 	db, s := movedHostFarm(t)
 	var refused []counters.Refusal
 	inTx(t, db, func(tx pgx.Tx) error {
@@ -166,6 +169,7 @@ func TestRefusedRowBlocksNothing(t *testing.T) {
 // their sums once more (what `cuesched show release` does), and touches no
 // other show's rows.
 func TestRecomputeReleasedShow(t *testing.T) {
+	t.Parallel()
 	db, s, _ := releasedFarm(t)
 	if _, err := db.Pool.Exec(t.Context(), `UPDATE show SET b_scheduler_managed = false WHERE pk_show = $1`, s.Shows["m"]); err != nil {
 		t.Fatal(err)

@@ -162,6 +162,7 @@ func TestBookRechecksChanges(t *testing.T) {
 			reason: DropFrameChanged},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			f := booktest.SmallFarm(1, 1600, 1, 1, 4, 200)
 			if tc.farm != nil {
 				tc.farm(f)

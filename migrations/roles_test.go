@@ -22,6 +22,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // schema cuesched), then does everything Cuebot does, and our triggers on
 // its tables must let every write through.
 func TestCuebotsRoleWritesThroughOurTriggers(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.NewDB(t, pgtest.Cuebot)
 	owner := db.NewRole(t, "owner", `CREATE ROLE %[1]s LOGIN NOSUPERUSER;

@@ -85,6 +85,7 @@ func explainCLI(t *testing.T, env map[string]string, args ...string) (string, er
 }
 
 func TestExplain(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewDB(t)
 	if _, err := seed.Load(t.Context(), db.Pool, explainFarm(), 7); err != nil {
 		t.Fatal(err)

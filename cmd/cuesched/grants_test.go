@@ -10,6 +10,7 @@ import (
 )
 
 func TestGrantsQuotesTheRoleAndRejectsBadNames(t *testing.T) {
+	t.Parallel()
 	code, out := cli(t, nil, "grants", "--role", `Cue"Sched`, "--database", "cue bot")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, out)
@@ -55,6 +56,7 @@ func TestGrantsQuotesTheRoleAndRejectsBadNames(t *testing.T) {
 
 // `run` as a role lacking one of the grants exits 1 with one line naming it.
 func TestRunRefusesARoleLackingAGrant(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewDB(t)
 	role := db.NewRole(t, "sched", "CREATE ROLE %[1]s LOGIN")
 	sql, err := grants.SQL(role, db.Name, true)

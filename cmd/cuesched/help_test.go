@@ -27,6 +27,7 @@ var helpFlagLine = regexp.MustCompile(`(?m)^  --([a-z][a-z-]*)`)
 // Every command's --help (and -h) exits 0 and lists only its own flags,
 // each with its meaning and, where it takes a value, its type.
 func TestEveryCommandHelp(t *testing.T) {
+	t.Parallel()
 	for _, c := range commands() {
 		want, ok := helpFlags[c.name]
 		if !ok {
@@ -72,6 +73,7 @@ func sorted(xs []string) []string {
 // An unknown flag is one line, with the nearest flag of the command when
 // one is close, and exits 2.
 func TestUnknownFlagOneLine(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		args []string
 		want string

@@ -29,6 +29,7 @@ func cli(t *testing.T, env map[string]string, args ...string) (int, string) {
 }
 
 func TestHelpListsEveryCommand(t *testing.T) {
+	t.Parallel()
 	code, out := cli(t, nil, "--help")
 	if code != 0 {
 		t.Fatalf("--help exited %d", code)
@@ -46,6 +47,7 @@ func TestHelpListsEveryCommand(t *testing.T) {
 // The demo is a command of its own, which alone links the test world: the
 // production binary has no demo, and says where it went.
 func TestDemoIsItsOwnCommand(t *testing.T) {
+	t.Parallel()
 	_, help := cli(t, nil, "--help")
 	if strings.Contains(help, "  demo ") || !strings.Contains(help, "cuesched-demo") {
 		t.Errorf("--help lists a demo command or does not name cuesched-demo:\n%s", help)
@@ -59,6 +61,7 @@ func TestDemoIsItsOwnCommand(t *testing.T) {
 // Every way `run` can be refused before it starts exits non-zero with one
 // clear line, and the password of the DSN appears nowhere.
 func TestRunRefusals(t *testing.T) {
+	t.Parallel()
 	old := pgtest.NewDB(t, pgtest.Cuebot)
 	if _, err := old.Pool.Exec(t.Context(), `ALTER TABLE layer DROP COLUMN ts_start_after`); err != nil {
 		t.Fatal(err)
@@ -118,6 +121,7 @@ func TestRunRefusals(t *testing.T) {
 // Defect 9: a DSN given as a positional argument is never printed with its
 // password, and the message says to give it as --db.
 func TestPositionalDSNIsNotEchoed(t *testing.T) {
+	t.Parallel()
 	for _, dsn := range []string{"postgres://u:secret@h/db", "host=h user=u password=secret dbname=db"} {
 		for _, args := range [][]string{
 			{"run", dsn}, {"migrate", dsn}, {"migrate", "up", dsn}, {"migrate", "down", dsn}, {"migrate", "status", dsn},
@@ -159,6 +163,7 @@ func schemaDump(t *testing.T, db *pgtest.DB) string {
 }
 
 func TestMigrationsUpDownLeaveCuebotSchemaAsItWas(t *testing.T) {
+	t.Parallel()
 	t.Run("migrate library with the CLI's driver and file source", func(t *testing.T) {
 		db := pgtest.NewDB(t, pgtest.Cuebot)
 		before := schemaDump(t, db)

@@ -49,6 +49,7 @@ func errorLines(out, cmd string) int {
 // one line before touching anything (golang-migrate would have created its
 // table and applied 0001).
 func TestMigrateUpRefusesDatabaseWithoutCuebotSchema(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewDB(t, pgtest.Empty)
 	before := catalogOf(t, db)
 	code, out := cli(t, nil, "migrate", "up", "--db", db.URL)
@@ -70,6 +71,7 @@ func TestMigrateUpRefusesDatabaseWithoutCuebotSchema(t *testing.T) {
 // A migration that failed half-way leaves the database dirty; status says
 // which version and what to force, and force then up recovers.
 func TestMigrateForceRecoversDirtyDatabase(t *testing.T) {
+	t.Parallel()
 	latest, err := migrations.Latest()
 	if err != nil {
 		t.Fatal(err)
@@ -131,6 +133,7 @@ func TestMigrateForceRecoversDirtyDatabase(t *testing.T) {
 }
 
 func TestMigrateHelp(t *testing.T) {
+	t.Parallel()
 	code, out := cli(t, nil, "migrate", "--help")
 	if code != 0 {
 		t.Errorf("migrate --help exited %d:\n%s", code, out)
@@ -148,6 +151,7 @@ func TestMigrateHelp(t *testing.T) {
 // status and explain on a Cuebot database without cuesched's migrations say
 // to run them, not the SQL error of the first missing table.
 func TestStatusAndExplainBeforeMigrateUp(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewDB(t, pgtest.Cuebot)
 	if _, err := seed.Load(t.Context(), db.Pool, explainFarm(), 7); err != nil {
 		t.Fatal(err)

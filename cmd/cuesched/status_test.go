@@ -16,6 +16,7 @@ import (
 // live instance owns: the JSON parses and agrees with the database, and the
 // table names every cluster and flags the unowned ones.
 func TestStatusCommand(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewDB(t)
 	ctx := t.Context()
 	s, err := seed.Load(ctx, db.Pool, seed.Stress(3, 24, 6), 3)
@@ -105,6 +106,7 @@ func TestStatusCommand(t *testing.T) {
 // A running instance publishes its replication lag and why a layer that
 // fits no host waits, and `cuesched status` shows both.
 func TestStatusOfRunningInstance(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewDB(t)
 	farm := seed.Stress(4, 24, 4)
 	farm.Jobs = append(farm.Jobs, seed.Job{Name: "too-big", Show: farm.Shows[0].Name, Priority: 100,

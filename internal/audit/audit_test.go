@@ -24,6 +24,7 @@ func run(t *testing.T, db *pgtest.DB, opts audit.Options) []audit.Violation {
 // The stress farm the suites book (seed.SuiteStress: the peer stress farm
 // under make chaos and make bench) is seeded whole and clean.
 func TestPeerStressFarmIsClean(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewDB(t, pgtest.Cuebot)
 	f := seed.SuiteStress(7)
 	s, err := seed.Load(t.Context(), db.Pool, f, 7)
@@ -104,6 +105,7 @@ func wantExactly(t *testing.T, vs []audit.Violation, want ...audit.Violation) {
 }
 
 func TestAuditNamesCorruptedHost(t *testing.T) {
+	t.Parallel()
 	db, s, _ := bookedFarm(t)
 	// The guard trigger refuses negative idle; an idle count that disagrees
 	// with the procs is the corruption a wrong booking would leave.
@@ -112,6 +114,7 @@ func TestAuditNamesCorruptedHost(t *testing.T) {
 }
 
 func TestAuditNamesCorruptedCounter(t *testing.T) {
+	t.Parallel()
 	db, s, _ := bookedFarm(t)
 	job := s.Jobs["audit-job"].ID
 	exec(t, db, `UPDATE job_resource SET int_cores = int_cores + 100 WHERE pk_job = $1`, job)
@@ -119,6 +122,7 @@ func TestAuditNamesCorruptedCounter(t *testing.T) {
 }
 
 func TestAuditNamesBrokenFrameProcPair(t *testing.T) {
+	t.Parallel()
 	db, _, frames := bookedFarm(t)
 	// The frame claims a host its proc is not on.
 	exec(t, db, `UPDATE frame SET str_host = 'b' WHERE pk_frame = $1`, frames[0])
@@ -126,6 +130,7 @@ func TestAuditNamesBrokenFrameProcPair(t *testing.T) {
 }
 
 func TestAuditNamesCapBreaches(t *testing.T) {
+	t.Parallel()
 	db, s, _ := bookedFarm(t)
 	lim := s.Limits["lic"]
 	exec(t, db, `UPDATE limit_record SET int_max_value = 2 WHERE pk_limit_record = $1`, lim)
@@ -136,6 +141,7 @@ func TestAuditNamesCapBreaches(t *testing.T) {
 }
 
 func TestAuditNamesUnmanagedProc(t *testing.T) {
+	t.Parallel()
 	db, s, _ := bookedFarm(t)
 	exec(t, db, `UPDATE show SET b_scheduler_managed = false WHERE pk_show = $1`, s.Shows["audit"])
 	vs := run(t, db, audit.Options{})

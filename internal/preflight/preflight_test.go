@@ -16,6 +16,7 @@ import (
 // one, or a role that may not see or read it. None of the latter is told
 // "too old".
 func TestCuebotSchemaDiagnosis(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	role := func(t *testing.T, db *pgtest.DB) string {
 		name := fmt.Sprintf("reader_%d", time.Now().UnixNano())

@@ -17,6 +17,7 @@ import (
 // check, holds nothing more than the list, and the check names each
 // privilege taken away from it.
 func TestPrivilegesOfARoleMadeByGrants(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
 	// What PUBLIC holds by default must not hide a missing grant.
@@ -99,6 +100,7 @@ func TestPrivilegesOfARoleMadeByGrants(t *testing.T) {
 }
 
 func TestPrivilegesPassOverMissingObjects(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	bare := pgtest.NewDB(t, pgtest.Cuebot)
 	role := bare.NewRole(t, "bare", "CREATE ROLE %[1]s LOGIN")
