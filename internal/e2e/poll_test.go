@@ -18,7 +18,7 @@ import (
 // through pgbouncer in transaction mode (--pool-db) and everything
 // session-bound on --db, books the stress farm (seed.SuiteStress), then as much work again
 // arrives, more than the farm holds, and it keeps booking while Cuebot-style
-// completions free hosts (20 s; a minute under CUESCHED_CHAOS=1, which
+// completions free hosts (10 s; a minute under CUESCHED_CHAOS=1, which
 // `make chaos` sets): it books more frames than ever run at once. Every
 // booking is its cluster owner's and made once, the counters of the managed
 // show come back to the sum of their procs, and the instance stops cleanly.
@@ -26,7 +26,7 @@ import (
 // freed hosts booked again. It runs in parallel with the other tests.
 func TestPollBehindTransactionPooler(t *testing.T) {
 	t.Parallel()
-	window := 20 * time.Second
+	window := 10 * time.Second
 	if os.Getenv("CUESCHED_CHAOS") == "1" {
 		window = time.Minute
 	}
