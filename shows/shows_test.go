@@ -263,32 +263,7 @@ func TestReleaseWaitsForACuebotReleaseInFlight(t *testing.T) {
 	t.Parallel()
 	db := booktest.LoadFarm(t, handoverFarm())
 	ctx := ctxFor(t)
-	booked := bookByCuesched(t, db, 2)
-	sim := &cuebotsim.Sim{Pool: db.Pool}
-	p, err := sim.ProcOfFrame(ctx, booked[0].Frame.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.StopFrame(ctx, p.Frame, "SUCCEEDED", 0); err != nil {
-		t.Fatal(err)
-	}
-
-	// Cuebot's second release transaction, by hand: it reads the flag first.
-	conn, err := db.Pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	var managed bool
-	if err := tx.QueryRow(ctx, `SELECT sh.b_scheduler_managed FROM proc p JOIN show sh USING (pk_show) WHERE p.pk_proc = $1`,
-		p.ID).Scan(&managed); err != nil || !managed {
-		t.Fatalf("Cuebot read managed %v (%v)", managed, err)
-	}
+	cuebot := beginCuebotRelease(ctx, t, db)
 
 	type result struct {
 		r   shows.Released
@@ -310,16 +285,7 @@ func TestReleaseWaitsForACuebotReleaseInFlight(t *testing.T) {
 	case res := <-done:
 		t.Fatalf("the release returned without waiting for Cuebot's transaction: %+v %v", res.r, res.err)
 	}
-	if _, err := tx.Exec(ctx, `UPDATE host SET int_cores_idle = int_cores_idle + $2, int_mem_idle = int_mem_idle + $3
-		WHERE pk_host = $1`, p.Host, p.Cores, p.Mem); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `DELETE FROM proc WHERE pk_proc = $1`, p.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	cuebot.finish(ctx, t)
 	res := <-done
 	if res.err != nil {
 		t.Fatal(res.err)
@@ -340,6 +306,44 @@ func TestReleaseAgainRepairsALingeringReader(t *testing.T) {
 	t.Parallel()
 	db := booktest.LoadFarm(t, handoverFarm())
 	ctx := ctxFor(t)
+	cuebot := beginCuebotRelease(ctx, t, db)
+	r, err := shows.Release(ctx, db.Pool, "film", shows.ReleaseOptions{ReadersWait: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(r.Lingering, []int32{cuebot.pid}) {
+		t.Errorf("lingering %v, want Cuebot's pid %d", r.Lingering, cuebot.pid)
+	}
+	cuebot.finish(ctx, t)
+	film := db.Seeded.Shows["film"]
+	if off := offSums(t, db.DB, film); len(off) == 0 {
+		t.Fatal("the lingering release left no counter off its sum: the test shows nothing")
+	}
+	r, err = shows.Release(ctx, db.Pool, "film", shows.ReleaseOptions{})
+	if err != nil || !r.Already {
+		t.Fatalf("release again: %+v %v", r, err)
+	}
+	if off := offSums(t, db.DB, film); len(off) != 0 {
+		t.Errorf("after release again, counters off their sums: %q", off)
+	}
+	audittest.Clean(t, db.Pool, audit.Options{AllowUnmanaged: true})
+}
+
+// cuebotRelease is Cuebot's release of a frame cuesched booked, by hand and
+// in flight: its transaction has read the show as managed (so it will lower
+// no counter) and not yet deleted the proc.
+type cuebotRelease struct {
+	tx  pgx.Tx
+	p   cuebotsim.Proc
+	pid int32 // its backend
+}
+
+// beginCuebotRelease books two frames of show film through cuesched, lets
+// Cuebot finish one (a first release transaction), and begins Cuebot's
+// second release, up to its read of the managed flag. The transaction rolls
+// back at the test's end unless finish committed it.
+func beginCuebotRelease(ctx context.Context, t *testing.T, db *booktest.Seeded) *cuebotRelease {
+	t.Helper()
 	booked := bookByCuesched(t, db, 2)
 	sim := &cuebotsim.Sim{Pool: db.Pool}
 	p, err := sim.ProcOfFrame(ctx, booked[0].Frame.ID)
@@ -353,45 +357,33 @@ func TestReleaseAgainRepairsALingeringReader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Release()
+	t.Cleanup(conn.Release)
 	pid := int32(conn.Conn().PgConn().PID())
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if _, err := tx.Exec(ctx, `SELECT sh.b_scheduler_managed FROM proc p JOIN show sh USING (pk_show) WHERE p.pk_proc = $1`,
-		p.ID); err != nil {
+	t.Cleanup(func() { _ = tx.Rollback(context.WithoutCancel(ctx)) })
+	var managed bool
+	if err := tx.QueryRow(ctx, `SELECT sh.b_scheduler_managed FROM proc p JOIN show sh USING (pk_show) WHERE p.pk_proc = $1`,
+		p.ID).Scan(&managed); err != nil || !managed {
+		t.Fatalf("Cuebot read managed %v (%v)", managed, err)
+	}
+	return &cuebotRelease{tx: tx, p: p, pid: pid}
+}
+
+// finish ends the release as Cuebot decided it: the host gets its
+// resources back, the proc goes, no counter moves.
+func (r *cuebotRelease) finish(ctx context.Context, t *testing.T) {
+	t.Helper()
+	if _, err := r.tx.Exec(ctx, `UPDATE host SET int_cores_idle = int_cores_idle + $2, int_mem_idle = int_mem_idle + $3
+		WHERE pk_host = $1`, r.p.Host, r.p.Cores, r.p.Mem); err != nil {
 		t.Fatal(err)
 	}
-	r, err := shows.Release(ctx, db.Pool, "film", shows.ReleaseOptions{ReadersWait: time.Millisecond})
-	if err != nil {
+	if _, err := r.tx.Exec(ctx, `DELETE FROM proc WHERE pk_proc = $1`, r.p.ID); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(r.Lingering, []int32{pid}) {
-		t.Errorf("lingering %v, want Cuebot's pid %d", r.Lingering, pid)
-	}
-	// Cuebot ends its release as decided: the proc goes, no counter moves.
-	if _, err := tx.Exec(ctx, `UPDATE host SET int_cores_idle = int_cores_idle + $2, int_mem_idle = int_mem_idle + $3
-		WHERE pk_host = $1`, p.Host, p.Cores, p.Mem); err != nil {
+	if err := r.tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tx.Exec(ctx, `DELETE FROM proc WHERE pk_proc = $1`, p.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	film := db.Seeded.Shows["film"]
-	if off := offSums(t, db.DB, film); len(off) == 0 {
-		t.Fatal("the lingering release left no counter off its sum: the test shows nothing")
-	}
-	r, err = shows.Release(ctx, db.Pool, "film", shows.ReleaseOptions{})
-	if err != nil || !r.Already {
-		t.Fatalf("release again: %+v %v", r, err)
-	}
-	if off := offSums(t, db.DB, film); len(off) != 0 {
-		t.Errorf("after release again, counters off their sums: %q", off)
-	}
-	audittest.Clean(t, db.Pool, audit.Options{AllowUnmanaged: true})
 }

@@ -1,12 +1,8 @@
 package e2e
 
 import (
-	"bufio"
-	"context"
-	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cuesched/cuesched/deploy"
 )
@@ -20,26 +16,9 @@ func checkDeployMetrics(t *testing.T, addr string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("read metrics: %v", err)
-	}
-	defer resp.Body.Close()
 	exported := map[string]bool{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
+	for _, line := range scrape(t, addr) {
 		exported[line[:strings.IndexAny(line, "{ ")]] = true
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("read metrics: %v", err)
 	}
 	for name, where := range used {
 		if !exported[name] {

@@ -91,19 +91,8 @@ func queuedLayers(t *testing.T, addr string) float64 {
 // metric name.
 func scrapeSum(t *testing.T, addr, name string) float64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("read metrics: %v", err)
-	}
-	defer resp.Body.Close()
 	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
+	for _, line := range scrape(t, addr) {
 		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
 			continue
 		}
@@ -113,10 +102,32 @@ func scrapeSum(t *testing.T, addr, name string) float64 {
 		}
 		sum += v
 	}
+	return sum
+}
+
+// scrape reads an instance's /metrics: its sample lines, without comments.
+func scrape(t *testing.T, addr string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("read metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	var lines []string
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if line := sc.Text(); line != "" && !strings.HasPrefix(line, "#") {
+			lines = append(lines, line)
+		}
+	}
 	if err := sc.Err(); err != nil {
 		t.Fatalf("read metrics: %v", err)
 	}
-	return sum
+	return lines
 }
 
 func logSize(t *testing.T, path string) int64 {
