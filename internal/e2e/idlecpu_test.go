@@ -43,6 +43,7 @@ func allAsleep(t *testing.T, i *instance) bool {
 // sleepers says how many of the clusters an instance owns sleep, for a
 // failure's message.
 func sleepers(t *testing.T, i *instance) string {
+	t.Helper()
 	addr := i.metricsAddr(t)
 	return fmt.Sprintf("%v of %v clusters asleep", scrapeSum(t, addr, "cuesched_clusters_asleep"),
 		scrapeSum(t, addr, "cuesched_clusters_owned"))
@@ -64,8 +65,8 @@ func cpuTime(t *testing.T, pid int) time.Duration {
 
 // An idle instance uses almost no CPU, also after ownership has changed
 // (issue 11, defect 1: the loop once spun after the first change). Two
-// instances book the stress farm (seed.SuiteStress) to the full (one hands clusters to
-// the other as it joins); one is killed and the other takes its clusters
+// instances book the stress farm (seed.SuiteStress) to the full (one hands
+// clusters to the other as it joins); one is killed and the other takes its clusters
 // over; then the survivor, with nothing left to book, must use under 0.2 s
 // of CPU in 10 s. With CUESCHED_BENCH=1 the same runs on a farm of 10,000
 // hosts too (BENCHMARKS.md gives both figures).
