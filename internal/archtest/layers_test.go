@@ -54,7 +54,7 @@ var mayImport = map[string][]string{
 	// deploy holds the deployment files and the metric names their
 	// expressions read, for tests; nothing in production imports it.
 	"deploy": {},
-	"cmd/cuesched": {"cdc", "explain", "internal/config", "internal/grants", "internal/instance",
+	"cmd/cuesched": {"cdc", "explain", "internal/config", "internal/audit", "internal/grants", "internal/instance",
 		"internal/preflight", "migrations", "ownership", "scheduler", "shows", "status"},
 	// Writes the texts the settings generate (README table, example file).
 	"internal/config/gen": {"internal/config"},

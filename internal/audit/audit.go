@@ -44,10 +44,10 @@ const (
 
 // Violation is one finding.
 type Violation struct {
-	Check  string // which invariant, e.g. "host-reserved"
-	Key    string // the row it concerns, e.g. a pk_host
-	Kind   Kind
-	Detail string // what is wrong, and for an over-limit why it is of its kind
+	Check  string `json:"check"` // which invariant, e.g. "host-reserved"
+	Key    string `json:"key"`   // the row it concerns, e.g. a pk_host
+	Kind   Kind   `json:"kind"`
+	Detail string `json:"detail"` // what is wrong, and for an over-limit why it is of its kind
 }
 
 func (v Violation) String() string {
@@ -324,6 +324,29 @@ func Run(ctx context.Context, q Querier, opts Options) ([]Violation, error) {
 		}
 	}
 	return out, nil
+}
+
+// Snapshot runs Run in one read-only transaction (REPEATABLE READ), so that
+// every check reads the same moment of a live farm: a counter and the procs
+// it sums, an outbox row and its proc, cannot be read apart.
+func Snapshot(ctx context.Context, pool *pgxpool.Pool, opts Options) ([]Violation, error) {
+	var vs []Violation
+	err := pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly},
+		func(tx pgx.Tx) error {
+			var err error
+			vs, err = Run(ctx, tx, opts)
+			return err
+		})
+	return vs, err
+}
+
+// Checks is the name of every check Run may report, in its order.
+func Checks() []string {
+	names := make([]string, len(checks))
+	for i, c := range checks {
+		names[i] = c.name
+	}
+	return names
 }
 
 func queryRow(ctx context.Context, q Querier, sql string, dest ...any) error {
