@@ -11,6 +11,7 @@ import (
 
 	"github.com/cuesched/cuesched/internal/audit"
 	"github.com/cuesched/cuesched/internal/config"
+	"github.com/cuesched/cuesched/internal/instance"
 )
 
 var auditUsage = config.Usage{
@@ -21,7 +22,8 @@ var auditUsage = config.Usage{
 		"they allow, with the reason.\n\n" +
 		"Each finding is illegal (a rule broken) or left-legal: over a limit only because a later change put it " +
 		"there (a cap lowered, a host moved, a show handed back while its frames run); those end with the frames. " +
-		"Procs of shows not managed that cuesched did not book are Cuebot's and left alone.\n\n" +
+		"Procs of shows not managed that cuesched did not book are Cuebot's and left alone; with --counters cuebot, so " +
+		"are the counters.\n\n" +
 		"Exit status: 0 when nothing illegal is found (left-legal findings are printed), 1 when something " +
 		"illegal is found or the audit could not run, 2 on a bad setting. A role given `cuesched grants` may run it.",
 	Flags: []config.Flag{{Name: "json", Type: "bool", Meaning: "print the report as JSON", Default: "false"}},
@@ -67,7 +69,7 @@ func runAudit(ctx context.Context, env *environment, args []string) error {
 	defer cancel()
 	r := auditReport{At: time.Now().UTC().Truncate(time.Second), OutboxAge: cfg.OutboxAge.String(),
 		Findings: []audit.Violation{}}
-	vs, err := audit.Snapshot(actx, pool, auditOptions(cfg))
+	vs, err := audit.Snapshot(actx, pool, instance.AuditOptions(cfg))
 	if err != nil {
 		return err
 	}
@@ -87,12 +89,6 @@ func runAudit(ctx context.Context, env *environment, args []string) error {
 		return illegalFound(r.Illegal)
 	}
 	return nil
-}
-
-// auditOptions are the audit's options for a farm shared with Cuebot, as
-// both the command and a running instance audit it.
-func auditOptions(cfg config.Config) audit.Options {
-	return audit.Options{AllowUnmanaged: true, SkipCounters: cfg.Counters == "cuebot", OutboxAge: cfg.OutboxAge}
 }
 
 func printAudit(w io.Writer, r auditReport) {
