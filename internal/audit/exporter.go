@@ -35,6 +35,7 @@ func NewExporter(pool *pgxpool.Pool, opts Options, every time.Duration, log *slo
 				"left-legal (over a limit a later change put it over)."}, []string{"check", "kind"}),
 	}
 	reg.MustRegister(a.findings)
+	a.set(nil) // every series exists from the start: 0 until the first run says otherwise
 	return a
 }
 
@@ -57,8 +58,22 @@ func (a *Exporter) once(ctx context.Context) {
 		}
 		return
 	}
-	// Every check's series is written each run, zero included, so that a
-	// finding gone reads 0 rather than its last count.
+	a.set(vs)
+	illegal := Illegals(vs)
+	a.log.Debug("invariant audit", "findings", len(vs), "illegal", len(illegal), "took", time.Since(began))
+	switch {
+	case len(illegal) > 0 && len(illegal) != a.illegal:
+		a.log.Warn("invariant audit found illegal state (cuesched audit lists it)", "illegal", len(illegal),
+			"first", illegal[0].String())
+	case len(illegal) == 0 && a.illegal > 0:
+		a.log.Info("invariant audit clean again")
+	}
+	a.illegal = len(illegal)
+}
+
+// set writes every check's series, zero included, so that a finding gone
+// reads 0 rather than its last count.
+func (a *Exporter) set(vs []Violation) {
 	counts := map[[2]string]int{}
 	for _, c := range Checks() {
 		counts[[2]string{c, string(Illegal)}] = 0
@@ -70,14 +85,4 @@ func (a *Exporter) once(ctx context.Context) {
 	for k, n := range counts {
 		a.findings.WithLabelValues(k[0], k[1]).Set(float64(n))
 	}
-	illegal := Illegals(vs)
-	a.log.Debug("invariant audit", "findings", len(vs), "illegal", len(illegal), "took", time.Since(began))
-	switch {
-	case len(illegal) > 0 && len(illegal) != a.illegal:
-		a.log.Warn("invariant audit found illegal state (cuesched audit lists it)", "illegal", len(illegal),
-			"first", illegal[0].String())
-	case len(illegal) == 0 && a.illegal > 0:
-		a.log.Info("invariant audit clean again")
-	}
-	a.illegal = len(illegal)
 }
