@@ -18,6 +18,18 @@
 // put them over: left legal. A database without those tables (the
 // Cuebot-only schema of some tests) has no recorded change: every over-limit
 // is illegal there.
+//
+// A booking's time is its transaction's start. A booking locks the cap rows
+// (and the host) it books against, so one that began after a change waited
+// for it and read the new cap: called illegal, it was. One that began before
+// a change and committed after it counts as booked before: the audit can miss
+// such a booking over the new cap, and cannot tell it from one the change
+// left over. A release is stamped as it commits (bookings read the show
+// unlocked); a booking that began within the release's own commit (its WAL
+// flush, a synchronous standby's acknowledgement) may have read the show
+// still managed and is called illegal all the same. A proc over a limit both
+// before and after a change (illegal under the old limit too) reads left
+// legal: the old value is not kept.
 package audit
 
 import (

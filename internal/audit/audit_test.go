@@ -264,3 +264,38 @@ func TestAuditNamesStaleOutboxRows(t *testing.T) {
 		t.Errorf("without OutboxAge: %s", audit.Summary(vs))
 	}
 }
+
+// A recorded change older than every proc decides nothing, and the next
+// change drops it: cuesched.limit_change holds the changes of running work.
+func TestLimitChangesOlderThanEveryProcAreDropped(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t, pgtest.Full)
+	s, err := seed.Load(t.Context(), db.Pool, &seed.Farm{
+		Shows:  []seed.Show{{Name: "idle", Managed: true}},
+		Limits: []seed.Limit{{Name: "a", Max: 3}, {Name: "b", Max: 3}},
+	}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec(t, db, `UPDATE limit_record SET int_max_value = 2 WHERE pk_limit_record = $1`, s.Limits["a"])
+	exec(t, db, `UPDATE limit_record SET int_max_value = 4 WHERE pk_limit_record = $1`, s.Limits["a"]) // raised: not recorded
+	exec(t, db, `UPDATE limit_record SET int_max_value = 1 WHERE pk_limit_record = $1`, s.Limits["b"])
+	var keys []string
+	rows, err := db.Pool.Query(t.Context(), `SELECT what || ' ' || key FROM cuesched.limit_change ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	if want := "limit " + s.Limits["b"]; len(keys) != 1 || keys[0] != want {
+		t.Errorf("limit_change holds %v, want only %q (no proc runs: a's change is dropped)", keys, want)
+	}
+}
