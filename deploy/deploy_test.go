@@ -369,7 +369,7 @@ func TestDashboard(t *testing.T) {
 		"Layers waiting, by reason": "cuesched_layers_waiting", "Clusters by owner": "cuesched_clusters_owned",
 		"Replication lag": "cuesched_replication_lag_seconds", "Launch failures": "cuesched_dispatch_launches_total",
 		"Launch outbox backlog": "cuesched_dispatch_outbox_pending", "Process CPU": "process_cpu_seconds_total",
-		"Counter rows the guard refuses": "cuesched_counters_refused",
+		"Counter rows the guard refuses": "cuesched_counters_refused", "Invariant audit findings": "cuesched_audit_findings",
 	} {
 		if !strings.Contains(titles[title], metric) {
 			t.Errorf("no panel %q reading %s", title, metric)

@@ -1,6 +1,6 @@
 // Command cuesched is the one binary of cuesched: the scheduler itself
 // (run), its database migrations (migrate), what the instances are doing
-// (status), why a job waits (explain), the SQL giving its role what it needs
+// (status), why a job waits (explain), the invariant audit (audit), the SQL giving its role what it needs
 // (grants) and its version. The demo is a command of its own,
 // cmd/cuesched-demo: this binary links nothing of the test world.
 package main
@@ -42,6 +42,7 @@ func commands() []command {
 		{"migrate", "apply, roll back, show or force cuesched's migrations: migrate up|down|status|force VERSION --db ...", runMigrate},
 		{"status", "show instances, the clusters each owns, pending work and why it waits: status --db ... [--json]", runStatus},
 		{"explain", "why a job's layers wait (read-only): explain --db ... --job NAME [--layer NAME] [--json]", runExplain},
+		{"audit", "check the invariants (read-only); exit 1 when something is illegal: audit --db ... [--outbox-age 5m] [--json]", runAudit},
 		{"grants", "print the SQL giving cuesched's role what it needs: grants --role NAME [--database NAME]", runGrants},
 		{"show", "list shows, hand one to cuesched or back to Cuebot: show list|manage NAME|release NAME --db ...", runShow},
 		{"version", "print the version", runVersion},

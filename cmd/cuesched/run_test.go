@@ -59,7 +59,7 @@ func TestRunBooksPeerStressFarm(t *testing.T) {
 	if _, err := seed.Load(t.Context(), db.Pool, farm, 5); err != nil {
 		t.Fatal(err)
 	}
-	run := startRun(t, db, "--log-level", "debug")
+	run := startRun(t, db, "--log-level", "debug", "--audit-interval", "1s")
 	waiting := func() int {
 		var n int
 		if err := db.Pool.QueryRow(t.Context(), `SELECT count(*) FROM frame WHERE str_state = 'WAITING'`).Scan(&n); err != nil {
@@ -70,6 +70,12 @@ func TestRunBooksPeerStressFarm(t *testing.T) {
 	waitFor(t, 2*time.Minute, "every frame booked", func() bool {
 		run.alive(t)
 		return waiting() == 0
+	})
+	// The instance audits itself every --audit-interval (cuesched_audit_findings):
+	// once the counters have caught up, nothing illegal.
+	waitFor(t, time.Minute, "the instance's audit finding nothing illegal", func() bool {
+		run.alive(t)
+		return regexp.MustCompile(`msg="invariant audit" findings=0 illegal=0`).MatchString(run.out.String())
 	})
 	run.stop(t)
 	var running int

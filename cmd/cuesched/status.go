@@ -26,19 +26,7 @@ var statusUsage = config.Usage{
 
 // runStatus prints the deployment's state as the database holds it.
 func runStatus(ctx context.Context, env *environment, args []string) error {
-	asJSON := false
-	var rest []string
-	for _, a := range args {
-		switch strings.TrimLeft(a, "-") {
-		case "json", "json=true":
-			asJSON = true
-			continue
-		case "json=false":
-			asJSON = false
-			continue
-		}
-		rest = append(rest, a)
-	}
+	asJSON, rest := splitJSON(args)
 	if wantsHelp(args) {
 		config.PrintHelp(env.stdout, "status", statusUsage)
 		return flag.ErrHelp
@@ -68,6 +56,22 @@ func runStatus(ctx context.Context, env *environment, args []string) error {
 	}
 	printStatus(env.stdout, r)
 	return nil
+}
+
+// splitJSON takes the --json flag (status and audit) out of args.
+func splitJSON(args []string) (asJSON bool, rest []string) {
+	for _, a := range args {
+		switch strings.TrimLeft(a, "-") {
+		case "json", "json=true":
+			asJSON = true
+			continue
+		case "json=false":
+			asJSON = false
+			continue
+		}
+		rest = append(rest, a)
+	}
+	return asJSON, rest
 }
 
 // printStatus writes the report as tables for people.

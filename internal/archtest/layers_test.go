@@ -46,15 +46,15 @@ var mayImport = map[string][]string{
 		"internal/grants",
 	},
 	"internal/rqd":        {},
-	"internal/audit":      {},
+	"internal/audit":      {"internal/wait"},
 	"internal/activity":   {},
 	"internal/writefloor": {"dispatch/writeset", "match"},
-	"internal/instance": {"cache", "cdc", "cluster", "counters", "dispatch", "internal/activity", "internal/config",
-		"internal/metrics", "launch", "match", "ownership", "queue", "scheduler", "status"},
+	"internal/instance": {"cache", "cdc", "cluster", "counters", "dispatch", "internal/activity", "internal/audit",
+		"internal/config", "internal/metrics", "launch", "match", "ownership", "queue", "scheduler", "status"},
 	// deploy holds the deployment files and the metric names their
 	// expressions read, for tests; nothing in production imports it.
 	"deploy": {},
-	"cmd/cuesched": {"cdc", "explain", "internal/config", "internal/grants", "internal/instance",
+	"cmd/cuesched": {"cdc", "explain", "internal/audit", "internal/config", "internal/grants", "internal/instance",
 		"internal/preflight", "migrations", "ownership", "scheduler", "shows", "status"},
 	// Writes the texts the settings generate (README table, example file).
 	"internal/config/gen": {"internal/config"},

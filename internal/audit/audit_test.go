@@ -2,7 +2,9 @@ package audit_test
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/cuesched/cuesched/internal/audit"
 	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
@@ -53,7 +55,7 @@ func TestPeerStressFarmIsClean(t *testing.T) {
 // two hosts; the audit is clean before a test corrupts it.
 func bookedFarm(t *testing.T) (*pgtest.DB, *seed.Seeded, []string) {
 	t.Helper()
-	db := pgtest.NewDB(t, pgtest.Cuebot)
+	db := pgtest.NewDB(t, pgtest.Full)
 	f := &seed.Farm{
 		Hosts: []seed.Host{
 			{Name: "a", Alloc: "local.general", Cores: 800, Mem: 16 * seed.GB},
@@ -92,14 +94,19 @@ func exec(t *testing.T, db *pgtest.DB, sql string, args ...any) {
 	}
 }
 
+// wantExactly checks the findings' checks, keys and kinds (Illegal when
+// want leaves it empty).
 func wantExactly(t *testing.T, vs []audit.Violation, want ...audit.Violation) {
 	t.Helper()
 	if len(vs) != len(want) {
-		t.Fatalf("got %s, want %d violations %v", audit.Summary(vs), len(want), want)
+		t.Fatalf("got %s, want %d findings %v", audit.Summary(vs), len(want), want)
 	}
-	for i := range want {
-		if vs[i].Check != want[i].Check || vs[i].Key != want[i].Key {
-			t.Errorf("violation %d: got %s, want check %s on key %s", i, vs[i], want[i].Check, want[i].Key)
+	for i, w := range want {
+		if w.Kind == "" {
+			w.Kind = audit.Illegal
+		}
+		if vs[i].Check != w.Check || vs[i].Key != w.Key || vs[i].Kind != w.Kind {
+			t.Errorf("finding %d: got %s, want check %s on key %s, %s", i, vs[i], w.Check, w.Key, w.Kind)
 		}
 	}
 }
@@ -129,28 +136,166 @@ func TestAuditNamesBrokenFrameProcPair(t *testing.T) {
 	wantExactly(t, run(t, db, audit.Options{}), audit.Violation{Check: "running-frame-proc", Key: frames[0]})
 }
 
-func TestAuditNamesCapBreaches(t *testing.T) {
+// A limit lowered under what runs leaves it over, legally; a frame booked
+// after the change above it is illegal, and so is the whole breach then.
+func TestAuditTellsALoweredLimitFromABookingAboveIt(t *testing.T) {
 	t.Parallel()
 	db, s, _ := bookedFarm(t)
 	lim := s.Limits["lic"]
 	exec(t, db, `UPDATE limit_record SET int_max_value = 2 WHERE pk_limit_record = $1`, lim)
-	wantExactly(t, run(t, db, audit.Options{}), audit.Violation{Check: "cap-limit", Key: lim})
+	wantExactly(t, run(t, db, audit.Options{}), audit.Violation{Check: "cap-limit", Key: lim, Kind: audit.LeftLegal})
 	if vs := run(t, db, audit.Options{SkipCaps: true}); len(vs) != 0 {
 		t.Errorf("with caps skipped: %s", audit.Summary(vs))
 	}
+	sim := &cuebotsim.Sim{Pool: db.Pool}
+	if _, err := sim.Book(t.Context(), s.Jobs["audit-job"].Frames["0004-l"], s.Hosts["b"], 100, seed.GB, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	wantExactly(t, run(t, db, audit.Options{}), audit.Violation{Check: "cap-limit", Key: lim})
 }
 
-func TestAuditNamesUnmanagedProc(t *testing.T) {
+// The same for a show's burst and a job's maximum, lowered by Cuebot (or an
+// operator) under its running frames: left legal, with the reason.
+func TestAuditLeavesLoweredCapsLegal(t *testing.T) {
 	t.Parallel()
 	db, s, _ := bookedFarm(t)
+	job := s.Jobs["audit-job"].ID
+	var sub string
+	if err := db.Pool.QueryRow(t.Context(), `SELECT pk_subscription FROM subscription WHERE pk_show = $1`,
+		s.Shows["audit"]).Scan(&sub); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, db, `UPDATE subscription SET int_burst = 500 WHERE pk_subscription = $1`, sub)
+	exec(t, db, `UPDATE job_resource SET int_max_cores = 400 WHERE pk_job = $1`, job)
+	vs := run(t, db, audit.Options{})
+	wantExactly(t, vs, audit.Violation{Check: "cap-burst", Key: sub, Kind: audit.LeftLegal},
+		audit.Violation{Check: "cap-job", Key: job, Kind: audit.LeftLegal})
+	if !strings.Contains(vs[0].Detail, "every one booked before the change at") {
+		t.Errorf("detail %q does not say why", vs[0].Detail)
+	}
+	if ill := audit.Illegals(vs); len(ill) != 0 {
+		t.Errorf("illegal: %s", audit.Summary(ill))
+	}
+}
+
+// A host moved to another allocation with its frames running takes them
+// over that allocation's burst: left legal.
+func TestAuditLeavesAMovedHostLegal(t *testing.T) {
+	t.Parallel()
+	db, s, _ := bookedFarm(t)
+	exec(t, db, `INSERT INTO alloc (pk_alloc, str_name, pk_facility, str_tag)
+		SELECT 'audit-small', 'local.small', pk_facility, 'small' FROM alloc WHERE pk_alloc = $1`, s.Allocs["local.general"])
+	exec(t, db, `INSERT INTO subscription (pk_subscription, pk_alloc, pk_show, int_size, int_burst)
+		VALUES ('audit-small-sub', 'audit-small', $1, 0, 100)`, s.Shows["audit"])
+	exec(t, db, `UPDATE host SET pk_alloc = 'audit-small' WHERE pk_host = $1`, s.Hosts["a"])
+	vs, err := audit.Run(t.Context(), db.Pool, audit.Options{SkipCounters: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantExactly(t, vs, audit.Violation{Check: "cap-burst", Key: "audit-small-sub", Kind: audit.LeftLegal})
+}
+
+// A show handed back with frames running leaves their procs legal; a proc
+// booked for it after is illegal. Beside Cuebot (AllowUnmanaged) only
+// cuesched's procs (those with an outbox row) are checked.
+func TestAuditTellsAReleasedShowsProcsFromBookingsAfter(t *testing.T) {
+	t.Parallel()
+	db, s, _ := bookedFarm(t)
+	outbox(t, db, "launched", 0)
 	exec(t, db, `UPDATE show SET b_scheduler_managed = false WHERE pk_show = $1`, s.Shows["audit"])
 	vs := run(t, db, audit.Options{})
 	if len(vs) != 3 {
 		t.Fatalf("got %s, want the 3 procs of the now unmanaged show", audit.Summary(vs))
 	}
 	for _, v := range vs {
-		if v.Check != "unmanaged-proc" {
+		if v.Check != "unmanaged-proc" || v.Kind != audit.LeftLegal {
 			t.Errorf("unexpected %s", v)
 		}
+	}
+	sim := &cuebotsim.Sim{Pool: db.Pool}
+	late, err := sim.Book(t.Context(), s.Jobs["audit-job"].Frames["0004-l"], s.Hosts["b"], 100, seed.GB, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ill := audit.Illegals(run(t, db, audit.Options{SkipCaps: true})); len(ill) != 1 || ill[0].Key != late {
+		t.Errorf("after a booking of the released show: illegal %s, want the proc %s", audit.Summary(ill), late)
+	}
+	// Beside Cuebot, that proc (no outbox row) is Cuebot's; ours are left legal.
+	vs = run(t, db, audit.Options{AllowUnmanaged: true, SkipCaps: true})
+	if len(vs) != 3 || len(audit.Illegals(vs)) != 0 {
+		t.Errorf("beside Cuebot: %s, want the 3 procs of ours left legal", audit.Summary(vs))
+	}
+	outbox(t, db, "launched", 0) // now the late proc is ours too
+	if ill := audit.Illegals(run(t, db, audit.Options{AllowUnmanaged: true, SkipCaps: true})); len(ill) != 1 ||
+		ill[0].Key != late {
+		t.Errorf("beside Cuebot, ours booked after the release: illegal %s, want the proc %s", audit.Summary(ill), late)
+	}
+}
+
+// outbox writes a launch outbox row for every proc without one, as the
+// booking would have, created age ago.
+func outbox(t *testing.T, db *pgtest.DB, state string, age time.Duration) {
+	t.Helper()
+	exec(t, db, `INSERT INTO cuesched.launch_outbox (proc_id, frame_id, frame_version, host_id, host_name, cluster_id,
+		state, created_at)
+		SELECT p.pk_proc, p.pk_frame, 1, p.pk_host, h.str_name, 1, $1, greatest(p.ts_booked, now() - make_interval(secs => $2))
+		  FROM proc p JOIN host h USING (pk_host)
+		 WHERE NOT EXISTS (SELECT 1 FROM cuesched.launch_outbox o WHERE o.proc_id = p.pk_proc)`,
+		state, age.Seconds())
+}
+
+// A booking neither launched nor released past OutboxAge is illegal; a
+// launched one lives as long as its frame runs.
+func TestAuditNamesStaleOutboxRows(t *testing.T) {
+	t.Parallel()
+	db, _, _ := bookedFarm(t)
+	outbox(t, db, "launched", 0)
+	exec(t, db, `UPDATE cuesched.launch_outbox SET created_at = now() - interval '1 hour'`)
+	var stale string
+	if err := db.Pool.QueryRow(t.Context(), `UPDATE cuesched.launch_outbox SET state = 'pending'
+		WHERE proc_id = (SELECT min(proc_id) FROM cuesched.launch_outbox) RETURNING proc_id`).Scan(&stale); err != nil {
+		t.Fatal(err)
+	}
+	wantExactly(t, run(t, db, audit.Options{OutboxAge: 5 * time.Minute}), audit.Violation{Check: "outbox-stale", Key: stale})
+	if vs := run(t, db, audit.Options{OutboxAge: 2 * time.Hour}); len(vs) != 0 {
+		t.Errorf("younger than OutboxAge: %s", audit.Summary(vs))
+	}
+	if vs := run(t, db, audit.Options{}); len(vs) != 0 {
+		t.Errorf("without OutboxAge: %s", audit.Summary(vs))
+	}
+}
+
+// A recorded change older than every proc decides nothing, and the next
+// change drops it: cuesched.limit_change holds the changes of running work.
+func TestLimitChangesOlderThanEveryProcAreDropped(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t, pgtest.Full)
+	s, err := seed.Load(t.Context(), db.Pool, &seed.Farm{
+		Shows:  []seed.Show{{Name: "idle", Managed: true}},
+		Limits: []seed.Limit{{Name: "a", Max: 3}, {Name: "b", Max: 3}},
+	}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec(t, db, `UPDATE limit_record SET int_max_value = 2 WHERE pk_limit_record = $1`, s.Limits["a"])
+	exec(t, db, `UPDATE limit_record SET int_max_value = 4 WHERE pk_limit_record = $1`, s.Limits["a"]) // raised: not recorded
+	exec(t, db, `UPDATE limit_record SET int_max_value = 1 WHERE pk_limit_record = $1`, s.Limits["b"])
+	var keys []string
+	rows, err := db.Pool.Query(t.Context(), `SELECT what || ' ' || key FROM cuesched.limit_change ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	if want := "limit " + s.Limits["b"]; len(keys) != 1 || keys[0] != want {
+		t.Errorf("limit_change holds %v, want only %q (no proc runs: a's change is dropped)", keys, want)
 	}
 }

@@ -66,6 +66,11 @@ type Config struct {
 	Workers         int // clusters worked concurrently
 	// TagPressure is cache.Hosts' pressure fraction: 0 turns it off.
 	TagPressure float64
+	// AuditEvery is how often a running instance runs the invariant audit
+	// for its metric; OutboxAge is when the audit calls a launch outbox row
+	// still pending or unsure stale.
+	AuditEvery time.Duration
+	OutboxAge  time.Duration
 }
 
 // Default is the configuration with nothing set.
@@ -92,6 +97,8 @@ func Default() Config {
 		TagPressure:    0.5, // cache.DefaultPressureFraction
 
 		LogSummaryEvery: 30 * time.Second,
+		AuditEvery:      time.Minute,
+		OutboxAge:       5 * time.Minute,
 	}
 }
 

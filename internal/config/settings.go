@@ -45,7 +45,8 @@ func (v value) typeName() string {
 var (
 	runOnly      = []string{"run"}
 	matching     = []string{"run", "explain"}
-	withDatabase = []string{"run", "migrate", "status", "explain", "show"}
+	withDatabase = []string{"run", "migrate", "status", "explain", "show", "audit"}
+	audited      = []string{"run", "audit"}
 )
 
 func text(p *string) value {
@@ -191,7 +192,7 @@ func settings(c *Config) []setting {
 			meaning: "how work is found: `events` (logical replication + notifications) or `poll` (no logical replication needed: hosts, usage, caps and work read every poll interval)"},
 		{name: "poll-interval", value: duration(&c.PollEvery, 100*time.Millisecond), commands: runOnly,
 			meaning: "with `--feed poll`: how often hosts, usage, caps and work are read"},
-		{name: "counters", value: choice(&c.Counters, "cuesched", "cuebot"), commands: runOnly,
+		{name: "counters", value: choice(&c.Counters, "cuesched", "cuebot"), commands: audited,
 			meaning: "who brings managed shows' counters back after releases: `cuesched`, or `cuebot` for an older Cuebot that lowers them itself"},
 		{name: "log-level", value: choice(&c.LogLevel, "debug", "info", "warn", "error"), commands: runOnly,
 			meaning: "the least severe log records written"},
@@ -221,6 +222,10 @@ func settings(c *Config) []setting {
 			meaning: "clusters booked concurrently"},
 		{name: "tag-pressure", value: number(&c.TagPressure, 0, 10), commands: runOnly,
 			meaning: "leave a tag's hosts to the work that can run only there once that work needs this share of their idle capacity; `0` turns it off"},
+		{name: "audit-interval", value: duration(&c.AuditEvery, time.Second), commands: runOnly,
+			meaning: "how often each instance runs the invariant audit for the `cuesched_audit_findings` metric"},
+		{name: "outbox-age", value: duration(&c.OutboxAge, time.Second), commands: audited,
+			meaning: "the audit reports a booking neither launched nor released this long after it was booked (a launch outbox row still pending or unsure)"},
 	}
 }
 

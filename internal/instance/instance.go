@@ -23,6 +23,7 @@ import (
 	"github.com/cuesched/cuesched/counters"
 	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/internal/activity"
+	"github.com/cuesched/cuesched/internal/audit"
 	"github.com/cuesched/cuesched/internal/config"
 	"github.com/cuesched/cuesched/internal/metrics"
 	"github.com/cuesched/cuesched/launch"
@@ -113,6 +114,7 @@ type parts struct {
 	sched      *scheduler.Scheduler
 	// activity is what the instance logs of its work at info, per interval.
 	activity *activity.Log
+	auditor  *audit.Exporter
 }
 
 // build builds every part and then wires the loop's events to the parts
@@ -133,6 +135,7 @@ func build(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, buckets int,
 		return nil, err
 	}
 	p.coord = coord
+	p.auditor = audit.NewExporter(pool, AuditOptions(cfg), cfg.AuditEvery, log, reg)
 	p.activity = activity.New(activity.Config{Logger: log, Interval: cfg.LogSummaryEvery,
 		Clusters: func() int { return len(p.coord.View().Claims) }, Waiting: p.waiting})
 	if !cfg.DryRun {
@@ -285,6 +288,7 @@ func (p *parts) serve(ctx context.Context, srv *metrics.Server, opt Options) err
 	}
 	g.Go(func() error { return p.listener.Run(gctx) })
 	g.Go(func() error { return p.launcher.Run(gctx) })
+	g.Go(func() error { return p.auditor.Run(gctx) })
 	coordDone := make(chan error, 1)
 	go func() { coordDone <- p.coord.Run(coordCtx) }()
 	// The activity log stops last, so that its final summary counts what
@@ -345,6 +349,14 @@ func (p *parts) serve(ctx context.Context, srv *metrics.Server, opt Options) err
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// AuditOptions are the audit's options for a farm shared with Cuebot, as
+// `cuesched audit` and a running instance both audit it: Cuebot's own procs
+// of the shows it books are left alone, and with --counters cuebot the
+// counters are Cuebot's.
+func AuditOptions(cfg config.Config) audit.Options {
+	return audit.Options{AllowUnmanaged: true, SkipCounters: cfg.Counters == "cuebot", OutboxAge: cfg.OutboxAge}
 }
 
 // Policy is the placement policy the settings name.
