@@ -19,10 +19,10 @@ import (
 // bucket of pool1 (--manual-tags pool1). Waves of one-core frames in both
 // clusters, more than the hosts hold, race for the same hosts; after every
 // wave fills the farm the audit finds no host over-committed, then the
-// frames complete and the next part of the wave books. 5 waves in the
+// frames complete and the next part of the wave books. 3 waves in the
 // default suite, 50 with CUESCHED_CHAOS=1.
 func TestRaceOverlappingClusters(t *testing.T) {
-	waves := 5
+	waves := 3
 	if os.Getenv("CUESCHED_CHAOS") == "1" {
 		waves = 50
 	}
