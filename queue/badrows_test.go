@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 	"github.com/cuesched/cuesched/internal/testworld/seed"
+	"github.com/cuesched/cuesched/match"
 	"github.com/cuesched/cuesched/queue"
 )
 
@@ -206,22 +208,81 @@ func TestRowsSkippedExportedAtZero(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var reasons []string
+	var got []string
 	for _, mf := range mfs {
 		if mf.GetName() != "cuesched_rows_skipped_total" {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
 			for _, lp := range m.GetLabel() {
-				if lp.GetName() == "reason" {
-					reasons = append(reasons, lp.GetValue())
-				}
+				labels[lp.GetName()] = lp.GetValue()
 			}
+			got = append(got, labels["table"]+"/"+labels["reason"])
 		}
 	}
-	slices.Sort(reasons)
-	want := slices.Sorted(slices.Values(queue.SkipReasons))
-	if !slices.Equal(reasons, want) {
-		t.Errorf("cuesched_rows_skipped_total exported for reasons %q, want %q", reasons, want)
+	want := []string{"frame/" + queue.SkipNullVersion}
+	for _, r := range queue.SkipReasons {
+		want = append(want, "layer/"+r)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("cuesched_rows_skipped_total exported for %q, want %q", got, want)
+	}
+}
+
+// A WAITING frame whose int_version is NULL can never be booked (every
+// booking, Cuebot's too, is guarded by int_version = the version read): the
+// frames read for a layer leave it out, after the bookable frames behind it
+// in dispatch order, with one log line and one count however often it is
+// read; a layer left with only such frames gets none.
+func TestNullVersionFramesAreSkippedOnce(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	s := testFarm(t, db)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	k := launch(t, s, job("nullver",
+		seed.Layer{Name: "mixed", Frames: 3, Cores: 100, Mem: seed.GB, Tags: "general"},
+		seed.Layer{Name: "only", Frames: 1, Cores: 100, Mem: seed.GB, Tags: "general"}))
+	// The first frame of "mixed" in dispatch order, and the only one of "only".
+	if _, err := db.Pool.Exec(ctx, `UPDATE frame SET int_version = NULL WHERE pk_frame IN (
+		(SELECT pk_frame FROM frame WHERE pk_layer = $1 ORDER BY int_dispatch_order, int_layer_order LIMIT 1),
+		(SELECT pk_frame FROM frame WHERE pk_layer = $2))`, k.Layers["mixed"], k.Layers["only"]); err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	q := queue.New(db.Pool, slog.New(slog.NewJSONHandler(&logs, nil)))
+	q.Metrics = queue.NewMetrics(prometheus.NewRegistry())
+	if err := q.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mixed, ok1 := q.Layer(k.Layers["mixed"])
+	only, ok2 := q.Layer(k.Layers["only"])
+	if !ok1 || !ok2 {
+		t.Fatal("the layers were not queued")
+	}
+	for _, limit := range []int{1, 0, 0} {
+		if err := q.Frames(ctx, []*match.Layer{mixed, only}, limit); err != nil {
+			t.Fatal(err)
+		}
+		want := 2
+		if limit == 1 {
+			want = 1
+		}
+		if len(mixed.Frames) != want || len(only.Frames) != 0 {
+			t.Fatalf("limit %d: %d frames of the mixed layer and %d of the NULL-only one, want %d and 0", limit,
+				len(mixed.Frames), len(only.Frames), want)
+		}
+	}
+	logs.mu.Lock()
+	out := logs.b.String()
+	logs.mu.Unlock()
+	if n := strings.Count(out, `"reason":"null-version"`); n != 2 {
+		t.Errorf("%d null-version log lines, want one for each of the 2 frames:\n%s", n, out)
+	}
+	if got := metricValue(q.Metrics.RowsSkipped.WithLabelValues("frame", queue.SkipNullVersion)); got != 2 {
+		t.Errorf("%v frames counted skipped, want 2", got)
 	}
 }

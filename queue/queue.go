@@ -65,6 +65,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range SkipReasons {
 		m.RowsSkipped.WithLabelValues("layer", r) // exported at 0
 	}
+	m.RowsSkipped.WithLabelValues("frame", SkipNullVersion)
 	reg.MustRegister(m.Payloads, m.Malformed, m.Resyncs, m.refreshes, m.readErrors, m.VisibilityWaits, m.Depth,
 		m.RowsSkipped)
 	return m
@@ -78,6 +79,10 @@ const (
 	// SkipNegativeMinimum: a negative memory, GPU or GPU memory minimum. A
 	// proc reserving it would raise its host's idle above the host's total.
 	SkipNegativeMinimum = "negative-minimum"
+	// SkipNullVersion (table frame): a WAITING frame whose int_version is
+	// NULL. Every booking, Cuebot's and cuesched's, is guarded by the version
+	// it read, and NULL equals nothing, so it can never be booked.
+	SkipNullVersion = "null-version"
 )
 
 // SkipReasons are every reason a pending layer is skipped for.
@@ -118,11 +123,14 @@ type Queue struct {
 	layers map[string]*entry
 	// skipped are the layers read with waiting frames that cannot be booked
 	// (skipReason), kept so each is logged and counted once, not per read.
-	skipped  map[string]*entry
-	clusters map[cluster.Key]map[string]*entry
-	seq      uint64 // bumped by every applied read
-	pending  scope
-	onWork   []func(cluster.Key)
+	skipped map[string]*entry
+	// nullFrames are the WAITING frames Frames found with a NULL int_version
+	// (logged and counted once each); a resync forgets them.
+	nullFrames map[string]struct{}
+	clusters   map[cluster.Key]map[string]*entry
+	seq        uint64 // bumped by every applied read
+	pending    scope
+	onWork     []func(cluster.Key)
 
 	kick    chan struct{} // pending grew
 	rearm   chan struct{} // start-after times changed
@@ -146,15 +154,16 @@ func New(pool *pgxpool.Pool, logger *slog.Logger) *Queue {
 		logger = slog.Default()
 	}
 	return &Queue{
-		pool:     pool,
-		log:      logger.With("component", "queue"),
-		layers:   map[string]*entry{},
-		skipped:  map[string]*entry{},
-		clusters: map[cluster.Key]map[string]*entry{},
-		pending:  newScope(),
-		kick:     make(chan struct{}, 1),
-		rearm:    make(chan struct{}, 1),
-		applied:  make(chan struct{}),
+		pool:       pool,
+		log:        logger.With("component", "queue"),
+		layers:     map[string]*entry{},
+		skipped:    map[string]*entry{},
+		nullFrames: map[string]struct{}{},
+		clusters:   map[cluster.Key]map[string]*entry{},
+		pending:    newScope(),
+		kick:       make(chan struct{}, 1),
+		rearm:      make(chan struct{}, 1),
+		applied:    make(chan struct{}),
 	}
 }
 
@@ -565,6 +574,7 @@ func (q *Queue) resyncLocked(ctx context.Context, after []uint32) error {
 	}
 	old, oldSkipped := q.layers, q.skipped
 	q.layers, q.skipped = map[string]*entry{}, map[string]*entry{}
+	clear(q.nullFrames)
 	q.clusters = map[cluster.Key]map[string]*entry{}
 	wake, report := q.store(layers, old, oldSkipped, changed)
 	q.mu.Unlock()
@@ -945,9 +955,11 @@ func SplitServices(s string) []string {
 }
 
 // framesQuery reads the first WAITING frames of each layer in Cuebot's order,
-// only while the layer's job and show may still be booked.
+// only while the layer's job and show may still be booked. Frames whose
+// int_version is NULL (no booking can match it) come after all the others,
+// so they never stand in the way of a bookable one; Frames skips them.
 const framesQuery = `
-SELECT f.pk_layer, f.pk_frame, f.str_name, coalesce(f.int_version, 0), f.int_number
+SELECT f.pk_layer, f.pk_frame, f.str_name, f.int_version, f.int_number
   FROM unnest($1::text[]) AS t(pk_layer)
   JOIN layer l ON l.pk_layer = t.pk_layer
   JOIN job j ON j.pk_job = l.pk_job
@@ -957,7 +969,7 @@ SELECT f.pk_layer, f.pk_frame, f.str_name, coalesce(f.int_version, 0), f.int_num
               fr.int_layer_order
          FROM frame fr
         WHERE fr.pk_layer = t.pk_layer AND fr.str_state = 'WAITING'
-        ORDER BY fr.int_dispatch_order, fr.int_layer_order
+        ORDER BY fr.int_version IS NULL, fr.int_dispatch_order, fr.int_layer_order
         LIMIT $2) f
  WHERE j.str_state = 'PENDING' AND NOT j.b_paused AND s.b_scheduler_managed AND s.b_active
  ORDER BY f.pk_layer, f.int_dispatch_order, f.int_layer_order`
@@ -996,12 +1008,20 @@ func (q *Queue) Frames(ctx context.Context, layers []*match.Layer, limit int) er
 		return fmt.Errorf("read waiting frames of %d layers: %w", len(layers), err)
 	}
 	defer rows.Close()
+	var null []match.Frame
+	var nullLayers []string
 	for rows.Next() {
 		var layerID string
 		var f match.Frame
-		if err := rows.Scan(&layerID, &f.ID, &f.Name, &f.Version, &f.Number); err != nil {
+		var version *int32
+		if err := rows.Scan(&layerID, &f.ID, &f.Name, &version, &f.Number); err != nil {
 			return fmt.Errorf("read waiting frames: %w", err)
 		}
+		if version == nil {
+			null, nullLayers = append(null, f), append(nullLayers, layerID)
+			continue
+		}
+		f.Version = *version
 		for _, l := range byID[layerID] {
 			l.Frames = append(l.Frames, f)
 		}
@@ -1009,7 +1029,32 @@ func (q *Queue) Frames(ctx context.Context, layers []*match.Layer, limit int) er
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read waiting frames: %w", err)
 	}
+	q.reportNullFrames(null, nullLayers)
 	return nil
+}
+
+// reportNullFrames logs and counts the frames skipped for a NULL
+// int_version that were not reported since the last resync.
+func (q *Queue) reportNullFrames(frames []match.Frame, layers []string) {
+	if len(frames) == 0 {
+		return
+	}
+	q.mu.Lock()
+	var report []int
+	for i, f := range frames {
+		if _, ok := q.nullFrames[f.ID]; !ok {
+			q.nullFrames[f.ID] = struct{}{}
+			report = append(report, i)
+		}
+	}
+	q.mu.Unlock()
+	for _, i := range report {
+		q.log.Warn("waiting frame skipped: its int_version is NULL, which no booking (Cuebot's or ours) can match; set it to 0 in Cuebot",
+			"table", "frame", "reason", SkipNullVersion, "frame", frames[i].ID, "name", frames[i].Name, "layer", layers[i])
+		if q.Metrics != nil {
+			q.Metrics.RowsSkipped.WithLabelValues("frame", SkipNullVersion).Inc()
+		}
+	}
 }
 
 // Run applies hints until ctx ends (it returns nil then): it re-reads what
