@@ -913,7 +913,7 @@ func (q *Queue) scanLayers(rows pgx.Rows, keyer *cluster.Keyer, start time.Time)
 		}
 		jobs[l.JobID] = struct{}{}
 		e := &entry{layer: &l}
-		if e.skip, e.detail = skipReason(&l, tags); e.skip == "" {
+		if e.skip, e.detail = SkipReason(&l, tags); e.skip == "" {
 			e.keys = keyer.OfLayer(l.Facility, l.Tags)
 		}
 		out = append(out, e)
@@ -928,10 +928,11 @@ func (q *Queue) scanLayers(rows pgx.Rows, keyer *cluster.Keyer, start time.Time)
 	return out, nil
 }
 
-// skipReason says why a layer read with waiting frames cannot be booked,
-// with what is wrong and what to do; "" when it can. Cuebot's schema allows
+// SkipReason says why a layer read with waiting frames cannot be booked
+// (one of SkipReasons), with what is wrong and what to do; "" when it can.
+// tags is the layer.str_tags l.Tags was read from. Cuebot's schema allows
 // these values (no CHECK constraints), so they are skipped, never a crash.
-func skipReason(l *match.Layer, tags string) (reason, detail string) {
+func SkipReason(l *match.Layer, tags string) (reason, detail string) {
 	switch {
 	case len(l.Tags) == 0:
 		return SkipNoTags, fmt.Sprintf("str_tags %q names no tag: give the layer the tag of the hosts it runs on", tags)
