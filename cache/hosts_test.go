@@ -763,3 +763,21 @@ func TestHostTagsWithOddSpacingAndCase(t *testing.T) {
 	}
 	checkIndex(t, f.r.hosts)
 }
+
+// Cuebot compares host.int_thread_mode with ALL (1) and VARIABLE (2) as an
+// integer: any other value (issue 12: odd rows) sizes procs as AUTO, never
+// wrapped around into another mode.
+func TestUnknownThreadModesAreAuto(t *testing.T) {
+	f := newFake(nil, 0)
+	f.allocs(t)
+	m := baseHost("h1", "a1")
+	m.tags["t1"] = "general"
+	f.addHost(t, m)
+	for mode, want := range map[int64]match.ThreadMode{1: match.ThreadAll, 2: match.ThreadVariable, 0: match.ThreadAuto,
+		3: match.ThreadAuto, -1: match.ThreadAuto, 257: match.ThreadAuto, 258: match.ThreadAuto} {
+		f.apply(t, f.update("host", "pk_host", "h1", "int_thread_mode", mode))
+		if h, _ := f.r.hosts.Host("h1"); h.ThreadMode != want {
+			t.Errorf("int_thread_mode %d read as %d, want %d", mode, h.ThreadMode, want)
+		}
+	}
+}
