@@ -2,6 +2,7 @@ package match_test
 
 import (
 	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -130,3 +131,43 @@ func TestOddRows(t *testing.T) {
 }
 
 func ptr(n int64) *int64 { return &n }
+
+// oddify gives some of a random farm's layers and hosts the odd values of
+// TestOddRows (issue 12), so FuzzPlan checks that no rule breaks on them
+// either. It draws from a generator of its own: the farm's other values stay
+// what the seed made them.
+func oddify(f *randomFarm, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, 0x0dd))
+	for _, l := range f.layers {
+		if r.IntN(8) != 0 {
+			continue
+		}
+		switch r.IntN(8) {
+		case 0:
+			l.Min.Mem = -gb
+		case 1:
+			l.Min.GPUs = -1
+		case 2:
+			l.Min.GPUMem = -1
+		case 3:
+			l.Min.Cores = pick(r, int64(math.MaxInt64), math.MinInt64)
+		case 4:
+			l.Min.Mem = math.MaxInt64
+		case 5:
+			l.Min.GPUs = math.MaxInt64
+		case 6:
+			l.Priority = pick(r, int64(math.MaxInt64), math.MinInt64)
+		case 7:
+			l.OS = "Linux" // no host reports it: Cuebot compares exactly
+		}
+	}
+	for i := range f.hosts {
+		if r.IntN(10) != 0 {
+			continue
+		}
+		// More cores than a proc can hold, taken whole (ALL) or sized.
+		h := &f.hosts[i]
+		h.Total.Cores, h.Idle.Cores = 1<<40, 1<<40-r.Int64N(1000)
+		h.ThreadMode = pick(r, match.ThreadAll, match.ThreadAuto)
+	}
+}
