@@ -276,13 +276,40 @@ func TestNullVersionFramesAreSkippedOnce(t *testing.T) {
 				len(mixed.Frames), len(only.Frames), want)
 		}
 	}
-	logs.mu.Lock()
-	out := logs.b.String()
-	logs.mu.Unlock()
-	if n := strings.Count(out, `"reason":"null-version"`); n != 2 {
-		t.Errorf("%d null-version log lines, want one for each of the 2 frames:\n%s", n, out)
+	// A resync (every interval in poll mode) reports nothing again.
+	if err := q.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Frames(ctx, []*match.Layer{mixed, only}, 0); err != nil {
+		t.Fatal(err)
+	}
+	lines := func() int {
+		logs.mu.Lock()
+		defer logs.mu.Unlock()
+		return strings.Count(logs.b.String(), `"reason":"null-version"`)
+	}
+	if n := lines(); n != 2 {
+		t.Errorf("%d null-version log lines, want one for each of the 2 frames", n)
 	}
 	if got := metricValue(q.Metrics.RowsSkipped.WithLabelValues("frame", queue.SkipNullVersion)); got != 2 {
 		t.Errorf("%v frames counted skipped, want 2", got)
+	}
+	// Fixed, the frame is read again; broken again, it is reported again.
+	setOnly := func(v any) {
+		t.Helper()
+		if _, err := db.Pool.Exec(ctx, `UPDATE frame SET int_version = $2 WHERE pk_layer = $1`, k.Layers["only"], v); err != nil {
+			t.Fatal(err)
+		}
+		if err := q.Frames(ctx, []*match.Layer{mixed, only}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setOnly(0)
+	if len(only.Frames) != 1 {
+		t.Fatalf("the fixed frame was not read: %d frames", len(only.Frames))
+	}
+	setOnly(nil)
+	if n := lines(); n != 3 {
+		t.Errorf("%d null-version log lines after the frame was broken again, want 3", n)
 	}
 }

@@ -125,8 +125,9 @@ type Queue struct {
 	// (skipReason), kept so each is logged and counted once, not per read.
 	skipped map[string]*entry
 	// nullFrames are the WAITING frames Frames found with a NULL int_version
-	// (logged and counted once each); a resync forgets them.
-	nullFrames map[string]struct{}
+	// (logged and counted once each), with their layers: a read that saw all
+	// of a layer's waiting frames forgets those it no longer finds.
+	nullFrames map[string]string
 	clusters   map[cluster.Key]map[string]*entry
 	seq        uint64 // bumped by every applied read
 	pending    scope
@@ -158,7 +159,7 @@ func New(pool *pgxpool.Pool, logger *slog.Logger) *Queue {
 		log:        logger.With("component", "queue"),
 		layers:     map[string]*entry{},
 		skipped:    map[string]*entry{},
-		nullFrames: map[string]struct{}{},
+		nullFrames: map[string]string{},
 		clusters:   map[cluster.Key]map[string]*entry{},
 		pending:    newScope(),
 		kick:       make(chan struct{}, 1),
@@ -574,7 +575,6 @@ func (q *Queue) resyncLocked(ctx context.Context, after []uint32) error {
 	}
 	old, oldSkipped := q.layers, q.skipped
 	q.layers, q.skipped = map[string]*entry{}, map[string]*entry{}
-	clear(q.nullFrames)
 	q.clusters = map[cluster.Key]map[string]*entry{}
 	wake, report := q.store(layers, old, oldSkipped, changed)
 	q.mu.Unlock()
@@ -1030,21 +1030,47 @@ func (q *Queue) Frames(ctx context.Context, layers []*match.Layer, limit int) er
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read waiting frames: %w", err)
 	}
-	q.reportNullFrames(null, nullLayers)
+	q.mu.Lock()
+	known := len(q.nullFrames) > 0
+	q.mu.Unlock()
+	if len(null) == 0 && !known {
+		return nil
+	}
+	// A layer read whole (no limit, or fewer rows than it) has all its
+	// NULL-version frames in this read.
+	nulls := map[string]int{}
+	for _, id := range nullLayers {
+		nulls[id]++
+	}
+	whole := func(layer string) bool {
+		ls, ok := byID[layer]
+		return ok && (limit <= 0 || len(ls[0].Frames)+nulls[layer] < limit)
+	}
+	q.reportNullFrames(null, nullLayers, whole)
 	return nil
 }
 
 // reportNullFrames logs and counts the frames skipped for a NULL
-// int_version that were not reported since the last resync.
-func (q *Queue) reportNullFrames(frames []match.Frame, layers []string) {
-	if len(frames) == 0 {
-		return
-	}
+// int_version that were not reported before, and forgets those of layers
+// read whole that are no longer found (fixed, or no longer waiting): one
+// line per frame however often it is read, in poll mode too.
+func (q *Queue) reportNullFrames(frames []match.Frame, layers []string, whole func(layer string) bool) {
 	q.mu.Lock()
+	if len(q.nullFrames) > 0 {
+		found := make(map[string]bool, len(frames))
+		for _, f := range frames {
+			found[f.ID] = true
+		}
+		for id, layer := range q.nullFrames {
+			if !found[id] && whole(layer) {
+				delete(q.nullFrames, id)
+			}
+		}
+	}
 	var report []int
 	for i, f := range frames {
 		if _, ok := q.nullFrames[f.ID]; !ok {
-			q.nullFrames[f.ID] = struct{}{}
+			q.nullFrames[f.ID] = layers[i]
 			report = append(report, i)
 		}
 	}
