@@ -672,7 +672,7 @@ func (st *hostState) refresh(id string) {
 	row := &rec.row
 	h := &rec.h
 	h.ID, h.Name, h.Facility, h.Alloc = id, row.name, facility, row.alloc
-	h.ThreadMode = match.ThreadMode(row.threadMode)
+	h.ThreadMode = threadModeOf(row.threadMode)
 	h.Tags = tags
 	h.Total = match.Resources{Cores: row.cores, Mem: row.mem, GPUs: row.gpus, GPUMem: row.gpuMem}
 	rec.base = match.Resources{Cores: row.coresIdle, Mem: row.memIdle, GPUs: row.gpusIdle, GPUMem: row.gpuMemIdle}
@@ -691,6 +691,17 @@ func (st *hostState) refresh(id string) {
 		rec.base.GPUs > prevBase.GPUs || rec.base.GPUMem > prevBase.GPUMem) {
 		st.grown[id] = struct{}{}
 	}
+}
+
+// threadModeOf reads host.int_thread_mode as Cuebot does: it compares the
+// integer with ALL (1) and VARIABLE (2), so any other value sizes procs as
+// AUTO (a plain conversion would wrap 257 around to ALL).
+func threadModeOf(n int64) match.ThreadMode {
+	switch n {
+	case int64(match.ThreadAll), int64(match.ThreadVariable):
+		return match.ThreadMode(n)
+	}
+	return match.ThreadAuto
 }
 
 // unfile takes rec out of every index it is in.

@@ -739,3 +739,45 @@ func checkPressure(tb testing.TB, h *Hosts, pr pressureModel, models map[string]
 	}
 	checkLevels(tb, h)
 }
+
+// A host tag with whitespace inside (issue 12: odd spacing) stands for each
+// of its words, as in Cuebot's host.str_tags (the host's tags joined by
+// spaces, which layers' tags are matched against); odd case and outer
+// spaces are normalized, and regular-expression metacharacters are literal.
+func TestHostTagsWithOddSpacingAndCase(t *testing.T) {
+	f := newFake(nil, 0)
+	f.allocs(t)
+	m := baseHost("h1", "a1")
+	m.tags["t1"], m.tags["t2"] = "  Big \t MEM ", "A.B"
+	f.addHost(t, m)
+	for tag, want := range map[string]int{"big": 1, "mem": 1, "big mem": 0, "bigmem": 0, "a.b": 1, "axb": 0} {
+		if got := walkAll(f.r.hosts, "local", tag, match.Resources{}); len(got) != want {
+			t.Errorf("walk of tag %q: %d hosts, want %d", tag, len(got), want)
+		}
+	}
+	f.apply(t, f.del("host_tag", "t1"))
+	for _, tag := range []string{"big", "mem"} {
+		if f.r.hosts.Tagged("local", tag) {
+			t.Errorf("tag %q still indexed once its host_tag row is gone", tag)
+		}
+	}
+	checkIndex(t, f.r.hosts)
+}
+
+// Cuebot compares host.int_thread_mode with ALL (1) and VARIABLE (2) as an
+// integer: any other value (issue 12: odd rows) sizes procs as AUTO, never
+// wrapped around into another mode.
+func TestUnknownThreadModesAreAuto(t *testing.T) {
+	f := newFake(nil, 0)
+	f.allocs(t)
+	m := baseHost("h1", "a1")
+	m.tags["t1"] = "general"
+	f.addHost(t, m)
+	for mode, want := range map[int64]match.ThreadMode{1: match.ThreadAll, 2: match.ThreadVariable, 0: match.ThreadAuto,
+		3: match.ThreadAuto, -1: match.ThreadAuto, 257: match.ThreadAuto, 258: match.ThreadAuto} {
+		f.apply(t, f.update("host", "pk_host", "h1", "int_thread_mode", mode))
+		if h, _ := f.r.hosts.Host("h1"); h.ThreadMode != want {
+			t.Errorf("int_thread_mode %d read as %d, want %d", mode, h.ThreadMode, want)
+		}
+	}
+}

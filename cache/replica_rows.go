@@ -3,6 +3,7 @@ package cache
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cuesched/cuesched/cdc"
@@ -320,8 +321,12 @@ func (st *hostState) apply(c *cdc.Change) (host string, gone bool, err error) {
 	return "", false, nil
 }
 
+// tag gives the host the words of a host_tag row: Cuebot matches layers
+// against host.str_tags, the host's tags joined by spaces, so a tag with
+// whitespace inside stands for each of its words there.
 func (st *hostState) tag(t tagRow) {
-	if t.tag == "" {
+	words := strings.Fields(t.tag)
+	if len(words) == 0 {
 		return
 	}
 	m := st.hostTags[t.host]
@@ -329,14 +334,18 @@ func (st *hostState) tag(t tagRow) {
 		m = map[string]int{}
 		st.hostTags[t.host] = m
 	}
-	m[t.tag]++
+	for _, w := range words {
+		m[w]++
+	}
 	st.dirty[t.host] = struct{}{}
 }
 
 func (st *hostState) untag(t tagRow) {
 	if m := st.hostTags[t.host]; m != nil {
-		if m[t.tag]--; m[t.tag] <= 0 {
-			delete(m, t.tag)
+		for _, w := range strings.Fields(t.tag) {
+			if m[w]--; m[w] <= 0 {
+				delete(m, w)
+			}
 		}
 		if len(m) == 0 {
 			delete(st.hostTags, t.host)

@@ -52,12 +52,15 @@ func (k Key) Less(o Key) bool { return k.String() < o.String() }
 // Normalize is how tags are compared everywhere: trimmed and lower-cased.
 func Normalize(tag string) string { return strings.ToLower(strings.TrimSpace(tag)) }
 
-// SplitLayerTags splits layer.str_tags ('|'-separated, spaces allowed around
-// '|') into normalized tags, dropping empty ones and duplicates.
+// SplitLayerTags splits layer.str_tags ('|'-separated) into normalized tags
+// with no whitespace inside either, dropping empty ones and duplicates:
+// Cuebot reads a layer's tags as a regular expression in expanded mode,
+// which ignores whitespace, so "gen eral" is the tag "general" (match's
+// ParseTags says more).
 func SplitLayerTags(s string) []string {
 	var out []string
 	for _, t := range strings.Split(s, "|") {
-		if t = Normalize(t); t != "" && !contains(out, t) {
+		if t = Normalize(strings.Join(strings.Fields(t), "")); t != "" && !contains(out, t) {
 			out = append(out, t)
 		}
 	}

@@ -14,6 +14,7 @@ func TestSplitLayerTags(t *testing.T) {
 		{" General | Desktop|util ", []string{"general", "desktop", "util"}},
 		{"a||A| ", []string{"a"}},
 		{"", nil},
+		{"gen eral|  GEN\tERAL ", []string{"general"}}, // Cuebot's expanded regex ignores whitespace
 	} {
 		if got := SplitLayerTags(tc.in); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("SplitLayerTags(%q) = %v, want %v", tc.in, got, tc.want)

@@ -370,6 +370,7 @@ func TestDashboard(t *testing.T) {
 		"Replication lag": "cuesched_replication_lag_seconds", "Launch failures": "cuesched_dispatch_launches_total",
 		"Launch outbox backlog": "cuesched_dispatch_outbox_pending", "Process CPU": "process_cpu_seconds_total",
 		"Counter rows the guard refuses": "cuesched_counters_refused", "Invariant audit findings": "cuesched_audit_findings",
+		"Rows skipped, by reason": "cuesched_rows_skipped_total",
 	} {
 		if !strings.Contains(titles[title], metric) {
 			t.Errorf("no panel %q reading %s", title, metric)

@@ -120,7 +120,8 @@ type Layer struct {
 	Hosts        []TagHosts `json:"hosts"`
 	// Outcome is "book" (every waiting frame would be placed), "wait" (some
 	// or all wait, Reason says why) or "idle" (no waiting frames).
-	Outcome    string      `json:"outcome"`
+	Outcome string `json:"outcome"`
+	// Reason is one of matching's reasons, or ReasonSkipped.
 	Reason     string      `json:"reason,omitempty"`
 	Detail     string      `json:"detail,omitempty"`
 	Placements []Placement `json:"placements"`
@@ -320,11 +321,17 @@ SELECT j.pk_job, j.str_name, j.str_state, j.b_paused, j.pk_show, s.str_name, s.b
 	// whole facility, as one round would see it if this job drew first.
 	var live []*match.Layer
 	for _, el := range layers {
-		if len(el.layer.Frames) > 0 {
-			el.layer.JobID, el.layer.JobName, el.layer.ShowID = j.ID, j.Name, rep.Show.ID
-			el.layer.FolderID, el.layer.Facility, el.layer.Priority, el.layer.OS = rep.Folder.ID, j.FacilityID, j.Priority, j.OS
-			live = append(live, el.layer)
+		if len(el.layer.Frames) == 0 {
+			continue
 		}
+		// The pending-layer queue leaves such a layer out (and logs it once).
+		if reason, detail := queue.SkipReason(el.layer, el.tags); reason != "" {
+			el.out.Reason, el.out.Detail = ReasonSkipped, reason+": "+detail
+			continue
+		}
+		el.layer.JobID, el.layer.JobName, el.layer.ShowID = j.ID, j.Name, rep.Show.ID
+		el.layer.FolderID, el.layer.Facility, el.layer.Priority, el.layer.OS = rep.Folder.ID, j.FacilityID, j.Priority, j.OS
+		live = append(live, el.layer)
 	}
 	for _, el := range layers {
 		el.out.Hosts = tagCensus(hosts, j.FacilityID, el.layer.Tags)
@@ -394,8 +401,14 @@ func noWaitingReason(f FrameCounts) string {
 		f.Depend, f.Running, f.Dead, f.Succeeded, f.Eaten)
 }
 
+// ReasonSkipped is the reason of a layer the pending-layer queue skips: its
+// row cannot be booked (queue.SkipReason), and Detail says why and what to
+// fix.
+const ReasonSkipped = "skipped"
+
 type layerRead struct {
 	layer *match.Layer
+	tags  string // layer.str_tags as read
 	out   Layer
 }
 
@@ -431,7 +444,7 @@ SELECT l.pk_layer, l.str_name, coalesce(l.str_tags, ''), l.int_cores_min, l.int_
 			rows.Close()
 			return nil, fmt.Errorf("read layers: %w", err)
 		}
-		l.Tags = cluster.SplitLayerTags(tags)
+		l.Tags, lr.tags = cluster.SplitLayerTags(tags), tags
 		l.Services = queue.SplitServices(services)
 		if startAfter != nil {
 			l.StartAfter = *startAfter

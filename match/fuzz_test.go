@@ -2,6 +2,7 @@ package match_test
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -146,6 +147,7 @@ func FuzzPlan(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, seed uint64, nHosts, nLayers uint8) {
 		farm := newRandomFarm(seed, int(nHosts%64)+1, int(nLayers%40)+1)
+		oddify(farm, seed)
 		// The caps as they were, kept apart from the fakes Plan reads.
 		subs0 := map[matchtest.SubKey]match.Subscription{}
 		for k, v := range farm.caps.Subs {
@@ -199,8 +201,10 @@ func FuzzPlan(f *testing.F) {
 				t.Fatalf("#%d: host %s short of temp space", i, h0.ID)
 			case !l.StartAfter.IsZero() && l.StartAfter.After(farm.opt.Now):
 				t.Fatalf("#%d: %s placed before its start-after", i, l.ID)
-			case p.Size.Cores <= 0:
+			case p.Size.Cores <= 0 || p.Size.Cores > math.MaxInt32:
 				t.Fatalf("#%d: proc of %d cores", i, p.Size.Cores)
+			case p.Size.Mem < 0 || p.Size.GPUs < 0 || p.Size.GPUs > math.MaxInt32 || p.Size.GPUMem < 0:
+				t.Fatalf("#%d: proc of %+v", i, p.Size)
 			case p.Size.Mem != l.Min.Mem || p.Size.GPUs != l.Min.GPUs || p.Size.GPUMem != l.Min.GPUMem:
 				t.Fatalf("#%d: size %+v is not the layer's minimums %+v", i, p.Size, l.Min)
 			case !l.Threadable && p.Size.Cores > 100:

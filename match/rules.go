@@ -24,13 +24,21 @@ const (
 	windowsOS      = "windows"
 )
 
-// ParseTags splits a layer.str_tags value ('|'-separated, spaces allowed
-// around '|') into trimmed, lower-cased tags without empties or repeats, the
-// form Layer.Tags holds.
+// ParseTags splits a layer.str_tags value ('|'-separated) into lower-cased
+// tags without whitespace, empties or repeats, the form Layer.Tags holds
+// (package cluster's SplitLayerTags reads it the same way).
+//
+// Cuebot matches a layer's tags as the case-insensitive regular expression
+// '(?x)' || str_tags against host.str_tags: '|' separates the tags, and
+// expanded mode ignores every whitespace character, so "gen eral" is the tag
+// "general". Each tag is taken literally here: for tags of letters, digits,
+// '_', '-' and '.' that is the host tag Cuebot's expression finds; for other
+// regular-expression metacharacters Cuebot's match is accidental (or an SQL
+// error), and a layer is offered only the hosts carrying exactly its tag.
 func ParseTags(s string) []string {
 	var tags []string
 	for _, t := range strings.Split(s, "|") {
-		t = strings.ToLower(strings.TrimSpace(t))
+		t = strings.ToLower(strings.Join(strings.Fields(t), ""))
 		if t == "" || containsTag(tags, t) {
 			continue
 		}
@@ -130,7 +138,19 @@ func startAfterPassed(l *Layer, now time.Time) bool {
 // positive burst. sub.Cores includes this round's placements. The re-check
 // (package dispatch) keeps exactly these rules.
 func BurstAllows(sub Subscription, found bool, cores int64) bool {
-	return found && sub.Burst > 0 && (cores <= 0 || sub.Cores+cores <= sub.Burst)
+	return found && sub.Burst > 0 && (cores <= 0 || sumAtMost(sub.Cores, cores, sub.Burst))
+}
+
+// sumAtMost: used+add <= max, where a sum past the int64 range counts as the
+// side it overflowed to (odd rows must not wrap around under a cap).
+func sumAtMost(used, add, max int64) bool {
+	switch {
+	case add > 0 && used > math.MaxInt64-add:
+		return false
+	case add < 0 && used < math.MinInt64-add:
+		return true
+	}
+	return used+add <= max
 }
 
 // NoMax is a job cap's max that never refuses. Cuebot's job guard has no
@@ -164,7 +184,7 @@ func FolderAllows(c Cap, size Resources) bool {
 
 // atMost: used+add <= max, without overflowing at NoMax.
 func atMost(used, add, max int64) bool {
-	return max == NoMax || used+add <= max
+	return max == NoMax || sumAtMost(used, add, max)
 }
 
 // limitAllows: a layer linked to a limit record runs only while the running

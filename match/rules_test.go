@@ -1,6 +1,7 @@
 package match
 
 import (
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ func TestParseTags(t *testing.T) {
 		{"General | GPU|gpu", []string{"general", "gpu"}},
 		{" a || b |", []string{"a", "b"}},
 		{"|", nil},
+		{"gen eral|  GEN\tERAL ", []string{"general"}}, // Cuebot's expanded regex ignores whitespace
 	} {
 		if got := ParseTags(tc.in); !slices.Equal(got, tc.want) {
 			t.Errorf("ParseTags(%q) = %q, want %q", tc.in, got, tc.want)
@@ -171,6 +173,27 @@ func TestJobNoMax(t *testing.T) {
 	}
 	if FolderAllows(Cap{Cores: 100, MaxCores: 100, MaxGPUs: -1}, Resources{Cores: 100}) {
 		t.Fatal("a folder past its max cores allowed a proc")
+	}
+}
+
+// Huge values never wrap around under a cap (issue 12: rows Cuebot's schema
+// allows but no sane farm has).
+func TestCapsDoNotOverflow(t *testing.T) {
+	const huge = math.MaxInt64
+	if BurstAllows(Subscription{Burst: huge, Cores: 100}, true, huge) {
+		t.Error("a proc of huge cores wrapped around under a huge burst")
+	}
+	if !BurstAllows(Subscription{Burst: huge, Cores: 100}, true, 100) {
+		t.Error("a huge burst refused a small proc")
+	}
+	if JobAllows(Cap{Cores: 100, MaxCores: huge - 1, MaxGPUs: 1}, Resources{Cores: huge}) {
+		t.Error("a proc of huge cores wrapped around under a job's max")
+	}
+	if FolderAllows(Cap{Cores: huge, MaxCores: 1000, MaxGPUs: -1}, Resources{Cores: 100}) {
+		t.Error("a folder at huge cores wrapped around under its max")
+	}
+	if !sumAtMost(math.MinInt64, -1, 0) {
+		t.Error("a sum below the int64 range is not under a max")
 	}
 }
 

@@ -22,6 +22,9 @@ const memStranded = 1572864
 // not modelled, and h.Idle.Mem is already the smaller of idle and reported
 // free memory where Cuebot reads host.int_mem_idle alone.
 func Size(h *Host, l *Layer, selfish bool) (Resources, bool) {
+	if !sizeable(l.Min) {
+		return Resources{}, false
+	}
 	size := l.Min
 	req := l.Min.Cores
 	switch {
@@ -53,7 +56,24 @@ func Size(h *Host, l *Layer, selfish bool) (Resources, bool) {
 	if !l.Threadable && size.Cores > 100 {
 		size.Cores = 100
 	}
+	if size.Cores > maxCounted {
+		return Resources{}, false // bad data: a host reporting more cores than a proc can hold
+	}
 	return size, true
+}
+
+// maxCounted is the most cores or GPUs one proc may hold: frame.int_cores,
+// frame.int_gpus and the subscription, layer and folder counters are
+// PostgreSQL integers (dispatch's re-check drops anything larger), as are
+// Cuebot's own proc sizes.
+const maxCounted = math.MaxInt32
+
+// sizeable: no proc can reserve negative memory, GPUs or GPU memory (its
+// release would leave the host with more idle than it has), nor more GPUs
+// than a counter holds. The pending-layer queue skips such layers; the rule
+// keeps any other caller of matching from placing them.
+func sizeable(min Resources) bool {
+	return min.Mem >= 0 && min.GPUMem >= 0 && min.GPUs >= 0 && min.GPUs <= maxCounted
 }
 
 // multiCore sizes a request of one core or more on a host with at least req

@@ -33,6 +33,9 @@ type Metrics struct {
 	// transaction was not yet visible to them (StreamHint).
 	VisibilityWaits prometheus.Counter
 	Depth           *prometheus.GaugeVec // queued layers, by cluster
+	// RowsSkipped counts rows left out because they cannot be booked, by
+	// table and reason (SkipReasons), each once when it is first read so.
+	RowsSkipped *prometheus.CounterVec
 }
 
 // NewMetrics creates the queue's metrics and registers them.
@@ -54,10 +57,36 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Reads taken again because a retry hint's transaction, already decoded by the change stream, was not yet visible."}),
 		Depth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cuesched_queue_layers", Help: "Layers with waiting frames queued, by cluster."}, []string{"cluster"}),
+		RowsSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cuesched_rows_skipped_total",
+			Help: "Rows of Cuebot's tables left out because they cannot be booked (logged once each), by table and reason."},
+			[]string{"table", "reason"}),
 	}
-	reg.MustRegister(m.Payloads, m.Malformed, m.Resyncs, m.refreshes, m.readErrors, m.VisibilityWaits, m.Depth)
+	for _, r := range SkipReasons {
+		m.RowsSkipped.WithLabelValues("layer", r) // exported at 0
+	}
+	m.RowsSkipped.WithLabelValues("frame", SkipNullVersion)
+	reg.MustRegister(m.Payloads, m.Malformed, m.Resyncs, m.refreshes, m.readErrors, m.VisibilityWaits, m.Depth,
+		m.RowsSkipped)
 	return m
 }
+
+// Why a pending layer is skipped: the values of RowsSkipped's reason label.
+const (
+	// SkipNoTags: layer.str_tags names no tag. Cuebot's regex of no tags
+	// matches any tagged host, which no cluster of cuesched stands for.
+	SkipNoTags = "no-tags"
+	// SkipNegativeMinimum: a negative memory, GPU or GPU memory minimum. A
+	// proc reserving it would raise its host's idle above the host's total.
+	SkipNegativeMinimum = "negative-minimum"
+	// SkipNullVersion (table frame): a WAITING frame whose int_version is
+	// NULL. Every booking, Cuebot's and cuesched's, is guarded by the version
+	// it read, and NULL equals nothing, so it can never be booked.
+	SkipNullVersion = "null-version"
+)
+
+// SkipReasons are every reason a pending layer is skipped for.
+var SkipReasons = []string{SkipNoTags, SkipNegativeMinimum}
 
 // Queue is the pending-layer queue: every layer of a PENDING, unpaused job
 // of a managed, active show that has waiting frames, as a *match.Layer,
@@ -89,13 +118,20 @@ type Queue struct {
 	// older read never lands after a newer one.
 	readMu sync.Mutex
 
-	mu       sync.Mutex
-	keyer    *cluster.Keyer
-	layers   map[string]*entry
-	clusters map[cluster.Key]map[string]*entry
-	seq      uint64 // bumped by every applied read
-	pending  scope
-	onWork   []func(cluster.Key)
+	mu     sync.Mutex
+	keyer  *cluster.Keyer
+	layers map[string]*entry
+	// skipped are the layers read with waiting frames that cannot be booked
+	// (skipReason), kept so each is logged and counted once, not per read.
+	skipped map[string]*entry
+	// nullFrames are the WAITING frames Frames found with a NULL int_version
+	// (logged and counted once each), with their layers: a read that saw all
+	// of a layer's waiting frames forgets those it no longer finds.
+	nullFrames map[string]string
+	clusters   map[cluster.Key]map[string]*entry
+	seq        uint64 // bumped by every applied read
+	pending    scope
+	onWork     []func(cluster.Key)
 
 	kick    chan struct{} // pending grew
 	rearm   chan struct{} // start-after times changed
@@ -104,6 +140,8 @@ type Queue struct {
 
 type entry struct {
 	layer   *match.Layer // never changed once stored; a read replaces it
+	skip    string       // why it cannot be booked ("" when it can), with what is wrong in detail
+	detail  string
 	keys    []cluster.Key
 	touched uint64 // seq of the read that stored it
 	read    uint64 // seq when Frames last read it
@@ -117,14 +155,16 @@ func New(pool *pgxpool.Pool, logger *slog.Logger) *Queue {
 		logger = slog.Default()
 	}
 	return &Queue{
-		pool:     pool,
-		log:      logger.With("component", "queue"),
-		layers:   map[string]*entry{},
-		clusters: map[cluster.Key]map[string]*entry{},
-		pending:  newScope(),
-		kick:     make(chan struct{}, 1),
-		rearm:    make(chan struct{}, 1),
-		applied:  make(chan struct{}),
+		pool:       pool,
+		log:        logger.With("component", "queue"),
+		layers:     map[string]*entry{},
+		skipped:    map[string]*entry{},
+		nullFrames: map[string]string{},
+		clusters:   map[cluster.Key]map[string]*entry{},
+		pending:    newScope(),
+		kick:       make(chan struct{}, 1),
+		rearm:      make(chan struct{}, 1),
+		applied:    make(chan struct{}),
 	}
 }
 
@@ -533,25 +573,42 @@ func (q *Queue) resyncLocked(ctx context.Context, after []uint32) error {
 	for k := range q.clusters {
 		changed[k] = struct{}{}
 	}
-	old := q.layers
-	q.layers = map[string]*entry{}
+	old, oldSkipped := q.layers, q.skipped
+	q.layers, q.skipped = map[string]*entry{}, map[string]*entry{}
 	q.clusters = map[cluster.Key]map[string]*entry{}
-	wake := q.store(layers, old, changed)
+	wake, report := q.store(layers, old, oldSkipped, changed)
 	q.mu.Unlock()
 	if q.Metrics != nil {
 		q.Metrics.Resyncs.Inc()
 	}
+	q.reportSkipped(report)
 	q.finish(changed, wake)
 	return nil
 }
 
 // store puts freshly read layers in; q.mu held. It returns the clusters to
-// wake (those of layers that may start now) and adds every touched cluster
+// wake (those of layers that may start now) and the layers newly skipped
+// (not in oldSkipped for the same reason), and adds every touched cluster
 // to changed.
-func (q *Queue) store(layers []*entry, old map[string]*entry, changed map[cluster.Key]struct{}) map[cluster.Key]struct{} {
+func (q *Queue) store(layers []*entry, old, oldSkipped map[string]*entry,
+	changed map[cluster.Key]struct{}) (wake map[cluster.Key]struct{}, report []*entry) {
 	now := time.Now()
-	wake := map[cluster.Key]struct{}{}
+	wake = map[cluster.Key]struct{}{}
 	for _, e := range layers {
+		if e.skip != "" {
+			if cur, ok := q.layers[e.layer.ID]; ok {
+				q.remove(cur)
+				for _, k := range cur.keys {
+					changed[k] = struct{}{}
+				}
+			}
+			if prev, ok := oldSkipped[e.layer.ID]; !ok || prev.skip != e.skip {
+				report = append(report, e)
+			}
+			q.skipped[e.layer.ID] = e
+			continue
+		}
+		delete(q.skipped, e.layer.ID)
 		e.touched = q.seq
 		if prev, ok := old[e.layer.ID]; ok {
 			e.read = prev.read
@@ -565,7 +622,20 @@ func (q *Queue) store(layers []*entry, old map[string]*entry, changed map[cluste
 			}
 		}
 	}
-	return wake
+	return wake, report
+}
+
+// reportSkipped logs and counts layers newly skipped: once per layer and
+// reason, however often reads find it again.
+func (q *Queue) reportSkipped(report []*entry) {
+	for _, e := range report {
+		l := e.layer
+		q.log.Warn("pending layer skipped: Cuebot's row cannot be booked; fix the layer in Cuebot",
+			"table", "layer", "reason", e.skip, "layer", l.ID, "name", l.Name, "job", l.JobName, "detail", e.detail)
+		if q.Metrics != nil {
+			q.Metrics.RowsSkipped.WithLabelValues("layer", e.skip).Inc()
+		}
+	}
 }
 
 // finish publishes a change: depth metrics, the start-after timer, wakes.
@@ -659,11 +729,17 @@ func (q *Queue) refresh(ctx context.Context, sc scope) error {
 			}
 		}
 	}
-	wake := q.store(layers, q.layers, changed)
+	for id, e := range q.skipped {
+		if !fresh[id] && sc.covers(e.layer) {
+			delete(q.skipped, id)
+		}
+	}
+	wake, report := q.store(layers, q.layers, q.skipped, changed)
 	q.mu.Unlock()
 	if q.Metrics != nil {
 		q.Metrics.refreshes.Inc()
 	}
+	q.reportSkipped(report)
 	q.finish(changed, wake)
 	return nil
 }
@@ -836,7 +912,11 @@ func (q *Queue) scanLayers(rows pgx.Rows, keyer *cluster.Keyer, start time.Time)
 			l.Limits = nil
 		}
 		jobs[l.JobID] = struct{}{}
-		out = append(out, &entry{layer: &l, keys: keyer.OfLayer(l.Facility, l.Tags)})
+		e := &entry{layer: &l}
+		if e.skip, e.detail = SkipReason(&l, tags); e.skip == "" {
+			e.keys = keyer.OfLayer(l.Facility, l.Tags)
+		}
+		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read pending layers: %w", err)
@@ -846,6 +926,21 @@ func (q *Queue) scanLayers(rows pgx.Rows, keyer *cluster.Keyer, start time.Time)
 		q.Sched.JobsQueried.Add(float64(len(jobs)))
 	}
 	return out, nil
+}
+
+// SkipReason says why a layer read with waiting frames cannot be booked
+// (one of SkipReasons), with what is wrong and what to do; "" when it can.
+// tags is the layer.str_tags l.Tags was read from. Cuebot's schema allows
+// these values (no CHECK constraints), so they are skipped, never a crash.
+func SkipReason(l *match.Layer, tags string) (reason, detail string) {
+	switch {
+	case len(l.Tags) == 0:
+		return SkipNoTags, fmt.Sprintf("str_tags %q names no tag: give the layer the tag of the hosts it runs on", tags)
+	case l.Min.Mem < 0 || l.Min.GPUs < 0 || l.Min.GPUMem < 0:
+		return SkipNegativeMinimum, fmt.Sprintf("int_mem_min %d, int_gpus_min %d, int_gpu_mem_min %d: set each to 0 or more",
+			l.Min.Mem, l.Min.GPUs, l.Min.GPUMem)
+	}
+	return "", ""
 }
 
 // SplitServices splits layer.str_services, Cuebot's comma-separated list,
@@ -861,9 +956,11 @@ func SplitServices(s string) []string {
 }
 
 // framesQuery reads the first WAITING frames of each layer in Cuebot's order,
-// only while the layer's job and show may still be booked.
+// only while the layer's job and show may still be booked. Frames whose
+// int_version is NULL (no booking can match it) come after all the others,
+// so they never stand in the way of a bookable one; Frames skips them.
 const framesQuery = `
-SELECT f.pk_layer, f.pk_frame, f.str_name, coalesce(f.int_version, 0), f.int_number
+SELECT f.pk_layer, f.pk_frame, f.str_name, f.int_version, f.int_number
   FROM unnest($1::text[]) AS t(pk_layer)
   JOIN layer l ON l.pk_layer = t.pk_layer
   JOIN job j ON j.pk_job = l.pk_job
@@ -873,7 +970,7 @@ SELECT f.pk_layer, f.pk_frame, f.str_name, coalesce(f.int_version, 0), f.int_num
               fr.int_layer_order
          FROM frame fr
         WHERE fr.pk_layer = t.pk_layer AND fr.str_state = 'WAITING'
-        ORDER BY fr.int_dispatch_order, fr.int_layer_order
+        ORDER BY fr.int_version IS NULL, fr.int_dispatch_order, fr.int_layer_order
         LIMIT $2) f
  WHERE j.str_state = 'PENDING' AND NOT j.b_paused AND s.b_scheduler_managed AND s.b_active
  ORDER BY f.pk_layer, f.int_dispatch_order, f.int_layer_order`
@@ -912,12 +1009,20 @@ func (q *Queue) Frames(ctx context.Context, layers []*match.Layer, limit int) er
 		return fmt.Errorf("read waiting frames of %d layers: %w", len(layers), err)
 	}
 	defer rows.Close()
+	var null []match.Frame
+	var nullLayers []string
 	for rows.Next() {
 		var layerID string
 		var f match.Frame
-		if err := rows.Scan(&layerID, &f.ID, &f.Name, &f.Version, &f.Number); err != nil {
+		var version *int32
+		if err := rows.Scan(&layerID, &f.ID, &f.Name, &version, &f.Number); err != nil {
 			return fmt.Errorf("read waiting frames: %w", err)
 		}
+		if version == nil {
+			null, nullLayers = append(null, f), append(nullLayers, layerID)
+			continue
+		}
+		f.Version = *version
 		for _, l := range byID[layerID] {
 			l.Frames = append(l.Frames, f)
 		}
@@ -925,7 +1030,58 @@ func (q *Queue) Frames(ctx context.Context, layers []*match.Layer, limit int) er
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read waiting frames: %w", err)
 	}
+	q.mu.Lock()
+	known := len(q.nullFrames) > 0
+	q.mu.Unlock()
+	if len(null) == 0 && !known {
+		return nil
+	}
+	// A layer read whole (no limit, or fewer rows than it) has all its
+	// NULL-version frames in this read.
+	nulls := map[string]int{}
+	for _, id := range nullLayers {
+		nulls[id]++
+	}
+	whole := func(layer string) bool {
+		ls, ok := byID[layer]
+		return ok && (limit <= 0 || len(ls[0].Frames)+nulls[layer] < limit)
+	}
+	q.reportNullFrames(null, nullLayers, whole)
 	return nil
+}
+
+// reportNullFrames logs and counts the frames skipped for a NULL
+// int_version that were not reported before, and forgets those of layers
+// read whole that are no longer found (fixed, or no longer waiting): one
+// line per frame however often it is read, in poll mode too.
+func (q *Queue) reportNullFrames(frames []match.Frame, layers []string, whole func(layer string) bool) {
+	q.mu.Lock()
+	if len(q.nullFrames) > 0 {
+		found := make(map[string]bool, len(frames))
+		for _, f := range frames {
+			found[f.ID] = true
+		}
+		for id, layer := range q.nullFrames {
+			if !found[id] && whole(layer) {
+				delete(q.nullFrames, id)
+			}
+		}
+	}
+	var report []int
+	for i, f := range frames {
+		if _, ok := q.nullFrames[f.ID]; !ok {
+			q.nullFrames[f.ID] = layers[i]
+			report = append(report, i)
+		}
+	}
+	q.mu.Unlock()
+	for _, i := range report {
+		q.log.Warn("waiting frame skipped: its int_version is NULL, which no booking (Cuebot's or ours) can match; set it to 0 in Cuebot",
+			"table", "frame", "reason", SkipNullVersion, "frame", frames[i].ID, "name", frames[i].Name, "layer", layers[i])
+		if q.Metrics != nil {
+			q.Metrics.RowsSkipped.WithLabelValues("frame", SkipNullVersion).Inc()
+		}
+	}
 }
 
 // Run applies hints until ctx ends (it returns nil then): it re-reads what
