@@ -296,15 +296,23 @@ func loadFile(path string, all []setting, byName map[string]setting, apply func(
 			continue
 		}
 		node := doc[k]
+		// A YAML null (key:, ~, null) would set its text: "", "~" or "null".
+		null := &Error{Setting: name, Err: fmt.Errorf("%s: null is not a value (remove the key to keep the default)", path)}
 		var v string
 		switch node.Kind {
 		case yaml.ScalarNode:
+			if node.ShortTag() == "!!null" {
+				return null
+			}
 			v = node.Value
 		case yaml.SequenceNode:
 			var items []string
 			for _, item := range node.Content {
 				if item.Kind != yaml.ScalarNode {
 					return &Error{Setting: name, Err: fmt.Errorf("%s: list items must be plain values", path)}
+				}
+				if item.ShortTag() == "!!null" {
+					return null
 				}
 				items = append(items, item.Value)
 			}
