@@ -91,7 +91,7 @@ func Default() Config {
 		BatchMin:       1,
 		BatchMax:       500,
 		LaunchWorkers:  64,
-		Instance:       fmt.Sprintf("%s-%d", host, os.Getpid()),
+		Instance:       defaultInstance(host, os.Getpid()),
 		Lease:          6 * time.Second,
 		Workers:        4,
 		TagPressure:    0.5, // cache.DefaultPressureFraction
@@ -100,6 +100,23 @@ func Default() Config {
 		AuditEvery:      time.Minute,
 		OutboxAge:       5 * time.Minute,
 	}
+}
+
+// defaultInstance is HOST-PID made a name --instance accepts: characters
+// PostgreSQL would rewrite in an application_name become '_', and the host
+// is cut so the whole fits (the process id kept).
+func defaultInstance(host string, pid int) string {
+	suffix := fmt.Sprintf("-%d", pid)
+	host = strings.Map(func(r rune) rune {
+		if r < ' ' || r > '~' {
+			return '_'
+		}
+		return r
+	}, host)
+	if host == "" {
+		host = "cuesched"
+	}
+	return host[:min(len(host), maxInstanceName-len(suffix))] + suffix
 }
 
 // Error is a configuration error: the command exits 2 on it.

@@ -157,3 +157,16 @@ func TestBadFileValuesNameTheSetting(t *testing.T) {
 		}
 	}
 }
+
+// The default instance name is one --instance would accept, whatever the
+// host is called: a long or non-ASCII host name is cut and cleaned, and the
+// process id stays.
+func TestDefaultInstanceIsAValidName(t *testing.T) {
+	for _, host := range []string{"render-01", strings.Repeat("pod-name-", 10), "hôte-ü", ""} {
+		name := defaultInstance(host, 4194304)
+		var c Config
+		if err := instanceName(&c.Instance).set(name); err != nil || !strings.HasSuffix(name, "-4194304") {
+			t.Errorf("host %q: default %q: %v", host, name, err)
+		}
+	}
+}

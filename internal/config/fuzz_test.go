@@ -168,9 +168,8 @@ func runnable(c Config) string {
 		return "rqd-tls-cert, rqd-tls-key and rqd-tls-ca do not go together"
 	}
 	// The instance's sessions are found by application_name, which
-	// PostgreSQL keeps to 63 bytes of printable ASCII. (The default, the
-	// host's name, is the host's.)
-	if c.Instance != Default().Instance && len("cuesched/"+c.Instance) > 63 || c.Instance == "" || strings.ContainsFunc(c.Instance, func(r rune) bool {
+	// PostgreSQL keeps to 63 bytes of printable ASCII.
+	if len("cuesched/"+c.Instance) > 63 || c.Instance == "" || strings.ContainsFunc(c.Instance, func(r rune) bool {
 		return r < ' ' || r > '~'
 	}) {
 		return fmt.Sprintf("instance %q", c.Instance)
