@@ -43,7 +43,10 @@ func decode(data []byte, inStream bool) (pglogrepl.Message, error) {
 		rel.RelationID, rel.Namespace, rel.RelationName = r.u32("relation id"), r.str("namespace"), r.str("relation name")
 		rel.ReplicaIdentity, rel.ColumnNum = r.u8("replica identity"), r.u16("column count")
 		// A column takes at least 10 bytes: never reserve more than fit.
-		rel.Columns = make([]*pglogrepl.RelationMessageColumn, 0, min(int(rel.ColumnNum), r.left()/10))
+		// (None is nil, as pglogrepl has it.)
+		if n := min(int(rel.ColumnNum), r.left()/10); n > 0 {
+			rel.Columns = make([]*pglogrepl.RelationMessageColumn, 0, n)
+		}
 		for i := range int(rel.ColumnNum) {
 			c := &pglogrepl.RelationMessageColumn{Flags: r.u8("column flags")}
 			c.Name = r.str(fmt.Sprintf("column %d name", i+1))
@@ -209,12 +212,15 @@ func (r *reader) u64(field string) uint64 {
 
 func (r *reader) lsn(field string) LSN { return LSN(r.u64(field)) }
 
-// pgEpoch is PostgreSQL's timestamp origin: its times are microseconds
-// since then.
-var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+// pgEpoch is PostgreSQL's timestamp origin in Unix seconds: its times are
+// microseconds since then.
+const pgEpoch = 946684800
 
+// time reads a timestamp exactly over the whole int64 range (in nanoseconds
+// since 1970, as pglogrepl counts, it wraps past 2262).
 func (r *reader) time(field string) time.Time {
-	return pgEpoch.Add(time.Duration(int64(r.u64(field))) * time.Microsecond)
+	us := int64(r.u64(field))
+	return time.Unix(pgEpoch+us/1e6, us%1e6*1e3).UTC()
 }
 
 // xid is the transaction id that starts a change inside a stream block.
@@ -261,8 +267,12 @@ func (r *reader) tuple(field string) *pglogrepl.TupleData {
 	if r.err != nil {
 		return nil
 	}
-	// A column takes at least one byte: never reserve more than fit.
-	td := &pglogrepl.TupleData{ColumnNum: n, Columns: make([]*pglogrepl.TupleDataColumn, 0, min(int(n), r.left()))}
+	// A column takes at least one byte: never reserve more than fit. (None
+	// is nil, as pglogrepl has it.)
+	td := &pglogrepl.TupleData{ColumnNum: n}
+	if c := min(int(n), r.left()); c > 0 {
+		td.Columns = make([]*pglogrepl.TupleDataColumn, 0, c)
+	}
 	for i := range int(n) {
 		name := fmt.Sprintf("%s column %d", field, i+1)
 		c := &pglogrepl.TupleDataColumn{DataType: r.u8(name)}

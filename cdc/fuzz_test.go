@@ -204,6 +204,7 @@ func FuzzStream(f *testing.F) {
 				copyData = wire{pglogrepl.PrimaryKeepaliveMessageByteID}.u64(uint64(i) * 10).u64(0).u8(0)
 			} else {
 				copyData = append(wire{pglogrepl.XLogDataByteID}.u64(uint64(i)*10).u64(uint64(i)*10).u64(0), m...)
+				sameAsPglogrepl(t, m, asm.inStream)
 			}
 			if err := s.copyData(nil, asm, copyData, &next); err != nil {
 				if msg := err.Error(); !strings.Contains(msg, "pgoutput") || strings.HasSuffix(msg, ": ") {
@@ -290,6 +291,47 @@ func FuzzAssemblerOrder(f *testing.F) {
 	})
 }
 
+// sameAsPglogrepl: a message decode takes is well formed, and pglogrepl's
+// parser (asked only then: it is the one that panics and over-allocates)
+// reads the same from it whenever it takes it too (it wants a few bytes more
+// of some messages, such as an insert of no column).
+func sameAsPglogrepl(t *testing.T, msg []byte, inStream bool) {
+	t.Helper()
+	ours, err := decode(msg, inStream)
+	if err != nil {
+		return
+	}
+	theirs, err := pglogrepl.ParseV2(msg, inStream)
+	if err != nil {
+		return
+	}
+	if !reflect.DeepEqual(ours, sameInstants(ours, theirs)) {
+		t.Fatalf("%q (in stream %v):\n ours   %#v\n theirs %#v", msg, inStream, ours, theirs)
+	}
+}
+
+// sameInstants is theirs with its time in UTC (pglogrepl reads times in the
+// local zone, decode in UTC), or with ours when that is beyond the years
+// 1678-2262, where pglogrepl's nanoseconds wrap.
+func sameInstants(ours, theirs pglogrepl.Message) pglogrepl.Message {
+	fix := func(ours, theirs *time.Time) {
+		if ours.Year() < 1678 || ours.Year() > 2261 {
+			*theirs = *ours
+		} else {
+			*theirs = theirs.UTC()
+		}
+	}
+	switch m := theirs.(type) {
+	case *pglogrepl.BeginMessage:
+		fix(&ours.(*pglogrepl.BeginMessage).CommitTime, &m.CommitTime)
+	case *pglogrepl.CommitMessage:
+		fix(&ours.(*pglogrepl.CommitMessage).CommitTime, &m.CommitTime)
+	case *pglogrepl.StreamCommitMessageV2:
+		fix(&ours.(*pglogrepl.StreamCommitMessageV2).CommitTime, &m.CommitTime)
+	}
+	return theirs
+}
+
 // TestDecodeAgreesWithPglogrepl: on well-formed messages, decode reads what
 // pglogrepl's own parser reads (which it replaces for not checking lengths).
 func TestDecodeAgreesWithPglogrepl(t *testing.T) {
@@ -317,17 +359,7 @@ func TestDecodeAgreesWithPglogrepl(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: pglogrepl: %v", tc.msg[0], err)
 		}
-		// pglogrepl reads times in the local zone, decode in UTC: the same
-		// instants.
-		switch m := theirs.(type) {
-		case *pglogrepl.BeginMessage:
-			m.CommitTime = m.CommitTime.UTC()
-		case *pglogrepl.CommitMessage:
-			m.CommitTime = m.CommitTime.UTC()
-		case *pglogrepl.StreamCommitMessageV2:
-			m.CommitTime = m.CommitTime.UTC()
-		}
-		if !reflect.DeepEqual(ours, theirs) {
+		if !reflect.DeepEqual(ours, sameInstants(ours, theirs)) {
 			t.Errorf("%q:\n ours   %#v\n theirs %#v", tc.msg[0], ours, theirs)
 		}
 	}
@@ -354,6 +386,28 @@ func TestDecodeNamesWhatIsWrong(t *testing.T) {
 		_, err := decode(tc.msg, false)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: got %v, want %q", tc.msg, err, tc.want)
+		}
+	}
+}
+
+// TestDecodeTimes: timestamps are read exactly, far beyond the years where
+// nanoseconds since 1970 wrap.
+func TestDecodeTimes(t *testing.T) {
+	for _, tc := range []struct {
+		us   int64
+		want string
+	}{
+		{0, "2000-01-01T00:00:00Z"},
+		{86_400_000_000 + 1, "2000-01-02T00:00:00.000001Z"},
+		{-1, "1999-12-31T23:59:59.999999Z"},
+		{0x3030303030303030, "112033-09-13T21:50:27.680304Z"}, // 110,033.7 Gregorian years after 2000
+	} {
+		m, err := decode(wire{'B'}.u64(1).u64(uint64(tc.us)).u32(5), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := m.(*pglogrepl.BeginMessage).CommitTime.Format("2006-01-02T15:04:05.999999Z07:00"); got != tc.want {
+			t.Errorf("%d µs: %s, want %s", tc.us, got, tc.want)
 		}
 	}
 }
