@@ -7,7 +7,7 @@ PKGS    ?= ./...
 BIN     ?= bin/cuesched
 DEMO    ?= bin/cuesched-demo
 
-.PHONY: build test demo bench chaos lint proto postgres
+.PHONY: build test demo bench chaos fuzz lint proto postgres
 
 # The binary deployed beside Cuebot; it links nothing of internal/testworld.
 # Its version (cuesched version, cuesched_build_info) is git's description of
@@ -46,6 +46,13 @@ bench: postgres
 chaos: postgres
 	CUESCHED_CHAOS=1 $(GO) test -race -count=1 -timeout 60m \
 		-run 'Race|Chaos|TestPollBehindTransactionPooler|PeerStress|TestRunAsARoleMadeByGrants|TestIdleCPU|TestWastedAttempts|TestHostIndexMatchesBruteForce' $(PKGS)
+
+# Every fuzz target of the module, one after another, FUZZTIME each
+# (scripts/fuzz.sh finds them: a new one is never left out; FUZZ=regexp
+# picks some). Their committed corpora run in the default suite already.
+FUZZTIME ?= 10m
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 # staticcheck is pinned and run by version, so go.mod carries no tool
 # dependency; the first run fetches it through the module proxy. gofmt is the

@@ -168,14 +168,17 @@ func (a *assembler) busy() bool { return a.cur != nil || a.inStream }
 
 // parse decodes one XLogData payload.
 func (a *assembler) parse(data []byte) (pglogrepl.Message, error) {
-	if len(data) == 0 {
-		return nil, fmt.Errorf("empty pgoutput message")
-	}
-	return pglogrepl.ParseV2(data, a.inStream)
+	return decode(data, a.inStream)
 }
 
 // handle takes one message and returns the transaction it completed, if any.
+// A message out of the protocol's order (a begin inside a transaction, a
+// stream commit inside a stream block, ...) is an error naming both: the
+// state can no longer be trusted, and the stream reconnects and resyncs.
 func (a *assembler) handle(m pglogrepl.Message) (*Txn, error) {
+	if err := a.order(m); err != nil {
+		return nil, err
+	}
 	switch m := m.(type) {
 	case *pglogrepl.RelationMessageV2:
 		cols := make([]string, len(m.Columns))
@@ -184,14 +187,8 @@ func (a *assembler) handle(m pglogrepl.Message) (*Txn, error) {
 		}
 		a.rels[m.RelationID] = NewRelation(m.RelationID, m.Namespace, m.RelationName, cols)
 	case *pglogrepl.BeginMessage:
-		if a.cur != nil {
-			return nil, fmt.Errorf("begin of xid %d inside xid %d", m.Xid, a.cur.Xid)
-		}
 		a.cur = &Txn{Xid: m.Xid, CommitLSN: m.FinalLSN, CommitTime: m.CommitTime}
 	case *pglogrepl.CommitMessage:
-		if a.cur == nil {
-			return nil, fmt.Errorf("commit at %s without begin", m.CommitLSN)
-		}
 		t := a.cur
 		a.cur = nil
 		t.CommitLSN, t.EndLSN, t.CommitTime = m.CommitLSN, m.TransactionEndLSN, m.CommitTime
@@ -210,9 +207,6 @@ func (a *assembler) handle(m pglogrepl.Message) (*Txn, error) {
 			}
 		}
 	case *pglogrepl.StreamStartMessageV2:
-		if a.inStream {
-			return nil, fmt.Errorf("stream start of xid %d inside the stream of xid %d", m.Xid, a.streamOf)
-		}
 		a.inStream, a.streamOf = true, m.Xid
 		if a.streams[m.Xid] == nil {
 			a.streams[m.Xid] = &streamed{}
@@ -261,6 +255,47 @@ func (a *assembler) handle(m pglogrepl.Message) (*Txn, error) {
 	}
 	// Type and origin messages carry nothing the cache needs.
 	return nil, nil
+}
+
+// order refuses m where the protocol never sends it. A non-streamed
+// transaction is sent whole between its begin and commit, with nothing else
+// in between; a stream block (start to stop) holds changes of its one
+// transaction only; a streamed transaction's commit or abort comes between
+// blocks.
+func (a *assembler) order(m pglogrepl.Message) error {
+	var what string
+	switch m := m.(type) {
+	case *pglogrepl.BeginMessage:
+		what = fmt.Sprintf("begin of xid %d", m.Xid)
+	case *pglogrepl.CommitMessage:
+		switch {
+		case a.cur != nil:
+			return nil
+		case a.inStream:
+			return fmt.Errorf("commit at %s inside the stream block of xid %d", m.CommitLSN, a.streamOf)
+		}
+		return fmt.Errorf("commit at %s without begin", m.CommitLSN)
+	case *pglogrepl.StreamStartMessageV2:
+		what = fmt.Sprintf("stream start of xid %d", m.Xid)
+	case *pglogrepl.StreamStopMessageV2:
+		if !a.inStream {
+			return fmt.Errorf("stream stop outside a stream block")
+		}
+		return nil
+	case *pglogrepl.StreamCommitMessageV2:
+		what = fmt.Sprintf("stream commit of xid %d", m.Xid)
+	case *pglogrepl.StreamAbortMessageV2:
+		what = fmt.Sprintf("stream abort of xid %d", m.Xid)
+	default:
+		return nil
+	}
+	switch {
+	case a.cur != nil:
+		return fmt.Errorf("%s inside xid %d (begun, not committed)", what, a.cur.Xid)
+	case a.inStream:
+		return fmt.Errorf("%s inside the stream block of xid %d", what, a.streamOf)
+	}
+	return nil
 }
 
 func (a *assembler) change(xid, relID uint32, op Op, old, new *pglogrepl.TupleData) error {

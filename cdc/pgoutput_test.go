@@ -181,6 +181,15 @@ func TestAssemblerRefusesBrokenStreams(t *testing.T) {
 		"change outside a transaction": {relMsg(1, "t", "id", "v"), ins(0, "a")},
 		"commit without begin":         {&pglogrepl.CommitMessage{}},
 		"nested begin":                 {&pglogrepl.BeginMessage{Xid: 1}, &pglogrepl.BeginMessage{Xid: 2}},
+		"begin inside a stream block":  {&pglogrepl.StreamStartMessageV2{Xid: 7}, &pglogrepl.BeginMessage{Xid: 1}},
+		"commit inside a stream block": {&pglogrepl.StreamStartMessageV2{Xid: 7}, &pglogrepl.CommitMessage{}},
+		"stream start inside a transaction": {&pglogrepl.BeginMessage{Xid: 1},
+			&pglogrepl.StreamStartMessageV2{Xid: 7}},
+		"stream commit inside its block": {&pglogrepl.StreamStartMessageV2{Xid: 7},
+			&pglogrepl.StreamCommitMessageV2{Xid: 7}},
+		"stream abort inside a transaction": {&pglogrepl.BeginMessage{Xid: 1},
+			&pglogrepl.StreamAbortMessageV2{Xid: 7, SubXid: 7}},
+		"stream stop outside a block": {&pglogrepl.StreamStopMessageV2{}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			a := newAssembler()

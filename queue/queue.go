@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -269,15 +270,16 @@ func (q *Queue) Notify(payload string) { q.hint(0, payload) }
 func (q *Queue) StreamHint(xid uint32, payload string) { q.hint(xid, payload) }
 
 func (q *Queue) hint(xid uint32, payload string) {
-	kind, list, ok := strings.Cut(payload, ":")
-	ids := strings.Split(list, ",")
-	if ok {
-		for _, id := range ids {
-			if !validID(id) {
-				ok = false
-				break
-			}
+	kind, ids, err := parseHint(payload)
+	if err != nil {
+		if len(payload) > 200 {
+			payload = payload[:200] + "..."
 		}
+		q.log.Warn("malformed work hint skipped", "channel", cdc.WorkChannel, "payload", payload, "err", err)
+		if q.Metrics != nil {
+			q.Metrics.Malformed.Inc()
+		}
+		return
 	}
 	q.mu.Lock()
 	var set map[string]struct{}
@@ -292,37 +294,52 @@ func (q *Queue) hint(xid uint32, payload string) {
 		set = q.pending.limits
 	case "alloc":
 		// Allocations decide cluster keys: rebuild everything.
-		if ok {
-			q.pending.all = true
-		}
-	default:
-		ok = false
+		q.pending.all = true
 	}
-	if ok {
-		for _, id := range ids {
-			if set != nil {
-				set[id] = struct{}{}
-			}
+	for _, id := range ids {
+		if set != nil {
+			set[id] = struct{}{}
 		}
-		if xid != 0 {
-			q.pending.after[xid] = struct{}{}
-		}
+	}
+	if xid != 0 {
+		q.pending.after[xid] = struct{}{}
 	}
 	q.mu.Unlock()
-	if !ok {
-		if len(payload) > 200 {
-			payload = payload[:200] + "..."
-		}
-		q.log.Warn("malformed work hint skipped", "channel", cdc.WorkChannel, "payload", payload)
-		if q.Metrics != nil {
-			q.Metrics.Malformed.Inc()
-		}
-		return
-	}
 	if q.Metrics != nil {
 		q.Metrics.Payloads.WithLabelValues(kind).Inc()
 	}
 	q.signal(q.kick)
+}
+
+// parseHint reads a cuesched_work payload, "kind:id[,id...]" as
+// migrations/0004 and 0008 send it; the error says what is wrong with one
+// that is not.
+func parseHint(payload string) (kind string, ids []string, err error) {
+	kind, list, ok := strings.Cut(payload, ":")
+	if !ok {
+		return "", nil, errors.New(`no "kind:" prefix`)
+	}
+	switch kind {
+	case "job", "show", "folder", "limit", "alloc":
+	default:
+		if len(kind) > 20 {
+			kind = kind[:20] + "..."
+		}
+		return "", nil, fmt.Errorf("kind %q is not job, show, folder, limit or alloc", kind)
+	}
+	ids = strings.Split(list, ",")
+	for i, id := range ids {
+		switch {
+		case id == "":
+			return "", nil, fmt.Errorf("id %d of %d is empty", i+1, len(ids))
+		case !validID(id):
+			if len(id) > 70 {
+				id = id[:70] + "..."
+			}
+			return "", nil, fmt.Errorf("id %d of %d %q is not a key (1 to 64 letters, digits, '-', '_' or '.')", i+1, len(ids), id)
+		}
+	}
+	return kind, ids, nil
 }
 
 // validID accepts what Cuebot's keys look like (VARCHAR(36) UUID strings)

@@ -91,7 +91,7 @@ func Default() Config {
 		BatchMin:       1,
 		BatchMax:       500,
 		LaunchWorkers:  64,
-		Instance:       fmt.Sprintf("%s-%d", host, os.Getpid()),
+		Instance:       defaultInstance(host, os.Getpid()),
 		Lease:          6 * time.Second,
 		Workers:        4,
 		TagPressure:    0.5, // cache.DefaultPressureFraction
@@ -100,6 +100,23 @@ func Default() Config {
 		AuditEvery:      time.Minute,
 		OutboxAge:       5 * time.Minute,
 	}
+}
+
+// defaultInstance is HOST-PID made a name --instance accepts: characters
+// PostgreSQL would rewrite in an application_name become '_', and the host
+// is cut so the whole fits (the process id kept).
+func defaultInstance(host string, pid int) string {
+	suffix := fmt.Sprintf("-%d", pid)
+	host = strings.Map(func(r rune) rune {
+		if r < ' ' || r > '~' {
+			return '_'
+		}
+		return r
+	}, host)
+	if host == "" {
+		host = "cuesched"
+	}
+	return host[:min(len(host), maxInstanceName-len(suffix))] + suffix
 }
 
 // Error is a configuration error: the command exits 2 on it.
@@ -296,15 +313,23 @@ func loadFile(path string, all []setting, byName map[string]setting, apply func(
 			continue
 		}
 		node := doc[k]
+		// A YAML null (key:, ~, null) would set its text: "", "~" or "null".
+		null := &Error{Setting: name, Err: fmt.Errorf("%s: null is not a value (remove the key to keep the default)", path)}
 		var v string
 		switch node.Kind {
 		case yaml.ScalarNode:
+			if node.ShortTag() == "!!null" {
+				return null
+			}
 			v = node.Value
 		case yaml.SequenceNode:
 			var items []string
 			for _, item := range node.Content {
 				if item.Kind != yaml.ScalarNode {
 					return &Error{Setting: name, Err: fmt.Errorf("%s: list items must be plain values", path)}
+				}
+				if item.ShortTag() == "!!null" {
+					return null
 				}
 				items = append(items, item.Value)
 			}

@@ -58,6 +58,14 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{[]string{"stray"}, nil, `unexpected argument "stray"`},
 		{[]string{"--tag-pressure", "-1"}, nil, `--tag-pressure: "-1" is not a number from 0 to 10`},
 		{[]string{"--log-summary-interval", "100ms"}, nil, `--log-summary-interval: "100ms" is not a duration of at least 1s`},
+		{[]string{"--tag-pressure", "NaN"}, nil, `--tag-pressure: "NaN" is not a number from 0 to 10`},
+		{[]string{"--instance="}, nil, `--instance: "" is not 1 to 54 printable ASCII characters`},
+		{[]string{"--instance", "render-ü"}, nil, `--instance: "render-ü" is not 1 to 54 printable ASCII characters`},
+		{[]string{"--instance", strings.Repeat("n", 55)}, nil, "is not 1 to 54 printable ASCII characters"},
+		{[]string{"--metrics-addr", "10844"}, nil, `--metrics-addr: "10844" is not host:port, e.g. :10844`},
+		{nil, map[string]string{"CUESCHED_METRICS_ADDR": ":99999"}, `--metrics-addr: ":99999" is not host:port`},
+		{[]string{"--db", "postgres://u:s3cret@h:notaport/db"}, nil, "--db: postgres://xxxxx: cannot parse"},
+		{[]string{"--pool-db", "host=h port=x"}, nil, "--pool-db: host=h port=x: cannot parse `host=h port=x`: invalid port"},
 	} {
 		_, err := Load("run", tc.args, env(tc.env), nil, io.Discard)
 		var ce *Error
@@ -122,5 +130,43 @@ func writeFile(t *testing.T, path, text string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A malformed value in the file is refused naming the setting, like one
+// given as a flag: a YAML null too, which would otherwise set a text
+// setting to "null", "~" or nothing at all.
+func TestBadFileValuesNameTheSetting(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	for _, tc := range []struct{ yaml, want string }{
+		{"facility: null\n", "--facility: " + file + ": null is not a value (remove the key to keep the default)"},
+		{"instance: ~\n", "--instance: " + file + ": null is not a value"},
+		{"db:\n", "--db: " + file + ": null is not a value"},
+		{"manual-tags: [a, ~]\n", "--manual-tags: " + file + ": null is not a value"},
+		{"lease: [1, [2]]\n", "--lease: " + file + ": list items must be plain values"},
+		{"lease: {a: 1}\n", "--lease: " + file + ": must be a value or a list of values"},
+		{"tag-pressure: .nan\n", `--tag-pressure: ".nan" is not a number from 0 to 10`},
+		{"- a\n", "--config: " + file + ": yaml: unmarshal errors"},
+		{"lease: 1s\nlease: 2s\n", `--config: ` + file + `: yaml: unmarshal errors:   line 2: mapping key "lease" already defined`},
+	} {
+		writeFile(t, file, tc.yaml)
+		_, err := Load("run", []string{"--config", file}, env(nil), nil, io.Discard)
+		var ce *Error
+		if !errors.As(err, &ce) || !strings.Contains(strings.ReplaceAll(err.Error(), "\n", " "), tc.want) {
+			t.Errorf("%q: got %v, want a config error containing %q", tc.yaml, err, tc.want)
+		}
+	}
+}
+
+// The default instance name is one --instance would accept, whatever the
+// host is called: a long or non-ASCII host name is cut and cleaned, and the
+// process id stays.
+func TestDefaultInstanceIsAValidName(t *testing.T) {
+	for _, host := range []string{"render-01", strings.Repeat("pod-name-", 10), "hôte-ü", ""} {
+		name := defaultInstance(host, 4194304)
+		var c Config
+		if err := instanceName(&c.Instance).set(name); err != nil || !strings.HasSuffix(name, "-4194304") {
+			t.Errorf("host %q: default %q: %v", host, name, err)
+		}
 	}
 }

@@ -2,9 +2,13 @@ package config
 
 import (
 	"fmt"
+	"math"
+	"net"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // setting is one named setting: the one place that says how a text value
@@ -90,12 +94,69 @@ func whole(p *int, min, max int) value {
 func number(p *float64, min, max float64) value {
 	return value{kind: "number", get: func() string { return strconv.FormatFloat(*p, 'g', -1, 64) }, set: func(v string) error {
 		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || f < min || f > max {
+		if err != nil || math.IsNaN(f) || f < min || f > max {
 			return fmt.Errorf("%q is not a number from %g to %g", v, min, max)
 		}
 		*p = f
 		return nil
 	}}
+}
+
+// dsn is a database address: a libpq URL or key=value string, checked as
+// the driver will read it so a malformed one is refused before anything
+// connects (empty: the PG* environment variables).
+func dsn(p *string) value {
+	v := text(p)
+	v.set = func(s string) error {
+		if s != "" {
+			if _, err := pgconn.ParseConfig(s); err != nil {
+				// The driver's message masks the password; so does RedactDSN.
+				return fmt.Errorf("%s: %w", RedactDSN(s), err)
+			}
+		}
+		*p = s
+		return nil
+	}
+	return v
+}
+
+// address is a TCP listen address, host:port (host may be empty: every
+// interface; port a number or a service name).
+func address(p *string) value {
+	v := text(p)
+	v.set = func(s string) error {
+		_, port, err := net.SplitHostPort(s)
+		if err == nil {
+			_, err = net.LookupPort("tcp", port)
+		}
+		if err != nil {
+			return fmt.Errorf("%q is not host:port, e.g. :10844 or 127.0.0.1:10844 (%v)", s, err)
+		}
+		*p = s
+		return nil
+	}
+	return v
+}
+
+// maxInstanceName keeps "cuesched/"+name within the 63 bytes of
+// application_name PostgreSQL keeps: a survivor ends a hung instance's
+// sessions by it.
+const maxInstanceName = 63 - len("cuesched/")
+
+// instanceName is a name PostgreSQL keeps whole as an application_name:
+// printable ASCII (it rewrites anything else) of at most maxInstanceName
+// bytes.
+func instanceName(p *string) value {
+	v := text(p)
+	v.set = func(s string) error {
+		if s == "" || len(s) > maxInstanceName || strings.ContainsFunc(s, func(r rune) bool { return r < ' ' || r > '~' }) {
+			return fmt.Errorf("%q is not 1 to %d printable ASCII characters (it names the instance's sessions, "+
+				"as PostgreSQL's application_name, which keeps no more)", s, maxInstanceName)
+		}
+		*p = s
+		return nil
+	}
+	return v
 }
 
 func boolean(p *bool) value {
@@ -162,9 +223,9 @@ func shortDuration(d time.Duration) string {
 // the docs list them.
 func settings(c *Config) []setting {
 	return []setting{
-		{name: "db", value: text(&c.DB), commands: withDatabase, unset: "the PG* environment variables",
+		{name: "db", value: dsn(&c.DB), commands: withDatabase, unset: "the PG* environment variables",
 			meaning: "Cuebot's database: a libpq URL or key=value string; always a direct connection (ownership, listeners, the host cache's feed)"},
-		{name: "pool-db", value: text(&c.PoolDB), commands: runOnly, unset: "db",
+		{name: "pool-db", value: dsn(&c.PoolDB), commands: runOnly, unset: "db",
 			meaning: "the booking pool's address of the same database, which may go through a transaction pooler (pgbouncer in transaction mode): its statements are never prepared by name"},
 		{name: "config", value: text(&c.ConfigFile), commands: withDatabase, unset: "none",
 			meaning: "YAML file of settings (its keys are the flag names); one file serves every command, each reading the settings it takes"},
@@ -174,7 +235,7 @@ func settings(c *Config) []setting {
 			meaning: "`show:tag,...` (OpenCue's format): book only these shows, in the allocation clusters of these tags"},
 		{name: "manual-tags", aliases: []string{"manual_tags"}, value: strs(&c.ManualTags), commands: runOnly, unset: "every tag bucket",
 			meaning: "`tag,...`: book only the tag buckets holding these manual tags"},
-		{name: "metrics-addr", value: text(&c.MetricsAddr), commands: runOnly,
+		{name: "metrics-addr", value: address(&c.MetricsAddr), commands: runOnly,
 			meaning: "address of the `/metrics`, `/healthz` and `/readyz` server"},
 		{name: "rqd-port", value: whole(&c.RQDPort, 1, 65535), commands: runOnly,
 			meaning: "the port RQD's gRPC server listens on"},
@@ -214,8 +275,8 @@ func settings(c *Config) []setting {
 			meaning: "largest adaptive booking batch"},
 		{name: "launch-workers", value: whole(&c.LaunchWorkers, 1, 10000), commands: runOnly,
 			meaning: "concurrent launches on RQD"},
-		{name: "instance", value: text(&c.Instance), commands: runOnly, computed: "HOST-PID",
-			meaning: "name this instance registers under (HOST-PID: the host's name and the process id)"},
+		{name: "instance", value: instanceName(&c.Instance), commands: runOnly, computed: "HOST-PID",
+			meaning: "name this instance registers under, at most 54 printable ASCII characters (HOST-PID: the host's name and the process id)"},
 		{name: "lease", value: duration(&c.Lease, time.Second), commands: runOnly,
 			meaning: "how long a hung instance keeps its clusters"},
 		{name: "workers", value: whole(&c.Workers, 1, 1024), commands: runOnly,
