@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/cuesched/cuesched/internal/testworld/seed"
 	"github.com/cuesched/cuesched/match"
 )
 
@@ -13,7 +14,8 @@ import (
 // sharing long prefixes and demand flipping tags between contested and not,
 // and after every step checks the index: every host filed once at its idle
 // values, its remembered level the one the tree holds, the contested counts
-// of every level, every hostname walk, and the order of a whole walk.
+// of every level, every hostname walk, and the order of a whole walk: 1,500
+// steps in the default suite, 6,000 at full size (seed.FullSize).
 func TestIndexUnderRandomMoves(t *testing.T) {
 	f := newFake(nil, 0)
 	f.allocs(t)
@@ -37,7 +39,11 @@ func TestIndexUnderRandomMoves(t *testing.T) {
 	}
 	var mine []held
 	seen := map[bool]bool{}
-	for step := range 6000 {
+	steps := 1500
+	if seed.FullSize() {
+		steps = 6000
+	}
+	for step := range steps {
 		if len(mine) > 0 && rng.IntN(3) == 0 {
 			k := rng.IntN(len(mine))
 			f.r.hosts.Return(mine[k].id, mine[k].r)

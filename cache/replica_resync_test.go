@@ -102,13 +102,19 @@ func (w *writer) step(ctx context.Context) error {
 	})
 }
 
-// TestInitialLoadUnderConcurrentWrites loads 10,000 hosts while writers
+// TestInitialLoadUnderConcurrentWrites loads 2,000 hosts (10,000 at full
+// size, seed.FullSize; the hook below puts writes inside the load at any
+// size) while writers
 // change hosts, tags, allocations, procs and caps, some of it committed
 // while the snapshot is being read, and then compares the cache with the
 // tables row by row: nothing lost, nothing applied twice.
 func TestInitialLoadUnderConcurrentWrites(t *testing.T) {
 	db := pgtest.NewDB(t)
-	s := loadFarm(t, db, seed.Stress(1, 10000, 3))
+	hosts := 2000
+	if seed.FullSize() {
+		hosts = 10000
+	}
+	s := loadFarm(t, db, seed.Stress(1, hosts, 3))
 	h := newReplicaHarness(t, db, nil)
 	ctx := context.Background()
 
@@ -161,7 +167,7 @@ func TestInitialLoadUnderConcurrentWrites(t *testing.T) {
 		t.Fatalf("%d writes committed during the load, want 50", duringLoad.Load())
 	}
 	t.Logf("%d writes by the concurrent writers, 50 during the load", writes.Load())
-	if n := h.r.Hosts().Len(); n != 10000 {
+	if n := h.r.Hosts().Len(); n != hosts {
 		t.Fatalf("%d hosts in the cache", n)
 	}
 	h.matchesDB()
