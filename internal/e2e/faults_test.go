@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"iter"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,67 +18,218 @@ import (
 func TestFaultInstance(t *testing.T) {
 	t.Parallel()
 	w := newFaultWorld(t)
-	t.Run("KillBetweenCommitAndLaunch", w.killBetweenCommitAndLaunch)
+	t.Run("KillBetweenCommitAndLaunch", func(t *testing.T) {
+		w.hungOwner(t, cycles(4, 30), "killed", killHard)
+	})
+	t.Run("KillMidBatch", w.killMidBatch)
+	t.Run("StopPastLease", w.stopPastLease)
+	t.Run("TermDuringLaunches", func(t *testing.T) {
+		w.hungOwner(t, cycles(2, 20), "stopped by SIGTERM", func(i *instance) { i.stop(t) })
+	})
 }
 
-// kill -9 between commit and launch: the fakes hang the launches of a job's
-// frames (committed, their outbox rows pending), the instance that booked
-// them is killed, and the next owner resolves the outbox with real
-// launches. Cycles alternate the next owner's path (an instance started
-// after the kill, which takes every cluster at start; a peer taking the
-// killed one's clusters over after its lease) and whether the hung launch
-// took effect (the frame runs: the relaunch is answered "already running")
-// or not (the relaunch starts it). Each hung booking must be launched again
+// fleet is a case's instances: every one it started, and those alive.
+type fleet struct {
+	w         *faultWorld
+	all, live []*instance
+}
+
+func (w *faultWorld) fleet(t *testing.T) *fleet {
+	f := &fleet{w: w}
+	f.add(t)
+	return f
+}
+
+func (f *fleet) add(t *testing.T) *instance {
+	t.Helper()
+	i := f.w.start(t)
+	f.all = append(f.all, i)
+	f.live = append(f.live, i)
+	return i
+}
+
+func (f *fleet) gone(victim *instance) {
+	f.live = slices.DeleteFunc(f.live, func(i *instance) bool { return i == victim })
+}
+
+// arrange readies a cycle: with takeover, two instances share the clusters
+// and the victim is one that owns every cluster of some tag (returned);
+// otherwise one instance owns every cluster and the tag is the cycle's.
+func (f *fleet) arrange(t *testing.T, c int, takeover bool) (*instance, string) {
+	t.Helper()
+	w := f.w
+	if !takeover {
+		for len(f.live) > 1 {
+			f.live[len(f.live)-1].stop(t)
+			f.gone(f.live[len(f.live)-1])
+		}
+		victim := f.live[0]
+		waitFor(t, time.Minute, victim.name+" owning every cluster", func() bool {
+			ok, _ := ownedOnce(t, w.db.Pool, victim)
+			return ok
+		}, victim)
+		return victim, faultTags[c%len(faultTags)]
+	}
+	if len(f.live) < 2 {
+		f.add(t)
+	}
+	waitFor(t, time.Minute, "two instances sharing every cluster", func() bool {
+		return settled(t, w.db, f.live...)
+	}, f.live...)
+	return w.ownerOfSomeTag(t, slices.Backward(f.live))
+}
+
+// after a victim is gone: without takeover, the next owner is started.
+func (f *fleet) after(t *testing.T, victim *instance, takeover bool) {
+	t.Helper()
+	f.gone(victim)
+	if !takeover {
+		f.add(t)
+	}
+}
+
+var nextOwner = map[bool]string{true: "takeover", false: "start"}
+
+// The owner stopped between commit and launch (kill -9, or SIGTERM with
+// launches in flight): the fakes hang the launches of a job's frames
+// (committed, their outbox rows pending) and the instance that booked them
+// is stopped; the next owner resolves the outbox with real launches. Cycles
+// alternate the next owner's path (an instance started after the stop,
+// which takes every cluster at start; a peer taking the clusters over: after
+// the lease, or at once on a handover) and whether the hung launch took
+// effect (the frame runs: the relaunch is answered "already running") or
+// not (the relaunch starts it). Each hung booking must be launched again
 // under the same proc id, and every frame succeed.
-func (w *faultWorld) killBetweenCommitAndLaunch(t *testing.T) {
-	n := cycles(4, 30)
-	all := []*instance{w.start(t)}
-	live := []*instance{all[0]}
+func (w *faultWorld) hungOwner(t *testing.T, n int, how string, stop func(*instance)) {
+	f := w.fleet(t)
 	for c := range n {
 		takeover := c%2 == 1
 		effect := (c/2)%2 == 1
-		var victim *instance
-		var tag string
-		if takeover {
-			peer := w.start(t)
-			all = append(all, peer)
-			live = append(live, peer)
-			waitFor(t, time.Minute, "two instances sharing every cluster", func() bool {
-				return settled(t, w.db, live...)
-			}, live...)
-			victim, tag = w.ownerOfSomeTag(t, peer, live[0])
-		} else {
-			victim = live[0]
-			waitFor(t, time.Minute, victim.name+" owning every cluster", func() bool {
-				ok, _ := ownedOnce(t, w.db.Pool, victim)
-				return ok
-			}, victim)
-			tag = faultTags[c%len(faultTags)]
-		}
+		victim, tag := f.arrange(t, c, takeover)
 		frames := w.launchHung(t, tag, 4, fakerqd.Reply{Action: fakerqd.Hang, TakesEffect: effect,
 			CompleteAfter: 5 * time.Second})
-		waitFor(t, time.Minute, "the job's launches hung with their bookings pending", func() bool {
-			return len(w.launches(frames)) >= len(frames) &&
-				count(t, w.db.Pool, `SELECT count(*) FROM cuesched.launch_outbox WHERE frame_id = ANY($1)
-					AND state = 'pending'`, frames) == int64(len(frames))
-		}, victim)
-		hung := w.launches(frames)
-		killHard(victim)
-		for _, s := range w.servers() {
-			s.ClearScripts()
-		}
-		t.Logf("cycle %d: killed %s with %d launches hung (took effect: %v); next owner by %s", c, victim.name,
-			len(hung), effect, map[bool]string{true: "takeover", false: "start"}[takeover])
-		live = slices.DeleteFunc(live, func(i *instance) bool { return i == victim })
-		if !takeover {
-			next := w.start(t)
-			all = append(all, next)
-			live = append(live, next)
-		}
-		w.succeeded(t, frames, time.Minute, live...)
+		hung := w.waitHung(t, frames, victim)
+		stop(victim)
+		w.clearScripts()
+		t.Logf("cycle %d: %s %s with %d launches hung (took effect: %v); next owner by %s", c, victim.name, how,
+			len(hung), effect, nextOwner[takeover])
+		f.after(t, victim, takeover)
+		w.succeeded(t, frames, time.Minute, f.live...)
 		w.relaunched(t, hung, effect)
 	}
-	w.finish(t, all...)
+	w.finish(t, f.all...)
+}
+
+// waitHung waits until every frame's launch hangs with its booking
+// pending in the outbox, and returns those launches.
+func (w *faultWorld) waitHung(t *testing.T, frames []string, victim *instance) []fakerqd.Launch {
+	t.Helper()
+	waitFor(t, time.Minute, "the job's launches hung with their bookings pending", func() bool {
+		return len(w.launches(frames)) >= len(frames) &&
+			count(t, w.db.Pool, `SELECT count(*) FROM cuesched.launch_outbox WHERE frame_id = ANY($1)
+				AND state = 'pending'`, frames) == int64(len(frames))
+	}, victim)
+	return w.launches(frames)
+}
+
+func (w *faultWorld) clearScripts() {
+	for _, s := range w.servers() {
+		s.ClearScripts()
+	}
+}
+
+// kill -9 mid-batch: the owner of a job of more frames than its hosts hold
+// is killed once RQD has received a few of their launches (a different
+// number each cycle), while it launches and books the rest; the next owner (by start or
+// takeover, alternating) books and launches what is left.
+func (w *faultWorld) killMidBatch(t *testing.T) {
+	f := w.fleet(t)
+	for c := range cycles(4, 30) {
+		takeover := c%2 == 1
+		victim, tag := f.arrange(t, c, takeover)
+		frames := w.launch(t, tag, 24)
+		k := 1 + (c*7)%20
+		waitFor(t, time.Minute, "the first launches of the job", func() bool {
+			return len(w.launches(frames)) >= k
+		}, victim)
+		killHard(victim)
+		t.Logf("cycle %d: killed %s after %d of the job's bookings (outbox then: %s); next owner by %s", c,
+			victim.name, count(t, w.db.Pool, `SELECT count(*) FROM e2e.booking WHERE frame_id = ANY($1)`, frames),
+			w.outboxStates(t, frames), nextOwner[takeover])
+		f.after(t, victim, takeover)
+		w.succeeded(t, frames, time.Minute, f.live...)
+	}
+	w.finish(t, f.all...)
+}
+
+// outboxStates summarises the outbox rows of the frames by state.
+func (w *faultWorld) outboxStates(t *testing.T, frames []string) string {
+	t.Helper()
+	var s string
+	if err := w.db.Pool.QueryRow(t.Context(), `SELECT coalesce(string_agg(state || ' ' || n, ', '), 'none')
+		FROM (SELECT state, count(*) AS n FROM cuesched.launch_outbox WHERE frame_id = ANY($1) GROUP BY 1 ORDER BY 1) x`,
+		frames).Scan(&s); err != nil {
+		t.Fatalf("read the outbox: %v", err)
+	}
+	return s
+}
+
+// SIGSTOP past the lease, then SIGCONT: the owner is stopped with a job's
+// launches hung (bookings pending); its peer ends its sessions, takes its
+// clusters and relaunches the bookings (which then run for seconds); the
+// stopped instance is woken while they run. Its own launches come back
+// unanswered, and the outbox says the peer launched them: it kills none of
+// them, no booking runs twice and every frame succeeds.
+func (w *faultWorld) stopPastLease(t *testing.T) {
+	f := w.fleet(t)
+	for c := range cycles(2, 20) {
+		victim, tag := f.arrange(t, c, true)
+		frames := w.launchHung(t, tag, 4, fakerqd.Reply{Action: fakerqd.Hang})
+		// The relaunch runs long enough for the woken instance to find it.
+		for _, s := range w.servers() {
+			for _, fr := range frames {
+				s.Script(fr, fakerqd.Reply{Action: fakerqd.Accept, CompleteAfter: 4 * time.Second})
+			}
+		}
+		hung := w.waitHung(t, frames, victim)
+		oldID := victim.registration(t, w.db.Pool)
+		victim.signal(syscall.SIGSTOP)
+		rest := slices.DeleteFunc(slices.Clone(f.live), func(i *instance) bool { return i == victim })
+		waitFor(t, time.Minute, "the stopped instance's bookings relaunched by its peer", func() bool {
+			return len(w.launches(frames)) >= 2*len(frames) &&
+				count(t, w.db.Pool, `SELECT count(*) FROM cuesched.launch_outbox WHERE frame_id = ANY($1)
+					AND state = 'launched'`, frames) == int64(len(frames))
+		}, rest...)
+		victim.signal(syscall.SIGCONT)
+		w.clearScripts()
+		waitFor(t, time.Minute, "the woken instance registered again", func() bool {
+			id := victim.registration(t, w.db.Pool)
+			return id != 0 && id != oldID
+		}, f.live...)
+		w.succeeded(t, frames, time.Minute, f.live...)
+		w.relaunched(t, hung, false)
+		// The peer launched the bookings and recorded it before the wake:
+		// the woken instance's unanswered launches of them are settled, and
+		// nothing of them is killed (a render killed is a render lost).
+		if ks := w.kills(frames); len(ks) > 0 {
+			t.Errorf("cycle %d: the woken %s killed %d runs its peer had launched", c, victim.name, len(ks))
+		}
+		t.Logf("cycle %d: %s stopped past its lease with %d launches hung, then woken", c, victim.name, len(hung))
+	}
+	w.finish(t, f.all...)
+}
+
+// kills are the KillRunningFrame calls every fake received for the frames.
+func (w *faultWorld) kills(frames []string) []fakerqd.Kill {
+	var out []fakerqd.Kill
+	for _, s := range w.all() {
+		for _, k := range s.Kills() {
+			if slices.Contains(frames, k.FrameID) {
+				out = append(out, k)
+			}
+		}
+	}
+	return out
 }
 
 // launchHung launches a job of n frames tagged tag whose first launch, on
@@ -122,9 +275,9 @@ func (w *faultWorld) relaunched(t *testing.T, hung []fakerqd.Launch, effect bool
 	}
 }
 
-// ownerOfSomeTag picks, of the instances in order, the first that owns
+// ownerOfSomeTag picks, of the instances in their order, the first that owns
 // every cluster of one of faultTags, and that tag.
-func (w *faultWorld) ownerOfSomeTag(t *testing.T, insts ...*instance) (*instance, string) {
+func (w *faultWorld) ownerOfSomeTag(t *testing.T, insts iter.Seq2[int, *instance]) (*instance, string) {
 	t.Helper()
 	k := keyer(t, w.db.Pool)
 	var facility string

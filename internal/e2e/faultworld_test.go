@@ -217,6 +217,13 @@ func (w *faultWorld) start(t *testing.T, extra ...string) *instance {
 	return startLive(t, w.db, name, w.port, append(slices.Clone(instanceFlags), extra...)...)
 }
 
+// launch launches a job of n one-core frames in one layer tagged tag and
+// returns its frames' ids.
+func (w *faultWorld) launch(t *testing.T, tag string, n int) []string {
+	t.Helper()
+	return w.launchJob(t, tag, n, false)
+}
+
 func (w *faultWorld) launchJob(t *testing.T, tag string, n int, paused bool) []string {
 	t.Helper()
 	w.mu.Lock()
