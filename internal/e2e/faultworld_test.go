@@ -193,6 +193,37 @@ func (w *faultWorld) all() []*fakerqd.Server {
 	return out
 }
 
+func (w *faultWorld) rqd(host string) *fakerqd.Server {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.rqds[host]
+}
+
+// kill closes the host's fake RQD as if the daemon died: its frames never
+// report.
+func (w *faultWorld) killRQD(host string) {
+	w.mu.Lock()
+	srv := w.rqds[host]
+	delete(w.rqds, host)
+	w.mu.Unlock()
+	srv.Close()
+	w.mu.Lock()
+	w.dead = append(w.dead, deadRQD{srv, time.Now()})
+	w.mu.Unlock()
+}
+
+// restartRQD starts the host's RQD again, empty, at the farm's port.
+func (w *faultWorld) restartRQD(host string) {
+	w.t.Helper()
+	srv, err := fakerqd.Start(net.JoinHostPort(host, strconv.Itoa(w.port)), w.rqdOptions(host))
+	if err != nil {
+		w.t.Fatalf("restart the fake RQD of %s: %v", host, err)
+	}
+	w.mu.Lock()
+	w.rqds[host] = srv
+	w.mu.Unlock()
+}
+
 func (w *faultWorld) closeRQDs() {
 	for _, s := range w.servers() {
 		s.Close()
