@@ -425,8 +425,8 @@ func (w *faultWorld) runs() []run {
 // ranOnce checks the runs against the bookings the database recorded: a
 // booking (a frame at the version its booking left, identified in RunFrame
 // by resource_id, the booking's proc) ran at most once without being
-// killed, every run belongs to a committed booking, and no two runs of a
-// frame overlap. Launches RQD answered "already running" (the outbox
+// killed, every run belongs to a committed booking, no two runs of a frame
+// overlap, and a frame ran to its end once. Launches RQD answered "already running" (the outbox
 // relaunching a booking whose frame runs) are counted and logged, not
 // forbidden.
 func (w *faultWorld) ranOnce(t *testing.T) {
@@ -473,6 +473,12 @@ func (w *faultWorld) ranOnce(t *testing.T) {
 		}
 	}
 	for frame, rs := range byFrame {
+		// Cuebot's stand-in never retries a frame: it ran to its end (not
+		// killed, its RQD alive) once. A second would be a run of a
+		// booking released under it, its completion report ignored.
+		if n := countFunc(rs, func(r run) bool { return !r.killed && !r.endedDead && !r.end.IsZero() }); n > 1 {
+			t.Errorf("frame %s ran to its end %d times", frame, n)
+		}
 		slices.SortFunc(rs, func(a, b run) int { return a.start.Compare(b.start) })
 		for i := 1; i < len(rs); i++ {
 			prev := rs[i-1]
@@ -499,6 +505,16 @@ func (w *faultWorld) ranOnce(t *testing.T) {
 	}
 	t.Logf("ran once: %d bookings, %d runs (%d killed) of %d frames; %d LaunchFrame calls, %d answered already running",
 		len(bookings), len(runs), killed, len(byFrame), launches, already)
+}
+
+func countFunc[T any](s []T, f func(T) bool) int {
+	n := 0
+	for _, x := range s {
+		if f(x) {
+			n++
+		}
+	}
+	return n
 }
 
 // killHard sends SIGKILL and waits for the process to end.
