@@ -74,6 +74,8 @@ type faultWorld struct {
 	rqds     map[string]*fakerqd.Server // the live fake RQD of each host name
 	dead     []deadRQD                  // fakes closed under their frames (an RQD that died)
 	complErr error
+	held     map[string]bool // frames whose completion reports are held
+	parked   []*rqd.RunFrame // the reports held
 	jobs     int
 	started  int // instances started, for their names
 }
@@ -151,6 +153,13 @@ func (w *faultWorld) rqdOptions(host string) fakerqd.Options {
 // another frame (a booking released meanwhile), then stops the frame
 // SUCCEEDED and deletes the proc in its two transactions.
 func (w *faultWorld) complete(rf *rqd.RunFrame) {
+	w.mu.Lock()
+	if w.held[rf.GetFrameId()] {
+		w.parked = append(w.parked, rf)
+		w.mu.Unlock()
+		return
+	}
+	w.mu.Unlock()
 	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
 	defer cancel()
 	p, err := w.sim.ProcOfFrame(ctx, rf.GetFrameId())
@@ -168,6 +177,31 @@ func (w *faultWorld) complete(rf *rqd.RunFrame) {
 			w.complErr = fmt.Errorf("complete frame %s: %w", rf.GetFrameId(), err)
 		}
 		w.mu.Unlock()
+	}
+}
+
+// holdReports holds the completion reports of the frames (a Cuebot slow to
+// record them) until release is called, which records them.
+func (w *faultWorld) holdReports(frames []string) (release func()) {
+	w.mu.Lock()
+	if w.held == nil {
+		w.held = map[string]bool{}
+	}
+	for _, f := range frames {
+		w.held[f] = true
+	}
+	w.mu.Unlock()
+	return func() {
+		w.mu.Lock()
+		for _, f := range frames {
+			delete(w.held, f)
+		}
+		parked := w.parked
+		w.parked = nil
+		w.mu.Unlock()
+		for _, rf := range parked {
+			w.complete(rf)
+		}
 	}
 }
 
@@ -469,7 +503,8 @@ func (w *faultWorld) ranOnce(t *testing.T) {
 	for proc, n := range alive {
 		if n > 1 {
 			b := bookings[proc]
-			t.Errorf("booking of frame %s at version %d (proc %s) ran %d times unkilled", b.frame, b.version, proc, n)
+			t.Errorf("booking of frame %s at version %d (proc %s) ran %d times unkilled: %s", b.frame, b.version, proc, n,
+				describeRuns(runs, func(r run) bool { return r.booking == proc }))
 		}
 	}
 	for frame, rs := range byFrame {
@@ -477,7 +512,7 @@ func (w *faultWorld) ranOnce(t *testing.T) {
 		// killed, its RQD alive) once. A second would be a run of a
 		// booking released under it, its completion report ignored.
 		if n := countFunc(rs, func(r run) bool { return !r.killed && !r.endedDead && !r.end.IsZero() }); n > 1 {
-			t.Errorf("frame %s ran to its end %d times", frame, n)
+			t.Errorf("frame %s ran to its end %d times: %s", frame, n, describeRuns(rs, func(run) bool { return true }))
 		}
 		slices.SortFunc(rs, func(a, b run) int { return a.start.Compare(b.start) })
 		for i := 1; i < len(rs); i++ {
@@ -505,6 +540,27 @@ func (w *faultWorld) ranOnce(t *testing.T) {
 	}
 	t.Logf("ran once: %d bookings, %d runs (%d killed) of %d frames; %d LaunchFrame calls, %d answered already running",
 		len(bookings), len(runs), killed, len(byFrame), launches, already)
+}
+
+// describeRuns says where and when the runs that match ran.
+func describeRuns(rs []run, match func(run) bool) string {
+	var out []string
+	for _, r := range rs {
+		if !match(r) {
+			continue
+		}
+		end := "running"
+		switch {
+		case r.killed:
+			end = "killed " + r.end.Format("15:04:05.000")
+		case r.endedDead:
+			end = "died " + r.end.Format("15:04:05.000")
+		case !r.end.IsZero():
+			end = "ended " + r.end.Format("15:04:05.000")
+		}
+		out = append(out, fmt.Sprintf("on %s for proc %s from %s, %s", r.host, r.booking, r.start.Format("15:04:05.000"), end))
+	}
+	return strings.Join(out, "; ")
 }
 
 func countFunc[T any](s []T, f func(T) bool) int {
