@@ -59,7 +59,7 @@ func (w *faultWorld) rebooked(t *testing.T, frames []string, what string) {
 // the frame booked again.
 func (w *faultWorld) rqdRefuses(t *testing.T) {
 	inst := w.start(t)
-	n := cycles(3, 20)
+	n := cycles(2, 20)
 	for c := range n {
 		faulty := w.scripted(t, inst, c, 4, 2, fakerqd.Reply{Action: fakerqd.Refuse,
 			Message: "Not launching, insufficient idle cores"})
@@ -122,7 +122,7 @@ func (w *faultWorld) rqdReplyLost(t *testing.T) {
 // open). Frames it ran before go on and complete.
 func (w *faultWorld) rqdUnreachable(t *testing.T) {
 	inst := w.start(t)
-	n := cycles(2, 20)
+	n := cycles(1, 20)
 	hosts := w.hostNames(t)
 	for c := range n {
 		host := hosts[c%len(hosts)]

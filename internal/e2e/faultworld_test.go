@@ -386,6 +386,15 @@ func (w *faultWorld) finish(t *testing.T, insts ...*instance) {
 	auditClean(t, w.db.Pool)
 	checkBookings(t, w.db.Pool)
 	w.ranOnce(t)
+	// Every frame is done: no live RQD may still run one (a run the
+	// database forgot).
+	for _, s := range w.servers() {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		if err := s.WaitIdle(ctx); err != nil {
+			t.Errorf("%s still runs %v with every frame SUCCEEDED", s.Addr(), s.Running())
+		}
+		cancel()
+	}
 	var apps []string
 	for _, i := range insts {
 		if !i.exited() {
