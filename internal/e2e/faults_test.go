@@ -165,12 +165,32 @@ func (w *faultWorld) hungOwner(t *testing.T, n int, how string, stop func(*insta
 // pending in the outbox, and returns those launches.
 func (w *faultWorld) waitHung(t *testing.T, frames []string, victim *instance) []fakerqd.Launch {
 	t.Helper()
-	waitFor(t, time.Minute, "the job's launches hung with their bookings pending", func() bool {
-		return len(w.launches(frames)) >= len(frames) &&
-			count(t, w.db.Pool, `SELECT count(*) FROM cuesched.launch_outbox WHERE frame_id = ANY($1)
-				AND state = 'pending'`, frames) == int64(len(frames))
+	deadline := time.Now().Add(time.Minute)
+	waitFor(t, 2*time.Minute, "the job's launches hung with their bookings pending", func() bool {
+		if len(w.launches(frames)) >= len(frames) && count(t, w.db.Pool, `SELECT count(*) FROM cuesched.launch_outbox
+				WHERE frame_id = ANY($1) AND state = 'pending'`, frames) == int64(len(frames)) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			// Say where it stands, for a failure's reader.
+			t.Fatalf("after a minute, %s's launches of the job: %d of %d; outbox: %s; frames: %s", victim.name,
+				len(w.launches(frames)), len(frames), w.outboxStates(t, frames), w.frameStates(t, frames))
+		}
+		return false
 	}, victim)
 	return w.launches(frames)
+}
+
+// frameStates summarises the frames by state.
+func (w *faultWorld) frameStates(t *testing.T, frames []string) string {
+	t.Helper()
+	var s string
+	if err := w.db.Pool.QueryRow(t.Context(), `SELECT coalesce(string_agg(str_state || ' ' || n, ', '), 'none')
+		FROM (SELECT str_state, count(*) AS n FROM frame WHERE pk_frame = ANY($1) GROUP BY 1 ORDER BY 1) x`,
+		frames).Scan(&s); err != nil {
+		t.Fatalf("read the frames: %v", err)
+	}
+	return s
 }
 
 func (w *faultWorld) clearScripts() {
@@ -265,6 +285,10 @@ func (w *faultWorld) stopPastLease(t *testing.T) {
 			t.Errorf("cycle %d: the woken %s killed %d runs its peer had launched", c, victim.name, n)
 		}
 		t.Logf("cycle %d: %s stopped past its lease with %d launches hung, then woken", c, victim.name, len(hung))
+		// Its unanswered launches opened its breakers on their hosts (three
+		// failures): the next cycle's instances start afresh.
+		victim.stop(t)
+		f.gone(victim)
 	}
 	w.finish(t, f.all...)
 }

@@ -73,7 +73,8 @@ type faultWorld struct {
 	mu       sync.Mutex
 	rqds     map[string]*fakerqd.Server // the live fake RQD of each host name
 	dead     []deadRQD                  // fakes closed under their frames (an RQD that died)
-	complErr error
+	complErr error                      // the first error of Cuebot's stand-in (completions, host reports)
+	reports  sync.WaitGroup
 	held     map[string]bool // frames whose completion reports are held
 	parked   []*rqd.RunFrame // the reports held
 	jobs     int
@@ -103,7 +104,46 @@ func newFaultWorld(t *testing.T) *faultWorld {
 		rqds: map[string]*fakerqd.Server{}}
 	t.Cleanup(w.close)
 	w.startRQDs(farm.Hosts)
+	w.reports.Add(1)
+	go w.reportHosts()
 	return w
+}
+
+// reportInterval is how often the live RQDs' hosts report to Cuebot's
+// stand-in: well within --host-ping-max-age (5 minutes), which a case
+// running longer would otherwise pass, leaving no host offered.
+const reportInterval = 20 * time.Second
+
+// reportHosts is the live RQDs' host reports until the world closes: the
+// hosts' ping time moves on; a dead RQD's host reports nothing.
+func (w *faultWorld) reportHosts() {
+	defer w.reports.Done()
+	tick := time.NewTicker(reportInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var names []string
+		w.mu.Lock()
+		for name := range w.rqds {
+			names = append(names, name)
+		}
+		w.mu.Unlock()
+		ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
+		_, err := w.db.Pool.Exec(ctx, `UPDATE host_stat SET ts_ping = current_timestamp
+			WHERE pk_host IN (SELECT pk_host FROM host WHERE str_name = ANY($1))`, names)
+		cancel()
+		if err != nil && w.ctx.Err() == nil {
+			w.mu.Lock()
+			if w.complErr == nil {
+				w.complErr = fmt.Errorf("host reports: %w", err)
+			}
+			w.mu.Unlock()
+		}
+	}
 }
 
 // startRQDs starts a fake RQD for each host on its loopback address, all at
@@ -269,6 +309,7 @@ func (w *faultWorld) closeRQDs() {
 
 func (w *faultWorld) close() {
 	w.cancel()
+	w.reports.Wait()
 	w.closeRQDs()
 }
 
