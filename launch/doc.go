@@ -8,6 +8,7 @@
 //	pending  --launch accepted / "already running"-->  launched
 //	pending  --refused, breaker open, bad rows------->  released (row deleted with the proc)
 //	pending  --no verdict------------------------------> unsure --kill confirmed / host unreachable too long--> released
+//	pending  --no verdict, another instance launched it-->  launched (left as it is)
 //	(dry run)                                            dry
 //
 // Nothing polls the table: a row goes when its proc is deleted (a trigger on

@@ -379,3 +379,36 @@ func recomputeAll(ctx context.Context, db *booktest.Seeded) error {
 	}
 	return tx.Commit(ctx)
 }
+
+// A launch that goes unanswered after another instance has launched the
+// same booking (a stopped owner woken after its peer took the cluster over
+// and relaunched its outbox rows) is settled as launched: the frame runs
+// under this booking, so it is neither killed nor released.
+func TestUnansweredLaunchOfABookingLaunchedElsewhere(t *testing.T) {
+	t.Parallel()
+	ctx := ctxFor(t, time.Minute)
+	r := newLaunchRig(t, 1, 1, 2*time.Second, Config{KillRetry: time.Millisecond, KillGiveUp: time.Hour})
+	host := seedName(0)
+	srv := r.server(host)
+	bs := r.book(ctx, t)
+	srv.Script(bs[0].Frame.ID, fakerqd.Reply{Action: fakerqd.Hang})
+	r.l.Submit(bs)
+	if err := srv.WaitLaunches(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	// The peer's relaunch, accepted and recorded while this call hangs.
+	if _, err := r.db.Pool.Exec(ctx, `UPDATE cuesched.launch_outbox SET state = 'launched' WHERE proc_id = $1`,
+		bs[0].ProcID); err != nil {
+		t.Fatal(err)
+	}
+	s := r.settled.wait(ctx, t, 1)[0]
+	if s.Result != SettledLaunched || s.Reason != "launched-elsewhere" {
+		t.Errorf("settled %+v, want launched (launched-elsewhere)", s)
+	}
+	if ks := srv.Kills(); len(ks) != 0 {
+		t.Errorf("killed a frame its booking's other launch runs: %+v", ks)
+	}
+	if st := outboxState(ctx, t, r, bs[0].ProcID); st != "launched" {
+		t.Errorf("outbox state %s, want launched", st)
+	}
+}

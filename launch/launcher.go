@@ -63,7 +63,9 @@ const (
 type Settled struct {
 	Result SettledResult
 	// Reason, for Released: refused, killed, unreachable, breaker, bad-spec;
-	// for Launched: already-running or kill-refused when not a plain launch.
+	// for Launched: already-running, kill-refused or launched-elsewhere (an
+	// unanswered launch of a booking another instance launched) when not a
+	// plain launch.
 	Reason                            string
 	ProcID, FrameID, HostID, HostName string
 	LayerID, JobID                    string // of a Released booking
@@ -419,14 +421,28 @@ func (l *Launcher) launch(ctx context.Context, it *item) {
 		l.releaseAndSettle(ctx, it, "refused")
 	default: // Ambiguous
 		l.log.Debug("launch unanswered; killing before releasing", "proc", it.proc, "frame", it.frame, "host", it.hostName, "err", r.Err)
+		// A row another instance marked launched (it took the cluster over
+		// while this one hung, and relaunched the booking) is left so: the
+		// frame runs under this booking, and killing it would lose the run.
 		dctx, cancel := context.WithTimeout(ctx, dbTimeout)
-		_, err := l.pool.Exec(dctx, `UPDATE cuesched.launch_outbox
-				SET state = 'unsure', attempts = attempts + 1, updated_at = current_timestamp WHERE proc_id = $1`, it.proc)
+		var launched bool
+		err := l.pool.QueryRow(dctx, `WITH u AS (
+				UPDATE cuesched.launch_outbox SET state = 'unsure', attempts = attempts + 1, updated_at = current_timestamp
+				 WHERE proc_id = $1 AND state <> 'launched' RETURNING 1)
+			SELECT NOT EXISTS (SELECT 1 FROM u)
+			   AND EXISTS (SELECT 1 FROM cuesched.launch_outbox WHERE proc_id = $1 AND state = 'launched')`,
+			it.proc).Scan(&launched)
 		cancel()
-		if err != nil {
+		switch {
+		case err != nil:
 			// Left pending, a later Resolve relaunches it instead, which RQD
 			// refuses if the frame runs: still never twice.
 			l.log.Warn("record unsure launch", "proc", it.proc, "err", err)
+		case launched:
+			l.log.Debug("launch unanswered, but launched by another instance; keeping the booking", "proc", it.proc,
+				"frame", it.frame, "host", it.hostName)
+			l.settle(it, SettledLaunched, "launched-elsewhere")
+			return
 		}
 		l.startKill(ctx, it)
 	}

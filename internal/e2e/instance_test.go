@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -88,8 +89,21 @@ func startInstanceOn(t *testing.T, dsn, name string, extra ...string) *instance 
 // startBinary is startInstanceOn with the cuesched binary at path bin.
 func startBinary(t *testing.T, bin, dsn, name string, extra ...string) *instance {
 	t.Helper()
-	args := append([]string{"run", "--db", dsn, "--dry-run", "--metrics-addr", "127.0.0.1:0",
-		"--instance", name}, extra...)
+	return startRun(t, bin, dsn, name, append([]string{"--dry-run"}, extra...)...)
+}
+
+// startLive is startInstance without --dry-run: the instance launches what
+// it books on the RQDs of its hosts, at rqdPort.
+func startLive(t *testing.T, db *pgtest.DB, name string, rqdPort int, extra ...string) *instance {
+	t.Helper()
+	return startRun(t, binary, db.DSN, name, append([]string{"--rqd-port", strconv.Itoa(rqdPort)}, extra...)...)
+}
+
+// startRun starts `cuesched run` of the binary bin on dsn as instance name,
+// with the flags extra.
+func startRun(t *testing.T, bin, dsn, name string, extra ...string) *instance {
+	t.Helper()
+	args := append([]string{"run", "--db", dsn, "--metrics-addr", "127.0.0.1:0", "--instance", name}, extra...)
 	cmd := exec.Command(bin, args...)
 	// Settings come from the flags alone: a CUESCHED_* variable of the
 	// developer's shell must not change what the test runs.

@@ -66,6 +66,9 @@ type Reply struct {
 	// TakesEffect makes a Hang or Drop still do the work: the frame starts
 	// (launch) or dies (kill) although the caller sees no answer.
 	TakesEffect bool
+	// CompleteAfter, when above 0, is how long the frame this launch starts
+	// runs, instead of Options.CompleteAfter.
+	CompleteAfter time.Duration
 }
 
 // Launch is one LaunchFrame call as received, and how it was answered.
@@ -74,6 +77,16 @@ type Launch struct {
 	Action  Action
 	Code    codes.Code // the status sent (OK when accepted; nothing is sent for Hang and Drop)
 	Message string
+}
+
+// Run is one run of a frame on this RQD: from the launch that started it
+// (accepted, or hung or dropped with TakesEffect) until it completed or was
+// killed. A run whose End is zero had not ended when it was read (or never
+// will: the server was closed under it, as an RQD that dies mid-frame).
+type Run struct {
+	Frame      *rqd.RunFrame
+	Start, End time.Time
+	Killed     bool
 }
 
 // Kill is one KillRunningFrame call as received, and how it was answered.
@@ -121,6 +134,7 @@ type Server struct {
 	changed   chan struct{} // closed and replaced whenever a call is recorded
 	launches  []Launch
 	kills     []Kill
+	runs      []Run
 	running   map[string]*runningFrame
 	byFrame   map[string][]Reply // launch scripts per frame_id
 	anyFrame  []Reply            // launch scripts for whatever comes next
@@ -134,6 +148,7 @@ type Server struct {
 type runningFrame struct {
 	rf    *rqd.RunFrame
 	timer *time.Timer
+	run   int // its index in runs
 }
 
 // Start listens on addr (host:port; port 0 picks one) and serves until Close.
@@ -226,6 +241,16 @@ func (s *Server) ScriptKill(frameID string, replies ...Reply) {
 	}
 }
 
+// ClearScripts drops every queued launch and kill reply: the calls that
+// follow get the default reply.
+func (s *Server) ClearScripts() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.byFrame)
+	clear(s.killFrame)
+	s.anyFrame, s.killAny = nil, nil
+}
+
 // SetDefault sets the reply to launches and kills that no script covers.
 func (s *Server) SetDefault(r Reply) {
 	s.mu.Lock()
@@ -266,11 +291,11 @@ func (s *Server) LaunchFrame(ctx context.Context, req *rqd.RqdStaticLaunchFrameR
 		err = refusal(r, "Not launching, refused by script")
 	case Hang, Drop:
 		if r.TakesEffect && s.refuseLaunch(rf) == nil {
-			s.startFrame(rf)
+			s.startFrame(rf, r.CompleteAfter)
 		}
 	default:
 		if err = s.refuseLaunch(rf); err == nil {
-			s.startFrame(rf)
+			s.startFrame(rf, r.CompleteAfter)
 		}
 	}
 	rec.Code = status.Code(err)
@@ -311,14 +336,19 @@ func (s *Server) refuseLaunch(rf *rqd.RunFrame) error {
 	return nil
 }
 
-// startFrame marks rf running and schedules its completion; s.mu is held.
-func (s *Server) startFrame(rf *rqd.RunFrame) {
-	r := &runningFrame{rf: rf}
+// startFrame marks rf running and schedules its completion after d (0:
+// Options.CompleteAfter); s.mu is held.
+func (s *Server) startFrame(rf *rqd.RunFrame, d time.Duration) {
+	r := &runningFrame{rf: rf, run: len(s.runs)}
+	s.runs = append(s.runs, Run{Frame: rf, Start: time.Now()})
 	s.running[rf.GetFrameId()] = r
-	if s.opts.CompleteAfter > 0 && !s.closed {
+	if d <= 0 {
+		d = s.opts.CompleteAfter
+	}
+	if d > 0 && !s.closed {
 		s.timers.Add(1)
 		id := rf.GetFrameId()
-		r.timer = time.AfterFunc(s.opts.CompleteAfter, func() {
+		r.timer = time.AfterFunc(d, func() {
 			defer s.timers.Done()
 			s.finish(id, r)
 		})
@@ -334,7 +364,7 @@ func (s *Server) finish(frameID string, r *runningFrame) bool {
 		return false
 	}
 	delete(s.running, frameID)
-	s.record(func() {})
+	s.record(func() { s.runs[r.run].End = time.Now() })
 	s.mu.Unlock()
 	s.wake()
 	if s.opts.OnComplete != nil {
@@ -382,6 +412,7 @@ func (s *Server) KillRunningFrame(ctx context.Context, req *rqd.RqdStaticKillRun
 	if kill {
 		s.stopTimer(run)
 		delete(s.running, id)
+		s.runs[run.run].End, s.runs[run.run].Killed = time.Now(), true
 	}
 	rec.Code = status.Code(err)
 	rec.Message = req.GetMessage()
@@ -453,6 +484,13 @@ func (s *Server) Kills() []Kill {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.kills)
+}
+
+// Runs returns every run of a frame so far, in the order they started.
+func (s *Server) Runs() []Run {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.runs)
 }
 
 // Running returns the ids of the frames running now, sorted.

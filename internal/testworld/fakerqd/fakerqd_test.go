@@ -201,6 +201,28 @@ func TestCompletion(t *testing.T) {
 	<-done
 }
 
+// A launch's own CompleteAfter overrides the server's.
+func TestCompleteAfterPerLaunch(t *testing.T) {
+	done := make(chan string, 2)
+	s, c := startServer(t, Options{
+		CompleteAfter: time.Hour,
+		OnComplete:    func(addr string, rf *rqd.RunFrame) { done <- rf.GetFrameId() },
+	})
+	s.Script("f1", Reply{Action: Accept, CompleteAfter: time.Millisecond})
+	ctx := ctxT(t)
+	if _, err := c.LaunchFrame(ctx, frame("f1", 100)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-done:
+		if id != "f1" {
+			t.Fatalf("completed %s", id)
+		}
+	case <-ctx.Done():
+		t.Fatal("no completion")
+	}
+}
+
 func TestCompleteByHand(t *testing.T) {
 	var got []string
 	s, c := startServer(t, Options{OnComplete: func(_ string, rf *rqd.RunFrame) { got = append(got, rf.GetFrameId()) }})
@@ -275,5 +297,51 @@ func TestCloseEndsHang(t *testing.T) {
 	s.Close()
 	if err := <-errc; err == nil {
 		t.Fatal("hung call succeeded")
+	}
+}
+
+// Runs records every start of a frame with how it ended: completed, killed,
+// started by a dropped launch that took effect, refused relaunches not at
+// all, and one still running when the server closes stays open. Cleared
+// scripts answer nothing.
+func TestRuns(t *testing.T) {
+	s, c := startServer(t, Options{})
+	ctx := ctxT(t)
+	if _, err := c.LaunchFrame(ctx, frame("f1", 100)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.LaunchFrame(ctx, frame("f1", 100)); err == nil {
+		t.Fatal("second launch of a running frame accepted")
+	}
+	if !s.Complete("f1") {
+		t.Fatal("f1 not running")
+	}
+	s.Script("f2", Reply{Action: Drop, TakesEffect: true})
+	if _, err := c.LaunchFrame(ctx, frame("f2", 100)); status.Code(err) != codes.Unavailable {
+		t.Fatalf("dropped launch: %v", err)
+	}
+	if _, err := c.KillRunningFrame(ctx, &rqd.RqdStaticKillRunningFrameRequest{FrameId: "f2", Message: "why"}); err != nil {
+		t.Fatalf("kill: %v", err)
+	}
+	s.Script("f3", Reply{Action: Refuse})
+	s.Script("", Reply{Action: Refuse})
+	s.ClearScripts()
+	if _, err := c.LaunchFrame(ctx, frame("f3", 100)); err != nil {
+		t.Fatalf("launch after the scripts were cleared: %v", err)
+	}
+	s.Close()
+	rs := s.Runs()
+	if len(rs) != 3 {
+		t.Fatalf("runs %+v, want 3", rs)
+	}
+	for i, want := range []struct {
+		id          string
+		ended, kill bool
+	}{{"f1", true, false}, {"f2", true, true}, {"f3", false, false}} {
+		r := rs[i]
+		if r.Frame.GetFrameId() != want.id || r.End.IsZero() == want.ended || r.Killed != want.kill ||
+			(want.ended && r.End.Before(r.Start)) {
+			t.Errorf("run %d: %s from %v to %v killed %v, want %+v", i, r.Frame.GetFrameId(), r.Start, r.End, r.Killed, want)
+		}
 	}
 }
