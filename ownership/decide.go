@@ -145,8 +145,10 @@ func decide(s *snapshot, weights map[cluster.Key]int64, threshold float64, force
 
 // drifted reports whether the weights have drifted so far apart that a
 // rebalance is due: the heaviest live instance's work (a pending handover's
-// receiver counting as the owner) above trigger x the mean, and above it by
-// at least least (in the weights' unit, queued layers). The rebalance brings
+// receiver counting as the owner) above trigger x the best an assignment can
+// reach (the mean, or the heaviest single cluster when it outweighs the
+// mean), and above it by at least least (in the weights' unit, queued
+// layers). The rebalance brings
 // it down to the threshold, below trigger: hysteresis. The least excess keeps
 // a trickle of small jobs from moving clusters at every job: a move costs the
 // giver its batch in flight and the receiver a resolution of the cluster's
@@ -158,19 +160,22 @@ func (s *snapshot) drifted(weights map[cluster.Key]int64, trigger float64, least
 		return false
 	}
 	load := map[int32]int64{}
-	var total int64
+	var total, heaviest int64
 	for _, it := range s.items(live, weights) {
 		if it.Owner != 0 && it.Weight > 0 {
 			load[it.Owner] += it.Weight
 			total += it.Weight
+			heaviest = max(heaviest, it.Weight)
 		}
 	}
 	var top int64
 	for _, v := range load {
 		top = max(top, v)
 	}
-	mean := float64(total) / float64(len(live))
-	return total > 0 && float64(top) > trigger*mean && float64(top)-mean >= float64(least)
+	// The best any assignment can do: the mean, or the heaviest cluster
+	// when one alone outweighs it (a cluster moves whole).
+	best := max(float64(total)/float64(len(live)), float64(heaviest))
+	return total > 0 && float64(top) > trigger*best && float64(top)-best >= float64(least)
 }
 
 // leaving gives each cluster of an instance that stops to the least loaded

@@ -429,6 +429,12 @@ func TestDrifted(t *testing.T) {
 		{"a trickle: one layer", snap(two, rows(1, 1, 2)), map[int32]int64{1: 1}, false},
 		{"a trickle: a few layers", snap(two, rows(1, 1, 2)), map[int32]int64{1: 9, 2: 9, 3: 1}, false},
 		{"just over the least excess", snap(two, rows(1, 1, 2)), map[int32]int64{1: 17, 2: 17}, true},
+		// One cluster heavier than the mean (work none of its hosts can
+		// take stays queued): no assignment brings its owner below it, so
+		// moves would only shuffle the small clusters around it (the demo's
+		// idle probe saw two moves at every job beside such a bucket).
+		{"one cluster heavier than the mean", snap(two, rows(1, 1, 2)), map[int32]int64{1: 45, 3: 1}, false},
+		{"one heavy cluster and more beside it", snap(two, rows(1, 1, 2)), map[int32]int64{1: 45, 2: 30, 3: 1}, true},
 	} {
 		var w map[cluster.Key]int64
 		if tc.weights != nil {

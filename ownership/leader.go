@@ -152,9 +152,8 @@ func (l *leader) stopWatchers() {
 }
 
 // drifted reports, from memory alone, whether the weights have drifted so
-// far apart that a rebalance is due (hysteresis: it triggers above
-// DriftTrigger, and DriftLeast above the mean, and rebalances down to
-// Threshold).
+// far apart that a rebalance is due (snapshot.drifted; hysteresis: it
+// triggers above DriftTrigger and rebalances down to Threshold).
 func (l *leader) drifted() bool {
 	w := l.c.weights()
 	return l.snap != nil && l.snap.drifted(w, l.c.opts.DriftTrigger, l.c.opts.DriftLeast)
