@@ -289,6 +289,32 @@ func newRole(t *testing.T, db *pgtest.DB, prefix, sql string) string {
 	return role
 }
 
+// streamApplied waits until r has applied the change stream up to the
+// server's position now: what it hands on by then has been handed on.
+func streamApplied(t *testing.T, db *pgtest.DB, r *cache.Replica) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	var lsn cdc.LSN
+	if err := db.Pool.QueryRow(ctx, "SELECT pg_current_wal_lsn()").Scan(&lsn); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WaitApplied(ctx, lsn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// drainedHints checks that the stream messages sent since the last collect
+// are migration 0013's for job, once per layer drained (notifications, the
+// launch's, are taken and not checked).
+func (r *rawNotes) drainedHints(t *testing.T, job string, layers int) {
+	t.Helper()
+	want := slices.Repeat([]string{"job:" + job}, layers)
+	if _, msgs := r.collectBoth(t); !slices.Equal(msgs, want) {
+		t.Errorf("booking the layers' last frames sent messages %q, want %q", msgs, want)
+	}
+}
+
 func (h *harness) queued(id string) func() bool {
 	return func() bool { _, ok := h.q.Layer(id); return ok }
 }
@@ -402,7 +428,7 @@ func TestWorkBecomingDispatchableIsQueued(t *testing.T) {
 		if _, ok := h.q.Layer(id); ok {
 			t.Fatal("drained layer still queued")
 		}
-		raw.collect(t)
+		raw.drainedHints(t, k.ID, 1)
 		if err := sim.Retry(ctx, frame); err != nil {
 			t.Fatal(err)
 		}
@@ -513,8 +539,9 @@ func TestRetriesInOneTransactionHintOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	raw.collect(t)
+	raw.drainedHints(t, k.ID, 2)
 	hints := func() float64 { return metricValue(h.q.Metrics.Payloads.WithLabelValues("job")) }
+	streamApplied(t, db, r) // the drained layers' hints counted before
 	before := hints()
 	if _, err := db.Pool.Exec(ctx, `UPDATE frame SET str_state = 'WAITING', int_version = int_version + 1
 		WHERE pk_job = $1`, k.ID); err != nil {
@@ -525,17 +552,38 @@ func TestRetriesInOneTransactionHintOnce(t *testing.T) {
 	}
 	// The instance's stream has handed on all it will once it has applied
 	// the position reached now.
-	var lsn cdc.LSN
-	if err := db.Pool.QueryRow(ctx, "SELECT pg_current_wal_lsn()").Scan(&lsn); err != nil {
-		t.Fatal(err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, deadline)
-	defer cancel()
-	if err := r.WaitApplied(wctx, lsn); err != nil {
-		t.Fatal(err)
-	}
+	streamApplied(t, db, r)
 	if n := hints() - before; n != 1 {
 		t.Errorf("the queue got %v job hints, want 1", n)
+	}
+}
+
+// A layer drained by a booking that was not this queue's (another
+// instance's, in a cluster this one does not own) leaves the queue through
+// the change stream's hint: a queue that kept it would count it as work in
+// its cluster for good (the leader weighs clusters by these counts, and the
+// demo's idle probe saw two clusters moved at every job beside such a stale
+// bucket). A layer that keeps waiting frames stays.
+func TestLayerDrainedElsewhereLeavesTheQueue(t *testing.T) {
+	db := pgtest.NewDB(t)
+	s := testFarm(t, db)
+	h := startQueue(t, db, db.DSN)
+	h.withStream(t, db, db.DSN, nil)
+	sim := &cuebotsim.Sim{Pool: db.Pool}
+	ctx := context.Background()
+	k := launch(t, s, job("drained", seed.Layer{Name: "one", Frames: 1, Cores: 100, Mem: seed.GB},
+		seed.Layer{Name: "two", Frames: 2, Cores: 100, Mem: seed.GB}))
+	h.waitFor(t, "both layers queued", func() bool {
+		return h.queued(k.Layers["one"])() && h.queued(k.Layers["two"])()
+	})
+	for _, f := range []string{k.Frames["0001-one"], k.Frames["0001-two"]} {
+		if _, err := sim.Book(ctx, f, s.Hosts["127.10.0.1"], 100, seed.GB, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.waitFor(t, "the drained layer gone", func() bool { return !h.queued(k.Layers["one"])() })
+	if !h.queued(k.Layers["two"])() {
+		t.Error("the layer with a frame still waiting left the queue")
 	}
 }
 
@@ -630,7 +678,7 @@ func TestRetryHintSentByCuebotsRole(t *testing.T) {
 	if _, err := sim.Book(ctx, frame, s.Hosts["127.10.0.1"], 100, seed.GB, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	raw.collect(t)
+	raw.drainedHints(t, k.ID, 1) // sent by Cuebot's role too
 	if err := sim.Retry(ctx, frame); err != nil {
 		t.Fatalf("Cuebot's role retrying a frame: %v", err)
 	}
@@ -969,9 +1017,10 @@ func TestMalformedHintsAreCountedAndSkipped(t *testing.T) {
 	}
 }
 
-// Each migration's down removes exactly what its up added: 0009's down
-// gives 0004's job trigger its helper back, 0008's gives 0004's layer_stat
-// trigger its retries back, 0004's removes the rest.
+// Each migration's down removes exactly what its up added: 0013's down
+// drops the drained layer's trigger, 0009's gives 0004's job trigger its
+// helper back, 0008's gives 0004's layer_stat trigger its retries back,
+// 0004's removes the rest.
 func TestWorkNotifyMigrationsDownAndUp(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
@@ -993,7 +1042,7 @@ func TestWorkNotifyMigrationsDownAndUp(t *testing.T) {
 		}
 		return st
 	}
-	all := state{13, 9, true}
+	all := state{14, 9, true}
 	if got := read(); got != all {
 		t.Fatalf("after up: %+v, want %+v", got, all)
 	}
@@ -1001,12 +1050,14 @@ func TestWorkNotifyMigrationsDownAndUp(t *testing.T) {
 		file string
 		want state
 	}{
+		{"0013_drained_hint.down.sql", state{13, 9, true}},
 		{"0009_cuebot_role.down.sql", state{13, 10, true}},
 		{"0008_retry_hint.down.sql", state{12, 9, false}},
 		{"0004_work_notify.down.sql", state{}},
 		{"0004_work_notify.up.sql", state{12, 9, false}},
 		{"0008_retry_hint.up.sql", state{13, 10, true}},
-		{"0009_cuebot_role.up.sql", all},
+		{"0009_cuebot_role.up.sql", state{13, 9, true}},
+		{"0013_drained_hint.up.sql", all},
 	} {
 		sql, err := readMigration(step.file)
 		if err != nil {
