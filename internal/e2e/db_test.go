@@ -253,19 +253,31 @@ func loads(t *testing.T, pool *pgxpool.Pool, insts ...*instance) (work, clusters
 // them), then runs the audit.
 func auditClean(t *testing.T, pool *pgxpool.Pool, opts ...audit.Options) {
 	t.Helper()
-	waitFor(t, 30*time.Second, "counters settled", func() bool {
+	var o audit.Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	// The audit that ends the wait is the one reported: a release Cuebot
+	// commits after it (its proc deleted, the counters left to cuesched a
+	// moment longer) cannot slip between a settled audit and the verdict.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		vs, err := audit.Run(ctx, pool, audit.Options{SkipCaps: true, AllowUnmanaged: true})
+		vs, err := audit.Snapshot(ctx, pool, o)
+		cancel()
 		if err != nil {
 			t.Fatalf("audit: %v", err)
 		}
 		// Left-legal findings (a show handed back while its frames run)
-		// stay: they are no reason to stop waiting.
-		vs = audit.Illegals(vs)
-		return len(vs) == 0 || !onlyCounters(vs)
-	})
-	audittest.Clean(t, pool, opts...)
+		// stay: they are no reason to wait. Counters off their sums are
+		// waited for a while: the instances bring them back.
+		ill := audit.Illegals(vs)
+		if len(ill) == 0 || !onlyCounters(ill) || time.Now().After(deadline) {
+			audittest.Report(t, vs)
+			return
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
 }
 
 func onlyCounters(vs []audit.Violation) bool {

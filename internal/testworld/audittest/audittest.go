@@ -23,6 +23,13 @@ func Clean(tb testing.TB, q audit.Querier, opts ...audit.Options) {
 	if err != nil {
 		tb.Fatalf("audit: %v", err)
 	}
+	Report(tb, vs)
+}
+
+// Report fails the test with every illegal finding of vs and logs the
+// others, as Clean does, for a caller that ran the audit itself.
+func Report(tb testing.TB, vs []audit.Violation) {
+	tb.Helper()
 	for _, v := range vs {
 		if v.Kind == audit.Illegal {
 			tb.Errorf("audit: %s", v)
