@@ -16,6 +16,14 @@
 // starts or takes a cluster over resolves that cluster's pending and unsure
 // rows once (Launcher.Resolve).
 //
+// A frame RQD no longer runs after a launch with no verdict (an unsure row
+// whose kill finds nothing, or a pending row inherited from an owner that
+// died mid-launch) may have run to its end with its completion report on
+// its way to Cuebot: RQD would run it again if asked. Such a booking is
+// released or launched only after Config.ReportGrace, or as soon as Cuebot
+// records the completion, which ends it; RQD's status report (which frames
+// it runs now) tells those frames from the ones it still runs.
+//
 // The Launcher (launcher.go) runs after commit on a bounded pool of
 // workers, so slow hosts never hold up booking. It reads what RunFrame needs
 // for a chunk of bookings in one query and builds each RunFrame the way

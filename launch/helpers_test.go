@@ -94,10 +94,17 @@ func rqdFarm(t testing.TB, names []string, opts fakerqd.Options) (*fakerqd.Farm,
 }
 
 // runLauncher starts a launcher on the pool and stops it when the test ends.
+// testReportGrace is the launchers' ReportGrace in tests that do not test
+// it: no completion report here arrives late.
+const testReportGrace = 20 * time.Millisecond
+
 func runLauncher(t testing.TB, cfg Config) *Launcher {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = quiet
+	}
+	if cfg.ReportGrace == 0 {
+		cfg.ReportGrace = testReportGrace
 	}
 	l := New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())

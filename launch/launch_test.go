@@ -2,6 +2,7 @@ package launch
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 
 	"github.com/cuesched/cuesched/counters"
 	"github.com/cuesched/cuesched/dispatch"
+	rqdpb "github.com/cuesched/cuesched/internal/rqd"
 	"github.com/cuesched/cuesched/internal/testworld/audittest"
 	"github.com/cuesched/cuesched/internal/testworld/booktest"
 	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
@@ -411,4 +413,119 @@ func TestUnansweredLaunchOfABookingLaunchedElsewhere(t *testing.T) {
 	if st := outboxState(ctx, t, r, bs[0].ProcID); st != "launched" {
 		t.Errorf("outbox state %s, want launched", st)
 	}
+}
+
+// waitStatuses waits until srv answered at least n ReportStatus calls.
+func waitStatuses(ctx context.Context, t *testing.T, srv *fakerqd.Server, n int) {
+	t.Helper()
+	for srv.Statuses() < n {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d status calls, want %d", srv.Statuses(), n)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// A booking the previous owner sent before it died, whose frame ran to its
+// end with its completion report still on its way to Cuebot: RQD no longer
+// runs it, and would run it again if asked. The next owner asks RQD first
+// and, the frame not running, waits for the report (ReportGrace) before
+// launching; the completion recorded meanwhile ends the booking, and the
+// frame is not launched again.
+func TestInheritedBookingThatRanToItsEndIsNotLaunchedAgain(t *testing.T) {
+	t.Parallel()
+	ctx := ctxFor(t, time.Minute)
+	db := booktest.LoadFarm(t, booktest.SmallFarm(1, 800, 1, 1, 1, 100))
+	farm, port := rqdFarm(t, []string{seedName(0)}, fakerqd.Options{})
+	rqd := newRQD(t, port, time.Second)
+	crashed := New(Config{Pool: db.Pool, RQD: rqd, Logger: quiet})
+	res, err := newBooker(db.Pool, dispatch.BookerConfig{Launcher: crashed}).Book(ctx, testCluster,
+		booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil))
+	if err != nil || len(res.Booked) != 1 {
+		t.Fatalf("%v booked %d", err, len(res.Booked))
+	}
+	b := res.Booked[0]
+	srv := farm.Server(b.HostName + ":" + itoa(port))
+
+	settled := newSettledLog()
+	next := runLauncher(t, Config{Pool: db.Pool, RQD: rqd, OnSettled: settled.add, KillRetry: 5 * time.Millisecond,
+		ReportGrace: time.Hour})
+	if n, err := next.Resolve(ctx, []int32{testCluster.ID}); err != nil || n != 1 {
+		t.Fatalf("resolved %d: %v", n, err)
+	}
+	waitStatuses(ctx, t, srv, 1)
+	// The report arrives: Cuebot records the completion.
+	if err := (&cuebotsim.Sim{Pool: db.Pool, Counters: cuebotsim.CuebotCounters}).Succeed(ctx, b.Frame.ID); err != nil {
+		t.Fatal(err)
+	}
+	if s := settled.wait(ctx, t, 1)[0]; s.Result != SettledGone {
+		t.Errorf("settled %+v, want gone", s)
+	}
+	if ls := srv.Launches(); len(ls) != 0 {
+		t.Errorf("the frame that ran to its end was launched again: %d launches", len(ls))
+	}
+	audittest.Clean(t, db.Pool)
+}
+
+// An inherited booking whose frame RQD runs is kept at once, without
+// waiting for a report: RQD answers the launch "already running".
+func TestInheritedBookingRunningIsKeptAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := ctxFor(t, time.Minute)
+	db := booktest.LoadFarm(t, booktest.SmallFarm(1, 800, 1, 1, 1, 100))
+	farm, port := rqdFarm(t, []string{seedName(0)}, fakerqd.Options{})
+	rqd := newRQD(t, port, time.Second)
+	crashed := New(Config{Pool: db.Pool, RQD: rqd, Logger: quiet})
+	res, err := newBooker(db.Pool, dispatch.BookerConfig{Launcher: crashed}).Book(ctx, testCluster,
+		booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil))
+	if err != nil || len(res.Booked) != 1 {
+		t.Fatalf("%v booked %d", err, len(res.Booked))
+	}
+	b := res.Booked[0]
+	srv := farm.Server(b.HostName + ":" + itoa(port))
+	// The dead owner's launch, accepted: the frame runs.
+	if _, err := srv.LaunchFrame(ctx, &rqdpb.RqdStaticLaunchFrameRequest{RunFrame: &rqdpb.RunFrame{
+		ResourceId: b.ProcID, FrameId: b.Frame.ID, NumCores: 100}}); err != nil {
+		t.Fatal(err)
+	}
+	settled := newSettledLog()
+	next := runLauncher(t, Config{Pool: db.Pool, RQD: rqd, OnSettled: settled.add, ReportGrace: time.Hour})
+	if n, err := next.Resolve(ctx, []int32{testCluster.ID}); err != nil || n != 1 {
+		t.Fatalf("resolved %d: %v", n, err)
+	}
+	if s := settled.wait(ctx, t, 1)[0]; s.Result != SettledLaunched || s.Reason != "already-running" {
+		t.Errorf("settled %+v, want launched (already-running)", s)
+	}
+	if ls := srv.Launches(); len(ls) != 2 || !srv.IsRunning(b.Frame.ID) {
+		t.Errorf("%d launches, running %v; want the relaunch refused and the frame running", len(ls), srv.Running())
+	}
+}
+
+// A launch that went unanswered while RQD ran the frame, which then ran to
+// its end with its completion report on its way: the kill finds nothing,
+// and the booking is released only after ReportGrace, so the completion
+// recorded meanwhile wins; releasing at once would put the frame back to
+// WAITING to run a second time.
+func TestUnansweredLaunchThatRanToItsEndIsNotReleased(t *testing.T) {
+	t.Parallel()
+	ctx := ctxFor(t, time.Minute)
+	logs := newLogWatch()
+	r := newLaunchRig(t, 1, 1, 300*time.Millisecond, Config{KillRetry: 5 * time.Millisecond, KillGiveUp: time.Hour,
+		ReportGrace: time.Hour, Logger: slog.New(logs)})
+	srv := r.server(seedName(0))
+	bs := r.book(ctx, t)
+	srv.Script(bs[0].Frame.ID, fakerqd.Reply{Action: fakerqd.Hang, TakesEffect: true, CompleteAfter: time.Millisecond})
+	r.l.Submit(bs)
+	logs.wait(ctx, t, "frame not running after a launch with no verdict; waiting for its completion report")
+	if err := (&cuebotsim.Sim{Pool: r.db.Pool, Counters: cuebotsim.CuebotCounters}).Succeed(ctx, bs[0].Frame.ID); err != nil {
+		t.Fatalf("Cuebot records the completion: %v", err)
+	}
+	if s := r.settled.wait(ctx, t, 1)[0]; s.Result != SettledGone {
+		t.Errorf("settled %+v, want gone", s)
+	}
+	if ls := srv.Launches(); len(ls) != 1 {
+		t.Errorf("%d launches, want 1", len(ls))
+	}
+	audittest.Clean(t, r.db.Pool)
 }

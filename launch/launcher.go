@@ -20,8 +20,12 @@ const (
 	defaultWorkers    = 64
 	defaultKillRetry  = 2 * time.Second
 	defaultKillGiveUp = 2 * time.Minute
-	specChunk         = 1000 // bookings whose launch fields one query reads
-	dbTimeout         = 30 * time.Second
+	// DefaultReportGrace is Config.ReportGrace's default: RQD reports a
+	// completion as the frame exits, and Cuebot records it within seconds
+	// even when its report queue is busy.
+	DefaultReportGrace = 30 * time.Second
+	specChunk          = 1000 // bookings whose launch fields one query reads
+	dbTimeout          = 30 * time.Second
 )
 
 // Config configures a Launcher. Zero fields take defaults.
@@ -36,8 +40,15 @@ type Config struct {
 	// verdict; KillGiveUp is how long such a host may stay unreachable
 	// before the booking is released anyway.
 	KillRetry, KillGiveUp time.Duration
-	Metrics               *Metrics     // nil: unregistered metrics
-	Logger                *slog.Logger // nil: slog.Default()
+	// ReportGrace is how long a frame's completion report may take to
+	// reach the database after the frame exits. A booking whose launch had
+	// no verdict and whose frame RQD no longer runs may have run to its end
+	// with the report on its way: it is released or launched again only
+	// after this, so that a recorded completion wins (the frame runs once).
+	// <= 0: DefaultReportGrace.
+	ReportGrace time.Duration
+	Metrics     *Metrics     // nil: unregistered metrics
+	Logger      *slog.Logger // nil: slog.Default()
 	// OnSettled is called once for every booking the launcher finishes with,
 	// after its outcome is in the database. It must not block. A released
 	// booking's frame is WAITING again: requeue its layer.
@@ -78,7 +89,10 @@ type item struct {
 	version                       int32 // frame.int_version the booking left
 	cluster                       int32
 	unsure                        bool // a launch went unanswered: kill before anything else
-	spec                          launchSpec
+	// inherited: read from the outbox on start or takeover. Its owner may
+	// have sent it and died before the verdict: ask RQD before launching.
+	inherited bool
+	spec      launchSpec
 }
 
 // Launcher launches committed bookings on RQD from a bounded pool of
@@ -105,7 +119,7 @@ type Launcher struct {
 	marks    []markReq
 	markWake chan struct{}
 
-	kills sync.WaitGroup // kill-then-release goroutines
+	kills sync.WaitGroup // kill-then-release and inherited-launch goroutines
 
 	resolveMu   sync.Mutex
 	unresolved  map[int32]struct{} // clusters Run must resolve (ResolveLater)
@@ -130,6 +144,9 @@ func New(cfg Config) *Launcher {
 	}
 	if cfg.KillGiveUp <= 0 {
 		cfg.KillGiveUp = defaultKillGiveUp
+	}
+	if cfg.ReportGrace <= 0 {
+		cfg.ReportGrace = DefaultReportGrace
 	}
 	l := &Launcher{cfg: cfg, pool: cfg.Pool, rqd: cfg.RQD, m: cfg.Metrics, log: cfg.Logger,
 		inflight: map[string]bool{}, wake: make(chan struct{}, 1), markWake: make(chan struct{}, 1),
@@ -185,9 +202,18 @@ func signal(ch chan struct{}) {
 // Resolve takes over the outbox rows of the clusters that are still
 // unresolved (a crash between commit and launch, or an owner that died
 // mid-launch): pending rows are launched (RQD refuses a frame it already
-// runs, which counts as launched), unsure rows are killed first and then
-// released. It returns how many rows it queued; Run carries them out.
+// runs, which counts as launched; one it does not run is launched only
+// after ReportGrace, as it may have run to its end unreported), unsure rows
+// are killed first and then released. It returns how many rows it queued;
+// Run carries them out.
 func (l *Launcher) Resolve(ctx context.Context, clusterIDs []int32) (int, error) {
+	return l.resolve(ctx, clusterIDs, true)
+}
+
+// resolve is Resolve; inherited says whether the pending rows may have been
+// sent by an owner that died (start, takeover) or were certainly never sent
+// (this instance's own bookings whose commit outcome was unknown).
+func (l *Launcher) resolve(ctx context.Context, clusterIDs []int32, inherited bool) (int, error) {
 	rows, err := l.pool.Query(ctx, `
 		SELECT proc_id, frame_id, frame_version, host_id, host_name, cluster_id, state
 		  FROM cuesched.launch_outbox
@@ -205,6 +231,7 @@ func (l *Launcher) Resolve(ctx context.Context, clusterIDs []int32) (int, error)
 			return 0, fmt.Errorf("resolve outbox of clusters %v: %w", clusterIDs, err)
 		}
 		it.unsure = state == "unsure"
+		it.inherited = inherited && !it.unsure
 		items = append(items, it)
 	}
 	if err := rows.Err(); err != nil {
@@ -295,7 +322,7 @@ func (l *Launcher) resolveLoop(ctx context.Context) {
 			}
 		}
 		tctx, cancel := context.WithTimeout(ctx, resolveTry)
-		_, err := l.Resolve(tctx, ids)
+		_, err := l.resolve(tctx, ids, false)
 		cancel()
 		if err == nil {
 			pause = resolveRetryMin
@@ -362,6 +389,8 @@ func (l *Launcher) feed(ctx context.Context, jobs chan<- *item) {
 					l.settle(it, SettledGone, "")
 				case it.unsure:
 					l.startKill(ctx, it)
+				case it.inherited:
+					l.startInherited(ctx, it)
 				default:
 					select {
 					case jobs <- it:
@@ -374,9 +403,42 @@ func (l *Launcher) feed(ctx context.Context, jobs chan<- *item) {
 	}
 }
 
+// awaitReport waits up to ReportGrace for Cuebot to record the completion
+// of a frame RQD no longer runs: it looks every KillRetry whether the
+// booking's proc still holds the frame and returns early once it does not.
+// The caller then goes on as before; its next step finds the booking gone
+// if it is. False when ctx ended first.
+func (l *Launcher) awaitReport(ctx context.Context, it *item) bool {
+	l.log.Debug("frame not running after a launch with no verdict; waiting for its completion report",
+		"proc", it.proc, "frame", it.frame, "host", it.hostName, "grace", l.cfg.ReportGrace)
+	deadline := time.Now().Add(l.cfg.ReportGrace)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return true
+		}
+		if !l.sleep(ctx, min(left, l.cfg.KillRetry)) {
+			return false
+		}
+		dctx, cancel := context.WithTimeout(ctx, dbTimeout)
+		var holds bool
+		err := l.pool.QueryRow(dctx, `SELECT EXISTS (SELECT 1 FROM proc WHERE pk_proc = $1 AND pk_frame = $2)`,
+			it.proc, it.frame).Scan(&holds)
+		cancel()
+		if err == nil && !holds {
+			return true
+		}
+	}
+}
+
 // pause waits KillRetry; false when ctx ended first.
 func (l *Launcher) pause(ctx context.Context) bool {
-	t := time.NewTimer(l.cfg.KillRetry)
+	return l.sleep(ctx, l.cfg.KillRetry)
+}
+
+// sleep waits d; false when ctx ended first.
+func (l *Launcher) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
@@ -448,6 +510,35 @@ func (l *Launcher) launch(ctx context.Context, it *item) {
 	}
 }
 
+// startInherited launches a booking read from the outbox on start or
+// takeover once RQD has said whether it runs the frame: if it does, the
+// launch is answered "already running"; if it does not, the frame may have
+// run to its end under this booking with its completion report still on
+// its way, so the launch waits ReportGrace (and finds the booking gone if
+// Cuebot recorded the completion meanwhile). An RQD that does not answer
+// gets the launch at once, which meets the same host and is handled as any
+// unanswered launch.
+func (l *Launcher) startInherited(ctx context.Context, it *item) {
+	l.kills.Add(1)
+	go func() {
+		defer l.kills.Done()
+		running, err := l.rqd.running(ctx, it.hostName)
+		if ctx.Err() != nil {
+			return
+		}
+		if _, runs := running[it.frame]; err == nil && !runs {
+			if !l.awaitReport(ctx, it) {
+				return
+			}
+		}
+		it.inherited = false
+		l.mu.Lock()
+		l.queue = append(l.queue, it) // still in flight: enqueue would skip it
+		l.mu.Unlock()
+		signal(l.wake)
+	}()
+}
+
 func (l *Launcher) startKill(ctx context.Context, it *item) {
 	l.kills.Add(1)
 	go func() {
@@ -458,18 +549,34 @@ func (l *Launcher) startKill(ctx context.Context, it *item) {
 
 // killThenRelease settles a booking whose launch may or may not have
 // started the frame: the booking is released only once RQD confirms the
-// frame is not running, or the host stayed unreachable for KillGiveUp.
+// frame is not running, or the host stayed unreachable for KillGiveUp. A
+// frame found not running may have run to its end with its completion
+// report on its way: the release waits ReportGrace, and finds the booking
+// gone if Cuebot recorded the completion meanwhile. RQD's status, asked
+// before each kill, tells a frame not running from one killed where the
+// kill's answer cannot (the Python RQD acknowledges both alike).
 func (l *Launcher) killThenRelease(ctx context.Context, it *item) {
 	giveUp := time.Now().Add(l.cfg.KillGiveUp)
 	msg := "cuesched: launch of proc " + it.proc + " went unanswered; clearing the booking"
 	for {
+		running, serr := l.rqd.running(ctx, it.hostName)
+		_, runs := running[it.frame]
 		r := l.rqd.kill(ctx, it.hostName, it.frame, msg)
 		if ctx.Err() != nil {
 			return
 		}
+		if r.Outcome == killed && serr == nil && !runs {
+			r.Outcome = notRunning
+		}
 		past := !time.Now().Before(giveUp)
 		switch {
-		case r.Outcome == killed || r.Outcome == notRunning:
+		case r.Outcome == killed:
+			l.releaseAndSettle(ctx, it, "killed")
+			return
+		case r.Outcome == notRunning:
+			if !l.awaitReport(ctx, it) {
+				return
+			}
 			l.releaseAndSettle(ctx, it, "killed")
 			return
 		case r.Outcome == killUnreachable && past:

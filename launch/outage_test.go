@@ -201,7 +201,7 @@ func newOutageRig(t *testing.T, frames int, positionWait time.Duration) *outageR
 	r.rqd = newRQD(t, port, 5*time.Second)
 	m := NewMetrics(nil)
 	l := New(Config{Pool: r.o.pool, RQD: r.rqd, OnSettled: r.settled.add, Metrics: m,
-		KillRetry: 50 * time.Millisecond, Logger: slog.New(r.logs)})
+		KillRetry: 50 * time.Millisecond, ReportGrace: testReportGrace, Logger: slog.New(r.logs)})
 	lctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- l.Run(lctx) }()

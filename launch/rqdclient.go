@@ -333,6 +333,28 @@ func (c *RQDClient) kill(ctx context.Context, hostAddr, frameID, message string)
 	return r
 }
 
+// running asks the RQD at hostAddr which frames it runs now (ReportStatus)
+// and returns the resource id each was launched with, by frame id. A host
+// that does not answer says nothing about the host's breaker: the launch or
+// kill that follows does.
+func (c *RQDClient) running(ctx context.Context, hostAddr string) (map[string]string, error) {
+	var resp *rqd.RqdStaticReportStatusResponse
+	_, _, _, _, err := c.call(ctx, hostAddr, func(ctx context.Context, stub rqd.RqdInterfaceClient) error {
+		var err error
+		resp, err = stub.ReportStatus(ctx, &rqd.RqdStaticReportStatusRequest{}, grpc.WaitForReady(false))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("report status of %s: %w", hostAddr, err)
+	}
+	frames := resp.GetHostReport().GetFrames()
+	out := make(map[string]string, len(frames))
+	for _, f := range frames {
+		out[f.GetFrameId()] = f.GetResourceId()
+	}
+	return out, nil
+}
+
 // call runs one RPC on the host's cached connection under the call deadline
 // and reports its status code, whether the request was sent, whether a status
 // came from the peer, and whether the result says nothing about the host

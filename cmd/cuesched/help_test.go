@@ -11,7 +11,7 @@ import (
 // and the settings it reads. A new command adds its line here.
 var helpFlags = map[string][]string{
 	"run": {"db", "pool-db", "config", "facility", "alloc-tags", "manual-tags", "metrics-addr", "rqd-port",
-		"rqd-timeout", "rqd-tls-ca", "rqd-tls-cert", "rqd-tls-key", "dry-run", "feed", "poll-interval", "counters",
+		"rqd-timeout", "report-grace", "rqd-tls-ca", "rqd-tls-cert", "rqd-tls-key", "dry-run", "feed", "poll-interval", "counters",
 		"log-level", "log-format", "log-summary-interval", "host-ping-max-age", "policy", "order", "selfish-services", "batch-min",
 		"batch-max", "launch-workers", "instance", "lease", "workers", "tag-pressure", "audit-interval", "outbox-age"},
 	"migrate": {"db", "config"},

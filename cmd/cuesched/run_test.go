@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cuesched/cuesched/internal/config"
 	"github.com/cuesched/cuesched/internal/testworld/audittest"
 	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 	"github.com/cuesched/cuesched/internal/testworld/seed"
+	"github.com/cuesched/cuesched/launch"
 )
 
 // syncBuffer is an io.Writer safe for the logger and the test at once.
@@ -147,5 +149,14 @@ func (r *runProcess) stop(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatalf("cuesched run did not stop:\n%s", r.out.String())
+	}
+}
+
+// The report-grace setting's default is the launcher's own (config cannot
+// import launch, so the figure is written twice).
+func TestReportGraceDefaultIsTheLaunchers(t *testing.T) {
+	t.Parallel()
+	if got := config.Default().ReportGrace; got != launch.DefaultReportGrace {
+		t.Errorf("report-grace defaults to %s, the launcher to %s", got, launch.DefaultReportGrace)
 	}
 }

@@ -42,6 +42,9 @@ type Config struct {
 	MetricsAddr string
 	RQDPort     int
 	RQDTimeout  time.Duration
+	// ReportGrace: how long a frame's completion report may take to reach
+	// Cuebot's database (launch.Config.ReportGrace).
+	ReportGrace time.Duration
 	// RQD over TLS (off unless RQDTLSCA is set): the CA bundle that signs the
 	// hosts' certificates, and a client certificate for RQDs that ask one.
 	RQDTLSCA, RQDTLSCert, RQDTLSKey string
@@ -80,6 +83,7 @@ func Default() Config {
 		MetricsAddr:    ":10844", // see README, Configuration: not a port of Prometheus' list
 		RQDPort:        8444,
 		RQDTimeout:     10 * time.Second,
+		ReportGrace:    30 * time.Second, // launch.DefaultReportGrace
 		Feed:           "events",
 		PollEvery:      5 * time.Second,
 		Counters:       "cuesched",

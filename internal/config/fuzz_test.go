@@ -112,7 +112,8 @@ func runnable(c Config) string {
 		name   string
 		d, min time.Duration
 	}{
-		{"rqd-timeout", c.RQDTimeout, time.Millisecond}, {"poll-interval", c.PollEvery, 100 * time.Millisecond},
+		{"rqd-timeout", c.RQDTimeout, time.Millisecond}, {"report-grace", c.ReportGrace, time.Millisecond},
+		{"poll-interval", c.PollEvery, 100 * time.Millisecond},
 		{"log-summary-interval", c.LogSummaryEvery, time.Second}, {"host-ping-max-age", c.HostPingMaxAge, time.Second},
 		{"lease", c.Lease, time.Second},
 	}

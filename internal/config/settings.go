@@ -241,6 +241,8 @@ func settings(c *Config) []setting {
 			meaning: "the port RQD's gRPC server listens on"},
 		{name: "rqd-timeout", value: duration(&c.RQDTimeout, time.Millisecond), commands: runOnly,
 			meaning: "deadline of one call to RQD"},
+		{name: "report-grace", value: duration(&c.ReportGrace, time.Millisecond), commands: runOnly,
+			meaning: "how long a frame's completion report may take to reach Cuebot's database: a booking whose launch got no answer (or was inherited from an instance that died) and whose frame RQD no longer runs is released or launched again only after this, so a frame that ran to its end is not run twice"},
 		{name: "rqd-tls-ca", value: text(&c.RQDTLSCA), commands: runOnly, unset: "plaintext, as RQD serves",
 			meaning: "PEM file of the CAs that sign the RQD hosts' certificates: talk to RQD over TLS"},
 		{name: "rqd-tls-cert", value: text(&c.RQDTLSCert), commands: runOnly, unset: "none",

@@ -55,9 +55,11 @@ const (
 )
 
 // instanceFlags are what every instance of the suite runs with: a short
-// lease so takeovers come within seconds, and an RQD deadline short enough
-// that a hung RQD costs a case seconds, not the default 10 s.
-var instanceFlags = []string{"--lease", "2s", "--rqd-timeout", "2s"}
+// lease so takeovers come within seconds, an RQD deadline short enough
+// that a hung RQD costs a case seconds, not the default 10 s, and a report
+// grace to match the Cuebot stand-in, which records a completion report
+// within milliseconds.
+var instanceFlags = []string{"--lease", "2s", "--rqd-timeout", "2s", "--report-grace", "3s"}
 
 // faultWorld is one case's database, farm of fake RQDs and the Cuebot
 // stand-in completing frames.
@@ -265,6 +267,16 @@ func (w *faultWorld) all() []*fakerqd.Server {
 		out = append(out, d.srv)
 	}
 	return out
+}
+
+// statuses is how many status reports every fake RQD, live or dead, was
+// asked for.
+func (w *faultWorld) statuses() int {
+	n := 0
+	for _, s := range w.all() {
+		n += s.Statuses()
+	}
+	return n
 }
 
 func (w *faultWorld) rqd(host string) *fakerqd.Server {

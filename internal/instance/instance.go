@@ -149,7 +149,7 @@ func build(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, buckets int,
 	}
 	p.launcher = launch.New(launch.Config{
 		Pool: pool, RQD: p.rqd, Workers: cfg.LaunchWorkers, DryRun: cfg.DryRun, Metrics: launch.NewMetrics(reg),
-		Logger: log,
+		ReportGrace: cfg.ReportGrace, Logger: log,
 	})
 	bcfg := dispatch.BookerConfig{
 		Pool: pool, Fence: coord, BatchMin: cfg.BatchMin, BatchMax: cfg.BatchMax, DryRun: cfg.DryRun,

@@ -194,6 +194,185 @@ func (*RqdStaticKillRunningFrameResponse) Descriptor() ([]byte, []int) {
 	return file_rqd_proto_rawDescGZIP(), []int{3}
 }
 
+type RqdStaticReportStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RqdStaticReportStatusRequest) Reset() {
+	*x = RqdStaticReportStatusRequest{}
+	mi := &file_rqd_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RqdStaticReportStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RqdStaticReportStatusRequest) ProtoMessage() {}
+
+func (x *RqdStaticReportStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_rqd_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RqdStaticReportStatusRequest.ProtoReflect.Descriptor instead.
+func (*RqdStaticReportStatusRequest) Descriptor() ([]byte, []int) {
+	return file_rqd_proto_rawDescGZIP(), []int{4}
+}
+
+type RqdStaticReportStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	HostReport    *HostReport            `protobuf:"bytes,1,opt,name=host_report,json=hostReport,proto3" json:"host_report,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RqdStaticReportStatusResponse) Reset() {
+	*x = RqdStaticReportStatusResponse{}
+	mi := &file_rqd_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RqdStaticReportStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RqdStaticReportStatusResponse) ProtoMessage() {}
+
+func (x *RqdStaticReportStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_rqd_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RqdStaticReportStatusResponse.ProtoReflect.Descriptor instead.
+func (*RqdStaticReportStatusResponse) Descriptor() ([]byte, []int) {
+	return file_rqd_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RqdStaticReportStatusResponse) GetHostReport() *HostReport {
+	if x != nil {
+		return x.HostReport
+	}
+	return nil
+}
+
+// HostReport is the part of RQD's host report (package report in OpenCue)
+// that cuesched reads: field numbers as on the wire, the rest left out.
+type HostReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Frames        []*RunningFrameInfo    `protobuf:"bytes,2,rep,name=frames,proto3" json:"frames,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostReport) Reset() {
+	*x = HostReport{}
+	mi := &file_rqd_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostReport) ProtoMessage() {}
+
+func (x *HostReport) ProtoReflect() protoreflect.Message {
+	mi := &file_rqd_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostReport.ProtoReflect.Descriptor instead.
+func (*HostReport) Descriptor() ([]byte, []int) {
+	return file_rqd_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *HostReport) GetFrames() []*RunningFrameInfo {
+	if x != nil {
+		return x.Frames
+	}
+	return nil
+}
+
+// RunningFrameInfo is the part of a running frame's report cuesched reads.
+type RunningFrameInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ResourceId    string                 `protobuf:"bytes,1,opt,name=resource_id,json=resourceId,proto3" json:"resource_id,omitempty"` // the proc id the frame was launched with
+	FrameId       string                 `protobuf:"bytes,4,opt,name=frame_id,json=frameId,proto3" json:"frame_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunningFrameInfo) Reset() {
+	*x = RunningFrameInfo{}
+	mi := &file_rqd_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunningFrameInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunningFrameInfo) ProtoMessage() {}
+
+func (x *RunningFrameInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_rqd_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunningFrameInfo.ProtoReflect.Descriptor instead.
+func (*RunningFrameInfo) Descriptor() ([]byte, []int) {
+	return file_rqd_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RunningFrameInfo) GetResourceId() string {
+	if x != nil {
+		return x.ResourceId
+	}
+	return ""
+}
+
+func (x *RunningFrameInfo) GetFrameId() string {
+	if x != nil {
+		return x.FrameId
+	}
+	return ""
+}
+
 // RunFrame is everything RQD needs to run one frame.
 type RunFrame struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -236,7 +415,7 @@ type RunFrame struct {
 
 func (x *RunFrame) Reset() {
 	*x = RunFrame{}
-	mi := &file_rqd_proto_msgTypes[4]
+	mi := &file_rqd_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -248,7 +427,7 @@ func (x *RunFrame) String() string {
 func (*RunFrame) ProtoMessage() {}
 
 func (x *RunFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_rqd_proto_msgTypes[4]
+	mi := &file_rqd_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -261,7 +440,7 @@ func (x *RunFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunFrame.ProtoReflect.Descriptor instead.
 func (*RunFrame) Descriptor() ([]byte, []int) {
-	return file_rqd_proto_rawDescGZIP(), []int{4}
+	return file_rqd_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RunFrame) GetResourceId() string {
@@ -490,7 +669,18 @@ const file_rqd_proto_rawDesc = "" +
 	" RqdStaticKillRunningFrameRequest\x12\x19\n" +
 	"\bframe_id\x18\x01 \x01(\tR\aframeId\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"#\n" +
-	"!RqdStaticKillRunningFrameResponse\"\xfa\a\n" +
+	"!RqdStaticKillRunningFrameResponse\"\x1e\n" +
+	"\x1cRqdStaticReportStatusRequest\"Q\n" +
+	"\x1dRqdStaticReportStatusResponse\x120\n" +
+	"\vhost_report\x18\x01 \x01(\v2\x0f.rqd.HostReportR\n" +
+	"hostReport\";\n" +
+	"\n" +
+	"HostReport\x12-\n" +
+	"\x06frames\x18\x02 \x03(\v2\x15.rqd.RunningFrameInfoR\x06frames\"N\n" +
+	"\x10RunningFrameInfo\x12\x1f\n" +
+	"\vresource_id\x18\x01 \x01(\tR\n" +
+	"resourceId\x12\x19\n" +
+	"\bframe_id\x18\x04 \x01(\tR\aframeId\"\xfa\a\n" +
 	"\bRunFrame\x12\x1f\n" +
 	"\vresource_id\x18\x01 \x01(\tR\n" +
 	"resourceId\x12\x15\n" +
@@ -534,10 +724,11 @@ const file_rqd_proto_rawDesc = "" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\x0e\n" +
-	"\fuid_optionalJ\x04\b\x18\x10\x192\xc5\x01\n" +
+	"\fuid_optionalJ\x04\b\x18\x10\x192\x9c\x02\n" +
 	"\fRqdInterface\x12R\n" +
 	"\vLaunchFrame\x12 .rqd.RqdStaticLaunchFrameRequest\x1a!.rqd.RqdStaticLaunchFrameResponse\x12a\n" +
-	"\x10KillRunningFrame\x12%.rqd.RqdStaticKillRunningFrameRequest\x1a&.rqd.RqdStaticKillRunningFrameResponseB/Z-github.com/cuesched/cuesched/internal/rqd;rqdb\x06proto3"
+	"\x10KillRunningFrame\x12%.rqd.RqdStaticKillRunningFrameRequest\x1a&.rqd.RqdStaticKillRunningFrameResponse\x12U\n" +
+	"\fReportStatus\x12!.rqd.RqdStaticReportStatusRequest\x1a\".rqd.RqdStaticReportStatusResponseB/Z-github.com/cuesched/cuesched/internal/rqd;rqdb\x06proto3"
 
 var (
 	file_rqd_proto_rawDescOnce sync.Once
@@ -551,29 +742,37 @@ func file_rqd_proto_rawDescGZIP() []byte {
 	return file_rqd_proto_rawDescData
 }
 
-var file_rqd_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_rqd_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_rqd_proto_goTypes = []any{
 	(*RqdStaticLaunchFrameRequest)(nil),       // 0: rqd.RqdStaticLaunchFrameRequest
 	(*RqdStaticLaunchFrameResponse)(nil),      // 1: rqd.RqdStaticLaunchFrameResponse
 	(*RqdStaticKillRunningFrameRequest)(nil),  // 2: rqd.RqdStaticKillRunningFrameRequest
 	(*RqdStaticKillRunningFrameResponse)(nil), // 3: rqd.RqdStaticKillRunningFrameResponse
-	(*RunFrame)(nil),                          // 4: rqd.RunFrame
-	nil,                                       // 5: rqd.RunFrame.EnvironmentEntry
-	nil,                                       // 6: rqd.RunFrame.AttributesEntry
+	(*RqdStaticReportStatusRequest)(nil),      // 4: rqd.RqdStaticReportStatusRequest
+	(*RqdStaticReportStatusResponse)(nil),     // 5: rqd.RqdStaticReportStatusResponse
+	(*HostReport)(nil),                        // 6: rqd.HostReport
+	(*RunningFrameInfo)(nil),                  // 7: rqd.RunningFrameInfo
+	(*RunFrame)(nil),                          // 8: rqd.RunFrame
+	nil,                                       // 9: rqd.RunFrame.EnvironmentEntry
+	nil,                                       // 10: rqd.RunFrame.AttributesEntry
 }
 var file_rqd_proto_depIdxs = []int32{
-	4, // 0: rqd.RqdStaticLaunchFrameRequest.run_frame:type_name -> rqd.RunFrame
-	5, // 1: rqd.RunFrame.environment:type_name -> rqd.RunFrame.EnvironmentEntry
-	6, // 2: rqd.RunFrame.attributes:type_name -> rqd.RunFrame.AttributesEntry
-	0, // 3: rqd.RqdInterface.LaunchFrame:input_type -> rqd.RqdStaticLaunchFrameRequest
-	2, // 4: rqd.RqdInterface.KillRunningFrame:input_type -> rqd.RqdStaticKillRunningFrameRequest
-	1, // 5: rqd.RqdInterface.LaunchFrame:output_type -> rqd.RqdStaticLaunchFrameResponse
-	3, // 6: rqd.RqdInterface.KillRunningFrame:output_type -> rqd.RqdStaticKillRunningFrameResponse
-	5, // [5:7] is the sub-list for method output_type
-	3, // [3:5] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	8,  // 0: rqd.RqdStaticLaunchFrameRequest.run_frame:type_name -> rqd.RunFrame
+	6,  // 1: rqd.RqdStaticReportStatusResponse.host_report:type_name -> rqd.HostReport
+	7,  // 2: rqd.HostReport.frames:type_name -> rqd.RunningFrameInfo
+	9,  // 3: rqd.RunFrame.environment:type_name -> rqd.RunFrame.EnvironmentEntry
+	10, // 4: rqd.RunFrame.attributes:type_name -> rqd.RunFrame.AttributesEntry
+	0,  // 5: rqd.RqdInterface.LaunchFrame:input_type -> rqd.RqdStaticLaunchFrameRequest
+	2,  // 6: rqd.RqdInterface.KillRunningFrame:input_type -> rqd.RqdStaticKillRunningFrameRequest
+	4,  // 7: rqd.RqdInterface.ReportStatus:input_type -> rqd.RqdStaticReportStatusRequest
+	1,  // 8: rqd.RqdInterface.LaunchFrame:output_type -> rqd.RqdStaticLaunchFrameResponse
+	3,  // 9: rqd.RqdInterface.KillRunningFrame:output_type -> rqd.RqdStaticKillRunningFrameResponse
+	5,  // 10: rqd.RqdInterface.ReportStatus:output_type -> rqd.RqdStaticReportStatusResponse
+	8,  // [8:11] is the sub-list for method output_type
+	5,  // [5:8] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_rqd_proto_init() }
@@ -581,7 +780,7 @@ func file_rqd_proto_init() {
 	if File_rqd_proto != nil {
 		return
 	}
-	file_rqd_proto_msgTypes[4].OneofWrappers = []any{
+	file_rqd_proto_msgTypes[8].OneofWrappers = []any{
 		(*RunFrame_Uid)(nil),
 	}
 	type x struct{}
@@ -590,7 +789,7 @@ func file_rqd_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_rqd_proto_rawDesc), len(file_rqd_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

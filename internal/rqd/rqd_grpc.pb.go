@@ -26,6 +26,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	RqdInterface_LaunchFrame_FullMethodName      = "/rqd.RqdInterface/LaunchFrame"
 	RqdInterface_KillRunningFrame_FullMethodName = "/rqd.RqdInterface/KillRunningFrame"
+	RqdInterface_ReportStatus_FullMethodName     = "/rqd.RqdInterface/ReportStatus"
 )
 
 // RqdInterfaceClient is the client API for RqdInterface service.
@@ -40,6 +41,9 @@ type RqdInterfaceClient interface {
 	LaunchFrame(ctx context.Context, in *RqdStaticLaunchFrameRequest, opts ...grpc.CallOption) (*RqdStaticLaunchFrameResponse, error)
 	// KillRunningFrame kills a frame RQD is running.
 	KillRunningFrame(ctx context.Context, in *RqdStaticKillRunningFrameRequest, opts ...grpc.CallOption) (*RqdStaticKillRunningFrameResponse, error)
+	// ReportStatus reports the host and the frames it runs now; cuesched reads
+	// only the frames, to tell whether a launch that had no verdict runs.
+	ReportStatus(ctx context.Context, in *RqdStaticReportStatusRequest, opts ...grpc.CallOption) (*RqdStaticReportStatusResponse, error)
 }
 
 type rqdInterfaceClient struct {
@@ -70,6 +74,16 @@ func (c *rqdInterfaceClient) KillRunningFrame(ctx context.Context, in *RqdStatic
 	return out, nil
 }
 
+func (c *rqdInterfaceClient) ReportStatus(ctx context.Context, in *RqdStaticReportStatusRequest, opts ...grpc.CallOption) (*RqdStaticReportStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RqdStaticReportStatusResponse)
+	err := c.cc.Invoke(ctx, RqdInterface_ReportStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RqdInterfaceServer is the server API for RqdInterface service.
 // All implementations must embed UnimplementedRqdInterfaceServer
 // for forward compatibility.
@@ -82,6 +96,9 @@ type RqdInterfaceServer interface {
 	LaunchFrame(context.Context, *RqdStaticLaunchFrameRequest) (*RqdStaticLaunchFrameResponse, error)
 	// KillRunningFrame kills a frame RQD is running.
 	KillRunningFrame(context.Context, *RqdStaticKillRunningFrameRequest) (*RqdStaticKillRunningFrameResponse, error)
+	// ReportStatus reports the host and the frames it runs now; cuesched reads
+	// only the frames, to tell whether a launch that had no verdict runs.
+	ReportStatus(context.Context, *RqdStaticReportStatusRequest) (*RqdStaticReportStatusResponse, error)
 	mustEmbedUnimplementedRqdInterfaceServer()
 }
 
@@ -97,6 +114,9 @@ func (UnimplementedRqdInterfaceServer) LaunchFrame(context.Context, *RqdStaticLa
 }
 func (UnimplementedRqdInterfaceServer) KillRunningFrame(context.Context, *RqdStaticKillRunningFrameRequest) (*RqdStaticKillRunningFrameResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method KillRunningFrame not implemented")
+}
+func (UnimplementedRqdInterfaceServer) ReportStatus(context.Context, *RqdStaticReportStatusRequest) (*RqdStaticReportStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportStatus not implemented")
 }
 func (UnimplementedRqdInterfaceServer) mustEmbedUnimplementedRqdInterfaceServer() {}
 func (UnimplementedRqdInterfaceServer) testEmbeddedByValue()                      {}
@@ -155,6 +175,24 @@ func _RqdInterface_KillRunningFrame_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RqdInterface_ReportStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RqdStaticReportStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RqdInterfaceServer).ReportStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RqdInterface_ReportStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RqdInterfaceServer).ReportStatus(ctx, req.(*RqdStaticReportStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RqdInterface_ServiceDesc is the grpc.ServiceDesc for RqdInterface service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -169,6 +207,10 @@ var RqdInterface_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "KillRunningFrame",
 			Handler:    _RqdInterface_KillRunningFrame_Handler,
+		},
+		{
+			MethodName: "ReportStatus",
+			Handler:    _RqdInterface_ReportStatus_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -157,12 +157,57 @@ func TestMethodNames(t *testing.T) {
 		{RqdInterface_KillRunningFrame_FullMethodName, "/rqd.RqdInterface/KillRunningFrame"},
 		{"/" + desc.ServiceName + "/" + desc.Methods[0].MethodName, "/rqd.RqdInterface/LaunchFrame"},
 		{"/" + desc.ServiceName + "/" + desc.Methods[1].MethodName, "/rqd.RqdInterface/KillRunningFrame"},
+		{RqdInterface_ReportStatus_FullMethodName, "/rqd.RqdInterface/ReportStatus"},
+		{"/" + desc.ServiceName + "/" + desc.Methods[2].MethodName, "/rqd.RqdInterface/ReportStatus"},
 	} {
 		if c.got != c.want {
 			t.Errorf("method %q, want %q", c.got, c.want)
 		}
 	}
-	if n := len(desc.Methods); n != 2 {
-		t.Errorf("%d methods, want 2", n)
+	if n := len(desc.Methods); n != 3 {
+		t.Errorf("%d methods, want 3", n)
+	}
+}
+
+// TestHostReportReadsRunningFrames decodes a ReportStatus answer laid out
+// as OpenCue's RQD sends it (report.HostReport: host = 1, frames = 2,
+// core_info = 3; RunningFrameInfo: resource_id = 1, frame_id = 4, num_cores
+// = 7, ...): the frames' ids come through and the fields cuesched leaves out
+// are skipped.
+func TestHostReportReadsRunningFrames(t *testing.T) {
+	frame := func(proc, id string) []byte {
+		var f []byte
+		f = protowire.AppendTag(f, 1, protowire.BytesType)
+		f = protowire.AppendString(f, proc)
+		f = protowire.AppendTag(f, 3, protowire.BytesType)
+		f = protowire.AppendString(f, "jobname")
+		f = protowire.AppendTag(f, 4, protowire.BytesType)
+		f = protowire.AppendString(f, id)
+		f = protowire.AppendTag(f, 7, protowire.VarintType)
+		f = protowire.AppendVarint(f, 100)
+		return f
+	}
+	var host []byte
+	host = protowire.AppendTag(host, 1, protowire.BytesType)
+	host = protowire.AppendString(host, "render-01")
+	var report []byte
+	report = protowire.AppendTag(report, 1, protowire.BytesType)
+	report = protowire.AppendBytes(report, host)
+	report = protowire.AppendTag(report, 2, protowire.BytesType)
+	report = protowire.AppendBytes(report, frame("proc-a", "frame-a"))
+	report = protowire.AppendTag(report, 2, protowire.BytesType)
+	report = protowire.AppendBytes(report, frame("proc-b", "frame-b"))
+	var resp []byte
+	resp = protowire.AppendTag(resp, 1, protowire.BytesType)
+	resp = protowire.AppendBytes(resp, report)
+
+	var got RqdStaticReportStatusResponse
+	if err := proto.Unmarshal(resp, &got); err != nil {
+		t.Fatal(err)
+	}
+	fs := got.GetHostReport().GetFrames()
+	if len(fs) != 2 || fs[0].GetResourceId() != "proc-a" || fs[0].GetFrameId() != "frame-a" ||
+		fs[1].GetResourceId() != "proc-b" || fs[1].GetFrameId() != "frame-b" {
+		t.Fatalf("frames %v", fs)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -141,6 +142,7 @@ type Server struct {
 	killFrame map[string][]Reply
 	killAny   []Reply
 	def       Reply
+	statuses  int // ReportStatus calls
 	closed    bool
 	timers    sync.WaitGroup // completion callbacks scheduled or running
 }
@@ -427,6 +429,34 @@ func (s *Server) KillRunningFrame(ctx context.Context, req *rqd.RqdStaticKillRun
 		return nil, err
 	}
 	return &rqd.RqdStaticKillRunningFrameResponse{}, nil
+}
+
+// ReportStatus implements RQD's status report: the frames running now, with
+// the resource ids they were launched with. It answers as the default reply
+// says (SetDefault: a host that hangs or refuses everything), no script.
+func (s *Server) ReportStatus(ctx context.Context, _ *rqd.RqdStaticReportStatusRequest) (*rqd.RqdStaticReportStatusResponse, error) {
+	s.mu.Lock()
+	r := s.def
+	rep := &rqd.HostReport{}
+	for _, id := range slices.Sorted(maps.Keys(s.running)) {
+		rep.Frames = append(rep.Frames, &rqd.RunningFrameInfo{FrameId: id, ResourceId: s.running[id].rf.GetResourceId()})
+	}
+	s.statuses++
+	s.mu.Unlock()
+	if r.Action == Refuse {
+		return nil, refusal(r, "status refused by script")
+	}
+	if err := s.misbehave(ctx, r.Action); err != nil {
+		return nil, err
+	}
+	return &rqd.RqdStaticReportStatusResponse{HostReport: rep}, nil
+}
+
+// Statuses is how many ReportStatus calls were received.
+func (s *Server) Statuses() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.statuses
 }
 
 func refusal(r Reply, def string) error {
