@@ -50,6 +50,9 @@ type Cluster struct {
 	Port    int
 	LogPath string
 	asUser  string // OS user the server runs as; empty for the current user
+	// settings are Options.Settings, which a standby of the cluster
+	// (StartStandby) runs with too.
+	settings map[string]string
 }
 
 // BinDir finds the directory of the server binaries: CUESCHED_PG_BINDIR,
@@ -100,7 +103,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create cluster directory: %w", err)
 	}
-	c := &Cluster{BinDir: bin, Dir: dir, LogPath: filepath.Join(dir, "server.log")}
+	c := &Cluster{BinDir: bin, Dir: dir, LogPath: filepath.Join(dir, "server.log"), settings: opts.Settings}
 	if os.Geteuid() == 0 {
 		c.asUser = "postgres"
 		if err := chownTo(dir, c.asUser); err != nil {
@@ -284,7 +287,12 @@ func (c *Cluster) Freeze(ctx context.Context) error {
 func (c *Cluster) Stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	err := c.pgctl(ctx, "stop", "-m", "immediate", "-w")
+	var err error
+	// A server already shut down (Shutdown, a failed-over primary) has no
+	// pid file: only its directory is left to remove.
+	if _, statErr := os.Stat(filepath.Join(c.Dir, "postmaster.pid")); statErr == nil {
+		err = c.pgctl(ctx, "stop", "-m", "immediate", "-w")
+	}
 	if rmErr := os.RemoveAll(c.Dir); err == nil {
 		err = rmErr
 	}
