@@ -91,7 +91,13 @@ type deadRQD struct {
 
 func newFaultWorld(t *testing.T) *faultWorld {
 	t.Helper()
-	db := ownDB(t)
+	return newFaultWorldOn(t, ownDB(t))
+}
+
+// newFaultWorldOn is newFaultWorld on db, a fresh database of the Full
+// template: one whose DSN names a standby too, say.
+func newFaultWorldOn(t *testing.T, db *pgtest.DB) *faultWorld {
+	t.Helper()
 	farm := seed.Stress(31, faultHosts, 0)
 	for i := range farm.Hosts {
 		farm.Hosts[i].Cores, farm.Hosts[i].Mem = faultCores*seed.Core, 64*seed.GB
@@ -122,6 +128,7 @@ func (w *faultWorld) reportHosts() {
 	defer w.reports.Done()
 	tick := time.NewTicker(reportInterval)
 	defer tick.Stop()
+	failed := 0 // reports failed in a row: a database unreachable for a while (a failover) fails one
 	for {
 		select {
 		case <-w.ctx.Done():
@@ -138,10 +145,12 @@ func (w *faultWorld) reportHosts() {
 		_, err := w.db.Pool.Exec(ctx, `UPDATE host_stat SET ts_ping = current_timestamp
 			WHERE pk_host IN (SELECT pk_host FROM host WHERE str_name = ANY($1))`, names)
 		cancel()
-		if err != nil && w.ctx.Err() == nil {
+		if err == nil {
+			failed = 0
+		} else if failed++; failed >= 3 && w.ctx.Err() == nil {
 			w.mu.Lock()
 			if w.complErr == nil {
-				w.complErr = fmt.Errorf("host reports: %w", err)
+				w.complErr = fmt.Errorf("host reports: %d in a row failed: %w", failed, err)
 			}
 			w.mu.Unlock()
 		}
@@ -193,7 +202,10 @@ func (w *faultWorld) rqdOptions(host string) fakerqd.Options {
 // complete is Cuebot handling RQD's completion report: it finds the proc by
 // the report's resource id and ignores a report whose proc is gone or holds
 // another frame (a booking released meanwhile), then stops the frame
-// SUCCEEDED and deletes the proc in its two transactions.
+// SUCCEEDED and deletes the proc in its two transactions. As RQD sends a
+// report again until Cuebot takes it, a step that fails (the database
+// restarting or failing over) is tried again for a minute; a step whose
+// commit went unanswered is found done on the next try.
 func (w *faultWorld) complete(rf *rqd.RunFrame) {
 	w.mu.Lock()
 	if w.held[rf.GetFrameId()] {
@@ -202,24 +214,73 @@ func (w *faultWorld) complete(rf *rqd.RunFrame) {
 		return
 	}
 	w.mu.Unlock()
+	var c completion
+	deadline := time.Now().Add(time.Minute)
+	for try := 0; ; try++ {
+		err := w.completeStep(rf, &c, try > 0)
+		if err == nil || errors.Is(err, cuebotsim.ErrStale) || w.ctx.Err() != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			w.mu.Lock()
+			if w.complErr == nil {
+				w.complErr = fmt.Errorf("complete frame %s (%d tries): %w", rf.GetFrameId(), try+1, err)
+			}
+			w.mu.Unlock()
+			return
+		}
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// completion is how far a completion report got.
+type completion struct {
+	proc    string // the proc found for the report
+	stopped bool   // its frame stopped SUCCEEDED
+}
+
+// completeStep takes the completion from where c says it stands; again
+// says an earlier try failed, maybe after its commit.
+func (w *faultWorld) completeStep(rf *rqd.RunFrame, c *completion, again bool) error {
 	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
 	defer cancel()
-	p, err := w.sim.ProcOfFrame(ctx, rf.GetFrameId())
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && p.ID != rf.GetResourceId()) {
-		return
-	}
-	if err == nil {
-		if err = w.sim.StopFrame(ctx, rf.GetFrameId(), "SUCCEEDED", 0); err == nil {
-			err = w.sim.DeleteProc(ctx, p.ID)
+	if c.proc == "" {
+		p, err := w.sim.ProcOfFrame(ctx, rf.GetFrameId())
+		if errors.Is(err, pgx.ErrNoRows) || (err == nil && p.ID != rf.GetResourceId()) {
+			return nil
 		}
-	}
-	if err != nil && !errors.Is(err, cuebotsim.ErrStale) && w.ctx.Err() == nil {
-		w.mu.Lock()
-		if w.complErr == nil {
-			w.complErr = fmt.Errorf("complete frame %s: %w", rf.GetFrameId(), err)
+		if err != nil {
+			return err
 		}
-		w.mu.Unlock()
+		c.proc = p.ID
 	}
+	if !c.stopped {
+		err := w.sim.StopFrame(ctx, rf.GetFrameId(), "SUCCEEDED", 0)
+		if errors.Is(err, cuebotsim.ErrStale) && again {
+			// The failed try may have stopped it: its proc let go of it.
+			var unlinked bool
+			if qerr := w.db.Pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM proc WHERE pk_proc = $1 AND pk_frame IS NULL)`,
+				c.proc).Scan(&unlinked); qerr != nil {
+				return qerr
+			}
+			if unlinked {
+				err = nil
+			}
+		}
+		if err != nil {
+			return err
+		}
+		c.stopped = true
+	}
+	err := w.sim.DeleteProc(ctx, c.proc)
+	if errors.Is(err, cuebotsim.ErrStale) && again {
+		return nil // the failed try deleted it
+	}
+	return err
 }
 
 // holdReports holds the completion reports of the frames (a Cuebot slow to

@@ -283,14 +283,20 @@ func (c *Cluster) Freeze(ctx context.Context) error {
 	return c.pgctl(ctx, "stop", "-m", "fast", "-w")
 }
 
+// Running reports whether the server is up (its pid file is there).
+func (c *Cluster) Running() bool {
+	_, err := os.Stat(filepath.Join(c.Dir, "postmaster.pid"))
+	return err == nil
+}
+
 // Stop stops the server and removes the cluster's directory.
 func (c *Cluster) Stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var err error
-	// A server already shut down (Shutdown, a failed-over primary) has no
-	// pid file: only its directory is left to remove.
-	if _, statErr := os.Stat(filepath.Join(c.Dir, "postmaster.pid")); statErr == nil {
+	// A server already shut down (Shutdown, a failed-over primary): only
+	// its directory is left to remove.
+	if c.Running() {
 		err = c.pgctl(ctx, "stop", "-m", "immediate", "-w")
 	}
 	if rmErr := os.RemoveAll(c.Dir); err == nil {

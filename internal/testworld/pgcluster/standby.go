@@ -32,7 +32,7 @@ func (c *Cluster) StartStandby(ctx context.Context, name string, port int) (*Clu
 	s := &Cluster{BinDir: c.BinDir, Dir: dir, LogPath: filepath.Join(dir, "server.log"), asUser: c.asUser,
 		settings: c.settings}
 	if err := s.startStandby(ctx, c, name, port); err != nil {
-		if _, statErr := os.Stat(filepath.Join(dir, "postmaster.pid")); statErr == nil {
+		if s.Running() {
 			s.pgctl(context.Background(), "stop", "-m", "immediate", "-w")
 		}
 		// The standby's log says why it did not start; its directory goes.

@@ -175,6 +175,9 @@ func NewDBIn(tb testing.TB, c *pgcluster.Cluster, tpl ...Template) *DB {
 	db.Pool = pool
 	tb.Cleanup(func() {
 		pool.Close()
+		if !c.Running() {
+			return // a cluster the test stopped (a failed-over primary) has nothing to drop
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		// A replication session still streaming from the database (a test
