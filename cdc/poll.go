@@ -133,7 +133,7 @@ func (p *Poller) Run(ctx context.Context) error {
 		} else {
 			delay = p.MinBackoff
 			took := time.Since(began)
-			p.setApplied(lsn)
+			p.reset(lsn) // a whole snapshot: as of lsn, even below a failed-over primary's figures
 			p.markLoaded()
 			if p.Metrics != nil {
 				p.Metrics.SnapshotLoad.Observe(took.Seconds())

@@ -85,6 +85,22 @@ func (p *progress) setApplied(lsn LSN) {
 	if lsn <= p.applied {
 		return
 	}
+	p.release(lsn)
+}
+
+// reset is a snapshot loaded at lsn: the Sink reflects the database as of
+// lsn, whatever was applied before. After a failover lsn may lie below the
+// old primary's positions (WAL it flushed that the promoted standby never
+// had): keeping the higher figure would pass waits the Sink has not met.
+func (p *progress) reset(lsn LSN) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.release(lsn)
+}
+
+// release sets the applied position and wakes the waiters it meets. The
+// caller holds mu.
+func (p *progress) release(lsn LSN) {
 	p.applied = lsn
 	kept := p.waiters[:0]
 	for _, w := range p.waiters {

@@ -256,7 +256,7 @@ func (s *Stream) session(ctx context.Context, repCfg *pgconn.Config, loadCfg *pg
 		s.Metrics.SnapshotLoad.Observe(took.Seconds())
 		s.Metrics.Connected.Set(1)
 	}
-	s.setApplied(start)
+	s.reset(start) // the Sink is as of start, even below a failed-over primary's figures
 	s.markLoaded()
 	s.emit(StreamEvent{Kind: EventLoaded, LSN: start, Took: took})
 	s.log.Info("replication snapshot loaded", "slot", slot, "lsn", start, "took", took)
