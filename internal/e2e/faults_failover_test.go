@@ -24,7 +24,7 @@ import (
 // its snapshot; the listeners and ownership's session anew) and go on.
 // Every commit acknowledged before the failover is on the new primary, and
 // the case ends with the suite's checks there. Under CUESCHED_CHAOS=1 it
-// fails over four times in a row, each time to a standby of the last
+// fails over six times in a row (three fast, three immediate), each time to a standby of the last
 // primary started on the old primary's port.
 func TestFaultFailover(t *testing.T) {
 	t.Parallel()
@@ -34,7 +34,7 @@ func TestFaultFailover(t *testing.T) {
 	waitFor(t, time.Minute, "two instances sharing every cluster", func() bool {
 		return settled(t, w.db, insts...)
 	}, insts...)
-	n := cycles(1, 4)
+	n := cycles(1, 6)
 	for c := range n {
 		mode := [...]string{"fast", "immediate"}[c%2]
 		var frames []string
