@@ -206,7 +206,9 @@ func (w *faultWorld) nothingAckedLost(t *testing.T, acked []string) {
 	if len(missing) > 0 {
 		t.Errorf("%d of %d bookings launched before the failover are missing on the new primary: %v", len(missing),
 			len(acked), missing)
+		return
 	}
+	t.Logf("all %d bookings launched before the failover are on the new primary", len(acked))
 }
 
 // retry calls f until it succeeds or ctx ends.
