@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,10 +62,12 @@ func TestFaultFailover(t *testing.T) {
 		}, insts...)
 		acked := w.launchedProcs()
 		launched := len(w.launchedFrames(frames))
+		before := feedsOf(insts)
 		took := fo.failover(t, mode, c < n-1)
 		t.Logf("cycle %d: primary stopped (%s) with %d of %d frames launched; standby promoted %v later",
 			c, mode, launched, len(frames), took.Round(time.Millisecond))
 		w.nothingAckedLost(t, acked)
+		resynced(t, insts, before)
 		// Work that arrives after the failover is heard of on the new
 		// primary.
 		frames = append(frames, w.launch(t, faultTags[c%len(faultTags)], 4)...)
@@ -209,6 +212,35 @@ func (w *faultWorld) nothingAckedLost(t *testing.T, acked []string) {
 		return
 	}
 	t.Logf("all %d bookings launched before the failover are on the new primary", len(acked))
+}
+
+// feeds counts, per instance, the snapshot loads of its replication stream
+// and the sessions its listeners (the work listener, ownership's) opened,
+// by its log.
+type feeds struct{ loads, listens int }
+
+func feedsOf(insts []*instance) []feeds {
+	out := make([]feeds, len(insts))
+	for k, i := range insts {
+		log := i.out.String()
+		out[k] = feeds{strings.Count(log, `msg="replication snapshot loaded"`), strings.Count(log, "msg=listening")}
+	}
+	return out
+}
+
+// resynced waits until every instance has loaded a snapshot again (from a
+// slot it made on the new primary: the old one's slots are not on a
+// standby) and both its listeners listen again.
+func resynced(t *testing.T, insts []*instance, before []feeds) {
+	t.Helper()
+	waitFor(t, time.Minute, "every instance's stream resynced and its listeners back", func() bool {
+		for k, f := range feedsOf(insts) {
+			if f.loads <= before[k].loads || f.listens < before[k].listens+2 {
+				return false
+			}
+		}
+		return true
+	}, insts...)
 }
 
 // retry calls f until it succeeds or ctx ends.
