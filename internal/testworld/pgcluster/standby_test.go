@@ -2,6 +2,7 @@ package pgcluster_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -24,6 +25,11 @@ func TestFailoverTwice(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	p := pgtest.NewCluster(t, pgcluster.Options{})
+	// The templates are most of what a base backup would copy, twice.
+	for _, tpl := range []pgtest.Template{pgtest.Full, pgtest.Cuebot, pgtest.Empty} {
+		exec(t, p.DSN("postgres"), fmt.Sprintf("ALTER DATABASE %s IS_TEMPLATE false", tpl))
+		exec(t, p.DSN("postgres"), fmt.Sprintf("DROP DATABASE %s", tpl))
+	}
 	s, err := p.StartStandby(ctx, "first", 0)
 	if err != nil {
 		t.Fatal(err)
