@@ -3,6 +3,9 @@
 // own cluster: each cluster lives in a fresh directory with its own port and
 // socket directory and is removed when stopped.
 //
+// A cluster can also get a synchronous streaming standby and fail over to it
+// (standby.go).
+//
 // PostgreSQL refuses to run initdb or the server as root, so when this
 // process is root both run as the postgres OS user (runuser) in a directory
 // that user owns.
