@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/cuesched/cuesched/internal/rqd"
 	"github.com/cuesched/cuesched/internal/testworld/cuebotsim"
@@ -136,7 +138,9 @@ func (w *faultWorld) reportHosts() {
 		_, err := w.db.Pool.Exec(ctx, `UPDATE host_stat SET ts_ping = current_timestamp
 			WHERE pk_host IN (SELECT pk_host FROM host WHERE str_name = ANY($1))`, names)
 		cancel()
-		if err != nil && w.ctx.Err() == nil {
+		// A report lost while the database restarts is sent again at the
+		// next tick, as RQD reports again.
+		if err != nil && !outage(err) && w.ctx.Err() == nil {
 			w.mu.Lock()
 			if w.complErr == nil {
 				w.complErr = fmt.Errorf("host reports: %w", err)
@@ -200,15 +204,26 @@ func (w *faultWorld) complete(rf *rqd.RunFrame) {
 		return
 	}
 	w.mu.Unlock()
-	ctx, cancel := context.WithTimeout(w.ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(w.ctx, time.Minute)
 	defer cancel()
-	p, err := w.sim.ProcOfFrame(ctx, rf.GetFrameId())
+	var p cuebotsim.Proc
+	err := retryOutage(ctx, func() (err error) {
+		p, err = w.sim.ProcOfFrame(ctx, rf.GetFrameId())
+		return err
+	})
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && p.ID != rf.GetResourceId()) {
 		return
 	}
 	if err == nil {
-		if err = w.sim.StopFrame(ctx, rf.GetFrameId(), "SUCCEEDED", 0); err == nil {
-			err = w.sim.DeleteProc(ctx, p.ID)
+		err = retryOutage(ctx, func() error { return w.sim.StopFrame(ctx, rf.GetFrameId(), "SUCCEEDED", 0) })
+		if errors.Is(err, errRetriedStale) && w.unlinked(ctx, p.ID) {
+			err = nil // the stop committed, its answer lost in the outage
+		}
+		if err == nil {
+			err = retryOutage(ctx, func() error { return w.sim.DeleteProc(ctx, p.ID) })
+			if errors.Is(err, errRetriedStale) {
+				err = nil // the delete committed, its answer lost
+			}
 		}
 	}
 	if err != nil && !errors.Is(err, cuebotsim.ErrStale) && w.ctx.Err() == nil {
@@ -218,6 +233,60 @@ func (w *faultWorld) complete(rf *rqd.RunFrame) {
 		}
 		w.mu.Unlock()
 	}
+}
+
+// outage reports whether err is the database going away or refusing
+// sessions for a while (a restart, a terminated backend, a failover), or a
+// transaction PostgreSQL aborted to be retried (deadlock, serialization):
+// Cuebot retries those.
+func outage(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P") ||
+			strings.HasPrefix(pgErr.Code, "40") || pgErr.Code == "25006" // read-only: a standby not yet promoted
+	}
+	var netErr net.Error
+	var connErr *pgconn.ConnectError
+	return errors.As(err, &netErr) || errors.As(err, &connErr) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err) || strings.Contains(err.Error(), "conn closed")
+}
+
+// errRetriedStale is a stale answer to a call retried after an outage: the
+// first try may have committed.
+var errRetriedStale = errors.New("stale after a retry")
+
+// retryOutage calls f until it returns anything but an outage, or ctx ends,
+// backing off a little between tries.
+func retryOutage(ctx context.Context, f func() error) error {
+	retried := false
+	for {
+		err := f()
+		if !outage(err) {
+			if retried && errors.Is(err, cuebotsim.ErrStale) {
+				return fmt.Errorf("%w: %w", errRetriedStale, err)
+			}
+			return err
+		}
+		retried = true
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (retried through an outage until: %w)", err, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// unlinked reports whether the proc is still there and holds no frame (its
+// frame stopped by Cuebot's first release transaction).
+func (w *faultWorld) unlinked(ctx context.Context, proc string) bool {
+	var n int64
+	err := retryOutage(ctx, func() error {
+		return w.db.Pool.QueryRow(ctx, `SELECT count(*) FROM proc WHERE pk_proc = $1 AND pk_frame IS NULL`, proc).Scan(&n)
+	})
+	return err == nil && n == 1
 }
 
 // holdReports holds the completion reports of the frames (a Cuebot slow to
