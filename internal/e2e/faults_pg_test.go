@@ -29,7 +29,7 @@ func TestFaultPostgres(t *testing.T) {
 	}
 	t.Cleanup(admin.Close)
 	w.admin = admin
-	t.Run("RestartFast", func(t *testing.T) { w.pgRestarts(t, pgcluster.Fast, cycles(2, 7)) })
+	t.Run("RestartFast", func(t *testing.T) { w.pgRestarts(t, pgcluster.Fast, cycles(1, 7)) })
 	t.Run("RestartImmediate", func(t *testing.T) { w.pgRestarts(t, pgcluster.Immediate, cycles(1, 4)) })
 	t.Run("TerminateWalsender", w.terminateWalsender)
 	t.Run("TerminateListener", w.terminateListener)
@@ -53,7 +53,7 @@ func (w *faultWorld) busy(t *testing.T) []string {
 	t.Helper()
 	var frames []string
 	for _, tag := range allocTags {
-		frames = append(frames, w.launch(t, tag, 24)...)
+		frames = append(frames, w.launch(t, tag, 20)...)
 	}
 	return frames
 }
@@ -90,8 +90,39 @@ func (w *pgWorld) pgRestarts(t *testing.T, mode pgcluster.StopMode, n int) {
 		w.admin.Reset()
 		t.Logf("cycle %d: PostgreSQL restarted (%s) after %d of %d launches", c, mode, launched, len(frames))
 		w.settle(t, frames, f.live...)
+		w.recovered(t, f.live...)
 	}
 	w.finish(t, f.all...)
+}
+
+// recovered waits until every instance is connected again and resynced: its
+// replication stream and its listener say so (cuesched_replication_connected,
+// cuesched_listen_connected: 1 once the snapshot or the queue's resync is
+// done), it is registered, and they own every cluster between them.
+func (w *pgWorld) recovered(t *testing.T, insts ...*instance) {
+	t.Helper()
+	addrs := map[*instance]string{}
+	for _, i := range insts {
+		addrs[i] = i.metricsAddr(t)
+	}
+	why := ""
+	deadline := time.Now().Add(time.Minute)
+	waitFor(t, 2*time.Minute, "the instances reconnected and resynced", func() bool {
+		if time.Now().After(deadline) {
+			t.Fatalf("a minute after the fault: %s", why)
+		}
+		for _, i := range insts {
+			for _, m := range []string{"cuesched_replication_connected", "cuesched_listen_connected"} {
+				if v := scrapeSum(t, addrs[i], m); v != 1 {
+					why = fmt.Sprintf("%s: %s %v", i.name, m, v)
+					return false
+				}
+			}
+		}
+		var ok bool
+		ok, why = ownedOnce(t, w.admin, insts...)
+		return ok
+	}, insts...)
 }
 
 // pids are the backends the query finds.
@@ -136,6 +167,7 @@ func (w *pgWorld) terminateWalsender(t *testing.T) {
 		t.Logf("cycle %d: walsender %d terminated after %d of %d launches", c, old[0], len(w.launches(frames)),
 			len(frames))
 		w.settle(t, frames, inst)
+		w.recovered(t, inst)
 	}
 	w.finish(t, inst)
 }
@@ -163,6 +195,7 @@ func (w *pgWorld) terminateListener(t *testing.T) {
 		t.Logf("cycle %d: %d listening sessions terminated after %d of %d launches", c, len(old),
 			len(w.launches(frames)), len(frames))
 		w.settle(t, frames, inst)
+		w.recovered(t, inst)
 	}
 	w.finish(t, inst)
 }
@@ -292,14 +325,25 @@ func (w *pgWorld) stillBlocked(t *testing.T, b blockedXact, holder int32) bool {
 		AND $3 = ANY(pg_blocking_pids(pid))`, b.pid, b.start, holder) > 0
 }
 
-// A backend in the middle of a booking transaction is terminated: the test
-// holds the layer_stat rows of a job's layer, so its booking, holding its
-// hosts already, waits; the backend is terminated, then the rows let go.
-// The booking rolled back; the frames are booked again.
+// A backend in the middle of a booking transaction is terminated. In even
+// cycles, the test holds the layer_stat rows of a job's layer, so its
+// booking, holding its hosts already, waits; the backend is terminated, then
+// the rows let go: the booking rolled back and the frames are booked again.
+// In odd cycles, whichever of the instance's backends is first seen in a
+// transaction while it books is terminated at once, wherever it stands (in
+// a booking's locks, writes or commit, recording a launch, ...).
 func (w *pgWorld) terminateBooking(t *testing.T) {
 	inst := w.start(t)
 	for c := range cycles(2, 10) {
 		frames := w.busy(t)
+		if c%2 == 1 {
+			w.booking(t, frames, 1, inst)
+			pid, query := w.hitTransaction(t, inst)
+			t.Logf("cycle %d: backend %d terminated in a transaction, at %q", c, pid, query)
+			w.settle(t, frames, inst)
+			w.recovered(t, inst)
+			continue
+		}
 		tag := allocTags[c%len(allocTags)]
 		victim := w.launchPaused(t, tag, 8)
 		w.streaming(t, 1, inst)
@@ -312,8 +356,38 @@ func (w *pgWorld) terminateBooking(t *testing.T) {
 		}
 		t.Logf("cycle %d: booking backend %d terminated in its transaction (%s)", c, b.pid, tag)
 		w.settle(t, append(frames, victim...), inst)
+		w.recovered(t, inst)
 	}
 	w.finish(t, inst)
+}
+
+// hitTransaction terminates the first of the instance's backends seen in a
+// transaction (LISTEN sessions aside) and returns it with its statement.
+func (w *pgWorld) hitTransaction(t *testing.T, inst *instance) (int32, string) {
+	t.Helper()
+	var pid int32
+	var query string
+	deadline := time.Now().Add(time.Minute)
+	for {
+		// Found and terminated in one statement: the transaction has the
+		// least time to end in between.
+		// (The select list runs only for the row LIMIT keeps.)
+		var ok bool
+		err := w.admin.QueryRow(t.Context(), `SELECT pid, left(regexp_replace(query, '\s+', ' ', 'g'), 80),
+				pg_terminate_backend(pid)
+			FROM pg_stat_activity WHERE application_name = $1 AND xact_start IS NOT NULL AND state <> 'idle'
+			 AND query NOT ILIKE 'LISTEN%' LIMIT 1`, inst.app).Scan(&pid, &query, &ok)
+		if err == nil {
+			return pid, query
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			t.Fatalf("terminate a backend of %s in a transaction: %v", inst.name, err)
+		}
+		if time.Now().After(deadline) || inst.exited() {
+			t.Fatalf("no backend of %s seen in a transaction within a minute (exited: %v)", inst.name, inst.exited())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // statementTimeout is the instance's statement_timeout in the timeout case,
@@ -328,7 +402,7 @@ const statementTimeout = 1000
 func (w *pgWorld) statementTimeout(t *testing.T) {
 	dsn := w.db.DSN + " options='-c statement_timeout=" + strconv.Itoa(statementTimeout) + "'"
 	inst := w.startOn(t, dsn)
-	for c := range cycles(2, 10) {
+	for c := range cycles(1, 10) {
 		frames := w.busy(t)
 		tag := allocTags[c%len(allocTags)]
 		victim := w.launchPaused(t, tag, 8)
@@ -344,6 +418,7 @@ func (w *pgWorld) statementTimeout(t *testing.T) {
 		}
 		t.Logf("cycle %d: booking transaction of %d cancelled by its statement timeout (%s)", c, b.pid, tag)
 		w.settle(t, append(frames, victim...), inst)
+		w.recovered(t, inst)
 	}
 	w.finish(t, inst)
 }
@@ -362,19 +437,22 @@ func (w *faultWorld) startOn(t *testing.T, dsn string) *instance {
 // a job's layer; its booking locks the allocation's hosts and waits for them;
 // then the test asks for those hosts, in the opposite order to the booking's.
 // PostgreSQL aborts the booking, whose deadlock check comes first (the
-// test's own deadlock_timeout is longer); the test then holds everything,
-// lets go, and the frames are booked.
+// test's own deadlock_timeout is longer: 2 s against the default 1 s); the
+// test then holds everything, lets go, and the frames are booked.
 func (w *pgWorld) deadlock(t *testing.T) {
 	inst := w.start(t)
-	injected, c := 0, 0
-	for injected < cycles(2, 10) {
+	injected, c, want := 0, 0, cycles(1, 10)
+	for injected < want {
+		if c >= 3*want {
+			t.Fatalf("%d deadlocks injected in %d cycles: the test was the victim in the others", injected, c)
+		}
 		frames := w.busy(t)
 		tag := allocTags[c%len(allocTags)]
 		c++
 		victim := w.launchPaused(t, tag, 8)
 		w.streaming(t, 1, inst)
 		tx, holder := w.holdLayers(t, victim)
-		if _, err := tx.Exec(t.Context(), `SET LOCAL deadlock_timeout = '5s'`); err != nil {
+		if _, err := tx.Exec(t.Context(), `SET LOCAL deadlock_timeout = '2s'`); err != nil {
 			t.Fatal(err)
 		}
 		w.unpause(t, victim)
@@ -384,6 +462,11 @@ func (w *pgWorld) deadlock(t *testing.T) {
 		var pgErr *pgconn.PgError
 		switch {
 		case err == nil:
+			// Still holding the layer rows, the test got the hosts: the
+			// booking's transaction is gone, not waiting.
+			if w.stillBlocked(t, b, holder) {
+				t.Fatalf("cycle %d: the test locked the hosts of %s while the booking still waits: no deadlock", c-1, tag)
+			}
 			injected++
 			t.Logf("cycle %d: booking transaction of %d the deadlock's victim (%s)", c-1, b.pid, tag)
 		case errors.As(err, &pgErr) && pgErr.Code == "40P01":
@@ -397,6 +480,7 @@ func (w *pgWorld) deadlock(t *testing.T) {
 			t.Fatal(err)
 		}
 		w.settle(t, append(frames, victim...), inst)
+		w.recovered(t, inst)
 	}
 	w.finish(t, inst)
 }
