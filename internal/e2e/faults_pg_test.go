@@ -52,7 +52,7 @@ type pgWorld struct {
 // busy launches a cycle's work: a job on each allocation's tag, more frames
 // than the farm has cores, so booking goes on while frames end, and returns
 // the frames.
-func (w *faultWorld) busy(t *testing.T) []string {
+func (w *pgWorld) busy(t *testing.T) []string {
 	t.Helper()
 	var frames []string
 	for _, tag := range allocTags {
@@ -63,7 +63,7 @@ func (w *faultWorld) busy(t *testing.T) []string {
 
 // booking waits until at least k of the frames are launched: the instances
 // are booking and launching the rest.
-func (w *faultWorld) booking(t *testing.T, frames []string, k int, insts ...*instance) {
+func (w *pgWorld) booking(t *testing.T, frames []string, k int, insts ...*instance) {
 	t.Helper()
 	waitFor(t, time.Minute, fmt.Sprintf("%d launches of the cycle", k), func() bool {
 		return len(w.launches(frames)) >= k
@@ -533,7 +533,7 @@ func (w *pgWorld) statementTimeout(t *testing.T) {
 }
 
 // startOn is faultWorld.start on the database dsn names.
-func (w *faultWorld) startOn(t *testing.T, dsn string) *instance {
+func (w *pgWorld) startOn(t *testing.T, dsn string) *instance {
 	t.Helper()
 	w.mu.Lock()
 	w.started++
