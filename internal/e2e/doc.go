@@ -9,8 +9,9 @@
 // tests many more times, and with -race runs the instances under the race
 // detector too (the default suite runs them without it: raceChildren).
 //
-// The fault suite (faultworld_test.go, faults_test.go, faults_rqd_test.go,
-// faults_failover_test.go; issue 12) runs instances without --dry-run against a fake RQD per host
-// and checks, after each fault case, that every frame succeeded and ran
-// once; CUESCHED_CHAOS=1 injects each fault many times.
+// The fault suite (faultworld_test.go; faults_test.go, faults_rqd_test.go,
+// faults_pg_test.go and faults_failover_test.go: faults of cuesched, RQD and
+// PostgreSQL; issue 12) runs instances without --dry-run against a fake RQD
+// per host and checks, after each fault case, that every frame succeeded and
+// ran once; CUESCHED_CHAOS=1 injects each fault many times.
 package e2e

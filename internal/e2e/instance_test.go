@@ -129,7 +129,12 @@ func startRun(t *testing.T, bin, dsn, name string, extra ...string) *instance {
 		// CUESCHED_E2E_LOGS=dir keeps every instance's whole output.
 		if dir := os.Getenv("CUESCHED_E2E_LOGS"); dir != "" {
 			path := filepath.Join(dir, t.Name()+"."+name+".log")
-			if err := os.WriteFile(path, []byte(inst.out.String()), 0o644); err != nil {
+			// A subtest's name holds a slash: its folder.
+			err := os.MkdirAll(filepath.Dir(path), 0o755)
+			if err == nil {
+				err = os.WriteFile(path, []byte(inst.out.String()), 0o644)
+			}
+			if err != nil {
 				t.Logf("keep output of %s: %v", name, err)
 			}
 		}

@@ -270,10 +270,29 @@ func (c *Cluster) URL(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.Port, db)
 }
 
+// StopMode is how pg_ctl stops the server.
+type StopMode string
+
+const (
+	// Fast terminates every session and stops with a shutdown checkpoint.
+	Fast StopMode = "fast"
+	// Immediate stops every process at once, as a crash does: the next start
+	// recovers from the WAL.
+	Immediate StopMode = "immediate"
+)
+
 // Restart stops the server (fast mode: sessions are terminated, as a crash of
 // the database looks to clients) and starts it again on the same port.
 func (c *Cluster) Restart(ctx context.Context) error {
-	if err := c.pgctl(ctx, "stop", "-m", "fast", "-w"); err != nil {
+	return c.RestartMode(ctx, Fast)
+}
+
+// RestartMode is Restart with the stop mode given.
+func (c *Cluster) RestartMode(ctx context.Context, mode StopMode) error {
+	if mode != Fast && mode != Immediate {
+		return fmt.Errorf("restart: stop mode %q: want %q or %q", mode, Fast, Immediate)
+	}
+	if err := c.pgctl(ctx, "stop", "-m", string(mode), "-w"); err != nil {
 		return err
 	}
 	return c.pgctl(ctx, "start", "-w", "-t", "60", "-l", c.LogPath)
