@@ -263,6 +263,11 @@ func (w *faultWorld) cuebotKillsJob(t *testing.T) {
 				OR f.int_exit_status = 399 OR EXISTS (SELECT 1 FROM proc p WHERE p.pk_frame = f.pk_frame))`, job); n > 0 {
 			t.Errorf("cycle %d: %d frames of the killed job not ended as Cuebot ends them: %s", c, n, w.frameStates(t, frames))
 		}
+		if n := count(t, w.db.Pool, `SELECT count(*) FROM frame WHERE pk_job = $1 AND int_exit_status = $2`, job,
+			cuebotsim.KillExitStatus); n != int64(stopped) {
+			t.Errorf("cycle %d: %d frames of the killed job stopped by hand (exit status %d), want the %d stopped", c, n,
+				cuebotsim.KillExitStatus, stopped)
+		}
 		if n := count(t, w.db.Pool, `SELECT count(*) FROM proc WHERE pk_job = $1`, job); n > 0 {
 			t.Errorf("cycle %d: %d procs of the killed job left", c, n)
 		}
