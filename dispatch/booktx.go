@@ -13,18 +13,29 @@ import (
 )
 
 // The booking's lock-and-read statements, sent in one pipeline in the lock
-// order of DESIGN.md (host, layer_stat, job_stat, frame, then the counters:
-// subscription, layer_resource, job_resource, folder_resource, point), each
-// table's rows in key order, then limit_record, which only bookings lock
-// (after everything else, so no cycle forms with anyone). PostgreSQL locks
-// the rows of a `SELECT ... ORDER BY ... FOR UPDATE` in the sorted order.
+// order of DESIGN.md (host, host_stat, layer_stat, job_stat, frame with its
+// job, then the counters: subscription, layer_resource, job_resource,
+// folder_resource, point), each table's rows in key order, then
+// limit_record, which only bookings lock (after everything else, so no cycle
+// forms with anyone). PostgreSQL locks the rows of a `SELECT ... ORDER BY
+// ... FOR UPDATE` in the sorted order.
+//
+// Every row whose value the re-check reads is locked, host_stat and job
+// (shared) too: a change Cuebot commits to one of them (a host taken DOWN,
+// a job killed or paused) then either waits for the booking to commit or is
+// seen by it, never committed between the booking's read and its commit.
+// Cuebot writes each of the two alone in its transaction, so these share
+// locks form no cycle with it.
 const (
 	sqlLockHosts = `
-		SELECT h.pk_host, h.str_name, h.pk_alloc, h.str_lock_state, coalesce(hs.str_state, ''),
+		SELECT h.pk_host, h.str_name, h.pk_alloc, h.str_lock_state,
 		       h.int_cores_idle, h.int_mem_idle, h.int_gpus_idle, h.int_gpu_mem_idle
-		  FROM host h LEFT JOIN host_stat hs ON hs.pk_host = h.pk_host
+		  FROM host h
 		 WHERE h.pk_host = ANY($1)
 		 ORDER BY h.pk_host FOR UPDATE OF h`
+	// A host without a host_stat row keeps the empty state: not UP.
+	sqlLockHostStats = `
+		SELECT pk_host, str_state FROM host_stat WHERE pk_host = ANY($1) ORDER BY pk_host_stat FOR SHARE`
 	sqlLockLayerStats = `SELECT 1 FROM layer_stat WHERE pk_layer = ANY($1) ORDER BY pk_layer_stat FOR UPDATE`
 	sqlLockJobStats   = `SELECT 1 FROM job_stat WHERE pk_job = ANY($1) ORDER BY pk_job_stat FOR UPDATE`
 	sqlLockFrames     = `
@@ -37,7 +48,7 @@ const (
 		  JOIN job j ON j.pk_job = f.pk_job
 		  JOIN show s ON s.pk_show = j.pk_show
 		 WHERE f.pk_frame = ANY($1)
-		 ORDER BY f.pk_frame FOR UPDATE OF f`
+		 ORDER BY f.pk_frame FOR UPDATE OF f FOR SHARE OF j`
 	sqlLockSubscriptions = `
 		SELECT s.pk_show, s.pk_alloc, s.int_cores, s.int_burst
 		  FROM subscription s JOIN unnest($1::text[], $2::text[]) k(show, alloc) ON s.pk_show = k.show AND s.pk_alloc = k.alloc
@@ -99,11 +110,24 @@ func lockAndRead(ctx context.Context, tx pgx.Tx, ps []match.Placement) (*lockedS
 		for rows.Next() {
 			var id string
 			var h lockedHost
-			if err := rows.Scan(&id, &h.name, &h.alloc, &h.lock, &h.state,
+			if err := rows.Scan(&id, &h.name, &h.alloc, &h.lock,
 				&h.idle.Cores, &h.idle.Mem, &h.idle.GPUs, &h.idle.GPUMem); err != nil {
 				return fmt.Errorf("lock hosts: %w", err)
 			}
 			st.hosts[id] = h
+		}
+		return rows.Err()
+	})
+	b.Queue(sqlLockHostStats, hosts).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var id, state string
+			if err := rows.Scan(&id, &state); err != nil {
+				return fmt.Errorf("lock host_stat: %w", err)
+			}
+			if h, ok := st.hosts[id]; ok {
+				h.state = state
+				st.hosts[id] = h
+			}
 		}
 		return rows.Err()
 	})

@@ -206,3 +206,26 @@ func (s *Sim) HostReport(ctx context.Context, hostID string, memFree int64) erro
 		return nil
 	})
 }
+
+// KillExitStatus is the exit status Cuebot gives a frame it stops by hand
+// (a kill of its job, a retry, ...): 500 plus the ordinal of the state it
+// stops in, WAITING being 0. It is no "lost" status (399): the frame's retry
+// count is not spared, and Cuebot never books it again once its job is done.
+const KillExitStatus = 500
+
+// ShutdownJob is the first transaction of Cuebot's kill of a job, written in
+// the caller's tx so that it may read beside it (a snapshot, say): the job
+// FINISHED, its visible name cleared and its stop time stamped, only if it
+// is still PENDING. It reports whether this call finished the job. Cuebot
+// then stops each RUNNING frame of the job with StopFrame(frame, "WAITING",
+// KillExitStatus), asks RQD to kill it, and deletes its proc (DeleteProc) on
+// the completion report of the killed frame.
+func ShutdownJob(ctx context.Context, tx pgx.Tx, jobID string) (bool, error) {
+	tag, err := tx.Exec(ctx, `UPDATE job SET str_state = 'FINISHED', str_visible_name = NULL,
+			ts_stopped = current_timestamp
+		WHERE pk_job = $1 AND str_state = 'PENDING'`, jobID)
+	if err != nil {
+		return false, fmt.Errorf("cuebotsim: shut down job %s: %w", jobID, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}

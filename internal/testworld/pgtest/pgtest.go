@@ -31,6 +31,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cuesched/cuesched/internal/testworld/cuebotdb"
+	"github.com/cuesched/cuesched/internal/testworld/leaktest"
 	"github.com/cuesched/cuesched/internal/testworld/pgcluster"
 	"github.com/cuesched/cuesched/migrations"
 )
@@ -68,13 +69,14 @@ type Fixture struct {
 	Build func(ctx context.Context, pool *pgxpool.Pool) error
 }
 
-// Main runs the package's tests with the fixtures fx, then stops the
-// cluster if one started and removes the process's frozen clusters.
+// Main runs the package's tests with the fixtures fx, fails them if they
+// left goroutines behind (leaktest), then stops the cluster if one started
+// and removes the process's frozen clusters.
 func Main(m *testing.M, fx ...Fixture) {
 	for _, f := range fx {
 		fixtures[f.Name] = f
 	}
-	code := m.Run()
+	code := leaktest.Check(m.Run())
 	mu.Lock()
 	if cluster != nil {
 		if err := cluster.Stop(); err != nil {
