@@ -486,21 +486,32 @@ func (l *Launcher) launch(ctx context.Context, it *item) {
 		// A row another instance marked launched (it took the cluster over
 		// while this one hung, and relaunched the booking) is left so: the
 		// frame runs under this booking, and killing it would lose the run.
-		dctx, cancel := context.WithTimeout(ctx, dbTimeout)
+		// Until the row answers, nothing is killed: a peer may have
+		// relaunched the booking meanwhile (this instance was stopped past
+		// its lease and its sessions ended), and killing blind would end
+		// the peer's run.
 		var launched bool
-		err := l.pool.QueryRow(dctx, `WITH u AS (
-				UPDATE cuesched.launch_outbox SET state = 'unsure', attempts = attempts + 1, updated_at = current_timestamp
-				 WHERE proc_id = $1 AND state <> 'launched' RETURNING 1)
-			SELECT NOT EXISTS (SELECT 1 FROM u)
-			   AND EXISTS (SELECT 1 FROM cuesched.launch_outbox WHERE proc_id = $1 AND state = 'launched')`,
-			it.proc).Scan(&launched)
-		cancel()
-		switch {
-		case err != nil:
-			// Left pending, a later Resolve relaunches it instead, which RQD
-			// refuses if the frame runs: still never twice.
-			l.log.Warn("record unsure launch", "proc", it.proc, "err", err)
-		case launched:
+		for {
+			dctx, cancel := context.WithTimeout(ctx, dbTimeout)
+			err := l.pool.QueryRow(dctx, `WITH u AS (
+					UPDATE cuesched.launch_outbox SET state = 'unsure', attempts = attempts + 1, updated_at = current_timestamp
+					 WHERE proc_id = $1 AND state <> 'launched' RETURNING 1)
+				SELECT NOT EXISTS (SELECT 1 FROM u)
+				   AND EXISTS (SELECT 1 FROM cuesched.launch_outbox WHERE proc_id = $1 AND state = 'launched')`,
+				it.proc).Scan(&launched)
+			cancel()
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return // the row stays pending for the next Resolve
+			}
+			l.log.Warn("record unsure launch; retrying", "proc", it.proc, "err", err)
+			if !l.pause(ctx) {
+				return
+			}
+		}
+		if launched {
 			l.log.Debug("launch unanswered, but launched by another instance; keeping the booking", "proc", it.proc,
 				"frame", it.frame, "host", it.hostName)
 			l.settle(it, SettledLaunched, "launched-elsewhere")

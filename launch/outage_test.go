@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cuesched/cuesched/dispatch"
+	rqdpb "github.com/cuesched/cuesched/internal/rqd"
 	"github.com/cuesched/cuesched/internal/testworld/audittest"
 	"github.com/cuesched/cuesched/internal/testworld/booktest"
 	"github.com/cuesched/cuesched/internal/testworld/fakerqd"
@@ -380,5 +381,44 @@ func TestBookCommitUnknownResolved(t *testing.T) {
 			}
 			r.launched(ctx, t, frames)
 		})
+	}
+}
+
+// A launch that goes unanswered while the database is unreachable, whose
+// booking another instance relaunched and recorded meanwhile (a woken
+// owner whose sessions its peer terminated): the launcher cannot read the
+// row at first, and must not kill blind; once the database answers it finds
+// the booking launched elsewhere and keeps the frame running.
+func TestUnansweredLaunchRecordedAfterAnOutageIsNotKilled(t *testing.T) {
+	t.Parallel()
+	ctx := ctxFor(t, time.Minute)
+	r := newOutageRig(t, 1, 0)
+	ps := booktest.FirstFit(booktest.ReadView(ctx, t, r.db.Pool), nil)
+	r.srv.Script(ps[0].Frame.ID, fakerqd.Reply{Action: fakerqd.Hang})
+	res, err := r.booker.Book(ctx, testCluster, ps)
+	if err != nil || len(res.Booked) != 1 {
+		t.Fatalf("%v booked %d", err, len(res.Booked))
+	}
+	b := res.Booked[0]
+	if err := r.srv.WaitLaunches(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	r.o.lock(ctx)
+	// The peer's relaunch: RQD runs the frame, and the row says so.
+	if _, err := r.srv.LaunchFrame(ctx, &rqdpb.RqdStaticLaunchFrameRequest{RunFrame: &rqdpb.RunFrame{
+		ResourceId: b.ProcID, FrameId: b.Frame.ID, NumCores: 100}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.o.admin.Exec(ctx, `UPDATE cuesched.launch_outbox SET state = 'launched' WHERE proc_id = $1`,
+		b.ProcID); err != nil {
+		t.Fatal(err)
+	}
+	r.logs.wait(ctx, t, "record unsure launch; retrying")
+	r.o.unlock(ctx)
+	if s := r.settled.wait(ctx, t, 1)[0]; s.Result != SettledLaunched || s.Reason != "launched-elsewhere" {
+		t.Errorf("settled %+v, want launched (launched-elsewhere)", s)
+	}
+	if ks := r.srv.Kills(); len(ks) != 0 || !r.srv.IsRunning(b.Frame.ID) {
+		t.Errorf("killed %+v; the peer's run must go on", ks)
 	}
 }
