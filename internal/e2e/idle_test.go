@@ -45,6 +45,17 @@ func TestIdleCost(t *testing.T) {
 	// last ones drained.
 	addr := inst.metricsAddr(t)
 	waitFor(t, time.Minute, "the queue empty", func() bool { return queuedLayers(t, addr) == 0 }, inst)
+	// The last bookings' stream hints (a layer drained) may still be on their
+	// way under load: idle means the instance has applied the WAL written so
+	// far, and its queue is empty after that.
+	var lsn string
+	if err := db.Pool.QueryRow(t.Context(), `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the instance caught up with the WAL", func() bool {
+		return count(t, db.Pool, `SELECT count(*) FROM cuesched.instance WHERE applied_lsn >= $1::pg_lsn`, lsn) > 0
+	}, inst)
+	waitFor(t, time.Minute, "the queue empty", func() bool { return queuedLayers(t, addr) == 0 }, inst)
 
 	start := logSize(t, db.Cluster.LogPath)
 	// The same capture must see the instance's statements while it booked,
