@@ -468,8 +468,10 @@ func TestInheritedBookingThatRanToItsEndIsNotLaunchedAgain(t *testing.T) {
 	audittest.Clean(t, db.Pool)
 }
 
-// An inherited booking whose frame RQD runs is kept at once, without
-// waiting for a report: RQD answers the launch "already running".
+// An inherited booking whose frame RQD runs under the booking's own proc is
+// kept at once, without waiting for a report and without launching it
+// again: were the frame to end between RQD's status and a relaunch, RQD
+// would accept the relaunch and the frame would run twice.
 func TestInheritedBookingRunningIsKeptAtOnce(t *testing.T) {
 	t.Parallel()
 	ctx := ctxFor(t, time.Minute)
@@ -497,9 +499,10 @@ func TestInheritedBookingRunningIsKeptAtOnce(t *testing.T) {
 	if s := settled.wait(ctx, t, 1)[0]; s.Result != SettledLaunched || s.Reason != "already-running" {
 		t.Errorf("settled %+v, want launched (already-running)", s)
 	}
-	if ls := srv.Launches(); len(ls) != 2 || !srv.IsRunning(b.Frame.ID) {
-		t.Errorf("%d launches, running %v; want the relaunch refused and the frame running", len(ls), srv.Running())
+	if ls := srv.Launches(); len(ls) != 1 || !srv.IsRunning(b.Frame.ID) {
+		t.Errorf("%d launches, running %v; want the dead owner's launch alone and the frame running", len(ls), srv.Running())
 	}
+	audittest.Clean(t, db.Pool)
 }
 
 // A launch that went unanswered while RQD ran the frame, which then ran to

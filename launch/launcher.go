@@ -522,13 +522,15 @@ func (l *Launcher) launch(ctx context.Context, it *item) {
 }
 
 // startInherited launches a booking read from the outbox on start or
-// takeover once RQD has said whether it runs the frame: if it does, the
-// launch is answered "already running"; if it does not, the frame may have
-// run to its end under this booking with its completion report still on
-// its way, so the launch waits ReportGrace (and finds the booking gone if
-// Cuebot recorded the completion meanwhile). An RQD that does not answer
-// gets the launch at once, which meets the same host and is handled as any
-// unanswered launch.
+// takeover once RQD has said whether it runs the frame. If RQD runs it
+// under this booking's proc, the booking is kept as launched and not sent
+// again: the frame could end between the status and a relaunch, and RQD
+// would then run it a second time. If RQD does not run it, the frame may
+// have run to its end under this booking with its completion report still
+// on its way, so the launch waits ReportGrace (and finds the booking gone
+// if Cuebot recorded the completion meanwhile). An RQD that does not
+// answer, or runs the frame for another proc, gets the launch at once, which
+// meets the same host and is handled as any launch.
 func (l *Launcher) startInherited(ctx context.Context, it *item) {
 	l.kills.Add(1)
 	go func() {
@@ -537,7 +539,14 @@ func (l *Launcher) startInherited(ctx context.Context, it *item) {
 		if ctx.Err() != nil {
 			return
 		}
-		if _, runs := running[it.frame]; err == nil && !runs {
+		proc, runs := running[it.frame]
+		if err == nil && runs && proc == it.proc {
+			l.log.Debug("inherited booking runs on its host; keeping it", "proc", it.proc, "frame", it.frame,
+				"host", it.hostName)
+			l.mark(it, "already-running")
+			return
+		}
+		if err == nil && !runs {
 			if !l.awaitReport(ctx, it) {
 				return
 			}

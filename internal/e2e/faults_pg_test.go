@@ -72,15 +72,12 @@ func (w *pgWorld) booking(t *testing.T, frames []string, k int, insts ...*instan
 
 // restartFrameTime is how long a frame runs in the restart cases: longer
 // than an outage lasts. A frame launched just before the restart, whose
-// launch its instance could not record yet, is launched again by whichever
-// instance resolves its cluster's outbox after the restart (answered
-// "already running"); one that had ended by then, its completion not yet
-// recorded by Cuebot (down too), would run twice: RELIABILITY.md's known
-// fault, which the default suite's 0.3 to 0.9 s frames met after a fast
-// restart. A frame still running when the outbox is resolved but ended
-// before the relaunch reaches RQD runs twice too (the outbox was resolved
-// 3 s after a fast restart in a loaded CI run, past frames of 3 s): the
-// frames outlast that by far.
+// launch its instance could not record yet, is kept by whichever instance
+// resolves its cluster's outbox after the restart, as RQD runs it; one that
+// ended meanwhile waits --report-grace for Cuebot's completion (down too,
+// then catching up). Frames that outlast the outage keep that grace from
+// deciding the case on a loaded machine (the outbox was resolved 3 s after
+// a fast restart in a loaded CI run).
 const restartFrameTime = 8 * time.Second
 
 // PostgreSQL restarts (pg_ctl restart -m fast or immediate) while two
