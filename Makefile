@@ -22,9 +22,12 @@ postgres:
 
 # The default suite: every package, race detector on. The end-to-end tests
 # take longest: named first, they start first instead of a third of the way
-# through (go test lists a package once).
+# through (go test lists a package once). Most packages' tests spend their
+# time waiting on PostgreSQL, leases and frames, so more packages run at once
+# than there are cores (TESTP).
+TESTP ?= 4
 test: postgres
-	$(GO) test -race -count=1 -timeout 30m $(if $(filter ./...,$(PKGS)),./internal/e2e) $(PKGS)
+	$(GO) test -race -count=1 -p $(TESTP) -timeout 30m $(if $(filter ./...,$(PKGS)),./internal/e2e) $(PKGS)
 
 # The demo is a command of its own: it alone links the test world.
 demo: postgres
