@@ -429,3 +429,45 @@ func TestLoopGiveBackWakesOtherClusters(t *testing.T) {
 		t.Fatalf("l2 has %d frames waiting, want it booked on the capacity alloc1 gave back", n)
 	}
 }
+
+// Work queued in an allocation cluster another instance owns makes the
+// allocation's tag contested outright, as for a foreign tag bucket: a tag
+// bucket's work goes first to hosts outside that allocation, which no other
+// instance books, instead of racing the owner for its hosts (on the peer
+// stress farm nearly all of three instances' wasted attempts were such
+// races). The instance's own allocation work contests nothing.
+func TestLoopForeignAllocationWorkContestsItsTag(t *testing.T) {
+	t.Parallel()
+	pool := cluster.NewKeyer([]cluster.Alloc{a1}, 1).OfTag(a1.Facility, "pool")
+	for _, tc := range []struct {
+		name    string
+		claims  []cluster.Key
+		foreign bool
+	}{
+		{"another instance's allocation", []cluster.Key{pool}, true},
+		{"this instance's allocation", []cluster.Key{alloc1, pool}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			host := schedulertest.Host("h1", a1, 8)
+			host.Tags = append(host.Tags, "pool")
+			h := schedulertest.New(t, schedulertest.Setup{Hosts: []match.Host{host}})
+			h.Owner.Claim(tc.claims...)
+			h.Queue.Add(alloc1, schedulertest.Layer("l1", a1, 2))
+			l2 := schedulertest.Layer("l2", a1, 1)
+			l2.Tags = []string{"pool"}
+			h.Queue.Add(pool, l2)
+			h.Start()
+			// The pool's round read the demand before it booked.
+			h.Await(0, "l2 booked", func([]schedulertest.Event) bool { return h.Queue.Waiting("l2") == 0 })
+			foreign := false
+			for _, d := range h.Hosts.Demand() {
+				foreign = foreign || d.Tag == a1.Tag && d.Foreign
+			}
+			if foreign != tc.foreign {
+				t.Fatalf("allocation tag %q contested outright: %v, want %v (demand %+v)", a1.Tag, foreign,
+					tc.foreign, h.Hosts.Demand())
+			}
+		})
+	}
+}

@@ -19,8 +19,8 @@ import (
 // hosts (each host is in an allocation cluster and in the tag buckets of its
 // manual and hostname tags), so placements of one are committed against
 // hosts another has just booked and its replica has not seen yet. The
-// figures are logged; CUESCHED_BENCH=1 fails when one instance wastes 5% or
-// more. Not parallel: how the instances split the work (each must book a
+// figures are logged; the test fails at 10% wasted or more, CUESCHED_BENCH=1
+// at 5%. Not parallel: how the instances split the work (each must book a
 // fifth of it) depends on their pace, which other tests' load would skew.
 func TestWastedAttempts(t *testing.T) {
 	for _, n := range []int{1, 3} {
@@ -94,13 +94,13 @@ func TestWastedAttempts(t *testing.T) {
 			t.Logf("stress farm of %d hosts, %d instance(s): %v attempts, %v wasted (%.2f%%): %v deferred, %v dropped %v; "+
 				"share of the frames booked by each instance %.2f; %v batches found their cluster busy, %v clusters handed over",
 				len(farm.Hosts), n, booked+wasted, wasted, 100*ratio, deferred, dropped, drops, shares, busy, handovers)
-			// The benchmark's target is 5%. With the work spread over three
-			// instances they race for shared hosts (every host carries a
-			// manual tag another instance's cluster books) and 9-13% of
-			// attempts are dropped on host capacity (BENCHMARKS.md), so the
-			// default suite guards against worse than that: a regression
-			// such as handovers deferring whole rounds (over 20%).
-			limit := 0.20
+			// The benchmark's target is 5% (issue 11), the default suite's
+			// 10%. Every host carries a manual tag, so each allocation
+			// cluster shares its hosts with the tag buckets of other
+			// instances; while a tag bucket's work planned onto the hosts of
+			// another instance's allocation, 7-12% of attempts were dropped
+			// on host capacity (BENCHMARKS.md).
+			limit := 0.10
 			if benchOn() {
 				limit = 0.05
 			}
