@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -25,6 +26,18 @@ func TestWalkUncontestedWhenEveryHostIsForeign(t *testing.T) {
 		m.tags[h.id+"-a"] = "general"
 		m.tags[h.id+"-m"] = h.pool
 		f.addHost(t, m)
+	}
+	// With every host contested and no tag pressured, the walk of the
+	// allocation's tag keeps first to the hosts of its side of the split.
+	var allocSide []string
+	for _, id := range []string{"small", "big"} {
+		if !tagSide(id) {
+			allocSide = append(allocSide, id)
+		}
+	}
+	neither, neitherSkipped := allocSide, len(allocSide) < 2
+	if len(allocSide) == 0 {
+		neither = []string{"small", "big"}
 	}
 	walk := func() ([]string, bool) {
 		var ids []string
@@ -52,7 +65,7 @@ func TestWalkUncontestedWhenEveryHostIsForeign(t *testing.T) {
 		{"both foreign, neither's need reaching it", []match.TagDemand{
 			{Facility: "local", Tag: "pool1", Need: match.Resources{Cores: 150}, Foreign: true},
 			{Facility: "local", Tag: "pool2", Foreign: true}},
-			[]string{"small", "big"}, false},
+			neither, neitherSkipped},
 		{"one foreign", []match.TagDemand{{Facility: "local", Tag: "pool2", Foreign: true}},
 			[]string{"small"}, true},
 	} {
@@ -61,5 +74,65 @@ func TestWalkUncontestedWhenEveryHostIsForeign(t *testing.T) {
 		if got, skipped := walk(); !slices.Equal(got, tc.want) || skipped != tc.skipped {
 			t.Errorf("%s: WalkUncontested = %v, %v; want %v, %v", tc.name, got, skipped, tc.want, tc.skipped)
 		}
+	}
+}
+
+// TestWalkUncontestedSplitsHostsEveryInstanceContests: when an allocation
+// cluster and a tag bucket that share every host are worked by two
+// instances, each instance sees every host contested (its tag foreign). The
+// walks of the allocation's tag and of the manual tag then keep first to
+// opposite sides of one split of the hosts, which every instance computes
+// alike, so the two instances do not place onto the same best fit and race
+// for it (before, both walked every host in the same order). A side with no
+// room left sends the walk on to the other side: nothing waits while a host
+// fits.
+func TestWalkUncontestedSplitsHostsEveryInstanceContests(t *testing.T) {
+	// Two replicas of the same hosts: the allocation's instance, to which
+	// the manual tag's work is foreign, and the tag bucket's, to which the
+	// allocation's work is.
+	allocView, tagView := newFake(nil, 0), newFake(nil, 0)
+	var ids []string
+	for _, f := range []*fake{allocView, tagView} {
+		f.allocs(t)
+		for i := range 12 {
+			id := fmt.Sprintf("h%02d", i)
+			m := baseHost(id, "a1")
+			m.tags[id+"-a"] = "general"
+			m.tags[id+"-m"] = "pool"
+			f.addHost(t, m)
+			if f == allocView {
+				ids = append(ids, id)
+			}
+		}
+	}
+	allocView.r.hosts.SetDemand([]match.TagDemand{{Facility: "local", Tag: "pool", Foreign: true}})
+	tagView.r.hosts.SetDemand([]match.TagDemand{{Facility: "local", Tag: "general", Foreign: true}})
+	min := match.Resources{Cores: 100, Mem: gb}
+	walk := func(f *fake, tag string) ([]string, bool) {
+		var got []string
+		skipped := f.r.hosts.WalkUncontested("local", tag, min, func(h match.Host) bool { got = append(got, h.ID); return true })
+		return got, skipped
+	}
+	alloc, allocSkipped := walk(allocView, "general")
+	tag, tagSkipped := walk(tagView, "pool")
+	if !allocSkipped || !tagSkipped {
+		t.Fatalf("walks left out hosts: allocation's %v, tag's %v; want both (the other side's)", allocSkipped, tagSkipped)
+	}
+	if len(alloc) == 0 || len(tag) == 0 {
+		t.Fatalf("allocation walk %v, tag walk %v: want hosts on both sides", alloc, tag)
+	}
+	both := append(slices.Clone(alloc), tag...)
+	slices.Sort(both)
+	if !slices.Equal(both, ids) {
+		t.Fatalf("allocation walk %v, tag walk %v: want each host on exactly one side", alloc, tag)
+	}
+	// The allocation's side full: its walk goes on to the tag side.
+	for _, id := range alloc {
+		if !allocView.r.hosts.Take(id, match.Resources{Cores: 1600}) {
+			t.Fatalf("take %s", id)
+		}
+	}
+	if got, _ := walk(allocView, "general"); !slices.Equal(got, tag) {
+		t.Fatalf("allocation walk with its side full %v, want the tag side %v", got, tag)
 	}
 }

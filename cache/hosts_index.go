@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"hash/fnv"
 	"time"
 
 	"github.com/google/btree"
@@ -190,10 +191,18 @@ func (t *trees) move(ix *tagIndex, r *hostRec, i int, cores, mem int64) {
 // idle memory, id) order, skipping those whose GPUs or GPU memory fall short
 // and those last pinged before cutoff or refused by gate (when not nil),
 // until visit returns false. It also skips the hosts avoid says (carrying a
-// contested, or a pressured, tag other than this index's), and reports
-// whether it skipped any.
+// contested, or a pressured, tag other than this index's, or on the other
+// side of the split), and reports whether it skipped any.
 func (ix *tagIndex) walk(min match.Resources, cutoff time.Time, gate HostGate, visit func(match.Host) bool, avoid avoidance) (skipped bool) {
-	w := walker{ix: ix, min: min, cutoff: cutoff, gate: gate, visit: visit, more: true, avoid: avoid}
+	return ix.walkSide(min, cutoff, gate, visit, avoid, false)
+}
+
+// walkSide is walk, with the side of the split an avoidOtherSide walk keeps
+// (tagSide).
+func (ix *tagIndex) walkSide(min match.Resources, cutoff time.Time, gate HostGate, visit func(match.Host) bool,
+	avoid avoidance, tagSide bool) (skipped bool) {
+	w := walker{ix: ix, min: min, cutoff: cutoff, gate: gate, visit: visit, more: true, avoid: avoid,
+		tagSide: tagSide}
 	if ix.contested {
 		w.own = 1
 	}
@@ -211,6 +220,7 @@ type walker struct {
 	avoid   avoidance
 	own     int32 // 1 when the walked tag is contested: every host counts it
 	skipped bool
+	tagSide bool // avoidOtherSide: the walk is of a tag that is no allocation's
 }
 
 func (w *walker) level(it levelItem) bool {
@@ -230,7 +240,9 @@ func (w *walker) host(s slot) bool {
 	if r.h.Idle.GPUs < w.min.GPUs || r.h.Idle.GPUMem < w.min.GPUMem || r.ping.Before(w.cutoff) {
 		return true
 	}
-	if w.avoid == avoidContested && r.contested > w.own || w.avoid == avoidPressured && w.pressuredOther(r) {
+	if w.avoid == avoidContested && r.contested > w.own ||
+		(w.avoid == avoidPressured || w.avoid == avoidOtherSide) && w.pressuredOther(r) ||
+		w.avoid == avoidOtherSide && r.tagSide != w.tagSide {
 		w.skipped = true
 		return true
 	}
@@ -248,7 +260,22 @@ const (
 	avoidNone      avoidance = iota
 	avoidContested           // carrying a contested tag other than the walked one
 	avoidPressured           // carrying a pressured tag other than the walked one
+	avoidOtherSide           // avoidPressured, and on the other side of the split (hostRec.tagSide)
 )
+
+// tagSideShare is the share of the hosts (one in tagSideShare, by a hash of
+// the key) kept first for tag work when every host is contested: a third,
+// as tag buckets hold the narrower work (on the peer stress farm a third of
+// the frames, the rest allocation work).
+const tagSideShare = 3
+
+// tagSide is the side of the split a host is on (hostRec.tagSide), the same
+// in every instance: true for tag work.
+func tagSide(hostID string) bool {
+	h := fnv.New32a()
+	h.Write([]byte(hostID))
+	return h.Sum32()%tagSideShare == 0
+}
 
 // pressuredOther reports whether r carries a pressured tag other than the
 // walked one. Hosts carry few tags: no counts are kept for it, as this

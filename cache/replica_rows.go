@@ -249,7 +249,7 @@ func (st *hostState) apply(c *cdc.Change) (host string, gone bool, err error) {
 			return "", false, err
 		}
 		if rec == nil {
-			rec = &hostRec{id: key}
+			rec = &hostRec{id: key, tagSide: tagSide(key)}
 			st.hosts[key] = rec
 		}
 		rec.row = row
