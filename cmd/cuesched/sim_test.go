@@ -233,4 +233,3 @@ func asList(v any) []string {
 	}
 	return out
 }
-
