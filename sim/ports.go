@@ -87,20 +87,32 @@ func (q *queue) Layers(key cluster.Key) []*match.Layer {
 // Frames implements scheduler.Queue: the first waiting frames in dispatch
 // order.
 func (q *queue) Frames(_ context.Context, layers []*match.Layer, limit int) error {
+	total := 0
+	for _, l := range layers {
+		total += q.take(l, limit)
+	}
+	// One array for the round's frames: a round reads many layers.
+	slab := make([]match.Frame, 0, total)
 	for _, l := range layers {
 		w := q.r.layers[layerIndex(l.ID)].waiting
-		n := len(w)
-		if limit > 0 {
-			n = min(n, limit)
-		}
-		l.Frames = make([]match.Frame, n)
-		for i, fi := range w[:n] {
+		start := len(slab)
+		for _, fi := range w[:q.take(l, limit)] {
 			f := &q.r.frames[fi]
-			l.Frames[i] = match.Frame{ID: strconv.Itoa(int(fi)), Name: l.Name, Version: f.version,
-				Number: int64(fi - q.r.layers[f.layer].first)}
+			slab = append(slab, match.Frame{ID: q.r.frameID(fi), Name: l.Name, Version: f.version,
+				Number: int64(fi - q.r.layers[f.layer].first)})
 		}
+		l.Frames = slab[start:len(slab):len(slab)]
 	}
 	return nil
+}
+
+// take is how many waiting frames of l a read of up to limit gives.
+func (q *queue) take(l *match.Layer, limit int) int {
+	n := len(q.r.layers[layerIndex(l.ID)].waiting)
+	if limit > 0 {
+		n = min(n, limit)
+	}
+	return n
 }
 
 // Drained implements scheduler.Queue.

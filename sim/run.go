@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/cuesched/cuesched/cache"
@@ -112,7 +113,8 @@ type run struct {
 	hostIndex map[string]int32
 	layers    []layerRec
 	frames    []frameRec
-	jobFirst  []int32 // each job's first layer
+	ids       []string // frameID's
+	jobFirst  []int32  // each job's first layer
 	jobShow   []int32
 	shows     []string
 
@@ -140,6 +142,15 @@ type metrics struct {
 }
 
 func (r *run) now() time.Time { return Start.Add(r.t) }
+
+// frameID is a frame's id as the loop sees it, made once: rounds read the
+// same waiting frames again and again.
+func (r *run) frameID(fi int32) string {
+	if r.ids[fi] == "" {
+		r.ids[fi] = strconv.Itoa(int(fi))
+	}
+	return r.ids[fi]
+}
 
 // newRun builds the farm's hosts, caps and the loop for one variant.
 func newRun(f *workload.Farm, v Variant) *run {
@@ -201,6 +212,7 @@ func newRun(f *workload.Farm, v Variant) *run {
 			}
 		}
 	}
+	r.ids = make([]string, len(r.frames))
 	r.q = &queue{r: r, byKey: map[cluster.Key]map[int32]struct{}{}, applied: make(chan struct{})}
 	r.sched = scheduler.New(scheduler.Config{
 		Policy: v.Policy, Order: v.Order, SelfishServices: v.SelfishServices,
