@@ -74,3 +74,28 @@ func (c *Stepped) round() time.Duration {
 	}
 	return 0
 }
+
+// Settle runs the rounds the clusters were woken for, one at a time in the
+// order given, pass after pass until a pass runs none: a round that placed
+// frames wakes its cluster again, and the cluster goes on after the others
+// woken, as with the loop's Workers bound. After each round ran gets the
+// cluster's index and the retry it asked for (Woken's); after each pass
+// between, when not nil, delivers what came meanwhile (capacity grown,
+// reads applied). The simulator and the loop harness settle alike.
+func Settle(cs []*Stepped, ran func(i int, retry time.Duration), between func()) {
+	for {
+		woken := false
+		for i, c := range cs {
+			if ok, retry := c.Woken(); ok {
+				woken = true
+				ran(i, retry)
+			}
+		}
+		if between != nil {
+			between()
+		}
+		if !woken {
+			return
+		}
+	}
+}

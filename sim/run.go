@@ -263,22 +263,10 @@ func (r *run) simulate(limit time.Duration) {
 // none is: a round that placed frames wakes its cluster again, as in the
 // loop.
 func (r *run) rounds(stepped []*scheduler.Stepped) {
-	for {
-		ran := false
-		for ci, c := range stepped {
-			ok, retry := c.Woken()
-			if !ok {
-				continue
-			}
-			ran = true
-			r.retryAfter(ci, retry)
-		}
+	scheduler.Settle(stepped, r.retryAfter, func() {
 		r.hostsGrown()
 		r.q.apply()
-		if !ran {
-			return
-		}
-	}
+	})
 }
 
 // retryAfter notes that cluster ci ran a round: the retry due before is

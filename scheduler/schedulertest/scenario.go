@@ -64,9 +64,10 @@ func Outcome(t testing.TB, sc *scenario.Scenario) (*scenario.Outcome, error) {
 }
 
 // SteppedOutcome runs a scenario as Outcome does, through the same loop
-// and parts, but driven as the simulator drives it (Scheduler.Drive): no
-// goroutine per cluster and no timer, the clusters' rounds run one at a
-// time in key order while any is woken, a retry asked for run at once.
+// and parts, but driven as the simulator (package sim) drives it
+// (Scheduler.Drive, scheduler.Settle): no goroutine per cluster and no
+// timer, the clusters' rounds run one at a time in key order while any is
+// woken, a retry asked for run at once.
 func SteppedOutcome(t testing.TB, sc *scenario.Scenario) (*scenario.Outcome, error) {
 	t.Helper()
 	h, keys, _, err := scenarioHarness(t, sc)
@@ -74,28 +75,26 @@ func SteppedOutcome(t testing.TB, sc *scenario.Scenario) (*scenario.Outcome, err
 		return nil, err
 	}
 	cs := h.Sched.Drive(context.Background())
-	due := map[cluster.Key]bool{}
-	for range steppedRounds {
-		ran := false
-		for _, c := range cs {
-			var retry time.Duration
-			if due[c.Key()] {
-				ran, retry = true, c.Due()
-			} else if r, d := c.Woken(); r {
-				ran, retry = true, d
+	due := make([]bool, len(cs))
+	for range steppedRetries {
+		scheduler.Settle(cs, func(i int, retry time.Duration) { due[i] = retry > 0 }, nil)
+		retried := false
+		for i, c := range cs {
+			if due[i] {
+				retried = true
+				due[i] = c.Due() > 0
 			}
-			due[c.Key()] = retry > 0
 		}
-		if !ran {
+		if !retried {
 			return h.outcome(sc, keys), nil
 		}
 	}
-	return nil, fmt.Errorf("%s: the stepped loop still ran rounds after %d passes", sc.File, steppedRounds)
+	return nil, fmt.Errorf("%s: the stepped loop still retried rounds after %d settles", sc.File, steppedRetries)
 }
 
-// steppedRounds bounds the passes of SteppedOutcome: a scenario settles in
-// a few.
-const steppedRounds = 10000
+// steppedRetries bounds the settles of SteppedOutcome: a scenario whose
+// placements all commit asks for no retry.
+const steppedRetries = 100
 
 // scenarioHarness builds a harness holding a scenario's hosts, caps and
 // layers, the loop owning every cluster (not started), and returns the
