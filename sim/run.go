@@ -118,11 +118,12 @@ type run struct {
 	jobShow   []int32
 	shows     []string
 
-	t      time.Duration
-	events events
-	seq    uint64
-	gens   []uint32 // per stepped cluster: a retry event counts only at its generation
-	grown  map[int32]struct{}
+	t       time.Duration
+	events  events
+	seq     uint64
+	stepped []*scheduler.Stepped // the clusters, in key order
+	gens    []uint32             // per stepped cluster: a retry event counts only at its generation
+	grown   map[int32]struct{}
 
 	m metrics
 }
@@ -243,6 +244,7 @@ func (r *run) simulate(limit time.Duration) {
 		r.push(event{at: j.Arrive, kind: evArrive, i: int32(ji)})
 	}
 	stepped := r.sched.Drive(context.Background())
+	r.stepped = stepped
 	r.gens = make([]uint32, len(stepped))
 	for {
 		r.q.apply()
