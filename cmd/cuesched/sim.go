@@ -18,22 +18,22 @@ import (
 
 var simUsage = config.Usage{
 	Line: "cuesched sim --list | --scenario NAME|FILE [--seed N] [--variant 'LABEL KEY=VALUE ...']... [--json]",
-	About: "Simulates a farm in simulated time, booked by the scheduling code of `cuesched run` itself (its loop, " +
+	About: "Simulates a farm in simulated time, booked by the scheduling code of cuesched run itself (its loop, " +
 		"matching and host index), and reports how it did: utilization (core-hours used over offered), the wait " +
 		"from ready to first start per width class of cores asked (le1, 2to4, 5to16, gt16; p50, p99 and max), " +
 		"share_error (mean over shows of |share of core-hours used - share of subscription size|), frames killed " +
 		"for memory, frames running on average, frames booked (retries included), drain_s (from the last " +
 		"arrival until every frame is done), sim_s (simulated seconds) and wall_s (the only wall-clock figure). " +
 		"The same scenario and seed give the same report.\n\n" +
-		"A variant runs the same workload under other settings of `cuesched run`, one row each: " +
+		"A variant runs the same workload under other settings of cuesched run, one row each: " +
 		"--variant 'epvm policy=epvm order=strict' (a label, then KEY=VALUE pairs separated by spaces; values may " +
 		"hold commas). The settings a simulation follows are policy, order, selfish-services and tag-pressure. " +
-		"Without --variant, one variant `default` with the defaults.",
+		"Without --variant, one variant, default, with the defaults.",
 	Flags: []config.Flag{
 		{Name: "list", Type: "bool", Meaning: "list the committed scenarios, one a line, name first"},
 		{Name: "scenario", Type: "NAME|FILE", Meaning: "a committed scenario (--list) or a scenario file (sim/workload/README.md)"},
 		{Name: "seed", Type: "N", Meaning: "the seed the workload is drawn with", Default: "1"},
-		{Name: "variant", Type: "'LABEL KEY=VALUE ...'", Meaning: "run under these settings too (repeatable)"},
+		{Name: "variant", Type: "'LABEL KEY=VALUE ...'", Meaning: "a variant: its label and the settings it runs under (repeatable, a row each)"},
 		{Name: "json", Type: "bool", Meaning: "print the report as JSON (schema: sim/report.schema.json)"},
 	},
 }
