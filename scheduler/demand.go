@@ -83,14 +83,14 @@ func (d *demand) refresh(s *Scheduler) {
 		default:
 			return // the queue applied no read since
 		}
-		if time.Since(d.at) < demandDebounce {
+		if s.cfg.Clock().Sub(d.at) < demandDebounce {
 			return // the next round reads it
 		}
 	}
 	q := s.deps.Queue
 	// Taken before reading: a read applied meanwhile is read again later.
 	d.applied = q.Applied()
-	d.at = time.Now()
+	d.at = s.cfg.Clock()
 	s.mu.Lock()
 	keyer := s.keyer
 	s.mu.Unlock()

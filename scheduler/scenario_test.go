@@ -79,3 +79,41 @@ func TestScenarioRefusedByTheLoop(t *testing.T) {
 		})
 	}
 }
+
+// The simulator drives the loop's own rounds (Scheduler.Drive): every
+// scenario the loop runs gives the same outcome driven one round at a time,
+// as package sim drives it, as run by the goroutine per cluster of
+// `cuesched run`: the same placements, subscription usage and wait reasons,
+// and its expect lines hold.
+func TestSteppedRoundsAreTheLoops(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range matchScenarios {
+		files = append(files, filepath.Join("..", "match", "testdata", name+".test"))
+	}
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".test"), func(t *testing.T) {
+			t.Parallel()
+			sc, err := scenario.ParseFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			loop, err := schedulertest.Outcome(t, sc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stepped, err := schedulertest.SteppedOutcome(t, sc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, err := range sc.Check(stepped) {
+				t.Errorf("stepped: %v", err)
+			}
+			if got, want := stepped.String(), loop.String(); got != want {
+				t.Errorf("stepped outcome:\n%s\nthe loop's:\n%s", got, want)
+			}
+		})
+	}
+}

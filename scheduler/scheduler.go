@@ -48,6 +48,10 @@ type Config struct {
 	Metrics   *metrics.Scheduler // OpenCue's metrics; nil: not counted
 	Loop      *metrics.Loop      // cuesched's own; nil: not counted
 	Now       func() time.Time
+	// Clock is the loop's own timing (tag pressure's debounce); nil: the
+	// wall clock. The simulator gives its simulated clock here; Now stays
+	// what matching compares start-after times with (a harness fixes it).
+	Clock func() time.Time
 	// OnBooked, when set, receives the bookings of every Book call that
 	// committed some (each with its CommitAt), on the cluster's worker
 	// goroutine: it must return quickly. Benchmarks take the scheduler's
@@ -77,6 +81,8 @@ type Scheduler struct {
 	demand  *demand              // tag pressure's demand, shared by the workers
 	sem     chan struct{}
 	seed    int64
+	// stepped: the caller runs the workers' rounds (Drive), no goroutine.
+	stepped bool
 }
 
 // New returns a loop over deps.
@@ -98,6 +104,9 @@ func New(cfg Config, deps Deps) *Scheduler {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
 	}
 	s := &Scheduler{
 		cfg:     cfg,
@@ -304,6 +313,9 @@ func (s *Scheduler) start(ctx context.Context, gained []ownership.Claim, resolve
 			continue
 		}
 		w := newWorker(ctx, s, c, resolved)
+		if !s.stepped {
+			go w.run(w.ctx)
+		}
 		s.workers[c.Key] = w
 		signal(w.wake)
 		s.log.Info("cluster owned", "cluster", c.Key, "id", c.ID, "epoch", c.Epoch)

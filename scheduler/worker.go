@@ -38,6 +38,41 @@ type worker struct {
 	// round runs one round of the cluster (Scheduler.round).
 	round func(context.Context) (roundOutcome, error)
 	drops dropBackoff
+	pace  pace
+	// ctx is the worker's own: its rounds run in it, on its goroutine or
+	// on the caller's (Stepped).
+	ctx context.Context
+}
+
+// pace is the rules between a cluster's rounds, apart from the goroutine
+// that sleeps on them so a caller driving the loop in simulated time
+// (Stepped) follows the same ones: a wake runs a round unless a drop
+// back-off holds the cluster (the round after the back-off sees whatever
+// woke it); a round run cancels the retry that was due; a round that asks
+// to be tried again after a while (busy, failed, backing off) is.
+type pace struct {
+	retrying bool // a retry is due: the cluster is not asleep
+	holding  bool // the retry is a drop back-off: no wake cuts it short
+}
+
+// start reports whether a round runs now, woken or at its retry; when it
+// does, the retry due is cancelled.
+func (p *pace) start(woken bool) bool {
+	if woken && p.holding {
+		return false
+	}
+	p.retrying, p.holding = false, false
+	return true
+}
+
+// after takes what a round's work asked (again > 0: try again then, hold:
+// no wake cuts it short) and reports whether a retry is due.
+func (p *pace) after(again time.Duration, hold bool) bool {
+	if again <= 0 {
+		return false
+	}
+	p.retrying, p.holding = true, hold
+	return true
 }
 
 // Back-off of a cluster whose rounds book nothing and only drop: the
@@ -80,15 +115,16 @@ func doubling(lo, hi time.Duration, n int) time.Duration {
 	return min(lo<<min(n, 20), hi)
 }
 
-// newWorker starts a worker; resolved says whether the cluster's launch
-// outbox was resolved already.
+// newWorker makes a worker; resolved says whether the cluster's launch
+// outbox was resolved already. Its goroutine is started by the caller
+// (run), unless a caller drives its rounds itself (Stepped).
 func newWorker(parent context.Context, s *Scheduler, c ownership.Claim, resolved bool) *worker {
 	ctx, cancel := context.WithCancel(parent)
 	w := &worker{s: s, claim: c, wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}),
-		quit: make(chan struct{}), resolved: resolved, drops: dropBackoff{min: dropBackoffMin, max: dropBackoffMax}}
+		quit: make(chan struct{}), resolved: resolved, drops: dropBackoff{min: dropBackoffMin, max: dropBackoffMax},
+		ctx: ctx}
 	more := func() bool { return !w.leaving.Load() }
 	w.round = func(ctx context.Context) (roundOutcome, error) { return s.round(ctx, c, &w.placements, more) }
-	go w.run(ctx)
 	return w
 }
 
@@ -131,24 +167,21 @@ func (w *worker) run(ctx context.Context) {
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	defer retry.Stop()
-	retrying, holding := false, false
 	for {
-		woken, ok := w.sleep(ctx, retry, !retrying)
+		woken, ok := w.sleep(ctx, retry, !w.pace.retrying)
 		if !ok {
 			return
 		}
-		if woken && holding {
-			continue // the round after the back-off sees whatever woke it
+		if !w.pace.start(woken) {
+			continue // held back: the round after the back-off sees whatever woke it
 		}
 		retry.Stop() // woken before a retry: the round now is the retry
-		retrying, holding = false, false
 		again, hold, ok := w.turn(ctx)
 		if !ok {
 			return
 		}
-		if again > 0 {
+		if w.pace.after(again, hold) {
 			retry.Reset(again)
-			retrying, holding = true, hold
 		}
 	}
 }

@@ -1,7 +1,8 @@
 // Command cuesched is the one binary of cuesched: the scheduler itself
 // (run), its database migrations (migrate), what the instances are doing
 // (status), why a job waits (explain), the invariant audit (audit), the SQL giving its role what it needs
-// (grants) and its version. The demo is a command of its own,
+// (grants), a simulation of a farm booked by the scheduling code (sim)
+// and its version. The demo is a command of its own,
 // cmd/cuesched-demo: this binary links nothing of the test world.
 package main
 
@@ -45,6 +46,7 @@ func commands() []command {
 		{"audit", "check the invariants (read-only); exit 1 when something is illegal: audit --db ... [--outbox-age 5m] [--json]", runAudit},
 		{"grants", "print the SQL giving cuesched's role what it needs: grants --role NAME [--database NAME]", runGrants},
 		{"show", "list shows, hand one to cuesched or back to Cuebot: show list|manage NAME|release NAME --db ...", runShow},
+		{"sim", "simulate a farm in simulated time with the real scheduling code: sim --list | --scenario NAME [--variant ...] [--json]", runSim},
 		{"version", "print the version", runVersion},
 	}
 }

@@ -51,11 +51,16 @@ var mayImport = map[string][]string{
 	"internal/writefloor": {"dispatch/writeset", "match"},
 	"internal/instance": {"cache", "cdc", "cluster", "counters", "dispatch", "internal/activity", "internal/audit",
 		"internal/config", "internal/metrics", "launch", "match", "ownership", "queue", "scheduler", "status"},
+	// The simulator (issue 14): the workload model reads its scenario
+	// files; the simulation drives the loop (scheduler) through in-memory
+	// ports over the real host index (cache) and matching.
+	"sim/workload": {},
+	"sim":          {"cache", "cluster", "dispatch", "match", "ownership", "scheduler", "sim/workload"},
 	// deploy holds the deployment files and the metric names their
 	// expressions read, for tests; nothing in production imports it.
 	"deploy": {},
 	"cmd/cuesched": {"cdc", "explain", "internal/audit", "internal/config", "internal/grants", "internal/instance",
-		"internal/preflight", "migrations", "ownership", "scheduler", "shows", "status"},
+		"internal/preflight", "migrations", "ownership", "scheduler", "shows", "sim", "sim/workload", "status"},
 	// Writes the texts the settings generate (README table, example file).
 	"internal/config/gen": {"internal/config"},
 }

@@ -1,10 +1,12 @@
 package schedulertest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/internal/scenario"
@@ -50,19 +52,68 @@ func RunScenario(t *testing.T, path string) {
 // queue keeps a layer in one).
 func Outcome(t testing.TB, sc *scenario.Scenario) (*scenario.Outcome, error) {
 	t.Helper()
+	h, keys, layerKeys, err := scenarioHarness(t, sc)
+	if err != nil {
+		return nil, err
+	}
+	h.Start()
+	h.awaitSettled(len(keys), layerKeys)
+	out := h.outcome(sc, keys)
+	h.Stop()
+	return out, nil
+}
+
+// SteppedOutcome runs a scenario as Outcome does, through the same loop
+// and parts, but driven as the simulator (package sim) drives it
+// (Scheduler.Drive, scheduler.Settle): no goroutine per cluster and no
+// timer, the clusters' rounds run one at a time in key order while any is
+// woken, a retry asked for run at once.
+func SteppedOutcome(t testing.TB, sc *scenario.Scenario) (*scenario.Outcome, error) {
+	t.Helper()
+	h, keys, _, err := scenarioHarness(t, sc)
+	if err != nil {
+		return nil, err
+	}
+	cs := h.Sched.Drive(context.Background())
+	due := make([]bool, len(cs))
+	for range steppedRetries {
+		scheduler.Settle(cs, func(i int, retry time.Duration) { due[i] = retry > 0 }, nil)
+		retried := false
+		for i, c := range cs {
+			if due[i] {
+				retried = true
+				due[i] = c.Due() > 0
+			}
+		}
+		if !retried {
+			return h.outcome(sc, keys), nil
+		}
+	}
+	return nil, fmt.Errorf("%s: the stepped loop still retried rounds after %d settles", sc.File, steppedRetries)
+}
+
+// steppedRetries bounds the settles of SteppedOutcome: a scenario whose
+// placements all commit asks for no retry.
+const steppedRetries = 100
+
+// scenarioHarness builds a harness holding a scenario's hosts, caps and
+// layers, the loop owning every cluster (not started), and returns the
+// clusters and each layer's.
+func scenarioHarness(t testing.TB, sc *scenario.Scenario) (*Harness, []cluster.Key, []cluster.Key, error) {
+	t.Helper()
 	in := sc.Inputs()
 	allocs := scenarioAllocs(in.Hosts)
 	keyer := cluster.NewKeyer(allocs, 1)
 	layerKeys, err := refuseForLoop(sc, allocs, keyer)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	cfg := scheduler.Config{Policy: in.Options.Policy, Order: in.Options.Order,
 		SelfishServices: in.Options.SelfishServices, RoundPlacements: in.Options.MaxPlacements}
 	h := New(t, Setup{Hosts: in.Hosts, Allocs: allocs, Caps: in.Caps, Config: cfg})
 	h.Clock.Set(scenario.Now)
 	if err := takeRunning(sc, h, in.Running); err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	keys := h.Hosts.ClusterKeys(keyer)
 	for i, l := range in.Layers {
@@ -73,8 +124,12 @@ func Outcome(t testing.TB, sc *scenario.Scenario) (*scenario.Outcome, error) {
 		}
 	}
 	h.Owner.Claim(keys...)
-	h.Start()
-	h.awaitSettled(len(keys), layerKeys)
+	return h, keys, layerKeys, nil
+}
+
+// outcome is what the loop committed, the caps' subscription usage and why
+// layers wait.
+func (h *Harness) outcome(sc *scenario.Scenario, keys []cluster.Key) *scenario.Outcome {
 	out := scenario.NewOutcome()
 	for _, p := range h.Booker.Committed() {
 		out.Place(p.Host.ID, p.Layer.ID)
@@ -89,8 +144,7 @@ func Outcome(t testing.TB, sc *scenario.Scenario) (*scenario.Outcome, error) {
 		sub, _ := h.Caps.Subscription(s.Show, s.Alloc)
 		out.Subs[scenario.SubKey{Show: s.Show, Alloc: s.Alloc}] = sub.Cores
 	}
-	h.Stop()
-	return out, nil
+	return out
 }
 
 // scenarioAllocs is an allocation per host alloc, tagged with its name, as

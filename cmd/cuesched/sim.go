@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cuesched/cuesched/internal/config"
+	"github.com/cuesched/cuesched/internal/instance"
+	"github.com/cuesched/cuesched/sim"
+	"github.com/cuesched/cuesched/sim/workload"
+)
+
+var simUsage = config.Usage{
+	Line: "cuesched sim --list | --scenario NAME|FILE [--seed N] [--variant 'LABEL KEY=VALUE ...']... [--json]",
+	About: "Simulates a farm in simulated time, booked by the scheduling code of cuesched run itself (its loop, " +
+		"matching and host index), and reports how it did: utilization (core-hours used over offered), the wait " +
+		"from ready to first start per width class of cores asked (le1, 2to4, 5to16, gt16; p50, p99 and max), " +
+		"share_error (mean over shows of |share of core-hours used - share of subscription size|), frames killed " +
+		"for memory, frames running on average, frames booked (retries included), drain_s (from the last " +
+		"arrival until every frame is done), sim_s (simulated seconds) and wall_s (the only wall-clock figure). " +
+		"The same scenario and seed give the same report.\n\n" +
+		"A variant runs the same workload under other settings of cuesched run, one row each: " +
+		"--variant 'epvm policy=epvm order=strict' (a label, then KEY=VALUE pairs separated by spaces; values may " +
+		"hold commas). The settings a simulation follows are policy, order, selfish-services and tag-pressure. " +
+		"Without --variant, one variant, default, with the defaults.",
+	Flags: []config.Flag{
+		{Name: "list", Type: "bool", Meaning: "list the committed scenarios, one a line, name first"},
+		{Name: "scenario", Type: "NAME|FILE", Meaning: "a committed scenario (--list) or a scenario file (sim/workload/README.md)"},
+		{Name: "seed", Type: "N", Meaning: "the seed the workload is drawn with", Default: "1"},
+		{Name: "variant", Type: "'LABEL KEY=VALUE ...'", Meaning: "a variant: its label and the settings it runs under (repeatable, a row each)"},
+		{Name: "json", Type: "bool", Meaning: "print the report as JSON (schema: sim/report.schema.json)"},
+	},
+}
+
+// simSettings are the settings of `cuesched run` a simulation follows.
+var simSettings = []string{"policy", "order", "selfish-services", "tag-pressure"}
+
+// variantFlags collects the repeated --variant.
+type variantFlags []string
+
+func (v *variantFlags) String() string     { return strings.Join(*v, "; ") }
+func (v *variantFlags) Set(s string) error { *v = append(*v, s); return nil }
+
+// runSim is `cuesched sim` (package sim).
+func runSim(_ context.Context, env *environment, args []string) error {
+	if wantsHelp(args) {
+		config.PrintHelp(env.stdout, "sim", simUsage)
+		return flag.ErrHelp
+	}
+	fs := flag.NewFlagSet("cuesched sim", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	list := fs.Bool("list", false, "")
+	scenario := fs.String("scenario", "", "")
+	seed := fs.String("seed", "1", "")
+	asJSON := fs.Bool("json", false, "")
+	var variants variantFlags
+	fs.Var(&variants, "variant", "")
+	if err := fs.Parse(args); err != nil {
+		return usageError(fmt.Sprintf("%v (cuesched sim --help lists its flags)", err))
+	}
+	if fs.NArg() > 0 {
+		return usageError(fmt.Sprintf("unexpected argument %q (flags are given as --name=value)", fs.Arg(0)))
+	}
+	if *list {
+		return listScenarios(env.stdout)
+	}
+	if *scenario == "" {
+		return usageError("sim needs --scenario NAME|FILE (cuesched sim --list names the committed ones)")
+	}
+	n, err := strconv.ParseUint(*seed, 10, 64)
+	if err != nil {
+		return usageError(fmt.Sprintf("--seed %q: want a whole number from 0", *seed))
+	}
+	w, err := workload.Load(*scenario)
+	if err != nil {
+		return usageError(err.Error())
+	}
+	vs, err := simVariants(variants)
+	if err != nil {
+		return err
+	}
+	rep, err := sim.Run(w, sim.Options{Seed: n}, vs)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return rep.WriteJSON(env.stdout)
+	}
+	return rep.WriteTable(env.stdout)
+}
+
+func listScenarios(out io.Writer) error {
+	all, err := workload.List()
+	if err != nil {
+		return err
+	}
+	for _, w := range all {
+		hosts, frames := w.Size()
+		fmt.Fprintf(out, "%-14s %s (%d hosts, about %.0f frames)\n", w.Name, w.About, hosts, frames)
+	}
+	return nil
+}
+
+// simVariants reads each --variant as `cuesched run` reads its settings;
+// none: one variant "default".
+func simVariants(given []string) ([]sim.Variant, error) {
+	if len(given) == 0 {
+		given = []string{"default"}
+	}
+	var out []sim.Variant
+	for _, g := range given {
+		fields := strings.Fields(g)
+		if len(fields) == 0 {
+			return nil, usageError("--variant is empty: want 'LABEL KEY=VALUE ...'")
+		}
+		label, pairs := fields[0], fields[1:]
+		if strings.Contains(label, "=") {
+			return nil, usageError(fmt.Sprintf("--variant %q: it starts with its label, then KEY=VALUE pairs ('epvm policy=epvm')", g))
+		}
+		if slices.ContainsFunc(out, func(v sim.Variant) bool { return v.Label == label }) {
+			return nil, usageError(fmt.Sprintf("--variant %s: the label is given twice", label))
+		}
+		flags := make([]string, len(pairs))
+		for i, p := range pairs {
+			k, _, ok := strings.Cut(p, "=")
+			if !ok || k == "" {
+				return nil, usageError(fmt.Sprintf("--variant %s: %q is not KEY=VALUE", label, p))
+			}
+			flags[i] = "--" + p
+		}
+		cfg, err := config.Load("run", flags, func(string) string { return "" }, nil, io.Discard)
+		if err != nil {
+			var ce *config.Error
+			if errors.As(err, &ce) {
+				return nil, fmt.Errorf("--variant %s: %w", label, err)
+			}
+			return nil, usageError(fmt.Sprintf("--variant %s: %v", label, err))
+		}
+		for _, p := range pairs {
+			k, _, _ := strings.Cut(p, "=")
+			if !slices.Contains(simSettings, k) {
+				return nil, usageError(fmt.Sprintf("--variant %s: %s is a setting of cuesched run the simulation does not follow (it follows %s)",
+					label, k, strings.Join(simSettings, ", ")))
+			}
+		}
+		out = append(out, sim.Variant{Label: label, Settings: pairs, Policy: instance.Policy(cfg),
+			Order: instance.Order(cfg), SelfishServices: cfg.SelfishServices, TagPressure: cfg.TagPressure})
+	}
+	return out, nil
+}
