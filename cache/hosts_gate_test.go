@@ -75,7 +75,7 @@ func TestGateHidesHosts(t *testing.T) {
 // With an RQD client's breaker as the gate, a host whose RQD refuses
 // launches gets no placements while its breaker is open (no placement the
 // booking's re-check would drop as host-breaker), and gets them again once
-// the cooldown has passed (OnBreakerHalfOpen, which wakes its clusters).
+// the cooldown has passed (OnHostAllowed, which wakes its clusters).
 func TestBreakerKeepsHostOutOfMatching(t *testing.T) {
 	srv, err := fakerqd.Start("127.0.0.1:0", fakerqd.Options{})
 	if err != nil {
@@ -93,7 +93,7 @@ func TestBreakerKeepsHostOutOfMatching(t *testing.T) {
 	halfOpen := make(chan string, 4)
 	client := launch.NewRQDClient(launch.RQDConfig{
 		Port: port, BreakerFailures: 3, BreakerCooldown: 200 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
-		Hooks: launch.RQDHooks{OnBreakerHalfOpen: func(h string) { halfOpen <- h }},
+		Hooks: launch.RQDHooks{OnHostAllowed: func(h string) { halfOpen <- h }},
 	})
 	t.Cleanup(client.Close)
 

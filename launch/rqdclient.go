@@ -69,10 +69,11 @@ type RQDHooks struct {
 	// OnBreakerOpen runs when a host's breaker opens, once until a success
 	// closes it again (not for failures while it is open or half open).
 	OnBreakerOpen func(host string)
-	// OnBreakerHalfOpen runs when an open breaker's cooldown has passed and
-	// Allowed reports the host again (not after Close), so the host's work
-	// can be woken: nothing else happens when a cooldown ends.
-	OnBreakerHalfOpen func(host string)
+	// OnHostAllowed runs when Allowed reports a host again after its
+	// breaker was open: its cooldown passed (not after Close), or a call
+	// that reached the host closed it sooner. The host's work is woken by
+	// it: matching left the host out, and nothing else says it is back.
+	OnHostAllowed func(host string)
 }
 
 // Outcome classifies a LaunchFrame call by what it means for the
@@ -213,7 +214,7 @@ type breakerState struct {
 	failures  int
 	openUntil time.Time   // zero until the breaker first opens
 	openedAt  time.Time   // when it opened, for the line that says it closed
-	halfOpen  *time.Timer // fires OnBreakerHalfOpen; nil without the hook
+	halfOpen  *time.Timer // fires OnHostAllowed; nil without the hook
 }
 
 // NewRQDClient returns a client and starts its idle-connection janitor.
@@ -256,12 +257,12 @@ func NewRQDClient(cfg RQDConfig) *RQDClient {
 	return c
 }
 
-// OnBreakerHalfOpen sets RQDHooks.OnBreakerHalfOpen, for a listener built
+// OnHostAllowed sets RQDHooks.OnHostAllowed, for a listener built
 // after the client (the loop). Breakers opened before keep no timer.
-func (c *RQDClient) OnBreakerHalfOpen(fn func(host string)) {
+func (c *RQDClient) OnHostAllowed(fn func(host string)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.cfg.Hooks.OnBreakerHalfOpen = fn
+	c.cfg.Hooks.OnHostAllowed = fn
 }
 
 // Close stops the janitor and closes every connection; calls still running
@@ -552,9 +553,15 @@ func (c *RQDClient) note(hostAddr string, ok bool, err error) {
 			}
 			delete(c.breaker, hostAddr)
 		}
+		allowed := c.cfg.Hooks.OnHostAllowed
 		c.mu.Unlock()
 		if wasOpen {
 			c.log.Info("rqd host breaker closed", "host", hostAddr, "open_for", openFor)
+			// Closed before its cooldown, its timer stopped: only this
+			// tells matching's clusters the host is offered again.
+			if allowed != nil {
+				allowed(hostAddr)
+			}
 		}
 		return
 	}
@@ -579,7 +586,7 @@ func (c *RQDClient) note(hostAddr string, ok bool, err error) {
 		b.openedAt = now
 	}
 	b.openUntil = now.Add(c.cfg.BreakerCooldown)
-	if h := c.cfg.Hooks.OnBreakerHalfOpen; h != nil && !c.closed {
+	if h := c.cfg.Hooks.OnHostAllowed; h != nil && !c.closed {
 		b.stopTimer()
 		b.halfOpen = time.AfterFunc(c.cfg.BreakerCooldown, func() { h(hostAddr) })
 	}

@@ -294,7 +294,7 @@ func TestTarget(t *testing.T) {
 	}
 }
 
-// When an open breaker's cooldown passes, OnBreakerHalfOpen says so (the
+// When an open breaker's cooldown passes, OnHostAllowed says so (the
 // host index offers the host again and its clusters are woken); a failure
 // while half open re-opens it and the hook runs again after the next
 // cooldown.
@@ -303,7 +303,7 @@ func TestBreakerHalfOpenHook(t *testing.T) {
 	half := make(chan string, 4)
 	c := newClient(t, RQDConfig{
 		BreakerFailures: 2, BreakerCooldown: 50 * time.Millisecond,
-		Hooks: RQDHooks{OnBreakerHalfOpen: func(h string) { half <- h }},
+		Hooks: RQDHooks{OnHostAllowed: func(h string) { half <- h }},
 	})
 	ctx := testCtx(t)
 	host := fake.Addr()
@@ -323,10 +323,10 @@ func TestBreakerHalfOpenHook(t *testing.T) {
 				t.Fatalf("half open: %s, want %s", h, host)
 			}
 		case <-ctx.Done():
-			t.Fatal("the breaker's cooldown passed without OnBreakerHalfOpen")
+			t.Fatal("the breaker's cooldown passed without OnHostAllowed")
 		}
 		if !c.Allowed(host) {
-			t.Fatal("OnBreakerHalfOpen ran while the breaker refuses the host")
+			t.Fatal("OnHostAllowed ran while the breaker refuses the host")
 		}
 	}
 	refuse(2)
@@ -344,6 +344,46 @@ func TestBreakerHalfOpenHook(t *testing.T) {
 	}
 	if c.tripped.Load() != 0 {
 		t.Fatalf("%d breakers counted as tripped after the host's success", c.tripped.Load())
+	}
+}
+
+// A breaker closed by a success before its cooldown (a kill or a status
+// call reaching the host's new RQD) offers the host again at once: the hook
+// runs then, as it would at the cooldown's end, or the clusters that
+// matching left the host out of would wait for the hour-long cooldown, or
+// forever once its timer is stopped.
+func TestBreakerClosedBySuccessRunsHook(t *testing.T) {
+	t.Parallel()
+	fake := startFake(t, fakerqd.Options{})
+	back := make(chan string, 4)
+	c := newClient(t, RQDConfig{
+		BreakerFailures: 2, BreakerCooldown: time.Hour,
+		Hooks: RQDHooks{OnHostAllowed: func(h string) { back <- h }},
+	})
+	ctx := testCtx(t)
+	host := fake.Addr()
+	for range 2 {
+		fake.Script("", fakerqd.Reply{Action: fakerqd.Refuse, Message: "Not launching, rqd is lockNimby"})
+		if r := c.Launch(ctx, host, runFrame("f")); r.Outcome != Refused {
+			t.Fatalf("scripted refusal: %+v", r)
+		}
+	}
+	if c.Allowed(host) {
+		t.Fatal("breaker closed after 2 failures of 2")
+	}
+	if r := c.kill(ctx, host, "not-running", ""); r.Outcome != notRunning {
+		t.Fatalf("kill of a frame the host does not run: %+v", r)
+	}
+	if !c.Allowed(host) {
+		t.Fatal("the host's answer did not close its breaker")
+	}
+	select {
+	case h := <-back:
+		if h != host {
+			t.Fatalf("hook ran for %s, want %s", h, host)
+		}
+	case <-ctx.Done():
+		t.Fatal("a success closed the breaker without OnHostAllowed: the host's clusters are never woken")
 	}
 }
 

@@ -102,7 +102,7 @@ type Events interface {
 	// came (the queue's OnWork).
 	Wake(key cluster.Key)
 	// HostsChanged: capacity grew on hosts (a release, a host offered, a
-	// breaker half-open), or the set of clusters may have changed.
+	// host whose breaker lets it back), or the set of clusters may have changed.
 	HostsChanged(grown []match.Host, topology bool)
 	// Released: a booking was undone and its frame is WAITING again; its
 	// layer is read again.

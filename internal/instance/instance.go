@@ -218,7 +218,7 @@ func (p *parts) wire() {
 	if p.rqd != nil {
 		// Matching left the host out while its breaker was open (SetGate):
 		// offer it again by waking its clusters.
-		p.rqd.OnBreakerHalfOpen(func(name string) {
+		p.rqd.OnHostAllowed(func(name string) {
 			if h, ok := hosts.HostNamed(name); ok {
 				sched.HostsChanged([]match.Host{h}, false)
 			}
