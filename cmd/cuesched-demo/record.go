@@ -160,15 +160,3 @@ func roundDur(d time.Duration) string {
 		return d.Round(10 * time.Microsecond).String()
 	}
 }
-
-// thousands writes n with thousands separators.
-func thousands(n int) string {
-	s := fmt.Sprint(n)
-	if n < 0 {
-		return "-" + thousands(-n)
-	}
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
-}

@@ -2,11 +2,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"html"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -14,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cuesched/cuesched/internal/testworld/headless"
 )
 
 // recordedRun is a run the demo recorded (testdata/run.json: the run of
@@ -147,33 +147,16 @@ func TestSummary(t *testing.T) {
 // series it found drawn (a path of some length, points of some radius).
 func TestReportDrawnInChromium(t *testing.T) {
 	t.Parallel()
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("chromium is missing: scripts/ensure-postgres.sh installs it (Debian's chromium package)")
-		}
-		t.Skip("chromium is missing, so the report is not loaded in a browser: apt-get install -y chromium")
-	}
-	dir := t.TempDir()
-	page := filepath.Join(dir, "report.html")
+	page := filepath.Join(t.TempDir(), "report.html")
 	if err := writeReportFile(page, recordedRun(t)); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-		"--user-data-dir="+filepath.Join(dir, "profile"), "--virtual-time-budget=5000", "--dump-dom", "file://"+page)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	dom, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("chromium: %v\n%s", err, stderr.String())
-	}
+	dom := headless.DumpDOM(t, page)
 	drawn := regexp.MustCompile(`<svg class="chart" id="chart-([a-z]+)" data-series="(\d+)"[^>]*data-drawn="(\d+)"`)
-	found := drawn.FindAllStringSubmatch(string(dom), -1)
+	found := drawn.FindAllStringSubmatch(dom, -1)
 	if len(found) != 4 {
 		t.Fatalf("chromium drew %d charts, want 4 (each marked data-drawn); the DOM's charts:\n%s", len(found),
-			strings.Join(chartTag.FindAllString(string(dom), -1), "\n"))
+			strings.Join(chartTag.FindAllString(dom, -1), "\n"))
 	}
 	for _, m := range found {
 		if m[2] != m[3] || m[2] == "0" {

@@ -49,6 +49,8 @@ var mayImport = map[string][]string{
 	"internal/audit":      {"internal/wait"},
 	"internal/activity":   {},
 	"internal/writefloor": {"dispatch/writeset", "match"},
+	// Self-contained HTML pages of charts: the demo's report and sim's.
+	"internal/htmlreport": {},
 	"internal/instance": {"cache", "cdc", "cluster", "counters", "dispatch", "internal/activity", "internal/audit",
 		"internal/config", "internal/metrics", "launch", "match", "ownership", "queue", "scheduler", "status"},
 	// The simulator (issue 14): the workload model reads its scenario
