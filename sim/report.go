@@ -67,6 +67,9 @@ type Result struct {
 	DrainS *float64 `json:"drain_s"`
 	SimS   float64  `json:"sim_s"`
 	WallS  float64  `json:"wall_s"`
+
+	// timeline is what the HTML report draws (WriteHTML); not in the JSON.
+	timeline *timeline
 }
 
 // Wait is a width class's waits, in simulated seconds.
@@ -121,33 +124,12 @@ func (r *run) result(v Variant) Result {
 			MaxS: round(quantile(ws, 1), 1)}
 	}
 	res.ShareError = round(r.shareError(), 4)
+	res.timeline = r.timeline()
 	if r.m.done == len(r.frames) {
 		d := round(max(0, (r.t-r.m.lastArrival).Seconds()), 1)
 		res.DrainS = &d
 	}
 	return res
-}
-
-// shareError is the mean over shows of |used share - subscribed share|.
-func (r *run) shareError() float64 {
-	size := make([]float64, len(r.shows))
-	var totalSize, totalUsed float64
-	for k, s := range r.caps.subs {
-		i := slices.Index(r.shows, k.show)
-		size[i] += float64(s.Size)
-		totalSize += float64(s.Size)
-	}
-	for _, u := range r.m.showCoreSec {
-		totalUsed += u
-	}
-	if len(r.shows) == 0 || totalSize == 0 || totalUsed == 0 {
-		return 0
-	}
-	var sum float64
-	for i := range r.shows {
-		sum += math.Abs(r.m.showCoreSec[i]/totalUsed - size[i]/totalSize)
-	}
-	return sum / float64(len(r.shows))
 }
 
 // quantile of sorted xs by the nearest rank; 0 when empty.
@@ -175,12 +157,20 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 func (rep *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "scenario %s, seed %d: %d hosts, %d frames\n\n", rep.Scenario, rep.Seed, rep.Hosts, rep.Frames)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	for _, row := range rep.rows() {
+		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+	}
+	return tw.Flush()
+}
+
+// rows are the table's: a head, then a row per variant.
+func (rep *Report) rows() [][]string {
 	head := []string{"variant", "util", "share_err", "oom", "booked", "running", "drain_s", "sim_s"}
 	for _, c := range WidthClasses {
 		head = append(head, "wait_"+c+" p50/p99/max")
 	}
 	head = append(head, "wall_s")
-	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
+	rows := [][]string{head}
 	for _, v := range rep.Variants {
 		drain := "-"
 		if v.DrainS != nil {
@@ -193,8 +183,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 			x := v.Wait[c]
 			row = append(row, fmt.Sprintf("%.0f/%.0f/%.0f", x.P50S, x.P99S, x.MaxS))
 		}
-		row = append(row, fmt.Sprintf("%.2f", v.WallS))
-		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+		rows = append(rows, append(row, fmt.Sprintf("%.2f", v.WallS)))
 	}
-	return tw.Flush()
+	return rows
 }

@@ -125,12 +125,14 @@ type run struct {
 	gens    []uint32             // per stepped cluster: a retry event counts only at its generation
 	grown   map[int32]struct{}
 
-	m metrics
+	m       metrics
+	sampler sampler
 }
 
 // metrics accumulate what the report says.
 type metrics struct {
 	waits        [nWidths][]float64 // seconds, ready to first start
+	waiting      [nWidths]int64     // frames waiting now
 	booked       int64
 	oomKills     int64
 	done         int
@@ -157,6 +159,7 @@ func (r *run) frameID(fi int32) string {
 func newRun(f *workload.Farm, v Variant) *run {
 	r := &run{farm: f, hostIndex: map[string]int32{}, grown: map[int32]struct{}{}}
 	r.ix = cache.NewHosts(r.now, 0)
+	var offered int64
 	r.ix.SetPressureFraction(v.TagPressure)
 	var allocs []cluster.Alloc
 	for _, a := range f.Allocs {
@@ -171,7 +174,9 @@ func newRun(f *workload.Farm, v Variant) *run {
 			TempTotal: 100 * workload.GB}})
 		r.hostIndex[h.ID] = int32(i)
 		r.ix.SetHost(r.view(int32(i)))
+		offered += h.Cores
 	}
+	r.sampler = newSampler(offered)
 	r.caps = &caps{subs: map[subKey]match.Subscription{}, jobs: map[string]match.Cap{}}
 	showIndex := map[string]int32{}
 	for _, s := range f.Subs {
@@ -285,6 +290,7 @@ func (r *run) advance(t time.Duration) {
 	dt := (t - r.t).Seconds()
 	r.m.frameArea += float64(r.m.running) * dt
 	r.m.coreArea += float64(r.m.runningCores) * dt
+	r.sampler.advance(r.t, t, r.m.runningCores, &r.m.waiting)
 	r.t = t
 }
 
@@ -316,6 +322,7 @@ func (r *run) ready(li int32) {
 		f.state, f.readyAt = frameWaiting, r.t
 		l.waiting = append(l.waiting, fi)
 	}
+	r.m.waiting[l.width] += int64(l.n)
 	r.q.add(li)
 }
 
@@ -333,6 +340,7 @@ func (r *run) start(fi int32, h *hostRec, p match.Placement) {
 		r.m.waits[l.width] = append(r.m.waits[l.width], (r.t - f.readyAt).Seconds())
 	}
 	r.m.booked++
+	r.m.waiting[l.width]--
 	if i := slices.Index(l.waiting, fi); i >= 0 {
 		l.waiting = slices.Delete(l.waiting, i, i+1)
 	}
@@ -376,6 +384,7 @@ func (r *run) stop(fi int32, killed bool) {
 		r.m.oomKills++
 		l.tmpl.Min.Mem = max(l.tmpl.Min.Mem, f.size.Mem+memoryRaise)
 		f.state = frameWaiting
+		r.m.waiting[l.width]++
 		i, _ := slices.BinarySearch(l.waiting, fi)
 		l.waiting = slices.Insert(l.waiting, i, fi)
 		r.q.Requeue(l.tmpl.ID)
