@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,7 +19,7 @@ import (
 )
 
 var simUsage = config.Usage{
-	Line: "cuesched sim --list | --scenario NAME|FILE [--seed N] [--variant 'LABEL KEY=VALUE ...']... [--json]",
+	Line: "cuesched sim --list | --scenario NAME|FILE [--seed N] [--variant 'LABEL KEY=VALUE ...']... [--json] [--html FILE]",
 	About: "Simulates a farm in simulated time, booked by the scheduling code of cuesched run itself (its loop, " +
 		"matching and host index), and reports how it did: utilization (core-hours used over offered), the wait " +
 		"from ready to first start per width class of cores asked (le1, 2to4, 5to16, gt16; p50, p99 and max), " +
@@ -25,6 +27,10 @@ var simUsage = config.Usage{
 		"for memory, frames running on average, frames booked (retries included), drain_s (from the last " +
 		"arrival until every frame is done), sim_s (simulated seconds) and wall_s (the only wall-clock figure). " +
 		"The same scenario and seed give the same report.\n\n" +
+		"--html FILE also writes a self-contained page (it loads nothing) with the table and charts, every " +
+		"variant overlaid: utilization and frames waiting per width class over simulated time, the distribution " +
+		"of waits per width class, and each show's share of the core-hours used against its share of the " +
+		"subscriptions. Standard output is the same with or without it.\n\n" +
 		"A variant runs the same workload under other settings of cuesched run, one row each: " +
 		"--variant 'epvm policy=epvm order=strict' (a label, then KEY=VALUE pairs separated by spaces; values may " +
 		"hold commas). The settings a simulation follows are policy, order, selfish-services and tag-pressure. " +
@@ -35,6 +41,7 @@ var simUsage = config.Usage{
 		{Name: "seed", Type: "N", Meaning: "the seed the workload is drawn with", Default: "1"},
 		{Name: "variant", Type: "'LABEL KEY=VALUE ...'", Meaning: "a variant: its label and the settings it runs under (repeatable, a row each)"},
 		{Name: "json", Type: "bool", Meaning: "print the report as JSON (schema: sim/report.schema.json)"},
+		{Name: "html", Type: "FILE", Meaning: "also write the report with its charts as a self-contained HTML page to FILE"},
 	},
 }
 
@@ -59,6 +66,7 @@ func runSim(_ context.Context, env *environment, args []string) error {
 	scenario := fs.String("scenario", "", "")
 	seed := fs.String("seed", "1", "")
 	asJSON := fs.Bool("json", false, "")
+	htmlPath := fs.String("html", "", "")
 	var variants variantFlags
 	fs.Var(&variants, "variant", "")
 	if err := fs.Parse(args); err != nil {
@@ -85,14 +93,62 @@ func runSim(_ context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
+	var page *os.File
+	if *htmlPath != "" {
+		// Opened before the simulation, which may run for minutes, so a
+		// path that cannot be written is named at once.
+		if page, err = openPage(*htmlPath); err != nil {
+			return err
+		}
+		defer page.Close() // on the paths that do not reach writePage
+	}
 	rep, err := sim.Run(w, sim.Options{Seed: n}, vs)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		return rep.WriteJSON(env.stdout)
+		err = rep.WriteJSON(env.stdout)
+	} else {
+		err = rep.WriteTable(env.stdout)
 	}
-	return rep.WriteTable(env.stdout)
+	if err != nil || page == nil {
+		return err
+	}
+	return writePage(page, rep)
+}
+
+// openPage opens the --html file for writing, keeping what it holds until
+// the page replaces it.
+func openPage(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, usageError(fmt.Sprintf("--html %s: %v (name a file you can write, in a directory that exists)", path, err))
+	}
+	return f, nil
+}
+
+// writePage replaces what the --html file held with the report's page,
+// and closes it.
+func writePage(f *os.File, rep *sim.Report) error {
+	var b bytes.Buffer
+	err := rep.WriteHTML(&b)
+	if err == nil {
+		err = f.Truncate(0)
+	}
+	if err == nil {
+		_, err = f.Write(b.Bytes())
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("--html %s: %w", f.Name(), err)
+	}
+	return nil
 }
 
 func listScenarios(out io.Writer) error {

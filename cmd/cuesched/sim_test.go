@@ -8,8 +8,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/cuesched/cuesched/internal/testworld/headless"
 )
 
 // tinyFarm is a scenario file small enough for the default suite: a
@@ -113,6 +116,8 @@ func TestSimTableAndList(t *testing.T) {
 func TestSimBadInput(t *testing.T) {
 	t.Parallel()
 	file := writeTiny(t)
+	dir := t.TempDir()
+	noDir := filepath.Join(dir, "no-such-dir", "r.html")
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -126,6 +131,9 @@ func TestSimBadInput(t *testing.T) {
 		{[]string{"--scenario", file, "--variant", "v policy"}, `"policy" is not KEY=VALUE`},
 		{[]string{"--scenario", file, "--variant", "a", "--variant", "a order=strict"}, "the label is given twice"},
 		{[]string{"--frobnicate"}, "flag provided but not defined"},
+		// An unwritable page is named before the simulation runs: no table.
+		{[]string{"--scenario", file, "--html", noDir}, "--html " + noDir + ": no such file or directory"},
+		{[]string{"--scenario", file, "--html", dir}, "--html " + dir + ": is a directory"},
 	} {
 		code, out := cli(t, nil, append([]string{"sim"}, tc.args...)...)
 		if code != 2 || !strings.Contains(out, tc.want) || strings.Count(strings.TrimSpace(out), "\n") != 0 {
@@ -139,6 +147,94 @@ func TestSimBadInput(t *testing.T) {
 	code, out := cli(t, nil, "sim", "--scenario", bad)
 	if code != 2 || !strings.Contains(out, "bad.sim:4: runtime=forever: want a duration") {
 		t.Errorf("a bad scenario file exited %d with:\n%s\nwant 2 naming file:line and the value", code, out)
+	}
+}
+
+// everyWidth is a farm whose frames of every width class wait their turn
+// behind others, in two shows.
+const everyWidth = `about every width class waiting its turn, two shows
+hosts 2 cores=32 mem=64G
+sub s1 general size=40 burst=64
+sub s2 general size=24 burst=64
+job j show=s1 count=4 every=5m
+layer narrow job=j frames=40 cores=1 mem=1G runtime=10m spread=0.3
+layer mid job=j frames=4 cores=4 mem=4G runtime=10m after=narrow
+job k show=s2 count=2 every=10m
+layer wide job=k frames=2 cores=24 mem=8G runtime=20m
+layer big job=k frames=3 cores=8 mem=8G runtime=15m
+`
+
+// The drawn charts of the page sim --html writes, as headless Chromium
+// leaves them: the page's script marks each with the series and points it
+// found drawn.
+var drawnChart = regexp.MustCompile(`<svg class="chart" id="chart-([a-z0-9-]+)" data-series="(\d+)"[^>]*data-drawn="(\d+)" data-drawn-points="(\d+)"`)
+
+// --html writes one self-contained page titled with the scenario, seed and
+// variants, with a chart per figure (utilization, frames waiting per width
+// class, waits per width class, share per show), each drawing every
+// variant with data, as headless Chromium shows; standard output is what it
+// is without --html.
+func TestSimHTML(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file, page := filepath.Join(dir, "every.sim"), filepath.Join(dir, "report.html")
+	if err := os.WriteFile(file, []byte(everyWidth), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A longer file there before is replaced whole.
+	if err := os.WriteFile(page, []byte(strings.Repeat("stale ", 1<<18)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"sim", "--scenario", file, "--json", "--variant", "default", "--variant", "epvm policy=epvm order=strict"}
+	code, out := cli(t, nil, append(args, "--html", page)...)
+	if code != 0 {
+		t.Fatalf("sim --html exited %d:\n%s", code, out)
+	}
+	_, plain := cli(t, nil, args...)
+	wall := regexp.MustCompile(`"wall_s": [0-9.e+-]+`)
+	if wall.ReplaceAllString(out, "") != wall.ReplaceAllString(plain, "") {
+		t.Errorf("--html changed standard output:\n%s\n--- without it:\n%s", out, plain)
+	}
+	raw, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := string(raw)
+	if !strings.HasSuffix(src, "</html>\n") || strings.Contains(src, "stale") {
+		t.Errorf("the page does not replace what the file held: it ends %q", src[max(0, len(src)-40):])
+	}
+	title := "<title>cuesched sim: scenario every, seed 1, variants default, epvm</title>"
+	if !strings.Contains(src, title) {
+		t.Errorf("the page is not titled %q", title)
+	}
+	for _, ref := range []string{"src=", "href=", "http:", "https:", "@import", "url(", "<link", "<iframe"} {
+		if strings.Contains(src, ref) {
+			t.Errorf("the page refers to something outside it (%q)", ref)
+		}
+	}
+	want := map[string]int{"util": 2, "shares": 3} // the shares: the subscriptions', then each variant's
+	for _, c := range []string{"le1", "2to4", "5to16", "gt16"} {
+		want["waiting-"+c], want["wait-"+c] = 2, 2
+	}
+	dom := headless.DumpDOM(t, page)
+	found := drawnChart.FindAllStringSubmatch(dom, -1)
+	seen := map[string]bool{}
+	for _, m := range found {
+		id, series, drawn, points := m[1], m[2], m[3], m[4]
+		seen[id] = true
+		n, _ := strconv.Atoi(points)
+		if series != fmt.Sprint(want[id]) || drawn != series || n < 2*want[id] {
+			t.Errorf("chart %s: %s of %s series drawn with %d points; want %d series, each drawn with points",
+				id, drawn, series, n, want[id])
+		}
+	}
+	for id := range want {
+		if !seen[id] {
+			t.Errorf("chart %s is not drawn", id)
+		}
+	}
+	if len(found) != len(want) {
+		t.Errorf("%d charts drawn, want %d", len(found), len(want))
 	}
 }
 

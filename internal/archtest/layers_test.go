@@ -57,7 +57,8 @@ var mayImport = map[string][]string{
 	// files; the simulation drives the loop (scheduler) through in-memory
 	// ports over the real host index (cache) and matching.
 	"sim/workload": {},
-	"sim":          {"cache", "cluster", "dispatch", "match", "ownership", "scheduler", "sim/workload"},
+	// Its HTML report draws with internal/htmlreport.
+	"sim": {"cache", "cluster", "dispatch", "internal/htmlreport", "match", "ownership", "scheduler", "sim/workload"},
 	// deploy holds the deployment files and the metric names their
 	// expressions read, for tests; nothing in production imports it.
 	"deploy": {},
