@@ -94,13 +94,37 @@ func Run(w *workload.Workload, opt Options, variants []Variant) (*Report, error)
 			return nil, err
 		}
 		rep.Hosts, rep.Frames = len(farm.Hosts), farm.Frames
-		r := newRun(farm, v)
-		r.simulate(opt.Limit)
-		res := r.result(v)
-		res.WallS = round(time.Since(began).Seconds(), 3)
-		rep.Variants = append(rep.Variants, res)
+		rep.Variants = append(rep.Variants, simulateVariant(farm, v, opt, began))
 	}
 	return rep, nil
+}
+
+// RunFarm simulates a farm given whole, every frame's duration and memory
+// use fixed (a history replayed by package sim/replay), under each
+// variant; name is the report's scenario.
+func RunFarm(name string, farm *workload.Farm, opt Options, variants []Variant) (*Report, error) {
+	if len(farm.Hosts) == 0 {
+		return nil, fmt.Errorf("farm %s has no hosts to run on", name)
+	}
+	if opt.Limit <= 0 {
+		opt.Limit = 30 * 24 * time.Hour
+	}
+	rep := &Report{Scenario: name, Seed: opt.Seed, Hosts: len(farm.Hosts), Frames: farm.Frames}
+	for _, v := range variants {
+		rep.Variants = append(rep.Variants, simulateVariant(farm, v, opt, time.Now()))
+	}
+	return rep, nil
+}
+
+// simulateVariant runs farm under v; the farm is only read, so variants share
+// it. wall_s counts from began.
+func simulateVariant(farm *workload.Farm, v Variant, opt Options, began time.Time) Result {
+	r := newRun(farm, v)
+	r.onStop = opt.OnStop
+	r.simulate(opt.Limit)
+	res := r.result(v)
+	res.WallS = round(time.Since(began).Seconds(), 3)
+	return res
 }
 
 func (r *run) result(v Variant) Result {

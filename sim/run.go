@@ -48,6 +48,23 @@ type Options struct {
 	// Limit bounds the simulated time: a farm not drained by then stops
 	// there (drain_s null). 0: 30 days.
 	Limit time.Duration
+	// OnStop, when set, is called each time a frame stops running (done,
+	// or killed for its memory), in simulated time order: a trace of where
+	// the farm's time went (a replay's test checks every frame ran its
+	// recorded time, once).
+	OnStop func(FrameRun)
+}
+
+// FrameRun is one run of a frame in a simulation, from its start to its
+// stop.
+type FrameRun struct {
+	Job    string // workload.Job's ID
+	Layer  string // the layer's name in its job
+	Frame  int    // the frame's index in its layer, from 0
+	Host   string
+	Start  time.Duration // simulated time since Start
+	Stop   time.Duration
+	Killed bool // killed for its memory, to run again
 }
 
 // Start is the simulated clock's origin.
@@ -124,6 +141,7 @@ type run struct {
 	stepped []*scheduler.Stepped // the clusters, in key order
 	gens    []uint32             // per stepped cluster: a retry event counts only at its generation
 	grown   map[int32]struct{}
+	onStop  func(FrameRun)
 
 	m       metrics
 	sampler sampler
@@ -163,7 +181,11 @@ func newRun(f *workload.Farm, v Variant) *run {
 	r.ix.SetPressureFraction(v.TagPressure)
 	var allocs []cluster.Alloc
 	for _, a := range f.Allocs {
-		ca := cluster.Alloc{ID: a.ID, Facility: a.Facility, Tag: a.ID}
+		tag := a.Tag
+		if tag == "" {
+			tag = a.ID
+		}
+		ca := cluster.Alloc{ID: a.ID, Facility: a.Facility, Tag: tag}
 		allocs = append(allocs, ca)
 		r.ix.SetAlloc(ca)
 	}
@@ -197,17 +219,21 @@ func newRun(f *workload.Farm, v Variant) *run {
 		r.jobFirst = append(r.jobFirst, int32(len(r.layers)))
 		r.jobShow = append(r.jobShow, showIndex[j.Show])
 		r.m.lastArrival = max(r.m.lastArrival, j.Arrive)
+		facility := j.Facility
+		if facility == "" {
+			facility = f.Hosts[0].Facility
+		}
 		for _, l := range j.Layers {
 			idx := int32(len(r.layers))
 			tags := slices.Clone(l.Tags)
 			lr := layerRec{job: int32(ji), first: int32(len(r.frames)), n: int32(len(l.Frames)),
 				left: int32(len(l.Frames)), after: -1, width: widthOf(l.Cores),
-				keys: keyer.OfLayer(f.Hosts[0].Facility, tags),
+				keys: keyer.OfLayer(facility, tags),
 				tmpl: match.Layer{ID: layerID(idx), Name: fmt.Sprintf("%s/%s", j.ID, l.Name), JobID: jobID,
 					JobName: jobID, ShowID: j.Show, ShowName: j.Show, FolderID: j.Show, DeptID: "dept",
-					Facility: f.Hosts[0].Facility, Priority: j.Priority, Tags: tags,
+					Facility: facility, Priority: j.Priority, Tags: tags,
 					Min:        match.Resources{Cores: l.Cores, Mem: l.Mem, GPUs: l.GPUs, GPUMem: l.GPUMem},
-					Threadable: l.Threadable}}
+					Threadable: l.Threadable, Services: l.Services}}
 			if l.After >= 0 {
 				lr.after = r.jobFirst[ji] + int32(l.After)
 				r.layers[lr.after].dependents = append(r.layers[lr.after].dependents, idx)
@@ -379,6 +405,11 @@ func (r *run) stop(fi int32, killed bool) {
 	r.m.showCoreSec[r.jobShow[l.job]] += float64(f.size.Cores) / 100 * (r.t - f.startAt).Seconds()
 	r.ix.SetHost(r.view(f.host))
 	r.grown[f.host] = struct{}{}
+	if r.onStop != nil {
+		j := &r.farm.Jobs[l.job]
+		r.onStop(FrameRun{Job: j.ID, Layer: j.Layers[f.layer-r.jobFirst[l.job]].Name, Frame: int(fi - l.first),
+			Host: h.h.ID, Start: f.startAt, Stop: r.t, Killed: killed})
+	}
 	f.host = -1
 	if killed {
 		r.m.oomKills++

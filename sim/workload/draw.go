@@ -18,8 +18,10 @@ type Farm struct {
 	Frames int   // over all jobs
 }
 
-// Alloc is an allocation: its tag is its name.
-type Alloc struct{ ID, Facility string }
+// Alloc is an allocation. Tag is the tag its hosts carry, "" for its ID
+// (a replayed farm's allocations keep Cuebot's alloc.str_tag, which two
+// facilities may share).
+type Alloc struct{ ID, Facility, Tag string }
 
 // Host is one render host; Tags hold its allocation's tag and its name.
 type Host struct {
@@ -28,9 +30,11 @@ type Host struct {
 	Cores, Mem, GPUs, GPUMem int64
 }
 
-// Job is one job of a template.
+// Job is one job of a template. Facility is the facility its layers run
+// in, "" for the first host's.
 type Job struct {
 	ID, Show string
+	Facility string
 	Arrive   time.Duration
 	Priority int64
 	MaxCores int64 // 0: no cap
@@ -45,6 +49,7 @@ type Layer struct {
 	Tags                     []string
 	After                    int
 	Threadable               bool
+	Services                 []string // as layer.str_services lists them (selfish-services reads them)
 	Frames                   []Frame
 }
 
