@@ -63,7 +63,7 @@ func CuebotSchema(ctx context.Context, q Querier) error {
 		return fmt.Errorf("check Cuebot schema: %w", err)
 	}
 	if len(missing) > 0 {
-		return missingTables(ctx, q, database, role, searchPath, missing)
+		return missingTables(ctx, q, "--db", database, role, searchPath, missing)
 	}
 	for _, r := range required {
 		var found bool
@@ -86,14 +86,15 @@ func CuebotSchema(ctx context.Context, q Querier) error {
 	return nil
 }
 
-// missingTables says why Cuebot's tables are not on the search_path: they
+// missingTables says why Cuebot's tables are not on the search_path (flag
+// names the setting that gave the database): they
 // are in a schema the role may not use, in one it does not search, nowhere
 // in this database, or only some of them are there.
-func missingTables(ctx context.Context, q Querier, database, role, searchPath string, missing []string) error {
+func missingTables(ctx context.Context, q Querier, flag, database, role, searchPath string, missing []string) error {
 	if len(missing) < len(coreTables) || !slices.Equal(missing[:len(coreTables)], coreTables) {
 		//lint:ignore ST1005 Cuebot is a proper noun, the exception the check allows but cannot see
 		return fmt.Errorf("Cuebot schema incomplete in database %s: no table %s on the search_path (%s); "+
-			"point --db at Cuebot's own database, at migration V47 or newer", database, strings.Join(missing, ", "), searchPath)
+			"point %s at Cuebot's own database, at migration V47 or newer", database, strings.Join(missing, ", "), searchPath, flag)
 	}
 	var schema string
 	var usage bool
@@ -105,7 +106,7 @@ func missingTables(ctx context.Context, q Querier, database, role, searchPath st
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return fmt.Errorf("no Cuebot schema in database %s: none of the tables %s exists in any schema, so this is not a Cuebot database; "+
-			"point --db at the database Cuebot uses", database, strings.Join(coreTables, ", "))
+			"point %s at the database Cuebot uses", database, strings.Join(coreTables, ", "), flag)
 	case err != nil:
 		return fmt.Errorf("check Cuebot schema: %w", err)
 	case !usage:
@@ -115,6 +116,6 @@ func missingTables(ctx context.Context, q Querier, database, role, searchPath st
 	default:
 		//lint:ignore ST1005 Cuebot is a proper noun, the exception the check allows but cannot see
 		return fmt.Errorf("Cuebot's tables are in schema %s of database %s, which is not on the search_path (%s): "+
-			"ALTER ROLE %s SET search_path = %s, or add options=-csearch_path=%s to --db", schema, database, searchPath, role, schema, schema)
+			"ALTER ROLE %s SET search_path = %s, or add options=-csearch_path=%s to %s", schema, database, searchPath, role, schema, schema, flag)
 	}
 }

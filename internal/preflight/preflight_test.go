@@ -97,3 +97,39 @@ func TestCuebotSchemaDiagnosis(t *testing.T) {
 		})
 	}
 }
+
+// Readable names, in one line, what a reader of tables lacks: Cuebot's
+// schema, a table, or SELECT on it; nothing when the role may read them
+// all, whatever it may not read besides.
+func TestReadable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t, pgtest.Cuebot)
+	reader := db.NewRole(t, "readable", `CREATE ROLE %[1]s LOGIN; GRANT SELECT ON host, job_history TO %[1]s`)
+	conn, err := pgx.Connect(ctx, db.DSN+" user="+reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if err := Readable(ctx, conn, "--from", []string{"host", "job_history"}); err != nil {
+		t.Errorf("tables the role may read refused: %v", err)
+	}
+	empty := pgtest.NewDB(t, pgtest.Empty)
+	for _, tc := range []struct {
+		q      Querier
+		tables []string
+		want   string
+	}{
+		{conn, []string{"host", "layer_history", "frame_history"},
+			"role " + reader + " may not read layer_history, frame_history in database " + db.Name +
+				" (permission denied): GRANT SELECT ON layer_history, frame_history TO " + reader + ", or give --from a role"},
+		{conn, []string{"host", "no_such_history", "layer_history"}, "no table no_such_history on the search_path"},
+		{empty.Pool, []string{"host", "job_history"}, "no Cuebot schema in database " + empty.Name},
+	} {
+		err := Readable(ctx, tc.q, "--from", tc.tables)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "--from") ||
+			strings.Contains(err.Error(), "\n") {
+			t.Errorf("Readable(%v) = %v, want one line containing %q and naming --from", tc.tables, err, tc.want)
+		}
+	}
+}
