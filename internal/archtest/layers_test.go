@@ -59,11 +59,14 @@ var mayImport = map[string][]string{
 	"sim/workload": {},
 	// Its HTML report draws with internal/htmlreport.
 	"sim": {"cache", "cluster", "dispatch", "internal/htmlreport", "match", "ownership", "scheduler", "sim/workload"},
+	// A replay reads a Cuebot database's history into the workload model,
+	// its tags and services parsed as the host cache and the queue do.
+	"sim/replay": {"cluster", "queue", "sim/workload"},
 	// deploy holds the deployment files and the metric names their
 	// expressions read, for tests; nothing in production imports it.
 	"deploy": {},
 	"cmd/cuesched": {"cdc", "explain", "internal/audit", "internal/config", "internal/grants", "internal/instance",
-		"internal/preflight", "migrations", "ownership", "scheduler", "shows", "sim", "sim/workload", "status"},
+		"internal/preflight", "migrations", "ownership", "scheduler", "shows", "sim", "sim/replay", "sim/workload", "status"},
 	// Writes the texts the settings generate (README table, example file).
 	"internal/config/gen": {"internal/config"},
 }
