@@ -19,7 +19,7 @@ var helpFlags = map[string][]string{
 	"audit":   {"json", "db", "config", "counters", "outbox-age"},
 	"explain": {"job", "layer", "json", "db", "config", "host-ping-max-age", "policy", "order", "selfish-services"},
 	"grants":  {"role", "database", "feed"},
-	"sim":     {"list", "scenario", "seed", "variant", "json", "html"},
+	"sim":     {"list", "scenario", "seed", "from-db", "since", "variant", "json", "html"},
 	"version": nil,
 	"show":    nil, // its subcommands list theirs (TestShowUsage)
 }
