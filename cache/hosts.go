@@ -144,6 +144,10 @@ type hostState struct {
 	// foreign holds the tags contested whatever their demand (work another
 	// instance books on their hosts: match.TagDemand.Foreign).
 	foreign map[tagKey]bool
+	// warmLayers and warmJobs are the hosts where frames of a layer, or a
+	// job, were last booked or released, the most recent first
+	// (hosts_warm.go).
+	warmLayers, warmJobs map[string][]string
 }
 
 func newHostState() *hostState {
@@ -481,6 +485,7 @@ func (h *Hosts) swapLocked(st *hostState, lsn cdc.LSN) {
 	h.applied = max(h.applied, lsn)
 	st.fraction = old.fraction
 	st.setDemand(old.demand, old.foreign)
+	st.carryRan(old)
 	for _, o := range old.hosts {
 		if o.taken == (match.Resources{}) && len(o.holds) == 0 {
 			continue

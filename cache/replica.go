@@ -397,6 +397,8 @@ func (r *Replica) applyOne(hs *hostState, us *usageState, c *cdc.Change, mark fu
 				}
 				us.setHostAlloc(host, alloc)
 			}
+		} else if spec.name == "proc" {
+			err = procRan(hs, us, c, r.hosts.now(), func() error { return us.apply(c, mark) })
 		} else {
 			err = us.apply(c, mark)
 		}

@@ -57,6 +57,9 @@ type Options struct {
 	// layer whose show is at burst on all of them waits without a walk. With
 	// none given, shows are ordered by the cores this round gave them.
 	Allocs []string
+	// Locality ranks a host that recently ran a frame of the layer, then of
+	// its job, before others that fit equally well (locality.go).
+	Locality bool
 	// Buffer, when not nil, is where Result.Placements is built (from length
 	// 0): a caller done with an earlier round's placements hands the slice
 	// back so a round in steady state allocates nothing for its result.
@@ -147,12 +150,21 @@ type planner struct {
 	// keepFallback: the walks with contested hosts keep the GPU host found
 	// without them.
 	keepFallback bool
+	// plain: the search walked the contested hosts too (Walk).
+	plain bool
+	// warmer is hosts as a WarmWalker when Options.Locality (else nil);
+	// warmWon: warmth chose p.best over a host that fit as well.
+	warmer  WarmWalker
+	warmFn  func(Host) bool
+	warmWon bool
 }
 
 type candidate struct {
 	host Host
 	size Resources
 	cost float64
+	warm Warmth // set by warmSearch only
+	ran  Ran
 }
 
 type capKind int8
@@ -258,6 +270,9 @@ func newPlanner(hosts Hosts, caps Caps, opt Options) *planner {
 	}
 	p.visitFn = p.visit
 	p.diagFn = p.diagVisit
+	if w, ok := hosts.(WarmWalker); ok && opt.Locality {
+		p.warmer, p.warmFn = w, p.visitWarm
+	}
 	p.best, p.second, p.spare = &p.slots[0], &p.slots[1], &p.slots[2]
 	return p
 }
@@ -621,7 +636,7 @@ func capDetail(kind string, c *capState, size Resources) string {
 // them.
 func (p *planner) search(ls *layerState) {
 	p.cur = ls
-	p.found, p.fallback, p.keepFallback = false, false, false
+	p.found, p.fallback, p.keepFallback, p.plain = false, false, false, false
 	p.capHit, p.capAlloc = capNone, ""
 	skipped := false
 	for _, t := range ls.tags {
@@ -631,7 +646,7 @@ func (p *planner) search(ls *layerState) {
 		}
 	}
 	if !p.found && skipped {
-		p.keepFallback = p.fallback
+		p.keepFallback, p.plain = p.fallback, true
 		for _, t := range ls.tags {
 			p.seen = 0
 			p.hosts.Walk(ls.l.Facility, t, ls.min, p.visitFn)
@@ -643,6 +658,7 @@ func (p *planner) search(ls *layerState) {
 			ls.shape.plainNone = true
 		}
 	}
+	p.warmSearch(ls)
 }
 
 // visit offers one host of a walk; it returns false when the policy has seen
@@ -718,6 +734,10 @@ func (p *planner) commit(ls *layerState) {
 	ps = ps[:len(ps)+1]
 	pl := &ps[len(ps)-1]
 	pl.Layer, pl.Frame, pl.Host, pl.Size = l, l.Frames[ls.next], b.host, b.size
+	pl.Warm, pl.Ran = Cold, Ran{}
+	if p.warmWon {
+		pl.Warm, pl.Ran = b.warm, b.ran
+	}
 	p.res.Placements = ps
 	ls.next++
 	ss := p.sub(ls.show, b.host.Alloc)

@@ -70,6 +70,9 @@ type Host struct {
 	// TempTotal is host_stat.int_mcp_total (KB): Cuebot's temp-space floor is
 	// a share of the total (rules.go).
 	TempTotal int64
+	// Ran is the host index's memory of the layers whose frames ran here
+	// lately, the most recent first (locality.go); shared, never modified.
+	Ran []Ran
 }
 
 // Frame is one WAITING frame of a pending layer.
@@ -170,6 +173,10 @@ type Placement struct {
 	Frame Frame
 	Host  Host // the host as matching saw it when it placed the frame
 	Size  Resources
+	// Warm is set when warmth chose Host over one that fit as well
+	// (Options.Locality), with the memory that made it warm (Ran).
+	Warm Warmth
+	Ran  Ran
 }
 
 // Reason says why a layer still has waiting frames after a round.

@@ -25,6 +25,7 @@ type Hosts struct {
 	ents  []entry // by slot
 	byID  map[string]int32
 	index map[tagKey]*tagIndex
+	warm  []int32 // the slots of hosts with a Ran, in id order
 }
 
 type tagKey struct{ facility, tag string }
@@ -83,6 +84,9 @@ func NewHosts(hs []match.Host) *Hosts {
 		f.byID[id] = s
 		e := &f.ents[s]
 		e.h = last[id]
+		if len(e.h.Ran) > 0 {
+			f.warm = append(f.warm, s)
+		}
 		for _, t := range e.h.Tags {
 			k := tagKey{e.h.Facility, strings.ToLower(t)}
 			ix := f.index[k]
@@ -274,5 +278,42 @@ func (ix *tagIndex) remove(cores int64, k key) {
 	if len(lv.keys) == 0 {
 		ix.levels = slices.Delete(ix.levels, i, i+1)
 		ix.free = append(ix.free, at)
+	}
+}
+
+// WalkWarm implements match.WarmWalker over the hosts' Ran (set in the hosts
+// given to NewHosts): those that ran a frame of the layer, then of the job,
+// each in id order.
+func (f *Hosts) WalkWarm(facility, tag string, min match.Resources, layerID, jobID string, uncontested bool,
+	visit func(match.Host) bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ix := f.index[tagKey{facility, tag}]
+	if ix == nil {
+		return
+	}
+	own := 0
+	if ix.contested {
+		own = 1
+	}
+	ran := func(h *match.Host, layer bool) bool {
+		for _, r := range h.Ran {
+			if layer && r.Layer == layerID || !layer && r.Job == jobID {
+				return true
+			}
+		}
+		return false
+	}
+	for _, layer := range []bool{true, false} {
+		for _, s := range f.warm {
+			e := &f.ents[s]
+			h := &e.h
+			if !slices.Contains(e.idxs, ix) || !ran(h, layer) || !layer && ran(h, true) || !h.Idle.Covers(min) || uncontested && e.contested > own {
+				continue
+			}
+			if !visit(*h) {
+				return
+			}
+		}
 	}
 }
