@@ -147,7 +147,7 @@ type hostState struct {
 	// warmLayers and warmJobs are the hosts where frames of a layer, or a
 	// job, were last booked or released, the most recent first
 	// (hosts_warm.go).
-	warmLayers, warmJobs map[string][]string
+	warmLayers, warmJobs map[string][]*hostRec
 }
 
 func newHostState() *hostState {

@@ -21,7 +21,7 @@ const (
 	ranMemory = 4
 	// warmHosts is how many hosts a layer or job remembers: the hosts where
 	// its frames ended last are those with room for its next ones.
-	warmHosts = 8
+	warmHosts = 4
 )
 
 // ProcBooked tells the index that a frame of layer (of job) was booked on
@@ -65,11 +65,11 @@ func (st *hostState) ran(hostID, layerID, jobID string, at time.Time, d int32) {
 	}
 	rec.h.Ran = out
 	if st.warmLayers == nil {
-		st.warmLayers, st.warmJobs = map[string][]string{}, map[string][]string{}
+		st.warmLayers, st.warmJobs = map[string][]*hostRec{}, map[string][]*hostRec{}
 	}
-	toFront(st.warmLayers, layerID, hostID)
+	toFront(st.warmLayers, layerID, rec)
 	if e.Job != "" {
-		toFront(st.warmJobs, e.Job, hostID)
+		toFront(st.warmJobs, e.Job, rec)
 	}
 	// Layers and jobs come and go: rebuild from the hosts' memories when the
 	// keys outgrow them.
@@ -78,19 +78,19 @@ func (st *hostState) ran(hostID, layerID, jobID string, at time.Time, d int32) {
 	}
 }
 
-// toFront puts id first in m[key], keeping at most warmHosts.
-func toFront(m map[string][]string, key, id string) {
+// toFront puts rec first in m[key], keeping at most warmHosts.
+func toFront(m map[string][]*hostRec, key string, rec *hostRec) {
 	l := m[key]
-	i := slices.Index(l, id)
+	i := slices.Index(l, rec)
 	switch {
 	case i < 0 && len(l) < warmHosts:
-		l = append(l, "")
+		l = append(l, nil)
 		i = len(l) - 1
 	case i < 0:
 		i = len(l) - 1
 	}
 	copy(l[1:i+1], l[:i])
-	l[0] = id
+	l[0] = rec
 	m[key] = l
 }
 
@@ -98,34 +98,34 @@ func toFront(m map[string][]string, key, id string) {
 // memories, the most recent first (ties by host id).
 func (st *hostState) rebuildWarm() {
 	type seen struct {
-		at time.Time
-		id string
+		at  time.Time
+		rec *hostRec
 	}
 	layers, jobs := map[string][]seen{}, map[string][]seen{}
-	for id, rec := range st.hosts {
+	for _, rec := range st.hosts {
 		for _, r := range rec.h.Ran {
-			layers[r.Layer] = append(layers[r.Layer], seen{r.At, id})
+			layers[r.Layer] = append(layers[r.Layer], seen{r.At, rec})
 			if r.Job != "" {
-				jobs[r.Job] = append(jobs[r.Job], seen{r.At, id})
+				jobs[r.Job] = append(jobs[r.Job], seen{r.At, rec})
 			}
 		}
 	}
-	build := func(from map[string][]seen) map[string][]string {
-		out := make(map[string][]string, len(from))
+	build := func(from map[string][]seen) map[string][]*hostRec {
+		out := make(map[string][]*hostRec, len(from))
 		for k, ss := range from {
 			slices.SortFunc(ss, func(a, b seen) int {
-				return cmp.Or(b.at.Compare(a.at), cmp.Compare(a.id, b.id))
+				return cmp.Or(b.at.Compare(a.at), cmp.Compare(a.rec.id, b.rec.id))
 			})
-			ids := make([]string, 0, min(len(ss), warmHosts))
+			recs := make([]*hostRec, 0, min(len(ss), warmHosts))
 			for _, s := range ss {
-				if len(ids) == warmHosts {
+				if len(recs) == warmHosts {
 					break
 				}
-				if !slices.Contains(ids, s.id) {
-					ids = append(ids, s.id)
+				if !slices.Contains(recs, s.rec) {
+					recs = append(recs, s.rec)
 				}
 			}
-			out[k] = ids
+			out[k] = recs
 		}
 		return out
 	}
@@ -153,12 +153,13 @@ func (st *hostState) carryRan(old *hostState) {
 	st.rebuildWarm()
 }
 
-// WalkWarm implements match.WarmWalker: of the hosts a walk of the
-// facility's tag with at least min idle would visit (uncontested: without
-// those carrying a contested tag other than tag, WalkUncontested's first
-// walk), those the layer remembers, then those its job does.
-func (h *Hosts) WalkWarm(facility, tag string, min match.Resources, layerID, jobID string, uncontested bool,
-	visit func(match.Host) bool) {
+// WalkWarm implements match.WarmWalker: of the hosts with cores idle that a
+// walk of the facility's tag with at least min idle would visit
+// (uncontested: without those carrying a contested tag other than tag,
+// WalkUncontested's first walk), those the layer remembers, then those its
+// job does. A host dropped from the index is never filed again (inTrees).
+func (h *Hosts) WalkWarm(facility, tag string, min match.Resources, cores int64, layerID, jobID string,
+	uncontested bool, visit func(match.Host) bool) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	st := h.st
@@ -171,10 +172,9 @@ func (h *Hosts) WalkWarm(facility, tag string, min match.Resources, layerID, job
 	if ix.contested {
 		own = 1
 	}
-	walk := func(ids, skip []string) bool {
-		for _, id := range ids {
-			rec := st.hosts[id]
-			if rec == nil || !rec.inTrees || slices.Contains(skip, id) || !slices.Contains(rec.idxs, ix) ||
+	walk := func(recs, skip []*hostRec) bool {
+		for _, rec := range recs {
+			if rec.h.Idle.Cores != cores || !rec.inTrees || slices.Contains(skip, rec) || !slices.Contains(rec.idxs, ix) ||
 				!rec.h.Idle.Covers(min) || rec.ping.Before(cutoff) || uncontested && rec.contested > own ||
 				h.gate != nil && !h.gate.Allowed(rec.h.Name) {
 				continue

@@ -12,7 +12,7 @@ import (
 
 func warmIDs(h *Hosts, tag, layer, job string, min match.Resources, uncontested bool) []string {
 	var ids []string
-	h.WalkWarm("local", tag, min, layer, job, uncontested, func(x match.Host) bool {
+	h.WalkWarm("local", tag, min, 1600, layer, job, uncontested, func(x match.Host) bool {
 		ids = append(ids, x.ID)
 		return true
 	})
@@ -78,13 +78,13 @@ func TestWarmMemoryAndWalk(t *testing.T) {
 	for i := range 20 {
 		h.ProcBooked(fmt.Sprintf("h%02d", i), "wide", "jw")
 	}
-	want := []string{"h19", "h18", "h17", "h16", "h15", "h14", "h13", "h12"}
+	want := []string{"h19", "h18", "h17", "h16"}
 	if got := warmIDs(h, "general", "wide", "", match.Resources{}, false); !slices.Equal(got, want) {
 		t.Fatalf("warm for wide: %v, want %v", got, want)
 	}
 	h.SetDemand([]match.TagDemand{{Facility: "local", Tag: "pool", Need: match.Resources{Cores: 1 << 30}}})
-	if got := warmIDs(h, "general", "wide", "", match.Resources{}, true); slices.Contains(got, "h19") || len(got) != 7 {
-		t.Fatalf("uncontested warm for wide: %v, want h18..h12", got)
+	if got := warmIDs(h, "general", "wide", "", match.Resources{}, true); slices.Contains(got, "h19") || len(got) != 3 {
+		t.Fatalf("uncontested warm for wide: %v, want h18..h16", got)
 	}
 	if !h.Take("h18", match.Resources{Cores: 1600}) {
 		t.Fatal("take h18")

@@ -69,3 +69,60 @@ func BenchmarkPlan(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPlanLocality is BenchmarkPlan's round (buffer handed back) with
+// locality off and on, in the same run, over the same index: each host
+// remembers frames of 4 of the layers (booked and released, so every layer
+// and job has warm hosts), so with locality on every placement asks for its
+// layer's warm hosts.
+func BenchmarkPlanLocality(b *testing.B) {
+	f := benchFarm(b)
+	f.apply(b, f.insert("show", "pk_show", "s1", "b_active", true, "b_scheduler_managed", true),
+		f.insert("subscription", "pk_subscription", "sub1", "pk_show", "s1", "pk_alloc", "a1",
+			"int_size", int64(1)<<40, "int_burst", int64(1)<<40),
+		f.insert("subscription", "pk_subscription", "sub2", "pk_show", "s1", "pk_alloc", "a2",
+			"int_size", int64(1)<<40, "int_burst", int64(1)<<40))
+	layers := matchtest.StressLayers(2000, 100, "s1", "f1", func(i int) string {
+		if i%3 == 0 {
+			return fmt.Sprintf("pool%d", (i/3)%8)
+		}
+		return []string{"general", "render"}[i%2]
+	})
+	for i := range 10000 {
+		id := fmt.Sprintf("host-%05d", i)
+		for k := range 4 {
+			l := layers[(i*7+k*501)%len(layers)]
+			f.r.hosts.ProcBooked(id, l.ID, l.JobID)
+			f.r.hosts.ProcReleased(id, l.ID, l.JobID)
+		}
+	}
+	for _, locality := range []bool{false, true} {
+		name := "off"
+		if locality {
+			name = "on"
+		}
+		b.Run(name, func(b *testing.B) {
+			placed, won := 0, 0
+			var buf []match.Placement
+			for b.Loop() {
+				opt := match.Options{Seed: 1, Allocs: []string{"a1", "a2"}, Now: epoch, Locality: locality, Buffer: buf}
+				res := match.Plan(layers, f.r.hosts, f.r.usage, opt)
+				placed += len(res.Placements)
+				b.StopTimer()
+				for _, p := range res.Placements {
+					if p.Warm != match.Cold {
+						won++
+					}
+					f.r.hosts.Return(p.Host.ID, p.Size)
+				}
+				buf = res.Placements
+				b.StartTimer()
+			}
+			if locality && won == 0 {
+				b.Fatal("no placement chosen by warmth")
+			}
+			b.ReportMetric(float64(placed)/b.Elapsed().Seconds(), "placements/s")
+			b.ReportMetric(float64(won)/float64(placed), "warm-share")
+		})
+	}
+}

@@ -57,30 +57,40 @@ func WarmthOf(h *Host, layerID, jobID string, now time.Time) (Warmth, Ran) {
 // WarmWalker is what a Hosts offers for locality (package cache implements
 // it; without it Options.Locality changes nothing).
 type WarmWalker interface {
-	// WalkWarm visits, of the hosts Walk (uncontested false) or
-	// WalkUncontested's first walk (true: without the hosts carrying a
-	// contested tag other than tag) would visit for the same facility, tag
-	// and min, those that recently ran a frame of the layer, then those that
-	// ran one of the job: a few of each, the most recent first, until visit
-	// returns false.
-	WalkWarm(facility, tag string, min Resources, layerID, jobID string, uncontested bool, visit func(Host) bool)
+	// WalkWarm visits, of the hosts with exactly cores idle that Walk
+	// (uncontested false) or WalkUncontested's first walk (true: without the
+	// hosts carrying a contested tag other than tag) would visit for the same
+	// facility, tag and min, those that recently ran a frame of the layer,
+	// then those that ran one of the job: a few of each, the most recent
+	// first, until visit returns false.
+	WalkWarm(facility, tag string, min Resources, cores int64, layerID, jobID string, uncontested bool,
+		visit func(Host) bool)
 }
 
+// warmMisses is how many of a layer's placements in a round may find no
+// warm host as good as the best before the layer stops asking for the rest
+// of the round: within a round hosts only fill, so warm hosts that tied
+// none of its first placements seldom tie a later one, and a round placing
+// thousands of frames would pay for every ask (BENCHMARKS.md, "Locality").
+const warmMisses = 2
+
 // warmSearch offers the layer's warm hosts once the walks found p.best:
-// one that fits as well (the same cost and the same idle cores, best fit's
-// measure) and is warmer takes its place.
+// one that fits as well (the same idle cores, best fit's measure, and the
+// same cost) and is warmer takes its place.
 func (p *planner) warmSearch(ls *layerState) {
 	p.warmWon = false
-	if p.warmer == nil || !p.found {
+	if p.warmer == nil || !p.found || ls.warmMiss >= warmMisses {
 		return
 	}
+	defer func() {
+		if !p.warmWon {
+			ls.warmMiss++
+		}
+	}()
 	b := p.best
-	b.warm, b.ran = WarmthOf(&b.host, ls.l.ID, ls.l.JobID, p.opt.Now)
-	if b.warm == WarmLayer {
-		return // the warmest already
-	}
+	p.bestWarmKnown = false // worked out when a warm host ties (visitWarm)
 	for _, t := range ls.tags {
-		p.warmer.WalkWarm(ls.l.Facility, t, ls.min, ls.l.ID, ls.l.JobID, !p.plain, p.warmFn)
+		p.warmer.WalkWarm(ls.l.Facility, t, ls.min, b.host.Idle.Cores, ls.l.ID, ls.l.JobID, !p.plain, p.warmFn)
 	}
 }
 
@@ -103,8 +113,12 @@ func (p *planner) visitWarm(h Host) bool {
 	}
 	c.cost = p.policy.Cost(hp, c.size)
 	b := p.best
-	if c.cost != b.cost || hp.Idle.Cores != b.host.Idle.Cores {
-		return true // not as good a fit
+	if c.cost != b.cost || hp.Idle.Cores != b.host.Idle.Cores || hp.ID == b.host.ID {
+		return true // not as good a fit, or the best itself
+	}
+	if b == p.best && !p.bestWarmKnown {
+		b.warm, b.ran = WarmthOf(&b.host, l.ID, l.JobID, p.opt.Now)
+		p.bestWarmKnown = true
 	}
 	c.warm, c.ran = WarmthOf(hp, l.ID, l.JobID, p.opt.Now)
 	if c.warm > b.warm || c.warm == b.warm && c.warm != Cold && better(c, b) {

@@ -154,9 +154,10 @@ type planner struct {
 	plain bool
 	// warmer is hosts as a WarmWalker when Options.Locality (else nil);
 	// warmWon: warmth chose p.best over a host that fit as well.
-	warmer  WarmWalker
-	warmFn  func(Host) bool
-	warmWon bool
+	warmer        WarmWalker
+	warmFn        func(Host) bool
+	warmWon       bool
+	bestWarmKnown bool
 }
 
 type candidate struct {
@@ -190,10 +191,13 @@ type layerState struct {
 	lb     int64     // the fewest cores any host could give one frame
 	noGPU  bool
 	self   bool // runs a selfish service
-	done   bool
-	waits  bool
-	reason Reason
-	detail string
+	// warmMiss counts the round's warm searches that changed nothing
+	// (locality.go).
+	warmMiss int8
+	done     bool
+	waits    bool
+	reason   Reason
+	detail   string
 }
 
 func (ls *layerState) setWait(r Reason, detail string) {

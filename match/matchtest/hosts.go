@@ -284,8 +284,8 @@ func (ix *tagIndex) remove(cores int64, k key) {
 // WalkWarm implements match.WarmWalker over the hosts' Ran (set in the hosts
 // given to NewHosts): those that ran a frame of the layer, then of the job,
 // each in id order.
-func (f *Hosts) WalkWarm(facility, tag string, min match.Resources, layerID, jobID string, uncontested bool,
-	visit func(match.Host) bool) {
+func (f *Hosts) WalkWarm(facility, tag string, min match.Resources, cores int64, layerID, jobID string,
+	uncontested bool, visit func(match.Host) bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	ix := f.index[tagKey{facility, tag}]
@@ -308,7 +308,7 @@ func (f *Hosts) WalkWarm(facility, tag string, min match.Resources, layerID, job
 		for _, s := range f.warm {
 			e := &f.ents[s]
 			h := &e.h
-			if !slices.Contains(e.idxs, ix) || !ran(h, layer) || !layer && ran(h, true) || !h.Idle.Covers(min) || uncontested && e.contested > own {
+			if h.Idle.Cores != cores || !slices.Contains(e.idxs, ix) || !ran(h, layer) || !layer && ran(h, true) || !h.Idle.Covers(min) || uncontested && e.contested > own {
 				continue
 			}
 			if !visit(*h) {
