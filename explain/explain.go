@@ -156,6 +156,8 @@ type Placement struct {
 	Frame string    `json:"frame"`
 	Host  string    `json:"host"`
 	Size  Resources `json:"size"`
+	// Why is why this host, when more than the fit chose it (locality).
+	Why string `json:"why,omitempty"`
 }
 
 // Resources is match.Resources as --json prints it.
@@ -177,6 +179,7 @@ type Options struct {
 	Policy          match.Policy
 	Order           match.Order
 	SelfishServices []string
+	Locality        bool
 	HostPingMaxAge  time.Duration
 }
 
@@ -342,9 +345,10 @@ SELECT j.pk_job, j.str_name, j.str_state, j.b_paused, j.pk_show, s.str_name, s.b
 	if len(live) == 0 {
 		rep.Blocked = append(rep.Blocked, noWaitingReason(j.Frames))
 	}
+	now := time.Now()
 	res := match.Plan(live, hosts, usage, match.Options{
-		Now: time.Now(), Seed: 1, Policy: opt.Policy, Order: opt.Order,
-		SelfishServices: opt.SelfishServices, Allocs: allocs,
+		Now: now, Seed: 1, Policy: opt.Policy, Order: opt.Order,
+		SelfishServices: opt.SelfishServices, Allocs: allocs, Locality: opt.Locality,
 	})
 	byLayer := map[*match.Layer]*Layer{}
 	for _, el := range layers {
@@ -352,7 +356,8 @@ SELECT j.pk_job, j.str_name, j.str_state, j.b_paused, j.pk_show, s.str_name, s.b
 	}
 	for _, p := range res.Placements {
 		el := byLayer[p.Layer]
-		el.Placements = append(el.Placements, Placement{Frame: p.Frame.Name, Host: p.Host.Name, Size: resourcesOf(p.Size)})
+		el.Placements = append(el.Placements, Placement{Frame: p.Frame.Name, Host: p.Host.Name, Size: resourcesOf(p.Size),
+			Why: warmWhy(&p, now)})
 	}
 	readable := names.replacer(rep)
 	for _, w := range res.Waits {
@@ -705,6 +710,7 @@ func (l *Layer) print(w io.Writer, blocked bool) {
 	}
 	if len(l.Placements) > 0 {
 		fmt.Fprintf(w, "%s would book %d frame(s) on hosts %s\n", prefix, len(l.Placements), fmtHosts(l.Placements))
+		printWhy(w, l.Placements)
 		prefix = "  and"
 	}
 	if l.Reason != "" {

@@ -34,6 +34,9 @@ type Config struct {
 	Policy          match.Policy // nil: best fit
 	Order           match.Order
 	SelfishServices []string
+	// Locality prefers, among hosts that fit equally well, one that
+	// recently ran the layer or its job (match.Options.Locality).
+	Locality bool
 	// Workers is how many clusters plan and book at the same time.
 	Workers int
 	// FramesPerLayer is how many waiting frames of each layer a round reads.

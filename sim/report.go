@@ -62,6 +62,9 @@ type Result struct {
 	OOMKills         int64   `json:"oom_kills"`
 	FramesRunningAvg float64 `json:"frames_running_avg"`
 	FramesBooked     int64   `json:"frames_booked"` // starts, retries included
+	// WarmShare is the share of those starts on a host warm for the frame's
+	// layer (it ran a frame of the layer within match.WarmWindow).
+	WarmShare float64 `json:"warm_share"`
 	// DrainS is from the last job's arrival until every frame is done;
 	// null when the farm did not drain within the limit.
 	DrainS *float64 `json:"drain_s"`
@@ -148,6 +151,9 @@ func (r *run) result(v Variant) Result {
 			MaxS: round(quantile(ws, 1), 1)}
 	}
 	res.ShareError = round(r.shareError(), 4)
+	if r.m.booked > 0 {
+		res.WarmShare = round(float64(r.m.warmStarts)/float64(r.m.booked), 4)
+	}
 	res.timeline = r.timeline()
 	if r.m.done == len(r.frames) {
 		d := round(max(0, (r.t-r.m.lastArrival).Seconds()), 1)
@@ -189,7 +195,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 
 // rows are the table's: a head, then a row per variant.
 func (rep *Report) rows() [][]string {
-	head := []string{"variant", "util", "share_err", "oom", "booked", "running", "drain_s", "sim_s"}
+	head := []string{"variant", "util", "share_err", "oom", "booked", "warm", "running", "drain_s", "sim_s"}
 	for _, c := range WidthClasses {
 		head = append(head, "wait_"+c+" p50/p99/max")
 	}
@@ -201,7 +207,8 @@ func (rep *Report) rows() [][]string {
 			drain = fmt.Sprintf("%.0f", *v.DrainS)
 		}
 		row := []string{v.Label, fmt.Sprintf("%.3f", v.Utilization), fmt.Sprintf("%.3f", v.ShareError),
-			fmt.Sprint(v.OOMKills), fmt.Sprint(v.FramesBooked), fmt.Sprintf("%.1f", v.FramesRunningAvg), drain,
+			fmt.Sprint(v.OOMKills), fmt.Sprint(v.FramesBooked), fmt.Sprintf("%.3f", v.WarmShare),
+			fmt.Sprintf("%.1f", v.FramesRunningAvg), drain,
 			fmt.Sprintf("%.0f", v.SimS)}
 		for _, c := range WidthClasses {
 			x := v.Wait[c]

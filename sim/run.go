@@ -37,6 +37,8 @@ type Variant struct {
 	// TagPressure is the host index's pressure fraction (cuesched run's
 	// --tag-pressure); 0 turns it off.
 	TagPressure float64
+	// Locality is cuesched run's --locality (match.Options.Locality).
+	Locality bool
 }
 
 // Options are what a simulation runs with besides its variants.
@@ -152,6 +154,7 @@ type metrics struct {
 	waits        [nWidths][]float64 // seconds, ready to first start
 	waiting      [nWidths]int64     // frames waiting now
 	booked       int64
+	warmStarts   int64 // starts on a host warm for the frame's layer
 	oomKills     int64
 	done         int
 	running      int64
@@ -247,7 +250,7 @@ func newRun(f *workload.Farm, v Variant) *run {
 	r.ids = make([]string, len(r.frames))
 	r.q = &queue{r: r, byKey: map[cluster.Key]map[int32]struct{}{}, applied: make(chan struct{})}
 	r.sched = scheduler.New(scheduler.Config{
-		Policy: v.Policy, Order: v.Order, SelfishServices: v.SelfishServices,
+		Policy: v.Policy, Order: v.Order, SelfishServices: v.SelfishServices, Locality: v.Locality,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Now:    r.now, Clock: r.now, Workers: 1,
 	}, scheduler.Deps{Queue: r.q, Hosts: r.ix, Caps: r.caps, Booker: booker{r}, Owner: &owner{changes: make(chan struct{})},
@@ -378,12 +381,22 @@ func (r *run) start(fi int32, h *hostRec, p match.Placement) {
 	r.m.running++
 	r.m.runningCores += p.Size.Cores
 	f.overflow = f.used > left
+	// A host not warm for the layer (as the index remembers, whatever the
+	// variant's locality) first sets the frame up: its runtime grows by the
+	// layer's setup time.
+	var setup time.Duration
+	if ih, _ := r.ix.Host(h.h.ID); r.warm(&ih, &l.tmpl) {
+		r.m.warmStarts++
+	} else {
+		setup = r.farm.Jobs[l.job].Layers[f.layer-r.jobFirst[l.job]].Setup
+	}
 	if f.overflow {
 		// Its use grows to what the host cannot give half-way through.
-		r.push(event{at: r.t + f.runtime/2, kind: evKill, i: fi})
+		r.push(event{at: r.t + setup + f.runtime/2, kind: evKill, i: fi})
 	} else {
-		r.push(event{at: r.t + f.runtime, kind: evEnd, i: fi})
+		r.push(event{at: r.t + setup + f.runtime, kind: evEnd, i: fi})
 	}
+	r.ix.ProcBooked(h.h.ID, l.tmpl.ID, l.tmpl.JobID)
 	// The booking's echo: the host's rows as the stream brings them back,
 	// and the capacity matching checked out given back.
 	r.ix.SetHost(r.view(hi))
@@ -404,6 +417,7 @@ func (r *run) stop(fi int32, killed bool) {
 	r.m.runningCores -= f.size.Cores
 	r.m.showCoreSec[r.jobShow[l.job]] += float64(f.size.Cores) / 100 * (r.t - f.startAt).Seconds()
 	r.ix.SetHost(r.view(f.host))
+	r.ix.ProcReleased(h.h.ID, l.tmpl.ID, l.tmpl.JobID)
 	r.grown[f.host] = struct{}{}
 	if r.onStop != nil {
 		j := &r.farm.Jobs[l.job]
@@ -428,6 +442,14 @@ func (r *run) stop(fi int32, killed bool) {
 			r.ready(d)
 		}
 	}
+}
+
+// warm reports whether the index remembers a frame of the layer, or of its
+// job, on h within match.WarmWindow: the caches and files a frame of the
+// job fetched serve its next ones.
+func (r *run) warm(h *match.Host, l *match.Layer) bool {
+	w, _ := match.WarmthOf(h, l.ID, l.JobID, r.now())
+	return w != match.Cold
 }
 
 // hostsGrown tells the loop of the hosts whose capacity grew, as the

@@ -64,7 +64,7 @@ func runExplain(ctx context.Context, env *environment, args []string) error {
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	rep, err := explain.Read(ctx, tx, explain.Options{
 		Job: ef.job, Layer: ef.layer, PolicyName: cfg.Policy, Policy: instance.Policy(cfg), Order: instance.Order(cfg),
-		SelfishServices: cfg.SelfishServices, HostPingMaxAge: cfg.HostPingMaxAge,
+		SelfishServices: cfg.SelfishServices, Locality: cfg.Locality, HostPingMaxAge: cfg.HostPingMaxAge,
 	})
 	if err != nil {
 		return err

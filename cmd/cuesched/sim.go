@@ -43,7 +43,7 @@ var simUsage = config.Usage{
 		" (on the search_path): of these, cuesched run's grants lack " + strings.Join(beyondRunGrants(), ", ") + ".\n\n" +
 		"A variant runs the same workload under other settings of cuesched run, one row each: " +
 		"--variant 'epvm policy=epvm order=strict' (a label, then KEY=VALUE pairs separated by spaces; values may " +
-		"hold commas). The settings a simulation follows are policy, order, selfish-services and tag-pressure. " +
+		"hold commas). The settings a simulation follows are policy, order, selfish-services, tag-pressure and locality. " +
 		"Without --variant, one variant, default, with the defaults.",
 	Flags: []config.Flag{
 		{Name: "list", Type: "bool", Meaning: "list the committed scenarios, one a line, name first"},
@@ -76,7 +76,7 @@ func beyondRunGrants() []string {
 const replayTimeout = 10 * time.Minute
 
 // simSettings are the settings of `cuesched run` a simulation follows.
-var simSettings = []string{"policy", "order", "selfish-services", "tag-pressure"}
+var simSettings = []string{"policy", "order", "selfish-services", "tag-pressure", "locality"}
 
 // variantFlags collects the repeated --variant.
 type variantFlags []string
@@ -312,7 +312,8 @@ func simVariants(given []string) ([]sim.Variant, error) {
 			}
 		}
 		out = append(out, sim.Variant{Label: label, Settings: pairs, Policy: instance.Policy(cfg),
-			Order: instance.Order(cfg), SelfishServices: cfg.SelfishServices, TagPressure: cfg.TagPressure})
+			Order: instance.Order(cfg), SelfishServices: cfg.SelfishServices, TagPressure: cfg.TagPressure,
+			Locality: cfg.Locality})
 	}
 	return out, nil
 }

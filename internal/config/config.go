@@ -61,12 +61,15 @@ type Config struct {
 	Policy          string // best-fit | epvm
 	Order           string // lottery | strict
 	SelfishServices []string
-	BatchMin        int
-	BatchMax        int
-	LaunchWorkers   int
-	Instance        string // name this instance registers under
-	Lease           time.Duration
-	Workers         int // clusters worked concurrently
+	// Locality: among hosts that fit equally well, prefer one that recently
+	// ran the layer or its job (match.Options.Locality).
+	Locality      bool
+	BatchMin      int
+	BatchMax      int
+	LaunchWorkers int
+	Instance      string // name this instance registers under
+	Lease         time.Duration
+	Workers       int // clusters worked concurrently
 	// TagPressure is cache.Hosts' pressure fraction: 0 turns it off.
 	TagPressure float64
 	// AuditEvery is how often a running instance runs the invariant audit

@@ -271,6 +271,8 @@ func settings(c *Config) []setting {
 			meaning: "layer order within a show: `lottery` (priority-weighted) or `strict` (OpenCue's legacy priority order)"},
 		{name: "selfish-services", value: strs(&c.SelfishServices), commands: matching, unset: "none",
 			meaning: "`svc,...`: services whose threadable layers take all idle cores"},
+		{name: "locality", value: boolean(&c.Locality), commands: matching,
+			meaning: "among hosts that fit a frame equally well, prefer one that ran a frame of its layer (then of its job) within the last 30 minutes (match.WarmWindow): warm caches and local files"},
 		{name: "batch-min", value: whole(&c.BatchMin, 1, 10000), commands: runOnly,
 			meaning: "smallest adaptive booking batch"},
 		{name: "batch-max", value: whole(&c.BatchMax, 1, 10000), commands: runOnly,

@@ -159,7 +159,7 @@ func build(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, buckets int,
 		bcfg.HostAllowed = p.rqd.Allowed
 	}
 	p.sched = scheduler.New(scheduler.Config{
-		Policy: Policy(cfg), Order: Order(cfg), SelfishServices: cfg.SelfishServices,
+		Policy: Policy(cfg), Order: Order(cfg), SelfishServices: cfg.SelfishServices, Locality: cfg.Locality,
 		Workers: cfg.Workers, Logger: log, Metrics: sm, Loop: metrics.NewLoop(reg), OnBooked: opt.OnBooked,
 		OnAttempts: func(booked, dropped, _ int) { p.activity.Attempts(booked, dropped) },
 	}, scheduler.Deps{

@@ -31,6 +31,12 @@ func (s *Scenario) Inputs() *Inputs {
 	hosts := map[string]match.Host{}
 	for _, h := range s.Hosts {
 		mh := matchHost(h)
+		for _, r := range s.Ran {
+			if r.Host == h.Name {
+				i := slices.IndexFunc(s.Layers, func(l Layer) bool { return l.Name == r.Layer })
+				mh.Ran = append(mh.Ran, match.Ran{Layer: r.Layer, Job: s.Layers[i].Job, At: Now.Add(-r.Ago)})
+			}
+		}
 		in.Hosts = append(in.Hosts, mh)
 		hosts[h.Name] = mh
 	}
@@ -102,7 +108,7 @@ func FrameName(layer string, n int) string { return fmt.Sprintf("%04d-%s", n, la
 func (s *Scenario) matchOptions() match.Options {
 	o := s.Options
 	opt := match.Options{Now: Now, Seed: o.Seed, MaxPlacements: o.Max, Order: match.OrderLottery,
-		SelfishServices: slices.Clone(o.Selfish), Allocs: slices.Clone(o.Allocs)}
+		SelfishServices: slices.Clone(o.Selfish), Allocs: slices.Clone(o.Allocs), Locality: o.Warm}
 	if o.Policy == "epvm" {
 		opt.Policy = match.NewEPVM(0, 0)
 	} else {

@@ -80,10 +80,12 @@ func (p *parser) directive(line int, fields []string) error {
 		err = p.contested(line, a)
 	case "running":
 		err = p.running(line, a)
+	case "ran":
+		err = p.ran(line, a)
 	case "options":
 		err = p.options(line, a)
 	default:
-		return fmt.Errorf("unknown directive %q (host, sub, folder, job, limit, layer, contested, running, options, expect)", fields[0])
+		return fmt.Errorf("unknown directive %q (host, sub, folder, job, limit, layer, contested, running, ran, options, expect)", fields[0])
 	}
 	if err != nil {
 		return err
@@ -251,8 +253,24 @@ func (p *parser) running(line int, a *args) error {
 	return nil
 }
 
+func (p *parser) ran(line int, a *args) error {
+	if err := a.names(2); err != nil {
+		return err
+	}
+	r := Ran{Line: line, Layer: a.pos[0], Host: a.pos[1], Ago: 5 * time.Minute}
+	if s := a.str("ago", ""); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return fmt.Errorf("ago=%q: want a duration of 0 or more such as 10m", s)
+		}
+		r.Ago = d
+	}
+	p.sc.Ran = append(p.sc.Ran, r)
+	return nil
+}
+
 func (p *parser) options(line int, a *args) error {
-	if err := a.names(0); err != nil {
+	if err := a.names(0, "locality"); err != nil {
 		return err
 	}
 	if p.sc.Options.Line != 0 {
@@ -260,7 +278,8 @@ func (p *parser) options(line int, a *args) error {
 	}
 	o := Options{Line: line, Policy: a.str("policy", "bestfit"), Order: a.str("order", "lottery"), Seed: a.num("seed", 1),
 		Max: int(a.count("max", 0, 0)), Selfish: a.list("selfish"), Allocs: a.list("allocs"),
-		Rounds: int(a.count("rounds", 1, 1)), Finish: int(a.count("finish", 0, 0))}
+		Rounds: int(a.count("rounds", 1, 1)), Finish: int(a.count("finish", 0, 0)),
+		Warm: slices.Contains(a.pos, "locality")}
 	if o.Policy != "bestfit" && o.Policy != "epvm" {
 		return fmt.Errorf("policy %q: want bestfit or epvm", o.Policy)
 	}
@@ -278,6 +297,11 @@ func (p *parser) resolve() error {
 	for _, r := range sc.Running {
 		if err := p.refs(r.Line, [2]string{"layer", r.Layer}, [2]string{"host", r.Host}); err != nil {
 			return fmt.Errorf("%s:%d: running: %w", sc.File, r.Line, err)
+		}
+	}
+	for _, r := range sc.Ran {
+		if err := p.refs(r.Line, [2]string{"layer", r.Layer}, [2]string{"host", r.Host}); err != nil {
+			return fmt.Errorf("%s:%d: ran: %w", sc.File, r.Line, err)
 		}
 	}
 	for _, e := range sc.Expects {

@@ -22,6 +22,8 @@ func TestParseErrors(t *testing.T) {
 		want      string
 	}{
 		{"unknown directive", farm + "hots h2\n", 5, `unknown directive "hots"`},
+		{"bad ago", farm + "ran a h1 ago=soon\n", 5, `ago="soon"`},
+		{"ran on an unknown host", farm + "ran a h9\n", 5, `unknown host "h9"`},
 		{"bad size", farm + "host h2 mem=64X\n", 5, `mem="64X"`},
 		{"bad size suffix only", "host h2 mem=G\n", 1, `mem="G"`},
 		{"bad cores", "host h2 cores=many\n", 1, `cores="many"`},

@@ -29,6 +29,7 @@ type Scenario struct {
 	Layers    []Layer
 	Contested []Contested
 	Running   []Running
+	Ran       []Ran
 	Options   Options
 	Expects   []Expect
 }
@@ -105,6 +106,14 @@ type Running struct {
 	N           int
 }
 
+// Ran is a frame of Layer that ran on Host Ago before the scenario's
+// clock, as the host index remembers it (match.Host.Ran: locality).
+type Ran struct {
+	Line        int
+	Layer, Host string
+	Ago         time.Duration
+}
+
 // Options are the settings of the rounds.
 type Options struct {
 	Line    int    // 0 when the file has no options line
@@ -115,7 +124,8 @@ type Options struct {
 	Selfish []string
 	Allocs  []string
 	Rounds  int
-	Finish  int // procs ending between rounds, oldest first
+	Finish  int  // procs ending between rounds, oldest first
+	Warm    bool // locality (match.Options.Locality)
 }
 
 // Expect kinds.

@@ -50,7 +50,10 @@ type Layer struct {
 	After                    int
 	Threadable               bool
 	Services                 []string // as layer.str_services lists them (selfish-services reads them)
-	Frames                   []Frame
+	// Setup is how much longer a frame runs when started on a host that is
+	// not warm for the layer (match.WarmthOf).
+	Setup  time.Duration
+	Frames []Frame
 }
 
 // Frame is one frame: how long it runs and how much memory it uses (KB).
@@ -128,7 +131,8 @@ func (w *Workload) Draw(seed uint64, scale, jobScale float64) (*Farm, error) {
 func drawLayer(rng *rand.Rand, lt LayerTemplate, all []LayerTemplate) Layer {
 	k := rng.IntN(max(len(lt.Cores), len(lt.Mem)))
 	l := Layer{Name: lt.Name, Cores: lt.Cores[k%len(lt.Cores)], Mem: lt.Mem[k%len(lt.Mem)], GPUs: lt.GPUs,
-		GPUMem: lt.GPUMem, Tags: lt.Tags[rng.IntN(len(lt.Tags))], After: -1, Threadable: lt.Threadable}
+		GPUMem: lt.GPUMem, Tags: lt.Tags[rng.IntN(len(lt.Tags))], After: -1, Threadable: lt.Threadable,
+		Setup: lt.Setup}
 	if lt.After != "" {
 		l.After = slices.IndexFunc(all, func(o LayerTemplate) bool { return o.Name == lt.After })
 	}

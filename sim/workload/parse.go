@@ -368,9 +368,10 @@ func (w *Workload) layer(line int, f []string, jobs map[string]int) error {
 	l.Used = a.fracRange("used", 1)
 	l.Runtime = a.duration("runtime", 10*time.Minute)
 	l.Spread = a.number("spread", 0, 0, 3)
+	l.Setup = a.duration("setup", 0)
 	l.Tags = list(a, "tags", [][]string{{"general"}}, tags, "tags, comma-separated choices of '|'-separated tags")
 	l.After = a.str("after", "")
-	if err := a.done("job, frames, cores, mem, gpus, gpumem, used, runtime, spread, tags, after, threadable"); err != nil {
+	if err := a.done("job, frames, cores, mem, gpus, gpumem, used, runtime, spread, setup, tags, after, threadable"); err != nil {
 		return err
 	}
 	ji, ok := jobs[job]

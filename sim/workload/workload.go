@@ -58,15 +58,18 @@ type JobTemplate struct {
 // by one index per layer (element index % len), so equal-length lists of
 // cores and memory go together; ranges are drawn uniformly.
 type LayerTemplate struct {
-	Name       string
-	Frames     [2]int
-	Cores      []int64 // core units
-	Mem        []int64 // KB
-	GPUs       int64
-	GPUMem     int64      // KB
-	Used       [2]float64 // actual memory use per frame, a fraction of Mem
-	Runtime    time.Duration
-	Spread     float64    // sigma of the log-normal runtime around Runtime (its median)
+	Name    string
+	Frames  [2]int
+	Cores   []int64 // core units
+	Mem     []int64 // KB
+	GPUs    int64
+	GPUMem  int64      // KB
+	Used    [2]float64 // actual memory use per frame, a fraction of Mem
+	Runtime time.Duration
+	Spread  float64 // sigma of the log-normal runtime around Runtime (its median)
+	// Setup is how much longer a frame runs on a host not warm for its
+	// layer (package sim: its caches and files are not there yet).
+	Setup      time.Duration
 	Tags       [][]string // choices, drawn per layer; each a layer's '|' tags
 	After      string     // a layer of the same job this one waits for
 	Threadable bool
