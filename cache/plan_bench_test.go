@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/cuesched/cuesched/match"
 	"github.com/cuesched/cuesched/match/matchtest"
@@ -71,10 +72,12 @@ func BenchmarkPlan(b *testing.B) {
 }
 
 // BenchmarkPlanLocality is BenchmarkPlan's round (buffer handed back) with
-// locality off and on, in the same run, over the same index: each host
-// remembers frames of 4 of the layers (booked and released, so every layer
-// and job has warm hosts), so with locality on every placement asks for its
-// layer's warm hosts.
+// locality off and on, alternating in the same loop over the same index so a
+// machine's load drifting falls on both alike: each host remembers frames of
+// 4 of the layers (booked and released, so every layer and job has warm
+// hosts), and with locality on every placement asks for its layer's warm
+// hosts. It reports each one's placements per second and on/off, their
+// ratio.
 func BenchmarkPlanLocality(b *testing.B) {
 	f := benchFarm(b)
 	f.apply(b, f.insert("show", "pk_show", "s1", "b_active", true, "b_scheduler_managed", true),
@@ -96,33 +99,34 @@ func BenchmarkPlanLocality(b *testing.B) {
 			f.r.hosts.ProcReleased(id, l.ID, l.JobID)
 		}
 	}
-	for _, locality := range []bool{false, true} {
-		name := "off"
-		if locality {
-			name = "on"
-		}
-		b.Run(name, func(b *testing.B) {
-			placed, won := 0, 0
-			var buf []match.Placement
-			for b.Loop() {
-				opt := match.Options{Seed: 1, Allocs: []string{"a1", "a2"}, Now: epoch, Locality: locality, Buffer: buf}
-				res := match.Plan(layers, f.r.hosts, f.r.usage, opt)
-				placed += len(res.Placements)
-				b.StopTimer()
-				for _, p := range res.Placements {
-					if p.Warm != match.Cold {
-						won++
-					}
-					f.r.hosts.Return(p.Host.ID, p.Size)
+	var placed, won [2]int
+	var spent [2]time.Duration
+	var buf []match.Placement
+	for b.Loop() {
+		for i, locality := range []bool{false, true} {
+			opt := match.Options{Seed: 1, Allocs: []string{"a1", "a2"}, Now: epoch, Locality: locality, Buffer: buf}
+			began := time.Now()
+			res := match.Plan(layers, f.r.hosts, f.r.usage, opt)
+			spent[i] += time.Since(began)
+			placed[i] += len(res.Placements)
+			b.StopTimer()
+			for _, p := range res.Placements {
+				if p.Warm != match.Cold {
+					won[i]++
 				}
-				buf = res.Placements
-				b.StartTimer()
+				f.r.hosts.Return(p.Host.ID, p.Size)
 			}
-			if locality && won == 0 {
-				b.Fatal("no placement chosen by warmth")
-			}
-			b.ReportMetric(float64(placed)/b.Elapsed().Seconds(), "placements/s")
-			b.ReportMetric(float64(won)/float64(placed), "warm-share")
-		})
+			buf = res.Placements
+			b.StartTimer()
+		}
 	}
+	if won[1] == 0 {
+		b.Fatal("no placement chosen by warmth")
+	}
+	off := float64(placed[0]) / spent[0].Seconds()
+	on := float64(placed[1]) / spent[1].Seconds()
+	b.ReportMetric(off, "off-placements/s")
+	b.ReportMetric(on, "on-placements/s")
+	b.ReportMetric(on/off, "on/off")
+	b.ReportMetric(float64(won[1])/float64(placed[1]), "warm-won")
 }
