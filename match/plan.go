@@ -60,6 +60,9 @@ type Options struct {
 	// Locality ranks a host that recently ran a frame of the layer, then of
 	// its job, before others that fit equally well (locality.go).
 	Locality bool
+	// Memory books the frames of some shows' layers with what their
+	// finished frames used (memory.go); the zero value books requests.
+	Memory Memory
 	// Buffer, when not nil, is where Result.Placements is built (from length
 	// 0): a caller done with an earlier round's placements hands the slice
 	// back so a round in steady state allocates nothing for its result.
@@ -179,6 +182,7 @@ const (
 
 type layerState struct {
 	l      *Layer
+	sz     *Layer // l as sized: its memory maybe trimmed (memory.go)
 	show   *showState
 	slot   int // index in show.layers
 	next   int // next frame to place
@@ -309,14 +313,15 @@ func (p *planner) init(layers []*Layer) {
 			}
 			continue
 		}
+		ls.sz = sized(l, p.opt.Memory)
 		ls.show = p.show(l.ShowID)
 		ls.job = p.capOf(p.jobs, l.JobID, p.caps.Job)
 		ls.folder = p.capOf(p.folders, l.FolderID, p.caps.Folder)
 		for _, id := range l.Limits {
 			ls.limits = append(ls.limits, p.limit(id))
 		}
-		ls.shape = p.shape(l, ls.tags)
-		ls.min = walkMin(l)
+		ls.shape = p.shape(ls.sz, ls.tags)
+		ls.min = walkMin(ls.sz)
 		ls.lb = coresLowerBound(l)
 		ls.noGPU = l.Min.GPUs <= 0
 		ls.self = p.selfish(l)
@@ -669,7 +674,7 @@ func (p *planner) search(ls *layerState) {
 // enough candidates.
 func (p *planner) visit(h Host) bool {
 	ls := p.cur
-	l := ls.l
+	l := ls.sz
 	c := p.spare
 	c.host = h
 	hp := &c.host
@@ -810,7 +815,7 @@ func fmtRes(r Resources) string {
 // of each resource as a share of the need, plus one for each rule it breaks.
 func (p *planner) diagVisit(h Host) bool {
 	ls := p.cur
-	l := ls.l
+	l := ls.sz
 	var why []string
 	d := shortfall(ls.min.Cores, h.Idle.Cores) + shortfall(ls.min.Mem, h.Idle.Mem) +
 		shortfall(ls.min.GPUs, h.Idle.GPUs) + shortfall(ls.min.GPUMem, h.Idle.GPUMem)

@@ -109,6 +109,8 @@ type Layer struct {
 	// the layer still wants, beyond the frames a round reads (Frames).
 	Waiting int64
 	Frames  []Frame
+	// History is what its frames used so far (memory.go).
+	History History
 }
 
 // Cap is a counter in use against its maximum. A negative max means unlimited.

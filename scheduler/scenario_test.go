@@ -34,7 +34,7 @@ func TestScenarios(t *testing.T) {
 // either order. pressure.test has a contested tag, and in pressure_off.test
 // the allocation's and the tag's clusters race for the same hosts.
 var matchScenarios = []string{"bestfit_wide", "burst", "burst_missing", "gpu", "gpu_spill", "limit",
-	"locality", "pack_bestfit", "sizing", "spread_epvm", "waits"}
+	"locality", "pack_bestfit", "sizing", "spread_epvm", "waits", "memory_trimmed", "memory_failure"}
 
 // Match's golden scenarios that hold for the loop as they are.
 func TestMatchScenariosInTheLoop(t *testing.T) {

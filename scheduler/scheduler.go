@@ -37,6 +37,9 @@ type Config struct {
 	// Locality prefers, among hosts that fit equally well, one that
 	// recently ran the layer or its job (match.Options.Locality).
 	Locality bool
+	// Memory books some shows' frames with what their layers' finished
+	// frames used (memory from history); the zero value books requests.
+	Memory match.Memory
 	// Workers is how many clusters plan and book at the same time.
 	Workers int
 	// FramesPerLayer is how many waiting frames of each layer a round reads.

@@ -382,6 +382,7 @@ func (s *Scheduler) plan(key cluster.Key, live []*match.Layer, buf []match.Place
 		Order:           s.cfg.Order,
 		SelfishServices: s.cfg.SelfishServices,
 		Locality:        s.cfg.Locality,
+		Memory:          s.cfg.Memory,
 		MaxPlacements:   s.cfg.RoundPlacements,
 		TagFilter:       func(facility, tag string) bool { return keyer.OfTag(facility, tag) == key },
 		Allocs:          s.allocsOf(key),

@@ -87,11 +87,12 @@ func matchHost(h Host) match.Host {
 // Cuebot names frames (0001-LAYER).
 func matchLayer(l Layer, j Job) *match.Layer {
 	ml := &match.Layer{
-		ID: l.Name, Name: l.Name, JobID: j.Name, JobName: j.Name, ShowID: j.Show, FolderID: j.Folder,
+		ID: l.Name, Name: l.Name, JobID: j.Name, JobName: j.Name, ShowID: j.Show, ShowName: j.Show, FolderID: j.Folder,
 		Facility: "local", Priority: j.Priority, OS: j.OS, Tags: match.ParseTags(l.Tags),
 		Min:      match.Resources{Cores: l.Cores, Mem: l.Mem, GPUs: l.GPUs, GPUMem: l.GPUMem},
 		CoresMax: l.CoresMax, Threadable: l.Threadable,
 		Services: slices.Clone(l.Services), Limits: slices.Clone(l.Limits),
+		History: match.History{Finished: l.Finished, MaxRSS: l.MaxRSS, MemFailed: l.MemFailed},
 	}
 	if l.After != 0 {
 		ml.StartAfter = Now.Add(l.After)
@@ -108,7 +109,8 @@ func FrameName(layer string, n int) string { return fmt.Sprintf("%04d-%s", n, la
 func (s *Scenario) matchOptions() match.Options {
 	o := s.Options
 	opt := match.Options{Now: Now, Seed: o.Seed, MaxPlacements: o.Max, Order: match.OrderLottery,
-		SelfishServices: slices.Clone(o.Selfish), Allocs: slices.Clone(o.Allocs), Locality: o.Warm}
+		SelfishServices: slices.Clone(o.Selfish), Allocs: slices.Clone(o.Allocs), Locality: o.Warm,
+		Memory: match.Memory{Shows: slices.Clone(o.Memory), Headroom: o.Headroom}}
 	if o.Policy == "epvm" {
 		opt.Policy = match.NewEPVM(0, 0)
 	} else {

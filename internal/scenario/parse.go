@@ -210,13 +210,14 @@ func (p *parser) limit(line int, a *args) error {
 }
 
 func (p *parser) layer(line int, a *args) error {
-	if err := a.names(1, "threadable"); err != nil {
+	if err := a.names(1, "threadable", "memfail"); err != nil {
 		return err
 	}
 	l := Layer{Line: line, Name: a.pos[0], Job: a.str("job", ""), Frames: int(a.count("frames", 1, 0)),
 		Cores: a.cores("cores", 100), Mem: a.size("mem", gb), GPUs: a.num("gpus", 0), GPUMem: a.size("gpumem", 0),
 		Tags: a.str("tags", "general"), Threadable: slices.Contains(a.pos[1:], "threadable"),
-		CoresMax: a.cores("coresmax", 0), Services: a.list("services"), Limits: a.list("limits")}
+		CoresMax: a.cores("coresmax", 0), Services: a.list("services"), Limits: a.list("limits"),
+		Finished: a.count("finished", 0, 0), MaxRSS: a.size("maxrss", 0), MemFailed: slices.Contains(a.pos[1:], "memfail")}
 	if !p.known("job", l.Job) {
 		return fmt.Errorf("layer %s: unknown job %q (declare it above with job NAME show=SHOW)", l.Name, l.Job)
 	}
@@ -279,7 +280,14 @@ func (p *parser) options(line int, a *args) error {
 	o := Options{Line: line, Policy: a.str("policy", "bestfit"), Order: a.str("order", "lottery"), Seed: a.num("seed", 1),
 		Max: int(a.count("max", 0, 0)), Selfish: a.list("selfish"), Allocs: a.list("allocs"),
 		Rounds: int(a.count("rounds", 1, 1)), Finish: int(a.count("finish", 0, 0)),
-		Warm: slices.Contains(a.pos, "locality")}
+		Warm: slices.Contains(a.pos, "locality"), Memory: a.list("memory")}
+	if v, ok := a.value("headroom"); ok {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || math.IsNaN(f) || f < 0 || f > 10 {
+			return fmt.Errorf("headroom=%q: want a fraction from 0 to 10 (0.2 adds 20%%)", v)
+		}
+		o.Headroom = f
+	}
 	if o.Policy != "bestfit" && o.Policy != "epvm" {
 		return fmt.Errorf("policy %q: want bestfit or epvm", o.Policy)
 	}

@@ -90,6 +90,10 @@ type Layer struct {
 	CoresMax                 int64
 	Services, Limits         []string
 	After                    time.Duration // starts at Now+After
+	// Finished, MaxRSS and MemFailed are its history (match.History):
+	// frames finished, the most memory one used, a memory failure.
+	Finished, MaxRSS int64
+	MemFailed        bool
 }
 
 // Contested is a tag contested for every round (tag pressure).
@@ -126,6 +130,10 @@ type Options struct {
 	Rounds  int
 	Finish  int  // procs ending between rounds, oldest first
 	Warm    bool // locality (match.Options.Locality)
+	// Memory and Headroom are match.Memory: the shows booked with memory
+	// from history, and the share added to what their frames used.
+	Memory   []string
+	Headroom float64
 }
 
 // Expect kinds.

@@ -110,7 +110,7 @@ func scenarioHarness(t testing.TB, sc *scenario.Scenario) (*Harness, []cluster.K
 	}
 	cfg := scheduler.Config{Policy: in.Options.Policy, Order: in.Options.Order,
 		SelfishServices: in.Options.SelfishServices, RoundPlacements: in.Options.MaxPlacements,
-		Locality: in.Options.Locality}
+		Locality: in.Options.Locality, Memory: in.Options.Memory}
 	h := New(t, Setup{Hosts: in.Hosts, Allocs: allocs, Caps: in.Caps, Config: cfg})
 	h.Clock.Set(scenario.Now)
 	if err := takeRunning(sc, h, in.Running); err != nil {
