@@ -58,8 +58,13 @@ type Result struct {
 	Wait map[string]Wait `json:"wait"`
 	// ShareError is the mean over shows of |share of the core-hours used -
 	// share of the subscriptions' size|.
-	ShareError       float64 `json:"share_error"`
-	OOMKills         int64   `json:"oom_kills"`
+	ShareError float64 `json:"share_error"`
+	OOMKills   int64   `json:"oom_kills"`
+	// MemoryTrimmed is frames started with less memory than their layer
+	// asks (memory from history); MemoryRestored is layers trimmed before
+	// that a memory failure stopped trimming.
+	MemoryTrimmed    int64   `json:"memory_trimmed"`
+	MemoryRestored   int64   `json:"memory_restored"`
 	FramesRunningAvg float64 `json:"frames_running_avg"`
 	FramesBooked     int64   `json:"frames_booked"` // starts, retries included
 	// WarmShare is the share of those starts on a host warm for the frame's
@@ -132,6 +137,7 @@ func simulateVariant(farm *workload.Farm, v Variant, opt Options, began time.Tim
 
 func (r *run) result(v Variant) Result {
 	res := Result{Label: v.Label, Settings: v.Settings, Wait: map[string]Wait{}, OOMKills: r.m.oomKills,
+		MemoryTrimmed: r.m.memTrimmed, MemoryRestored: r.m.memRestored,
 		FramesBooked: r.m.booked, SimS: r.t.Seconds()}
 	if res.Settings == nil {
 		res.Settings = []string{}
@@ -195,7 +201,7 @@ func (rep *Report) WriteTable(w io.Writer) error {
 
 // rows are the table's: a head, then a row per variant.
 func (rep *Report) rows() [][]string {
-	head := []string{"variant", "util", "share_err", "oom", "booked", "warm", "running", "drain_s", "sim_s"}
+	head := []string{"variant", "util", "share_err", "oom", "trimmed", "restored", "booked", "warm", "running", "drain_s", "sim_s"}
 	for _, c := range WidthClasses {
 		head = append(head, "wait_"+c+" p50/p99/max")
 	}
@@ -207,8 +213,8 @@ func (rep *Report) rows() [][]string {
 			drain = fmt.Sprintf("%.0f", *v.DrainS)
 		}
 		row := []string{v.Label, fmt.Sprintf("%.3f", v.Utilization), fmt.Sprintf("%.3f", v.ShareError),
-			fmt.Sprint(v.OOMKills), fmt.Sprint(v.FramesBooked), fmt.Sprintf("%.3f", v.WarmShare),
-			fmt.Sprintf("%.1f", v.FramesRunningAvg), drain,
+			fmt.Sprint(v.OOMKills), fmt.Sprint(v.MemoryTrimmed), fmt.Sprint(v.MemoryRestored), fmt.Sprint(v.FramesBooked),
+			fmt.Sprintf("%.3f", v.WarmShare), fmt.Sprintf("%.1f", v.FramesRunningAvg), drain,
 			fmt.Sprintf("%.0f", v.SimS)}
 		for _, c := range WidthClasses {
 			x := v.Wait[c]

@@ -39,6 +39,9 @@ type Variant struct {
 	TagPressure float64
 	// Locality is cuesched run's --locality (match.Options.Locality).
 	Locality bool
+	// Memory is memory from history (--memory-from-history,
+	// --memory-headroom): a layer's finished frames record what they used.
+	Memory match.Memory
 }
 
 // Options are what a simulation runs with besides its variants.
@@ -105,6 +108,7 @@ type layerRec struct {
 	after      int32 // the layer it waits for, -1 none
 	job        int32
 	width      uint8
+	trimmed    bool // a frame of it started with less memory than it asks
 }
 
 type frameRec struct {
@@ -156,6 +160,8 @@ type metrics struct {
 	booked       int64
 	warmStarts   int64 // starts on a host warm for the frame's layer
 	oomKills     int64
+	memTrimmed   int64 // frames started with less memory than their layer asks
+	memRestored  int64 // trimmed layers a memory failure stopped trimming
 	done         int
 	running      int64
 	runningCores int64
@@ -250,7 +256,7 @@ func newRun(f *workload.Farm, v Variant) *run {
 	r.ids = make([]string, len(r.frames))
 	r.q = &queue{r: r, byKey: map[cluster.Key]map[int32]struct{}{}, applied: make(chan struct{})}
 	r.sched = scheduler.New(scheduler.Config{
-		Policy: v.Policy, Order: v.Order, SelfishServices: v.SelfishServices, Locality: v.Locality,
+		Policy: v.Policy, Order: v.Order, SelfishServices: v.SelfishServices, Locality: v.Locality, Memory: v.Memory,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Now:    r.now, Clock: r.now, Workers: 1,
 	}, scheduler.Deps{Queue: r.q, Hosts: r.ix, Caps: r.caps, Booker: booker{r}, Owner: &owner{changes: make(chan struct{})},
@@ -369,6 +375,10 @@ func (r *run) start(fi int32, h *hostRec, p match.Placement) {
 		r.m.waits[l.width] = append(r.m.waits[l.width], (r.t - f.readyAt).Seconds())
 	}
 	r.m.booked++
+	if p.Size.Mem < l.tmpl.Min.Mem {
+		r.m.memTrimmed++
+		l.trimmed = true
+	}
 	r.m.waiting[l.width]--
 	if i := slices.Index(l.waiting, fi); i >= 0 {
 		l.waiting = slices.Delete(l.waiting, i, i+1)
@@ -425,8 +435,18 @@ func (r *run) stop(fi int32, killed bool) {
 			Host: h.h.ID, Start: f.startAt, Stop: r.t, Killed: killed})
 	}
 	f.host = -1
+	// What the frame used is its layer's history (layer_mem.int_max_rss
+	// keeps the most any frame of the layer used, killed ones too).
+	hist := &l.tmpl.History
+	hist.MaxRSS = max(hist.MaxRSS, f.used)
 	if killed {
 		r.m.oomKills++
+		// A memory failure: the layer is no longer trimmed, and Cuebot's
+		// raise applies to its full request.
+		if l.trimmed && !hist.MemFailed {
+			r.m.memRestored++
+		}
+		hist.MemFailed = true
 		l.tmpl.Min.Mem = max(l.tmpl.Min.Mem, f.size.Mem+memoryRaise)
 		f.state = frameWaiting
 		r.m.waiting[l.width]++
@@ -437,6 +457,7 @@ func (r *run) stop(fi int32, killed bool) {
 	}
 	f.state = frameDone
 	r.m.done++
+	hist.Finished++
 	if l.left--; l.left == 0 {
 		for _, d := range l.dependents {
 			r.ready(d)

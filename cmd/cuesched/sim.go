@@ -28,7 +28,8 @@ var simUsage = config.Usage{
 		"matching and host index), and reports how it did: utilization (core-hours used over offered), the wait " +
 		"from ready to first start per width class of cores asked (le1, 2to4, 5to16, gt16; p50, p99 and max), " +
 		"share_error (mean over shows of |share of core-hours used - share of subscription size|), frames killed " +
-		"for memory, frames running on average, frames booked (retries included), drain_s (from the last " +
+		"for memory, frames started with less memory than their layer asks and layers a memory failure stopped " +
+		"trimming (memory from history), frames running on average, frames booked (retries included), drain_s (from the last " +
 		"arrival until every frame is done), sim_s (simulated seconds) and wall_s (the only wall-clock figure). " +
 		"The same scenario and seed give the same report.\n\n" +
 		"--html FILE also writes a self-contained page (it loads nothing) with the table and charts, every " +
@@ -43,7 +44,7 @@ var simUsage = config.Usage{
 		" (on the search_path): of these, cuesched run's grants lack " + strings.Join(beyondRunGrants(), ", ") + ".\n\n" +
 		"A variant runs the same workload under other settings of cuesched run, one row each: " +
 		"--variant 'epvm policy=epvm order=strict' (a label, then KEY=VALUE pairs separated by spaces; values may " +
-		"hold commas). The settings a simulation follows are policy, order, selfish-services, tag-pressure and locality. " +
+		"hold commas). The settings a simulation follows are " + strings.Join(simSettings, ", ") + ". " +
 		"Without --variant, one variant, default, with the defaults.",
 	Flags: []config.Flag{
 		{Name: "list", Type: "bool", Meaning: "list the committed scenarios, one a line, name first"},
@@ -76,7 +77,8 @@ func beyondRunGrants() []string {
 const replayTimeout = 10 * time.Minute
 
 // simSettings are the settings of `cuesched run` a simulation follows.
-var simSettings = []string{"policy", "order", "selfish-services", "tag-pressure", "locality"}
+var simSettings = []string{"policy", "order", "selfish-services", "tag-pressure", "locality", "memory-from-history",
+	"memory-headroom"}
 
 // variantFlags collects the repeated --variant.
 type variantFlags []string
@@ -313,7 +315,7 @@ func simVariants(given []string) ([]sim.Variant, error) {
 		}
 		out = append(out, sim.Variant{Label: label, Settings: pairs, Policy: instance.Policy(cfg),
 			Order: instance.Order(cfg), SelfishServices: cfg.SelfishServices, TagPressure: cfg.TagPressure,
-			Locality: cfg.Locality})
+			Locality: cfg.Locality, Memory: instance.Memory(cfg)})
 	}
 	return out, nil
 }

@@ -45,7 +45,8 @@ func TestSimJSONSchema(t *testing.T) {
 	t.Parallel()
 	file := writeTiny(t)
 	args := []string{"sim", "--scenario", file, "--json", "--variant", "default",
-		"--variant", "epvm policy=epvm order=strict selfish-services=a,b"}
+		"--variant", "epvm policy=epvm order=strict selfish-services=a,b",
+		"--variant", "history memory-from-history=* memory-headroom=0.2"}
 	code, out := cli(t, nil, args...)
 	if code != 0 {
 		t.Fatalf("sim --json exited %d:\n%s", code, out)
@@ -65,8 +66,8 @@ func TestSimJSONSchema(t *testing.T) {
 		t.Error(e)
 	}
 	vs := doc.(map[string]any)["variants"].([]any)
-	if len(vs) != 2 || vs[1].(map[string]any)["label"] != "epvm" {
-		t.Fatalf("want the variants default and epvm:\n%s", out)
+	if len(vs) != 3 || vs[1].(map[string]any)["label"] != "epvm" || vs[2].(map[string]any)["label"] != "history" {
+		t.Fatalf("want the variants default, epvm and history:\n%s", out)
 	}
 	for _, k := range regexp.MustCompile(`"([a-z0-9_]*wall[a-z0-9_]*)"`).FindAllStringSubmatch(out, -1) {
 		if k[1] != "wall_s" {
@@ -127,6 +128,7 @@ func TestSimBadInput(t *testing.T) {
 		{[]string{"--scenario", file, "--seed", "x"}, `--seed "x"`},
 		{[]string{"--scenario", file, "--variant", "v polcy=epvm"}, "did you mean --policy?"},
 		{[]string{"--scenario", file, "--variant", "v policy=worst"}, `--policy: "worst" is not one of best-fit, epvm`},
+		{[]string{"--scenario", file, "--variant", "v memory-headroom=-1"}, `--memory-headroom: "-1" is not a number from 0 to 10`},
 		{[]string{"--scenario", file, "--variant", "v rqd-port=1"}, "rqd-port is a setting of cuesched run the simulation does not follow"},
 		{[]string{"--scenario", file, "--variant", "v policy"}, `"policy" is not KEY=VALUE`},
 		{[]string{"--scenario", file, "--variant", "a", "--variant", "a order=strict"}, "the label is given twice"},

@@ -63,13 +63,18 @@ type Config struct {
 	SelfishServices []string
 	// Locality: among hosts that fit equally well, prefer one that recently
 	// ran the layer or its job (match.Options.Locality).
-	Locality      bool
-	BatchMin      int
-	BatchMax      int
-	LaunchWorkers int
-	Instance      string // name this instance registers under
-	Lease         time.Duration
-	Workers       int // clusters worked concurrently
+	Locality bool
+	// MemoryFromHistory are the show names (or "*") whose frames are booked
+	// with what their layers' finished frames used; empty: off.
+	MemoryFromHistory []string
+	// MemoryHeadroom is the share added to what those frames used.
+	MemoryHeadroom float64
+	BatchMin       int
+	BatchMax       int
+	LaunchWorkers  int
+	Instance       string // name this instance registers under
+	Lease          time.Duration
+	Workers        int // clusters worked concurrently
 	// TagPressure is cache.Hosts' pressure fraction: 0 turns it off.
 	TagPressure float64
 	// AuditEvery is how often a running instance runs the invariant audit
@@ -102,6 +107,7 @@ func Default() Config {
 		Lease:          6 * time.Second,
 		Workers:        4,
 		TagPressure:    0.5, // cache.DefaultPressureFraction
+		MemoryHeadroom: 0.2,
 
 		LogSummaryEvery: 30 * time.Second,
 		AuditEvery:      time.Minute,

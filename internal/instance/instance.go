@@ -160,6 +160,7 @@ func build(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, buckets int,
 	}
 	p.sched = scheduler.New(scheduler.Config{
 		Policy: Policy(cfg), Order: Order(cfg), SelfishServices: cfg.SelfishServices, Locality: cfg.Locality,
+		Memory: Memory(cfg),
 		Workers: cfg.Workers, Logger: log, Metrics: sm, Loop: metrics.NewLoop(reg), OnBooked: opt.OnBooked,
 		OnAttempts: func(booked, dropped, _ int) { p.activity.Attempts(booked, dropped) },
 	}, scheduler.Deps{
@@ -365,6 +366,11 @@ func Policy(cfg config.Config) match.Policy {
 		return match.NewEPVM(0, 0)
 	}
 	return match.BestFit{}
+}
+
+// Memory is memory from history as the settings give it.
+func Memory(cfg config.Config) match.Memory {
+	return match.Memory{Shows: cfg.MemoryFromHistory, Headroom: cfg.MemoryHeadroom}
 }
 
 // Order is the layer order the settings name.
