@@ -114,6 +114,10 @@ type Queue struct {
 	// the OpenCue-named job query metrics.
 	Metrics *Metrics
 	Sched   *metrics.Scheduler
+	// MemoryShows are the shows booked with memory from history (setting
+	// memory-from-history: names, or "*"): Frames looks for their layers'
+	// memory failures. Set before Run.
+	MemoryShows []string
 
 	// readMu serialises reads with the applying of their results, so an
 	// older read never lands after a newer one.
@@ -976,12 +980,29 @@ func SplitServices(s string) []string {
 // only while the layer's job and show may still be booked. Frames whose
 // int_version is NULL (no booking can match it) come after all the others,
 // so they never stand in the way of a bookable one; Frames skips them.
+//
+// With them comes each layer's history (match.History), read fresh every
+// round as frames finish: layer_stat by its unique pk_layer index and
+// layer_mem by its primary key (Cuebot's layer trigger gives pk_layer_mem
+// the layer's id; a row made otherwise is not found and the layer is not
+// trimmed), one index probe each per layer. Whether a frame was killed for
+// its memory (int_exit_status 33) is looked for only in a layer that could
+// be trimmed ($3: its show is booked from history and enough frames
+// finished, $4): a second pass over the layer's frames by the same index
+// the waiting frames were just read by, on the pages that read brought in.
 const framesQuery = `
-SELECT f.pk_layer, f.pk_frame, f.str_name, f.int_version, f.int_number
+SELECT f.pk_layer, f.pk_frame, f.str_name, f.int_version, f.int_number,
+       coalesce(ls.int_succeeded_count, 0), coalesce(lm.int_max_rss, 0), h.failed
   FROM unnest($1::text[]) AS t(pk_layer)
   JOIN layer l ON l.pk_layer = t.pk_layer
   JOIN job j ON j.pk_job = l.pk_job
   JOIN show s ON s.pk_show = j.pk_show
+  LEFT JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
+  LEFT JOIN layer_mem lm ON lm.pk_layer_mem = l.pk_layer AND lm.pk_layer = l.pk_layer
+ CROSS JOIN LATERAL (
+       SELECT CASE WHEN coalesce(ls.int_succeeded_count, 0) >= $4 AND ('*' = ANY($3::text[]) OR s.str_name = ANY($3::text[]))
+              THEN EXISTS (SELECT 1 FROM frame x WHERE x.pk_layer = l.pk_layer AND x.int_exit_status = 33)
+              ELSE false END AS failed) h
  CROSS JOIN LATERAL (
        SELECT fr.pk_layer, fr.pk_frame, fr.str_name, fr.int_version, fr.int_number, fr.int_dispatch_order,
               fr.int_layer_order
@@ -1021,7 +1042,7 @@ func (q *Queue) Frames(ctx context.Context, layers []*match.Layer, limit int) er
 	if limit > 0 {
 		lim = limit
 	}
-	rows, err := q.pool.Query(ctx, framesQuery, ids, lim)
+	rows, err := q.pool.Query(ctx, framesQuery, ids, lim, q.MemoryShows, match.MinFinished)
 	if err != nil {
 		return fmt.Errorf("read waiting frames of %d layers: %w", len(layers), err)
 	}
@@ -1032,8 +1053,12 @@ func (q *Queue) Frames(ctx context.Context, layers []*match.Layer, limit int) er
 		var layerID string
 		var f match.Frame
 		var version *int32
-		if err := rows.Scan(&layerID, &f.ID, &f.Name, &version, &f.Number); err != nil {
+		var h match.History
+		if err := rows.Scan(&layerID, &f.ID, &f.Name, &version, &f.Number, &h.Finished, &h.MaxRSS, &h.MemFailed); err != nil {
 			return fmt.Errorf("read waiting frames: %w", err)
+		}
+		for _, l := range byID[layerID] {
+			l.History = h
 		}
 		if version == nil {
 			null, nullLayers = append(null, f), append(nullLayers, layerID)

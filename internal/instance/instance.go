@@ -124,6 +124,7 @@ func build(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, buckets int,
 	sm := metrics.NewScheduler(reg)
 	p := &parts{cfg: cfg, log: log, pool: pool, queue: queue.New(pool, log)}
 	p.queue.Metrics, p.queue.Sched = queue.NewMetrics(reg), sm
+	p.queue.MemoryShows = cfg.MemoryFromHistory
 	p.counters, p.onCounters = newCounterWriter(cfg.Counters, pool, log, reg)
 	p.buildFeeds(reg)
 	coord, err := ownership.New(pool, cfg.DB, ownership.Options{
