@@ -127,6 +127,24 @@ type Layer struct {
 	Placements []Placement `json:"placements"`
 	// Unplaced is how many of the waiting frames the plan left waiting.
 	Unplaced int `json:"unplaced"`
+	// Memory is what each frame would be booked with and why, when memory
+	// from history applies to the show (Options.Memory).
+	Memory *Memory `json:"memory,omitempty"`
+}
+
+// Memory is the memory a layer's frames would be booked with (memory from
+// history, match.BookedMemory): the request, or what its finished frames
+// used plus headroom.
+type Memory struct {
+	Mem     int64 `json:"mem"`
+	Request int64 `json:"request"`
+	Trimmed bool  `json:"trimmed"`
+	// Finished and MaxRSS are the history it was chosen by; MemFailed says
+	// a frame of the layer was killed for its memory (exit status 33).
+	Finished  int64  `json:"finished"`
+	MaxRSS    int64  `json:"max_rss"`
+	MemFailed bool   `json:"mem_failed"`
+	Why       string `json:"why"`
 }
 
 // Limit is a limit record the layer is linked to.
@@ -181,6 +199,8 @@ type Options struct {
 	SelfishServices []string
 	Locality        bool
 	HostPingMaxAge  time.Duration
+	// Memory is memory from history, as cuesched run's settings give it.
+	Memory match.Memory
 }
 
 // Read builds the report inside tx, which should be REPEATABLE READ (one
@@ -332,7 +352,7 @@ SELECT j.pk_job, j.str_name, j.str_state, j.b_paused, j.pk_show, s.str_name, s.b
 			el.out.Reason, el.out.Detail = ReasonSkipped, reason+": "+detail
 			continue
 		}
-		el.layer.JobID, el.layer.JobName, el.layer.ShowID = j.ID, j.Name, rep.Show.ID
+		el.layer.JobID, el.layer.JobName, el.layer.ShowID, el.layer.ShowName = j.ID, j.Name, rep.Show.ID, rep.Show.Name
 		el.layer.FolderID, el.layer.Facility, el.layer.Priority, el.layer.OS = rep.Folder.ID, j.FacilityID, j.Priority, j.OS
 		live = append(live, el.layer)
 	}
@@ -348,7 +368,7 @@ SELECT j.pk_job, j.str_name, j.str_state, j.b_paused, j.pk_show, s.str_name, s.b
 	now := time.Now()
 	res := match.Plan(live, hosts, usage, match.Options{
 		Now: now, Seed: 1, Policy: opt.Policy, Order: opt.Order,
-		SelfishServices: opt.SelfishServices, Allocs: allocs, Locality: opt.Locality,
+		SelfishServices: opt.SelfishServices, Allocs: allocs, Locality: opt.Locality, Memory: opt.Memory,
 	})
 	byLayer := map[*match.Layer]*Layer{}
 	for _, el := range layers {
@@ -394,6 +414,11 @@ SELECT j.pk_job, j.str_name, j.str_state, j.b_paused, j.pk_show, s.str_name, s.b
 			o.Placements = []Placement{}
 		}
 		o.Unplaced = len(el.layer.Frames) - len(o.Placements)
+		if mc := match.BookedMemory(el.layer, opt.Memory); mc.Why != "" {
+			h := el.layer.History
+			o.Memory = &Memory{Mem: mc.Mem, Request: el.layer.Min.Mem, Trimmed: mc.Trimmed, Finished: h.Finished,
+				MaxRSS: h.MaxRSS, MemFailed: h.MemFailed, Why: mc.Why}
+		}
 		rep.Layers = append(rep.Layers, *o)
 	}
 	rep.Notes = append(rep.Notes, "a dry plan of this job alone: in the scheduler's rounds other pending work of the same "+
@@ -427,9 +452,11 @@ SELECT l.pk_layer, l.str_name, coalesce(l.str_tags, ''), l.int_cores_min, l.int_
        ARRAY(SELECT DISTINCT ll.pk_limit_record::text FROM layer_limit ll WHERE ll.pk_layer = l.pk_layer ORDER BY 1),
        coalesce(ls.int_total_count, 0), coalesce(ls.int_waiting_count, 0), coalesce(ls.int_running_count, 0),
        coalesce(ls.int_depend_count, 0), coalesce(ls.int_dead_count, 0), coalesce(ls.int_succeeded_count, 0),
-       coalesce(ls.int_eaten_count, 0)
+       coalesce(ls.int_eaten_count, 0), coalesce(lm.int_max_rss, 0),
+       EXISTS (SELECT 1 FROM frame x WHERE x.pk_layer = l.pk_layer AND x.int_exit_status = 33)
   FROM layer l
   LEFT JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
+  LEFT JOIN layer_mem lm ON lm.pk_layer_mem = l.pk_layer AND lm.pk_layer = l.pk_layer
  WHERE l.pk_job = $1 AND ($2 = '' OR l.str_name = $2)
  ORDER BY l.int_dispatch_order, l.str_name`, jobID, only)
 	if err != nil {
@@ -445,7 +472,7 @@ SELECT l.pk_layer, l.str_name, coalesce(l.str_tags, ''), l.int_cores_min, l.int_
 		f := &o.Frames
 		if err := rows.Scan(&l.ID, &l.Name, &tags, &l.Min.Cores, &l.Min.Mem, &l.Min.GPUs, &l.Min.GPUMem, &l.CoresMax,
 			&l.Threadable, &services, &startAfter, &l.Limits, &f.Total, &f.Waiting, &f.Running, &f.Depend, &f.Dead,
-			&f.Succeeded, &f.Eaten); err != nil {
+			&f.Succeeded, &f.Eaten, &l.History.MaxRSS, &l.History.MemFailed); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read layers: %w", err)
 		}
@@ -460,6 +487,7 @@ SELECT l.pk_layer, l.str_name, coalesce(l.str_tags, ''), l.int_cores_min, l.int_
 			l.Limits = nil
 		}
 		l.Waiting = f.Waiting
+		l.History.Finished = f.Succeeded
 		o.ID, o.Name, o.Needs, o.CoresMax, o.Threadable = l.ID, l.Name, resourcesOf(l.Min), l.CoresMax, l.Threadable
 		o.Tags, o.Services = append([]string{}, l.Tags...), append([]string{}, l.Services...)
 		out = append(out, lr)
@@ -679,6 +707,9 @@ func (l *Layer) print(w io.Writer, blocked bool) {
 		fmt.Fprintf(w, ", %d gpus, gpu memory %s", l.Needs.GPUs, fmtMem(l.Needs.GPUMem))
 	}
 	fmt.Fprintf(w, "; tags %s; services %s\n", orNone(strings.Join(l.Tags, " | ")), orNone(strings.Join(l.Services, ",")))
+	if m := l.Memory; m != nil {
+		fmt.Fprintf(w, "  memory %s (%s)\n", fmtMem(m.Mem), m.Why)
+	}
 	if l.StartAfter != nil {
 		fmt.Fprintf(w, "  starts after %s\n", l.StartAfter.Format(time.RFC3339))
 	}

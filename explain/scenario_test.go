@@ -116,5 +116,5 @@ func explainOptions(sc *scenario.Scenario) (explain.Options, error) {
 	}
 	in := sc.Inputs()
 	return explain.Options{PolicyName: o.Policy, Policy: in.Options.Policy, Order: in.Options.Order,
-		SelfishServices: in.Options.SelfishServices}, nil
+		SelfishServices: in.Options.SelfishServices, Memory: in.Options.Memory}, nil
 }

@@ -100,13 +100,10 @@ func BookedMemory(l *Layer, m Memory) MemoryChoice {
 
 // fmtKB writes an amount of KB in the largest unit that keeps it readable.
 func fmtKB(kb int64) string {
-	switch {
-	case kb >= 1<<20:
-		return fmt.Sprintf("%.1fG", float64(kb)/(1<<20))
-	case kb >= 1<<10:
-		return fmt.Sprintf("%.0fM", float64(kb)/(1<<10))
+	if kb >= 1<<20 {
+		return fmt.Sprintf("%.1f GB", float64(kb)/(1<<20))
 	}
-	return fmt.Sprintf("%dK", kb)
+	return fmt.Sprintf("%d MB", kb>>10)
 }
 
 // sized is the layer as sizing and host feasibility see it: l itself, or a

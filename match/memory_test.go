@@ -26,7 +26,7 @@ func TestBookedMemory(t *testing.T) {
 	}{
 		{"off", layer("film", 30*gb, hist), match.Memory{}, 30 * gb, false, ""},
 		{"other show", layer("ads", 30*gb, hist), on, 30 * gb, false, ""},
-		{"trimmed", layer("film", 30*gb, hist), on, 12 * gb, true, "trimmed from 30.0G: its 5 finished frames used at most 10.0G"},
+		{"trimmed", layer("film", 30*gb, hist), on, 12 * gb, true, "trimmed from 30.0 GB: its 5 finished frames used at most 10.0 GB"},
 		{"every show", layer("ads", 30*gb, hist), all, 12 * gb, true, "trimmed"},
 		{"no headroom", layer("film", 30*gb, hist), match.Memory{Shows: []string{"film"}}, 10 * gb, true, "trimmed"},
 		{"too few finished", layer("film", 30*gb, match.History{Finished: 2, MaxRSS: gb}), on, 30 * gb, false, "2 of the 3 finished"},

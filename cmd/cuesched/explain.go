@@ -65,6 +65,7 @@ func runExplain(ctx context.Context, env *environment, args []string) error {
 	rep, err := explain.Read(ctx, tx, explain.Options{
 		Job: ef.job, Layer: ef.layer, PolicyName: cfg.Policy, Policy: instance.Policy(cfg), Order: instance.Order(cfg),
 		SelfishServices: cfg.SelfishServices, Locality: cfg.Locality, HostPingMaxAge: cfg.HostPingMaxAge,
+		Memory: instance.Memory(cfg),
 	})
 	if err != nil {
 		return err

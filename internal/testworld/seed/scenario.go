@@ -26,6 +26,7 @@ const unlimitedJobGPUs = 1_000_000
 // clock. It refuses, naming file:line, what the database cannot hold as the
 // scenario means it: tag pressure (contested), running frames, idle
 // capacity below a host's total, usage already counted (used=, running=),
+// a layer's history (finished=, maxrss=, memfail),
 // and the values this package reads as "default" (zero memory, priority,
 // job maxima).
 func FromScenario(sc *scenario.Scenario, now time.Time) (*Farm, error) {
@@ -170,6 +171,9 @@ func (b *farmBuilder) layers(now time.Time) {
 		}
 		if l.Mem == 0 || strings.TrimSpace(l.Tags) == "" {
 			b.refuse(l.Line, "layer %s: mem=0 or empty tags read as defaults here", l.Name)
+		}
+		if l.Finished != 0 || l.MaxRSS != 0 || l.MemFailed {
+			b.refuse(l.Line, "layer %s: finished=, maxrss= and memfail are history, which only frames that ran hold", l.Name)
 		}
 		layer := Layer{Name: l.Name, Frames: l.Frames, Cores: l.Cores, CoresMax: l.CoresMax, Mem: l.Mem, GPUs: l.GPUs,
 			GPUMem: l.GPUMem, Threadable: l.Threadable, Services: strings.Join(l.Services, ","), Tags: l.Tags,
