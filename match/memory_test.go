@@ -35,7 +35,9 @@ func TestBookedMemory(t *testing.T) {
 		{"used near the request", layer("film", 30*gb, match.History{Finished: 9, MaxRSS: 26 * gb}), on, 30 * gb, false, "at least the request"},
 		{"used more than asked", layer("film", 30*gb, match.History{Finished: 9, MaxRSS: 40 * gb}), on, 30 * gb, false, "at least the request"},
 		{"floor", layer("film", 4*gb, match.History{Finished: 9, MaxRSS: 1024}), on, match.MemFloor, true, "trimmed"},
-		{"floor above the request", layer("film", 200*1024, match.History{Finished: 9, MaxRSS: 1024}), on, 200 * 1024, false, "floor"},
+		{"floor above the request", layer("film", 200*1024, match.History{Finished: 9, MaxRSS: 1024}), on, 200 * 1024, false, "in whole 256 MB"},
+		{"rounded up", layer("film", 30*gb, match.History{Finished: 9, MaxRSS: 5*gb + 1}), on, 6*gb + match.MemFloor, true, "at most 5.0 GB"},
+		{"rounded up to the request", layer("film", 6*gb+100, match.History{Finished: 9, MaxRSS: 5*gb + 1}), on, 6*gb + 100, false, "in whole"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got := match.BookedMemory(c.l, c.m)
@@ -65,7 +67,8 @@ func FuzzBookedMemory(f *testing.F) {
 		if got.Trimmed != (got.Mem != req) {
 			t.Fatalf("%+v: trimmed must say the request changed", got)
 		}
-		if got.Mem > req || got.Trimmed && (got.Mem < match.MemFloor || failed || !listed || finished < match.MinFinished) {
+		if got.Mem > req || got.Trimmed && (got.Mem < match.MemFloor || got.Mem%match.MemFloor != 0 || failed || !listed ||
+			finished < match.MinFinished) {
 			t.Fatalf("req %d history %+v listed %v headroom %g: booked %+v", req, l.History, listed, headroom, got)
 		}
 	})

@@ -274,7 +274,7 @@ func settings(c *Config) []setting {
 		{name: "locality", value: boolean(&c.Locality), commands: matching,
 			meaning: "among hosts that fit a frame equally well, prefer one that ran a frame of its layer (then of its job) within the last 30 minutes (match.WarmWindow): warm caches and local files"},
 		{name: "memory-from-history", value: strs(&c.MemoryFromHistory), commands: matching, unset: "off",
-			meaning: "`show,...` or `*`: book these shows' frames with the most memory their layer's finished frames used (at least 3 finished, none killed for its memory) plus `memory-headroom`, never below 256 MB nor above the request"},
+			meaning: "`show,...` or `*`: book these shows' frames with the most memory their layer's finished frames used (at least 3 finished, none killed for its memory) plus `memory-headroom`, rounded up to whole 256 MB, when that is below the request"},
 		{name: "memory-headroom", value: number(&c.MemoryHeadroom, 0, 10), commands: matching,
 			meaning: "with `memory-from-history`: the share added to what the frames used (`0.2` books 20% more)"},
 		{name: "batch-min", value: whole(&c.BatchMin, 1, 10000), commands: runOnly,
