@@ -161,7 +161,7 @@ func build(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, buckets int,
 	}
 	p.sched = scheduler.New(scheduler.Config{
 		Policy: Policy(cfg), Order: Order(cfg), SelfishServices: cfg.SelfishServices, Locality: cfg.Locality,
-		Memory: Memory(cfg),
+		Memory:  Memory(cfg),
 		Workers: cfg.Workers, Logger: log, Metrics: sm, Loop: metrics.NewLoop(reg), OnBooked: opt.OnBooked,
 		OnAttempts: func(booked, dropped, _ int) { p.activity.Attempts(booked, dropped) },
 	}, scheduler.Deps{
