@@ -147,6 +147,10 @@ type entry struct {
 	touched uint64 // seq of the read that stored it
 	read    uint64 // seq when Frames last read it
 	started bool   // its start-after time (if any) has passed and been woken
+	// Cuebot's order among layers of equal priority: its job's start
+	// (job.ts_started), then its dispatch order in the job.
+	jobStarted time.Time
+	dispatch   int64
 }
 
 // New returns an empty queue reading from pool. A nil logger means
@@ -423,28 +427,39 @@ func (q *Queue) put(e *entry) {
 }
 
 // Layers returns copies of the queued layers of a cluster (Frames empty),
-// highest priority first, then by job and layer key. The copies share their
-// Tags, Services and Limits with the queue: read them, never change them. A
-// layer whose StartAfter lies in the future is included; matching holds it
-// back.
+// highest priority first, then in Cuebot's order: the job started first
+// first, a job's layers in dispatch order (keys break what ties remain).
+// Keys alone would order equal priorities by chance (Cuebot's keys are
+// random), and the simulator, which follows Cuebot's order, would then book
+// other layers than the loop. The copies share their Tags, Services and
+// Limits with the queue: read them, never change them. A layer whose
+// StartAfter lies in the future is included; matching holds it back.
 func (q *Queue) Layers(key cluster.Key) []*match.Layer {
 	q.mu.Lock()
-	out := make([]*match.Layer, 0, len(q.clusters[key]))
+	es := make([]*entry, 0, len(q.clusters[key]))
 	for _, e := range q.clusters[key] {
-		c := *e.layer
-		out = append(out, &c)
+		es = append(es, e)
 	}
 	q.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.Priority != b.Priority {
-			return a.Priority > b.Priority
+	sort.Slice(es, func(i, j int) bool {
+		a, b := es[i], es[j]
+		switch {
+		case a.layer.Priority != b.layer.Priority:
+			return a.layer.Priority > b.layer.Priority
+		case !a.jobStarted.Equal(b.jobStarted):
+			return a.jobStarted.Before(b.jobStarted)
+		case a.layer.JobID != b.layer.JobID:
+			return a.layer.JobID < b.layer.JobID
+		case a.dispatch != b.dispatch:
+			return a.dispatch < b.dispatch
 		}
-		if a.JobID != b.JobID {
-			return a.JobID < b.JobID
-		}
-		return a.ID < b.ID
+		return a.layer.ID < b.layer.ID
 	})
+	out := make([]*match.Layer, len(es))
+	for i, e := range es {
+		c := *e.layer
+		out[i] = &c
+	}
 	return out
 }
 
@@ -517,7 +532,7 @@ SELECT l.pk_layer, l.str_name, j.pk_job, j.str_name, j.pk_show, s.str_name, j.pk
        jr.int_priority, coalesce(j.str_os, ''), l.str_tags, l.int_cores_min, l.int_mem_min, l.int_gpus_min,
        l.int_gpu_mem_min, l.int_cores_max, l.b_threadable, l.str_services, l.ts_start_after,
        ARRAY(SELECT ll.pk_limit_record::text FROM layer_limit ll WHERE ll.pk_layer = l.pk_layer ORDER BY 1),
-       ls.int_waiting_count
+       ls.int_waiting_count, j.ts_started, l.int_dispatch_order
   FROM job j
   JOIN show s ON s.pk_show = j.pk_show
   JOIN job_resource jr ON jr.pk_job = j.pk_job
@@ -914,10 +929,11 @@ func (q *Queue) scanLayers(rows pgx.Rows, keyer *cluster.Keyer, start time.Time)
 	for rows.Next() {
 		var l match.Layer
 		var tags, services string
-		var startAfter *time.Time
+		var startAfter, jobStarted *time.Time
+		var dispatch int64
 		if err := rows.Scan(&l.ID, &l.Name, &l.JobID, &l.JobName, &l.ShowID, &l.ShowName, &l.FolderID, &l.DeptID, &l.Facility,
 			&l.Priority, &l.OS, &tags, &l.Min.Cores, &l.Min.Mem, &l.Min.GPUs, &l.Min.GPUMem, &l.CoresMax,
-			&l.Threadable, &services, &startAfter, &l.Limits, &l.Waiting); err != nil {
+			&l.Threadable, &services, &startAfter, &l.Limits, &l.Waiting, &jobStarted, &dispatch); err != nil {
 			return nil, fmt.Errorf("read pending layers: %w", err)
 		}
 		l.Tags = cluster.SplitLayerTags(tags)
@@ -929,7 +945,10 @@ func (q *Queue) scanLayers(rows pgx.Rows, keyer *cluster.Keyer, start time.Time)
 			l.Limits = nil
 		}
 		jobs[l.JobID] = struct{}{}
-		e := &entry{layer: &l}
+		e := &entry{layer: &l, dispatch: dispatch}
+		if jobStarted != nil {
+			e.jobStarted = *jobStarted
+		}
 		if e.skip, e.detail = SkipReason(&l, tags); e.skip == "" {
 			e.keys = keyer.OfLayer(l.Facility, l.Tags)
 		}
