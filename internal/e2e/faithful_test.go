@@ -18,7 +18,7 @@ import (
 )
 
 // The simulator is faithful to a real `cuesched run` (issue 14): a small
-// farm (testdata/faithful.sim, drawn with a seed) runs through sim.Run in
+// farm (faithfulSize's, drawn with a seed) runs through sim.Run in
 // simulated time and through a live instance on PostgreSQL, each job
 // resumed at its arrival time and each frame run by its host's fake RQD for
 // its drawn duration, both scaled down (faithfulSize); at a quarter, half
@@ -32,13 +32,14 @@ import (
 // leaves the placements to the rules alone.
 func TestSimulatorFaithful(t *testing.T) {
 	t.Parallel()
-	scale, jobScale := faithfulSize()
-	wl, err := workload.ParseFile("testdata/faithful.sim")
+	v := faithfulSize()
+	scale := v.scale
+	wl, err := workload.ParseFile(v.file)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const drawSeed = 1
-	farm, err := wl.Draw(drawSeed, 0, jobScale)
+	farm, err := wl.Draw(drawSeed, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,7 @@ func TestSimulatorFaithful(t *testing.T) {
 	// The simulation: each frame's first start.
 	simStarts := map[faithfulFrame]time.Duration{}
 	var lastStart time.Duration
-	rep, err := sim.Run(wl, sim.Options{Seed: drawSeed, JobScale: jobScale, OnStart: func(s sim.FrameStart) {
+	rep, err := sim.Run(wl, sim.Options{Seed: drawSeed, OnStart: func(s sim.FrameStart) {
 		f := faithfulFrame{s.Job, s.Layer, s.Frame}
 		if _, ok := simStarts[f]; !ok {
 			simStarts[f] = s.At
@@ -91,7 +92,7 @@ func TestSimulatorFaithful(t *testing.T) {
 	var missing []string
 	var hurried atomic.Bool
 	db := ownDB(t)
-	w := newWorldOf(t, db, sf, 14, func(w *faultWorld, host string) fakerqd.Options {
+	w := newWorldOf(t, db, sf, v.keySeed, func(w *faultWorld, host string) fakerqd.Options {
 		return fakerqd.Options{Cores: cores[host],
 			RunTime: func(rf *rqd.RunFrame) time.Duration {
 				d, ok := runTimes[runTimeKey(rf.GetJobName(), rf.GetFrameName())]
@@ -120,6 +121,7 @@ func TestSimulatorFaithful(t *testing.T) {
 	// frames.
 	frameOf := map[string]faithfulFrame{} // by pk_frame
 	jobIDs := make([]string, len(farm.Jobs))
+	outOfOrder := false // the first job's layers keyed out of their dispatch order
 	for i, j := range farm.Jobs {
 		sj := seedJobOf(j)
 		sj.Paused = true
@@ -128,11 +130,22 @@ func TestSimulatorFaithful(t *testing.T) {
 			t.Fatal(err)
 		}
 		jobIDs[i] = keys.ID
+		if i == 0 {
+			outOfOrder = keyOrderDiffers(j, keys)
+		}
 		for _, l := range j.Layers {
 			for i := range l.Frames {
 				frameOf[keys.Frames[seedFrameName(l.Name, i)]] = faithfulFrame{j.ID, l.Name, i}
 			}
 		}
+	}
+	// A loop that took equal priorities in key order (Cuebot's random
+	// UUIDs) rather than Cuebot's order would book these jobs' layers in
+	// another order than the simulator: the keys' seed is one that gives
+	// layers of the first job, sharing hosts, keys out of their dispatch
+	// order, so that such a loop fails the test.
+	if !outOfOrder {
+		t.Fatalf("the first job's layers have keys in their dispatch order: pick another key seed than %d", v.keySeed)
 	}
 	t0 := time.Now()
 	real := func(d time.Duration) time.Time { return t0.Add(time.Duration(float64(d) / scale)) }
@@ -190,33 +203,50 @@ func TestSimulatorFaithful(t *testing.T) {
 
 	// The comparison, layer by layer at each checkpoint.
 	var report strings.Builder
-	fmt.Fprintf(&report, "scale %g, jobs %g: the simulator's last frame starts at %v (%v real); "+
-		"frames started by layer at each checkpoint, simulator/real:\n", scale, jobScale, lastStart.Round(time.Second),
+	fmt.Fprintf(&report, "%s at scale %g: the simulator's last frame starts at %v (%v real); "+
+		"frames started by layer at each checkpoint, simulator/real:\n", v.file, scale, lastStart.Round(time.Second),
 		time.Duration(float64(lastStart)/scale).Round(time.Millisecond))
 	worst := 0.0
 	for _, j := range farm.Jobs {
 		for _, l := range j.Layers {
 			fmt.Fprintf(&report, "  %-12s %-7s %3d frames:", j.ID, l.Name, len(l.Frames))
 			tol := faithfulTolerance(len(l.Frames))
-			bad := false
+			differ := false // the layer's first starts are logged when its counts differ at all
 			for _, c := range checkpoints {
 				s := startedBy(simStarts, j.ID, l.Name, len(l.Frames), c)
 				r := startedBy(realStarts, j.ID, l.Name, len(l.Frames), c)
 				fmt.Fprintf(&report, "  %6v %3d/%-3d", c.Round(time.Second), s, r)
 				d := math.Abs(float64(s - r))
+				differ = differ || d > 0
 				worst = max(worst, d/float64(len(l.Frames)))
 				if d > tol {
-					bad = true
 					t.Errorf("%s/%s at %v: the simulator started %d frames, the real run %d: more than %.1f apart",
 						j.ID, l.Name, c.Round(time.Second), s, r, tol)
 				}
 			}
 			report.WriteString("\n")
-			if bad {
+			if differ {
 				fmt.Fprintf(&report, "    first starts, simulator: %v\n    first starts, real:      %v\n",
 					firstStarts(simStarts, j.ID, l.Name, len(l.Frames)), firstStarts(realStarts, j.ID, l.Name, len(l.Frames)))
 			}
 		}
+	}
+	// How long after its arrival each job's first frame started: the real
+	// run's reaction time, in simulated time.
+	for _, j := range farm.Jobs {
+		first := func(starts map[faithfulFrame]time.Duration) time.Duration {
+			d := time.Duration(math.MaxInt64)
+			for _, l := range j.Layers {
+				for i := range l.Frames {
+					if at, ok := starts[faithfulFrame{j.ID, l.Name, i}]; ok {
+						d = min(d, at-j.Arrive)
+					}
+				}
+			}
+			return d
+		}
+		fmt.Fprintf(&report, "  %-12s arrives at %v, first start %v later in the simulator, %v in the real run\n",
+			j.ID, j.Arrive.Round(time.Second), first(simStarts).Round(time.Second), first(realStarts).Round(100*time.Millisecond))
 	}
 	fmt.Fprintf(&report, "largest difference: %.1f%% of a layer's frames", worst*100)
 	t.Log(report.String())
@@ -257,18 +287,45 @@ const (
 
 func warmUpLayer(host string) string { return "on-" + strings.ReplaceAll(host, ".", "-") }
 
-// faithfulSize is how many simulated seconds a real second stands for and
-// the share of the scenario's jobs that run (workload.Draw's jobScale): in
-// the default suite half the jobs at 30 (about 10 s of real run to the last
-// checkpoint); under make chaos every job at 15, so the loop's reaction
-// (tens of milliseconds from a completion to the next launch, a hundred or
-// more from a job's arrival to its first launches) weighs half as much
-// against the frames' durations.
-func faithfulSize() (scale, jobScale float64) {
+// faithfulSize is the farm the test runs and how many simulated seconds a
+// real second stands for. The real run trails the simulation by its reaction time: a
+// job's first launches come some tens of milliseconds after it arrives, and
+// each completion's release, replication, round, booking and launch take as
+// much again, several times more on a loaded machine; a checkpoint just after
+// a burst of starts in the simulation counts the burst's frames on one side
+// only while the real run trails it. The default suite runs a small full
+// farm (testdata/faithful-small.sim), whose frames mostly start one by one
+// as others end, at 20 (about 12 s of real run); make chaos runs the larger
+// farm, whose jobs start dozens of frames at once, at 10 (about a minute).
+func faithfulSize() faithfulVariant {
 	if chaosOn() {
-		return 15, 1
+		return faithfulVariant{file: "testdata/faithful.sim", scale: 10, keySeed: 14}
 	}
-	return 30, 0.5
+	return faithfulVariant{file: "testdata/faithful-small.sim", scale: 20, keySeed: 18}
+}
+
+// faithfulVariant is one size of the test. keySeed seeds the keys of the
+// real run's rows (seed.Load): one that gives the first job's layers keys
+// out of their dispatch order.
+type faithfulVariant struct {
+	file    string
+	scale   float64
+	keySeed uint64
+}
+
+// keyOrderDiffers reports whether two of the job's layers asking for a
+// tag in common (so taking turns on the same hosts) have keys that sort
+// otherwise than their dispatch order.
+func keyOrderDiffers(j workload.Job, keys seed.JobKeys) bool {
+	for i, a := range j.Layers {
+		for _, b := range j.Layers[i+1:] {
+			shared := slices.ContainsFunc(a.Tags, func(tag string) bool { return slices.Contains(b.Tags, tag) })
+			if shared && keys.Layers[a.Name] > keys.Layers[b.Name] {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // faithfulTolerance is how far apart the two runs' counts of a layer's
