@@ -44,18 +44,21 @@ func TestSimulatorFaithful(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The simulation: each frame's first start.
+	// The simulation: each frame's first start, from its runs (sim's trace
+	// of every run as it stops).
 	simStarts := map[faithfulFrame]time.Duration{}
-	var lastStart time.Duration
-	rep, err := sim.Run(wl, sim.Options{Seed: drawSeed, OnStart: func(s sim.FrameStart) {
-		f := faithfulFrame{s.Job, s.Layer, s.Frame}
-		if _, ok := simStarts[f]; !ok {
-			simStarts[f] = s.At
-			lastStart = max(lastStart, s.At)
+	rep, err := sim.Run(wl, sim.Options{Seed: drawSeed, OnStop: func(r sim.FrameRun) {
+		f := faithfulFrame{r.Job, r.Layer, r.Frame}
+		if was, ok := simStarts[f]; !ok || r.Start < was {
+			simStarts[f] = r.Start
 		}
 	}}, []sim.Variant{{Label: "strict", Order: match.OrderStrict, TagPressure: 0.5}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	var lastStart time.Duration
+	for _, at := range simStarts {
+		lastStart = max(lastStart, at)
 	}
 	if res := rep.Variants[0]; res.DrainS == nil || res.OOMKills > 0 {
 		t.Fatalf("the simulation: drain %v, %d frames killed for memory: want a drained farm and none killed",
