@@ -151,7 +151,7 @@ func TestSimulatorFaithful(t *testing.T) {
 		t.Fatalf("the first job's layers have keys in their dispatch order: pick another key seed than %d", v.keySeed)
 	}
 	t0 := time.Now()
-	real := func(d time.Duration) time.Time { return t0.Add(time.Duration(float64(d) / scale)) }
+	realAt := func(d time.Duration) time.Time { return t0.Add(time.Duration(float64(d) / scale)) }
 	until := func(at time.Time, what string) {
 		select {
 		case <-time.After(time.Until(at)):
@@ -160,7 +160,7 @@ func TestSimulatorFaithful(t *testing.T) {
 		}
 	}
 	hurry := func() {
-		until(real(checkpoints[len(checkpoints)-1]), "the last checkpoint")
+		until(realAt(checkpoints[len(checkpoints)-1]), "the last checkpoint")
 		hurried.Store(true)
 		for _, s := range w.servers() {
 			for _, id := range s.Running() {
@@ -172,7 +172,7 @@ func TestSimulatorFaithful(t *testing.T) {
 		if j.Arrive > checkpoints[len(checkpoints)-1] && !hurried.Load() {
 			hurry()
 		}
-		at := real(j.Arrive)
+		at := realAt(j.Arrive)
 		until(at, "job "+j.ID+" arrived")
 		exec1(t, db.Pool, `UPDATE job SET b_paused = false WHERE pk_job = $1`, jobIDs[i])
 		if late := time.Since(at); late > 50*time.Millisecond {
