@@ -435,30 +435,36 @@ func (q *Queue) put(e *entry) {
 // Limits with the queue: read them, never change them. A layer whose
 // StartAfter lies in the future is included; matching holds it back.
 func (q *Queue) Layers(key cluster.Key) []*match.Layer {
+	// Copied under the lock: a read applied meanwhile changes entries.
+	type queued struct {
+		l          *match.Layer
+		jobStarted time.Time
+		dispatch   int64
+	}
 	q.mu.Lock()
-	es := make([]*entry, 0, len(q.clusters[key]))
+	qs := make([]queued, 0, len(q.clusters[key]))
 	for _, e := range q.clusters[key] {
-		es = append(es, e)
+		c := *e.layer
+		qs = append(qs, queued{&c, e.jobStarted, e.dispatch})
 	}
 	q.mu.Unlock()
-	sort.Slice(es, func(i, j int) bool {
-		a, b := es[i], es[j]
+	sort.Slice(qs, func(i, j int) bool {
+		a, b := qs[i], qs[j]
 		switch {
-		case a.layer.Priority != b.layer.Priority:
-			return a.layer.Priority > b.layer.Priority
+		case a.l.Priority != b.l.Priority:
+			return a.l.Priority > b.l.Priority
 		case !a.jobStarted.Equal(b.jobStarted):
 			return a.jobStarted.Before(b.jobStarted)
-		case a.layer.JobID != b.layer.JobID:
-			return a.layer.JobID < b.layer.JobID
+		case a.l.JobID != b.l.JobID:
+			return a.l.JobID < b.l.JobID
 		case a.dispatch != b.dispatch:
 			return a.dispatch < b.dispatch
 		}
-		return a.layer.ID < b.layer.ID
+		return a.l.ID < b.l.ID
 	})
-	out := make([]*match.Layer, len(es))
-	for i, e := range es {
-		c := *e.layer
-		out[i] = &c
+	out := make([]*match.Layer, len(qs))
+	for i, x := range qs {
+		out[i] = x.l
 	}
 	return out
 }
