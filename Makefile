@@ -48,7 +48,7 @@ bench: postgres
 # suite), with the end-to-end tests' instances under the race detector too.
 chaos: postgres
 	CUESCHED_CHAOS=1 $(GO) test -race -count=1 -timeout 60m \
-		-run 'Race|Chaos|TestFault|TestPollBehindTransactionPooler|PeerStress|TestRunAsARoleMadeByGrants|TestIdleCPU|TestWastedAttempts|TestHostIndexMatchesBruteForce' $(PKGS)
+		-run 'Race|Chaos|TestFault|TestSimulatorFaithful|TestPollBehindTransactionPooler|PeerStress|TestRunAsARoleMadeByGrants|TestIdleCPU|TestWastedAttempts|TestHostIndexMatchesBruteForce' $(PKGS)
 
 # Every fuzz target of the module, one after another, FUZZTIME each
 # (scripts/fuzz.sh finds them: a new one is never left out; FUZZ=regexp

@@ -151,6 +151,10 @@ type entry struct {
 	touched uint64 // seq of the read that stored it
 	read    uint64 // seq when Frames last read it
 	started bool   // its start-after time (if any) has passed and been woken
+	// Cuebot's order among layers of equal priority: its job's start
+	// (job.ts_started), then its dispatch order in the job.
+	jobStarted time.Time
+	dispatch   int64
 }
 
 // New returns an empty queue reading from pool. A nil logger means
@@ -427,28 +431,45 @@ func (q *Queue) put(e *entry) {
 }
 
 // Layers returns copies of the queued layers of a cluster (Frames empty),
-// highest priority first, then by job and layer key. The copies share their
-// Tags, Services and Limits with the queue: read them, never change them. A
-// layer whose StartAfter lies in the future is included; matching holds it
-// back.
+// highest priority first, then in Cuebot's order: the job started first
+// first, a job's layers in dispatch order (keys break what ties remain).
+// Keys alone would order equal priorities by chance (Cuebot's keys are
+// random), and the simulator, which follows Cuebot's order, would then book
+// other layers than the loop. The copies share their Tags, Services and
+// Limits with the queue: read them, never change them. A layer whose
+// StartAfter lies in the future is included; matching holds it back.
 func (q *Queue) Layers(key cluster.Key) []*match.Layer {
+	// Copied under the lock: a read applied meanwhile changes entries.
+	type queued struct {
+		l          *match.Layer
+		jobStarted time.Time
+		dispatch   int64
+	}
 	q.mu.Lock()
-	out := make([]*match.Layer, 0, len(q.clusters[key]))
+	qs := make([]queued, 0, len(q.clusters[key]))
 	for _, e := range q.clusters[key] {
 		c := *e.layer
-		out = append(out, &c)
+		qs = append(qs, queued{&c, e.jobStarted, e.dispatch})
 	}
 	q.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.Priority != b.Priority {
-			return a.Priority > b.Priority
+	sort.Slice(qs, func(i, j int) bool {
+		a, b := qs[i], qs[j]
+		switch {
+		case a.l.Priority != b.l.Priority:
+			return a.l.Priority > b.l.Priority
+		case !a.jobStarted.Equal(b.jobStarted):
+			return a.jobStarted.Before(b.jobStarted)
+		case a.l.JobID != b.l.JobID:
+			return a.l.JobID < b.l.JobID
+		case a.dispatch != b.dispatch:
+			return a.dispatch < b.dispatch
 		}
-		if a.JobID != b.JobID {
-			return a.JobID < b.JobID
-		}
-		return a.ID < b.ID
+		return a.l.ID < b.l.ID
 	})
+	out := make([]*match.Layer, len(qs))
+	for i, x := range qs {
+		out[i] = x.l
+	}
 	return out
 }
 
@@ -521,7 +542,7 @@ SELECT l.pk_layer, l.str_name, j.pk_job, j.str_name, j.pk_show, s.str_name, j.pk
        jr.int_priority, coalesce(j.str_os, ''), l.str_tags, l.int_cores_min, l.int_mem_min, l.int_gpus_min,
        l.int_gpu_mem_min, l.int_cores_max, l.b_threadable, l.str_services, l.ts_start_after,
        ARRAY(SELECT ll.pk_limit_record::text FROM layer_limit ll WHERE ll.pk_layer = l.pk_layer ORDER BY 1),
-       ls.int_waiting_count
+       ls.int_waiting_count, j.ts_started, l.int_dispatch_order
   FROM job j
   JOIN show s ON s.pk_show = j.pk_show
   JOIN job_resource jr ON jr.pk_job = j.pk_job
@@ -918,10 +939,11 @@ func (q *Queue) scanLayers(rows pgx.Rows, keyer *cluster.Keyer, start time.Time)
 	for rows.Next() {
 		var l match.Layer
 		var tags, services string
-		var startAfter *time.Time
+		var startAfter, jobStarted *time.Time
+		var dispatch int64
 		if err := rows.Scan(&l.ID, &l.Name, &l.JobID, &l.JobName, &l.ShowID, &l.ShowName, &l.FolderID, &l.DeptID, &l.Facility,
 			&l.Priority, &l.OS, &tags, &l.Min.Cores, &l.Min.Mem, &l.Min.GPUs, &l.Min.GPUMem, &l.CoresMax,
-			&l.Threadable, &services, &startAfter, &l.Limits, &l.Waiting); err != nil {
+			&l.Threadable, &services, &startAfter, &l.Limits, &l.Waiting, &jobStarted, &dispatch); err != nil {
 			return nil, fmt.Errorf("read pending layers: %w", err)
 		}
 		l.Tags = cluster.SplitLayerTags(tags)
@@ -933,7 +955,10 @@ func (q *Queue) scanLayers(rows pgx.Rows, keyer *cluster.Keyer, start time.Time)
 			l.Limits = nil
 		}
 		jobs[l.JobID] = struct{}{}
-		e := &entry{layer: &l}
+		e := &entry{layer: &l, dispatch: dispatch}
+		if jobStarted != nil {
+			e.jobStarted = *jobStarted
+		}
 		if e.skip, e.detail = SkipReason(&l, tags); e.skip == "" {
 			e.keys = keyer.OfLayer(l.Facility, l.Tags)
 		}

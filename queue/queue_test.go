@@ -1078,3 +1078,65 @@ func readMigration(name string) (string, error) {
 	b, err := os.ReadFile(filepath.Join("..", "migrations", name))
 	return string(b), err
 }
+
+// Layers of equal priority come in Cuebot's order, whatever their keys: the
+// job started first first (job.ts_started), then a job's layers by their
+// dispatch order (layer.int_dispatch_order); a higher priority still comes
+// before both. The keys are random (Cuebot's UUIDs), so key order would be
+// an order of chance, and the simulator (package sim), which orders by
+// arrival and dispatch order, would not book what the loop books.
+func TestEqualPrioritiesInCuebotsOrder(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	s := testFarm(t, db)
+	var jobs []seed.JobKeys
+	for _, name := range []string{"a", "b", "c", "d"} {
+		var layers []seed.Layer
+		for _, l := range []string{"x", "y", "z"} {
+			layers = append(layers, seed.Layer{Name: l, Frames: 1, Cores: 100, Mem: seed.GB})
+		}
+		j := job(name, layers...)
+		j.Priority = 10
+		if name == "d" {
+			j.Priority = 20
+		}
+		jobs = append(jobs, launch(t, s, j))
+	}
+	// Start order and dispatch order the reverse of key order.
+	ctx := context.Background()
+	want := map[string][]string{} // job id -> its layer ids in dispatch order
+	slices.SortFunc(jobs, func(a, b seed.JobKeys) int { return strings.Compare(b.ID, a.ID) })
+	for i, j := range jobs {
+		if _, err := db.Pool.Exec(ctx, `UPDATE job SET ts_started = timestamptz '2026-01-01 00:00:00+00' + $2 * interval '1 minute'
+			WHERE pk_job = $1`, j.ID, i); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range j.Layers {
+			want[j.ID] = append(want[j.ID], l)
+		}
+		slices.SortFunc(want[j.ID], func(a, b string) int { return strings.Compare(b, a) })
+		for k, l := range want[j.ID] {
+			if _, err := db.Pool.Exec(ctx, `UPDATE layer SET int_dispatch_order = $2 WHERE pk_layer = $1`, l, k); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var order []string
+	d := slices.IndexFunc(jobs, func(j seed.JobKeys) bool { return j.ID == s.Jobs["d"].ID })
+	order = append(order, want[jobs[d].ID]...)
+	for i, j := range jobs {
+		if i != d {
+			order = append(order, want[j.ID]...)
+		}
+	}
+	h := startQueue(t, db, db.DSN)
+	key := generalKey(t, db)
+	h.waitFor(t, "12 layers queued", func() bool { return len(h.q.Layers(key)) == 12 })
+	var got []string
+	for _, l := range h.q.Layers(key) {
+		got = append(got, l.ID)
+	}
+	if !slices.Equal(got, order) {
+		t.Errorf("layers in the order\n%v\nwant\n%v", got, order)
+	}
+}

@@ -81,6 +81,10 @@ type faultWorld struct {
 	parked   []*rqd.RunFrame // the reports held
 	jobs     int
 	started  int // instances started, for their names
+
+	// hostOptions, when set, are the options of a host's fake RQD instead
+	// of the suite's (rqdOptions).
+	hostOptions func(host string) fakerqd.Options
 }
 
 // deadRQD is a closed fake and when it died: its open runs ended then.
@@ -102,7 +106,16 @@ func newFaultWorldOn(t *testing.T, db *pgtest.DB) *faultWorld {
 	for i := range farm.Hosts {
 		farm.Hosts[i].Cores, farm.Hosts[i].Mem = faultCores*seed.Core, 64*seed.GB
 	}
-	s, err := seed.Load(t.Context(), db.Pool, farm, 31)
+	return newWorldOf(t, db, farm, 31, nil)
+}
+
+// newWorldOf is a world on db holding farm (seeded with key seed n), whose
+// fake RQDs run with the options hostOptions gives each host name, or the
+// suite's when it is nil.
+func newWorldOf(t *testing.T, db *pgtest.DB, farm *seed.Farm, n uint64,
+	hostOptions func(w *faultWorld, host string) fakerqd.Options) *faultWorld {
+	t.Helper()
+	s, err := seed.Load(t.Context(), db.Pool, farm, n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,6 +123,9 @@ func newFaultWorldOn(t *testing.T, db *pgtest.DB) *faultWorld {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &faultWorld{t: t, db: db, seeded: s, sim: &cuebotsim.Sim{Pool: db.Pool}, ctx: ctx, cancel: cancel,
 		rqds: map[string]*fakerqd.Server{}}
+	if hostOptions != nil {
+		w.hostOptions = func(host string) fakerqd.Options { return hostOptions(w, host) }
+	}
 	t.Cleanup(w.close)
 	w.startRQDs(farm.Hosts)
 	w.reports.Add(1)
@@ -191,8 +207,11 @@ func (w *faultWorld) tryRQDs(hosts []seed.Host) error {
 }
 
 // rqdOptions: a host runs each frame for 300 to 900 ms (by its address), then
-// reports it done.
+// reports it done (unless the world has hostOptions).
 func (w *faultWorld) rqdOptions(host string) fakerqd.Options {
+	if w.hostOptions != nil {
+		return w.hostOptions(host)
+	}
 	last := host[strings.LastIndexByte(host, '.')+1:]
 	n, _ := strconv.Atoi(last)
 	return fakerqd.Options{Cores: faultCores * seed.Core, CompleteAfter: time.Duration(300+200*(n%4)) * time.Millisecond,

@@ -108,6 +108,11 @@ type Options struct {
 	// and then calls OnComplete (as RQD reports a completion to Cuebot). A
 	// killed frame does not complete.
 	CompleteAfter time.Duration
+	// RunTime, when set, is how long each started frame runs, by what its
+	// RunFrame says (a test's durations per job and frame name, known
+	// before the frame's key is): a launch's script comes first, and 0
+	// leaves CompleteAfter.
+	RunTime func(rf *rqd.RunFrame) time.Duration
 	// OnComplete is called, without the server's lock, for every frame that
 	// completes (after CompleteAfter or through Complete). It must not call
 	// Close, which waits for running callbacks.
@@ -339,11 +344,14 @@ func (s *Server) refuseLaunch(rf *rqd.RunFrame) error {
 }
 
 // startFrame marks rf running and schedules its completion after d (0:
-// Options.CompleteAfter); s.mu is held.
+// Options.RunTime's, else Options.CompleteAfter); s.mu is held.
 func (s *Server) startFrame(rf *rqd.RunFrame, d time.Duration) {
 	r := &runningFrame{rf: rf, run: len(s.runs)}
 	s.runs = append(s.runs, Run{Frame: rf, Start: time.Now()})
 	s.running[rf.GetFrameId()] = r
+	if d <= 0 && s.opts.RunTime != nil {
+		d = s.opts.RunTime(rf)
+	}
 	if d <= 0 {
 		d = s.opts.CompleteAfter
 	}

@@ -223,6 +223,43 @@ func TestCompleteAfterPerLaunch(t *testing.T) {
 	}
 }
 
+// Options.RunTime gives each launch its own run, by what RunFrame says
+// (a test's drawn durations, by job and frame name); a launch's script
+// still comes first, and a RunTime of 0 leaves Options.CompleteAfter.
+func TestRunTimePerFrame(t *testing.T) {
+	done := make(chan string, 3)
+	s, c := startServer(t, Options{
+		CompleteAfter: time.Hour,
+		RunTime: func(rf *rqd.RunFrame) time.Duration {
+			if rf.GetFrameName() == "0001-fast" {
+				return time.Millisecond
+			}
+			return 0
+		},
+		OnComplete: func(addr string, rf *rqd.RunFrame) { done <- rf.GetFrameId() },
+	})
+	s.Script("f3", Reply{Action: Accept, CompleteAfter: time.Hour})
+	ctx := ctxT(t)
+	for id, name := range map[string]string{"f1": "0001-fast", "f2": "0001-slow", "f3": "0001-fast"} {
+		req := frame(id, 100)
+		req.RunFrame.FrameName = name
+		if _, err := c.LaunchFrame(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case id := <-done:
+		if id != "f1" {
+			t.Fatalf("completed %s first, want f1", id)
+		}
+	case <-ctx.Done():
+		t.Fatal("no completion")
+	}
+	if !s.IsRunning("f2") || !s.IsRunning("f3") {
+		t.Fatalf("running %v, want f2 (CompleteAfter) and f3 (its script)", s.Running())
+	}
+}
+
 func TestCompleteByHand(t *testing.T) {
 	var got []string
 	s, c := startServer(t, Options{OnComplete: func(_ string, rf *rqd.RunFrame) { got = append(got, rf.GetFrameId()) }})
