@@ -14,6 +14,7 @@ import (
 func TestRunAsARoleMadeByGrants(t *testing.T) {
 	t.Parallel()
 	db, farm, _ := peerStressDB(t)
+	hostsReporting(t, db.Pool)
 	total := int64(farm.FrameCount())
 	// What PUBLIC holds by default must not stand in for a missing grant.
 	exec1(t, db.Pool, fmt.Sprintf(`REVOKE CONNECT ON DATABASE %s FROM PUBLIC; REVOKE USAGE ON SCHEMA public FROM PUBLIC`,

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -77,9 +78,56 @@ var (
 // of the cluster, and some tests stop instances mid-transaction: with a
 // cluster each, no test waits for another's, so they run in parallel. A
 // cluster is a copy of a frozen one (pgtest), not an initdb.
+//
+// Its hosts have just reported (freshPings): a template is seeded once per
+// process, and a test cloning it minutes later would find every host past
+// --host-ping-max-age, offered to no booking.
 func ownDB(t *testing.T, tpl ...pgtest.Template) *pgtest.DB {
 	t.Helper()
-	return pgtest.NewDBIn(t, pgtest.NewCluster(t, pgcluster.Options{}, tpl...), tpl...)
+	db := pgtest.NewDBIn(t, pgtest.NewCluster(t, pgcluster.Options{}, tpl...), tpl...)
+	freshPings(t, db.Pool)
+	return db
+}
+
+// freshPings is every UP host reporting now, as RQD does to Cuebot.
+func freshPings(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	if _, err := pool.Exec(t.Context(), `UPDATE host_stat SET ts_ping = current_timestamp WHERE str_state = 'UP'`); err != nil {
+		t.Fatalf("hosts report: %v", err)
+	}
+}
+
+// hostsReporting has every UP host report (freshPings) every reportInterval
+// until the test ends, for a test that may outlive --host-ping-max-age (5
+// minutes) on a loaded machine: without reports no host is offered after it
+// and work waits beside idle hosts. (The fault world reports for its live
+// RQDs only; the idle tests measure an instance with nothing written.)
+func hostsReporting(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(reportInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+			_, err := pool.Exec(rctx, `UPDATE host_stat SET ts_ping = current_timestamp WHERE str_state = 'UP'`)
+			rcancel()
+			if err != nil && ctx.Err() == nil {
+				t.Logf("hosts report: %v", err)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 }
 
 // peerStressDB is ownDB holding the stress farm of seed 11, the farm and

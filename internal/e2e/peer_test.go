@@ -14,6 +14,7 @@ import (
 func TestPeerStressFarm(t *testing.T) {
 	t.Parallel()
 	db, farm, _ := peerStressDB(t)
+	hostsReporting(t, db.Pool)
 	total := int64(farm.FrameCount())
 	recordBookings(t, db.Pool)
 	running := func() int64 { return count(t, db.Pool, `SELECT count(*) FROM frame WHERE str_state = 'RUNNING'`) }

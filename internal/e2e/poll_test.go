@@ -32,6 +32,8 @@ func TestPollBehindTransactionPooler(t *testing.T) {
 	}
 	c := pgtest.NewCluster(t, pgcluster.Options{Settings: map[string]string{"wal_level": "replica"}}, peerStress.Name)
 	db := pgtest.NewDBIn(t, c, peerStress.Name)
+	freshPings(t, db.Pool)
+	hostsReporting(t, db.Pool)
 	farm := peerStressFarm
 	seeded, err := peerStressKeys.On(db.Pool)
 	if err != nil {
