@@ -97,7 +97,7 @@ func (p *planner) warmSearch(ls *layerState) {
 // visitWarm offers one warm host: the checks of visit, then the tie.
 func (p *planner) visitWarm(h Host) bool {
 	ls := p.cur
-	l := ls.l
+	l := ls.sz // as visit sizes it: memory from history may have trimmed it
 	c := p.spare
 	c.host = h
 	hp := &c.host

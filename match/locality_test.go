@@ -102,3 +102,29 @@ func TestWarmthOf(t *testing.T) {
 		}
 	}
 }
+
+// A warm host won on a tie is booked with the size every other host is
+// weighed at: the layer's memory trimmed by its history, not its request.
+func TestLocalityWithMemoryFromHistory(t *testing.T) {
+	l := testLayer("l", "s", 1, "general")
+	l.ShowName = "s"
+	l.Min.Mem = 8 * gb
+	l.History = match.History{Finished: 5, MaxRSS: gb}
+	hosts := matchtest.NewHosts([]match.Host{testHost("h1", "general", 16),
+		ran(testHost("h2", "general", 16), "l", "job-l", 5*time.Minute)})
+	caps := capsWith(map[matchtest.SubKey]match.Subscription{{Show: "s", Alloc: "general"}: {Size: 10000, Burst: 10000}})
+	mem := match.Memory{Shows: []string{"*"}, Headroom: 0.2}
+	res := match.Plan([]*match.Layer{l}, hosts, caps, match.Options{Now: localityNow, Locality: true, Memory: mem})
+	if len(res.Placements) != 1 {
+		t.Fatalf("placements %+v waits %+v, want one", res.Placements, res.Waits)
+	}
+	p := res.Placements[0]
+	want := match.BookedMemory(l, mem)
+	if !want.Trimmed {
+		t.Fatalf("the layer is not trimmed (%s): the case tests nothing", want.Why)
+	}
+	if p.Host.ID != "h2" || p.Warm != match.WarmLayer || p.Size.Mem != want.Mem {
+		t.Fatalf("placed on %s warm %d with %d KB, want h2 warm %d with %d KB (trimmed)", p.Host.ID, p.Warm,
+			p.Size.Mem, match.WarmLayer, want.Mem)
+	}
+}
