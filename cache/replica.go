@@ -33,6 +33,11 @@ type ReplicaConfig struct {
 	Logger *slog.Logger
 	// Registerer receives the metrics; nil leaves them unregistered.
 	Registerer prometheus.Registerer
+	// Locality: follow the procs the feed applies, so each host remembers
+	// the layers and jobs that ran on it (match.Host.Ran, for matching's
+	// locality). Off, nothing reads that memory: every proc booked or
+	// released would pay for it for nothing.
+	Locality bool
 	// HostPingMaxAge: hosts pinged longer ago than this (by Now) are not
 	// offered; <= 0 means never stale.
 	HostPingMaxAge time.Duration
@@ -397,7 +402,7 @@ func (r *Replica) applyOne(hs *hostState, us *usageState, c *cdc.Change, mark fu
 				}
 				us.setHostAlloc(host, alloc)
 			}
-		} else if spec.name == "proc" {
+		} else if spec.name == "proc" && r.cfg.Locality {
 			err = procRan(hs, us, c, r.hosts.now(), func() error { return us.apply(c, mark) })
 		} else {
 			err = us.apply(c, mark)

@@ -22,7 +22,8 @@ type fake struct {
 
 func newFake(now func() time.Time, maxAge time.Duration) *fake {
 	return &fake{
-		r:    NewReplica(ReplicaConfig{Now: now, HostPingMaxAge: maxAge, Logger: slog.New(slog.DiscardHandler)}),
+		r: NewReplica(ReplicaConfig{Now: now, HostPingMaxAge: maxAge, Locality: true,
+			Logger: slog.New(slog.DiscardHandler)}),
 		rels: map[string]*cdc.Relation{},
 	}
 }

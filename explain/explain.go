@@ -280,6 +280,7 @@ SELECT j.pk_job, j.str_name, j.str_state, j.b_paused, j.pk_show, s.str_name, s.b
 	replica := cache.NewReplica(cache.ReplicaConfig{
 		Logger:         slog.New(slog.DiscardHandler),
 		HostPingMaxAge: opt.HostPingMaxAge,
+		Locality:       opt.Locality,
 	})
 	if err := replica.LoadSnapshot(ctx, tx); err != nil {
 		return nil, fmt.Errorf("load the farm: %w", err)

@@ -89,10 +89,13 @@ func ownDB(t *testing.T, tpl ...pgtest.Template) *pgtest.DB {
 	return db
 }
 
-// freshPings is every UP host reporting now, as RQD does to Cuebot.
+// reportSQL is every UP host reporting now, as RQD does to Cuebot.
+const reportSQL = `UPDATE host_stat SET ts_ping = current_timestamp WHERE str_state = 'UP'`
+
+// freshPings is every UP host reporting now (reportSQL).
 func freshPings(t *testing.T, pool *pgxpool.Pool) {
 	t.Helper()
-	if _, err := pool.Exec(t.Context(), `UPDATE host_stat SET ts_ping = current_timestamp WHERE str_state = 'UP'`); err != nil {
+	if _, err := pool.Exec(t.Context(), reportSQL); err != nil {
 		t.Fatalf("hosts report: %v", err)
 	}
 }
@@ -117,7 +120,7 @@ func hostsReporting(t *testing.T, pool *pgxpool.Pool) {
 			case <-tick.C:
 			}
 			rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
-			_, err := pool.Exec(rctx, `UPDATE host_stat SET ts_ping = current_timestamp WHERE str_state = 'UP'`)
+			_, err := pool.Exec(rctx, reportSQL)
 			rcancel()
 			if err != nil && ctx.Err() == nil {
 				t.Logf("hosts report: %v", err)

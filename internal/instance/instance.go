@@ -180,7 +180,7 @@ func (p *parts) buildFeeds(reg *prometheus.Registry) {
 	cfg, log, pending := p.cfg, p.log, p.queue
 	rcfg := cache.ReplicaConfig{
 		DSN: cfg.DB, Feed: cfg.Feed, PollEvery: cfg.PollEvery, Pool: p.pool, Logger: log, Registerer: reg,
-		HostPingMaxAge: cfg.HostPingMaxAge, OnCounters: p.onCounters,
+		HostPingMaxAge: cfg.HostPingMaxAge, OnCounters: p.onCounters, Locality: cfg.Locality,
 	}
 	if cfg.Feed == "events" {
 		// Retries' hints come through the change stream (migration 0008).
