@@ -59,7 +59,10 @@ type Result struct {
 	// ShareError is the mean over shows of |share of the core-hours used -
 	// share of the subscriptions' size|.
 	ShareError float64 `json:"share_error"`
-	OOMKills   int64   `json:"oom_kills"`
+	// ShowShareError is each show's |share of the core-hours used - share
+	// of the subscriptions' size|, what ShareError averages.
+	ShowShareError map[string]float64 `json:"show_share_error"`
+	OOMKills       int64              `json:"oom_kills"`
 	// MemoryTrimmed is frames started with less memory than their layer
 	// asks (memory from history); MemoryRestored is layers trimmed before
 	// that a memory failure stopped trimming.
@@ -157,6 +160,12 @@ func (r *run) result(v Variant) Result {
 			MaxS: round(quantile(ws, 1), 1)}
 	}
 	res.ShareError = round(r.shareError(), 4)
+	res.ShowShareError = map[string]float64{}
+	if shares, ok := r.shares(); ok {
+		for _, sh := range shares {
+			res.ShowShareError[sh.show] = round(math.Abs(sh.used-sh.subscribed), 4)
+		}
+	}
 	if r.m.booked > 0 {
 		res.WarmShare = round(float64(r.m.warmStarts)/float64(r.m.booked), 4)
 	}

@@ -34,7 +34,9 @@ import (
 //
 //	CUESCHED_BENCH=1 go test -count=1 -v -timeout 30m -run TestBenchEndToEndBooking ./internal/e2e
 //
-// (CUESCHED_BENCH_ROUNDS sets the rounds, default 3.)
+// (CUESCHED_BENCH_ROUNDS sets the rounds, default 3; CUESCHED_BENCH_BINS="A B"
+// has rounds take the binaries A and B in turn, to compare two builds in one
+// run.)
 func TestBenchEndToEndBooking(t *testing.T) {
 	if !benchOn() {
 		t.Skip("set CUESCHED_BENCH=1 to run the end-to-end booking benchmark")
@@ -54,7 +56,14 @@ func TestBenchEndToEndBooking(t *testing.T) {
 		var proc, floor time.Duration
 		runProcess := func() {
 			var ps []match.Placement
-			proc, ps = processBooking(t, bin, cloneDB(t, admin, tpl, fmt.Sprintf("r%dp", r)), total)
+			// CUESCHED_BENCH_BINS (binaries, space-separated) compares
+			// builds in one run, rounds taking them in turn.
+			b := bin
+			if bs := strings.Fields(os.Getenv("CUESCHED_BENCH_BINS")); len(bs) > 0 {
+				b = bs[r%len(bs)]
+				t.Logf("round %d: %s", r+1, b)
+			}
+			proc, ps = processBooking(t, b, cloneDB(t, admin, tpl, fmt.Sprintf("r%dp", r)), total)
 			placements = ps
 		}
 		runFloor := func() {
