@@ -85,12 +85,13 @@ func TestBenchEndToEndBooking(t *testing.T) {
 	}
 }
 
-// processBooking starts a normal-build instance on db with the work held
-// back, waits until it owns every cluster, hands the show over and times
-// until every frame runs. It returns that time and the placements it made.
-func processBooking(t *testing.T, bin string, db *pgtest.DB, total int64) (time.Duration, []match.Placement) {
+// processBooking starts a normal-build instance on db, with the flags
+// extra, the work held back, waits until it owns every cluster, hands the
+// show over and times until every frame runs. It returns that time and the
+// placements it made.
+func processBooking(t *testing.T, bin string, db *pgtest.DB, total int64, extra ...string) (time.Duration, []match.Placement) {
 	t.Helper()
-	inst := startBinary(t, bin, db.DSN, "e2e-bench")
+	inst := startBinary(t, bin, db.DSN, "e2e-bench", extra...)
 	waitFor(t, 5*time.Minute, "the instance owning every cluster", func() bool {
 		ok, _ := ownedOnce(t, db.Pool, inst)
 		return ok
