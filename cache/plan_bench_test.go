@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -148,34 +149,44 @@ type planVariant struct {
 // variant in turn in the same loop over the same index, so a machine's load
 // drifting falls on all alike, the order rotating each op (a round runs
 // faster after another). One untimed round of each comes first: the first
-// round of a process pays for growing the heap and the result buffer,
-// which would fall on whichever variant went first. It reports each
-// variant's placements per second over every op, each one's ratio to the
-// first's (the median over ops of the ratio within an op: a burst of load
+// round of a process pays for growing the heap and the result buffer, which
+// would fall on whichever variant went first. Each round starts from a
+// collected heap, so the garbage of the one before (and of handing its
+// capacity back) is not collected on its time.
+//
+// It reports each variant's placements per second (wall clock) and per
+// second of the process's CPU time, each one's ratio to the first's by
+// both (the median over ops of the ratio within an op: a burst of load
 // falls on one op, not on one variant's total) and, for a variant with
-// locality, the share of its placements chosen by warmth.
+// locality, the share of its placements chosen by warmth. On a machine
+// other work shares, the CPU ratio is the steadier: a round descheduled for
+// a while loses wall time, not CPU time.
 func planVariants(b *testing.B, f *fake, layers []*match.Layer, vs []planVariant) {
 	n := len(vs)
 	placed, won := make([]int, n), make([]int, n)
-	spent := make([]time.Duration, n)
+	spent, cpu := make([]time.Duration, n), make([]time.Duration, n)
 	bufs := make([][]match.Placement, n)
-	var ratios [][]float64 // per variant, per op
-	opRate := make([]float64, n)
-	ratios = make([][]float64, n)
+	wallRatio, cpuRatio := make([][]float64, n), make([][]float64, n) // per variant, per op
+	opWall, opCPU := make([]float64, n), make([]float64, n)
 	round := func(i int, timed bool) {
+		b.StopTimer()
+		runtime.GC()
+		b.StartTimer()
 		opt := vs[i].opt
 		opt.Seed, opt.Allocs, opt.Now, opt.Buffer = 1, []string{"a1", "a2"}, epoch, bufs[i]
-		began := time.Now()
+		cpu0, began := processCPU(b), time.Now()
 		res := match.Plan(layers, f.r.hosts, f.r.usage, opt)
-		took := time.Since(began)
+		took, used := time.Since(began), processCPU(b)-cpu0
 		b.StopTimer()
 		if len(res.Placements) == 0 {
 			b.Fatalf("%s: nothing placed: %v", vs[i].name, res.Waits)
 		}
 		if timed {
 			spent[i] += took
+			cpu[i] += used
 			placed[i] += len(res.Placements)
-			opRate[i] = float64(len(res.Placements)) / took.Seconds()
+			opWall[i] = float64(len(res.Placements)) / took.Seconds()
+			opCPU[i] = float64(len(res.Placements)) / used.Seconds()
 		}
 		for _, p := range res.Placements {
 			if timed && p.Warm != match.Cold {
@@ -195,14 +206,17 @@ func planVariants(b *testing.B, f *fake, layers []*match.Layer, vs []planVariant
 			round((op+k)%n, true)
 		}
 		for i := range vs {
-			ratios[i] = append(ratios[i], opRate[i]/opRate[0])
+			wallRatio[i] = append(wallRatio[i], opWall[i]/opWall[0])
+			cpuRatio[i] = append(cpuRatio[i], opCPU[i]/opCPU[0])
 		}
 		op++
 	}
 	for i, v := range vs {
 		b.ReportMetric(float64(placed[i])/spent[i].Seconds(), v.name+"-placements/s")
+		b.ReportMetric(float64(placed[i])/cpu[i].Seconds(), v.name+"-placements/cpu-s")
 		if i > 0 {
-			b.ReportMetric(medianOf(ratios[i]), v.name+"/"+vs[0].name)
+			b.ReportMetric(medianOf(wallRatio[i]), v.name+"/"+vs[0].name)
+			b.ReportMetric(medianOf(cpuRatio[i]), v.name+"/"+vs[0].name+"-cpu")
 		}
 		if v.opt.Locality {
 			if won[i] == 0 {
@@ -211,6 +225,15 @@ func planVariants(b *testing.B, f *fake, layers []*match.Layer, vs []planVariant
 			b.ReportMetric(float64(won[i])/float64(placed[i]), v.name+"-warm-won")
 		}
 	}
+}
+
+// processCPU is the CPU time the process has used so far, user and system.
+func processCPU(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // medianOf is the median of xs (which it sorts).
