@@ -53,9 +53,8 @@ func TestBenchEndToEndBooking(t *testing.T) {
 	for r := range rounds {
 		var proc, floor time.Duration
 		runProcess := func() {
-			var ps []match.Placement
-			proc, ps = processBooking(t, bin, cloneDB(t, admin, tpl, fmt.Sprintf("r%dp", r)), total)
-			placements = ps
+			b := processBooking(t, bin, cloneDB(t, admin, tpl, fmt.Sprintf("r%dp", r)), total)
+			proc, placements = b.took, b.placements
 		}
 		runFloor := func() {
 			floor = floorBooking(t, admin, cloneDB(t, admin, tpl, fmt.Sprintf("r%df", r)), placements)
@@ -85,11 +84,19 @@ func TestBenchEndToEndBooking(t *testing.T) {
 	}
 }
 
+// booking is what processBooking measured.
+type booking struct {
+	took       time.Duration // from the release until every frame ran
+	placements []match.Placement
+	// cpu is the CPU time the booking cost: the instance's, its database
+	// sessions' and its walsender's.
+	cpu time.Duration
+}
+
 // processBooking starts a normal-build instance on db, with the flags
 // extra, the work held back, waits until it owns every cluster, hands the
-// show over and times until every frame runs. It returns that time and the
-// placements it made.
-func processBooking(t *testing.T, bin string, db *pgtest.DB, total int64, extra ...string) (time.Duration, []match.Placement) {
+// show over and times until every frame runs.
+func processBooking(t *testing.T, bin string, db *pgtest.DB, total int64, extra ...string) booking {
 	t.Helper()
 	inst := startBinary(t, bin, db.DSN, "e2e-bench", extra...)
 	waitFor(t, 5*time.Minute, "the instance owning every cluster", func() bool {
@@ -160,7 +167,7 @@ func processBooking(t *testing.T, bin string, db *pgtest.DB, total int64, extra 
 	ps := bookedPlacements(t, db.Pool)
 	inst.stop(t)
 	auditClean(t, db.Pool)
-	return elapsed, ps
+	return booking{took: elapsed, placements: ps, cpu: instUsed + server[kindCuesched] + server[kindWalsender]}
 }
 
 // floorBooking writes ps as the write floor on db, 500 frames a
