@@ -185,10 +185,47 @@ func (h *Hosts) WalkWarm(facility, tag string, min match.Resources, cores int64,
 		}
 		return true
 	}
-	layers := st.warmLayers[layerID]
-	if walk(layers, nil) && jobID != "" {
-		walk(st.warmJobs[jobID], layers)
+	layers, jobs := st.warmLayers[layerID], []*hostRec(nil)
+	if jobID != "" {
+		jobs = st.warmJobs[jobID]
 	}
+	if len(layers)+len(jobs) == 0 {
+		return
+	}
+	// Only hosts filed with exactly cores idle can be visited. Reading a
+	// remembered host's record is a cache miss, most of a walk's cost
+	// (BENCHMARKS.md, "Every feature on"); when fewer hosts are filed at
+	// cores than the layer and job remember, which is so of most levels
+	// once hosts are partly used, the remembered hosts are kept by whether
+	// they are among those, reading none of them.
+	it, ok := ix.levels.Get(levelItem{cores: cores})
+	if !ok {
+		return
+	}
+	var keptL, keptJ [warmHosts]*hostRec
+	if n := it.lv.hosts.Len(); n < len(layers)+len(jobs) {
+		var filed [2 * warmHosts]*hostRec
+		k := 0
+		it.lv.hosts.Ascend(func(s slot) bool {
+			filed[k] = s.rec
+			k++
+			return true
+		})
+		layers, jobs = among(keptL[:0], layers, filed[:k]), among(keptJ[:0], jobs, filed[:k])
+	}
+	if walk(layers, nil) {
+		walk(jobs, layers)
+	}
+}
+
+// among appends to out the recs that are in of, in the order of recs.
+func among(out, recs, of []*hostRec) []*hostRec {
+	for _, rec := range recs {
+		if slices.Contains(of, rec) {
+			out = append(out, rec)
+		}
+	}
+	return out
 }
 
 // procRan applies a change of a proc row (apply) and tells the host index

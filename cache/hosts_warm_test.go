@@ -2,6 +2,7 @@ package cache
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -129,5 +130,80 @@ func TestWarmCarriedOverAReload(t *testing.T) {
 	}
 	if got := warmIDs(h, "general", "l1", "", match.Resources{}, false); !slices.Equal(got, []string{"h1"}) {
 		t.Fatalf("warm for l1 after the reload: %v", got)
+	}
+}
+
+// WalkWarm keeps the remembered hosts by the level of their idle cores
+// without reading them when the level is small: whatever the levels hold,
+// it visits exactly what reading every remembered host visits (in its
+// order), on a farm of few sizes taken and handed back at random.
+func TestWarmWalkMatchesReadingEveryHost(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	h := NewHosts(func() time.Time { return epoch }, 0)
+	h.SetAlloc(cluster.Alloc{ID: "a1", Facility: "local", Tag: "general"})
+	const hosts = 60
+	for i := range hosts {
+		id := fmt.Sprintf("h%02d", i)
+		tags := []string{"general"}
+		if i%3 == 0 {
+			tags = append(tags, "pool")
+		}
+		r := match.Resources{Cores: int64(800 << (i % 2)), Mem: 64 * gb}
+		h.SetHost(match.Host{ID: id, Name: id, Facility: "local", Alloc: "a1", OS: "linux", Tags: tags,
+			Total: r, Idle: r, MemFree: r.Mem, TempFree: gb, TempTotal: gb})
+	}
+	// reference is WalkWarm reading every remembered host.
+	reference := func(tag string, min match.Resources, cores int64, layer, job string, uncontested bool) []string {
+		h.mu.RLock()
+		defer h.mu.RUnlock()
+		ix := h.st.index[tagKey{"local", tag}]
+		var own int32
+		if ix.contested {
+			own = 1
+		}
+		var ids []string
+		add := func(recs, skip []*hostRec) {
+			for _, rec := range recs {
+				if rec.h.Idle.Cores == cores && rec.inTrees && !slices.Contains(skip, rec) && slices.Contains(rec.idxs, ix) &&
+					rec.h.Idle.Covers(min) && !(uncontested && rec.contested > own) {
+					ids = append(ids, rec.id)
+				}
+			}
+		}
+		add(h.st.warmLayers[layer], nil)
+		if job != "" {
+			add(h.st.warmJobs[job], h.st.warmLayers[layer])
+		}
+		return ids
+	}
+	for step := range 3000 {
+		id := fmt.Sprintf("h%02d", rng.IntN(hosts))
+		switch rng.IntN(4) {
+		case 0:
+			h.ProcBooked(id, fmt.Sprintf("l%d", rng.IntN(12)), fmt.Sprintf("j%d", rng.IntN(4)))
+		case 1:
+			h.Take(id, match.Resources{Cores: int64(100 * (1 + rng.IntN(4))), Mem: gb})
+		case 2:
+			h.Return(id, match.Resources{Cores: int64(100 * (1 + rng.IntN(4))), Mem: gb})
+		case 3:
+			if rng.IntN(50) == 0 {
+				need := match.Resources{Cores: int64(rng.IntN(2)) << 30}
+				h.SetDemand([]match.TagDemand{{Facility: "local", Tag: "pool", Need: need}})
+			}
+		}
+		tag := []string{"general", "pool"}[rng.IntN(2)]
+		min := match.Resources{Cores: 100, Mem: int64(rng.IntN(64)) * gb}
+		cores := int64(100 * (1 + rng.IntN(16)))
+		layer, job := fmt.Sprintf("l%d", rng.IntN(12)), []string{"", fmt.Sprintf("j%d", rng.IntN(4))}[rng.IntN(2)]
+		uncontested := rng.IntN(2) == 0
+		var got []string
+		h.WalkWarm("local", tag, min, cores, layer, job, uncontested, func(x match.Host) bool {
+			got = append(got, x.ID)
+			return true
+		})
+		if want := reference(tag, min, cores, layer, job, uncontested); !slices.Equal(got, want) {
+			t.Fatalf("step %d: WalkWarm(%s, cores %d, %s, %q) visited %v, reading every host %v",
+				step, tag, cores, layer, job, got, want)
+		}
 	}
 }

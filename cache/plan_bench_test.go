@@ -3,6 +3,8 @@ package cache
 import (
 	"fmt"
 	"runtime"
+	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -72,13 +74,45 @@ func BenchmarkPlan(b *testing.B) {
 }
 
 // BenchmarkPlanLocality is BenchmarkPlan's round (buffer handed back) with
-// locality off and on, alternating in the same loop over the same index so a
-// machine's load drifting falls on both alike (which goes first alternating): each host remembers frames of
-// 4 of the layers (booked and released, so every layer and job has warm
-// hosts), and with locality on every placement asks for its layer's warm
-// hosts. It reports each one's placements per second and on/off, their
-// ratio.
+// locality off and on, over the same index (planVariants): each host
+// remembers frames of 4 of the layers (booked and released, so every layer
+// and job has warm hosts), and with locality on every placement asks for its
+// layer's warm hosts until warmth stops paying in the round. It reports each
+// one's placements per second, on/off (their ratio) and warm-won (the share
+// of its placements chosen by warmth).
 func BenchmarkPlanLocality(b *testing.B) {
+	f, layers := benchFeatureFarm(b)
+	planVariants(b, f, layers, []planVariant{
+		{"off", match.Options{}},
+		{"on", match.Options{Locality: true}},
+	})
+}
+
+// BenchmarkPlanFeatures is issue 15's "every feature on" for matching:
+// BenchmarkPlanLocality's round with today's matching, each feature alone
+// and every feature at once (locality; memory from history for every show,
+// each layer's finished frames having used 40-55% of what it asks, so
+// nearly every layer is trimmed), over the same index (planVariants). A
+// feature to come is one more line here. It reports each variant's
+// placements per second and its ratio to today's (every/today is the
+// acceptance's, target at least 0.9).
+func BenchmarkPlanFeatures(b *testing.B) {
+	f, layers := benchFeatureFarm(b)
+	memory := match.Memory{Shows: []string{"*"}, Headroom: 0.2}
+	planVariants(b, f, layers, []planVariant{
+		{"today", match.Options{}},
+		{"locality", match.Options{Locality: true}},
+		{"memory", match.Options{Memory: memory}},
+		{"every", match.Options{Locality: true, Memory: memory}},
+	})
+}
+
+// benchFeatureFarm is BenchmarkPlan's farm and layers with what issue 15's
+// features act on: each host remembers frames of 4 of the layers (booked
+// and released: every layer and job has warm hosts), and each layer has a
+// history of 10 finished frames that used 40-55% of its memory request
+// (read only with memory from history on).
+func benchFeatureFarm(b *testing.B) (*fake, []*match.Layer) {
 	f := benchFarm(b)
 	f.apply(b, f.insert("show", "pk_show", "s1", "b_active", true, "b_scheduler_managed", true),
 		f.insert("subscription", "pk_subscription", "sub1", "pk_show", "s1", "pk_alloc", "a1",
@@ -91,6 +125,9 @@ func BenchmarkPlanLocality(b *testing.B) {
 		}
 		return []string{"general", "render"}[i%2]
 	})
+	for i, l := range layers {
+		l.History = match.History{Finished: 10, MaxRSS: l.Min.Mem * int64(40+i%16) / 100}
+	}
 	for i := range 10000 {
 		id := fmt.Sprintf("host-%05d", i)
 		for k := range 4 {
@@ -99,38 +136,112 @@ func BenchmarkPlanLocality(b *testing.B) {
 			f.r.hosts.ProcReleased(id, l.ID, l.JobID)
 		}
 	}
-	var placed, won [2]int
-	var spent [2]time.Duration
-	var buf []match.Placement
-	first := 0
-	for b.Loop() {
-		// Which goes first alternates too: a round runs faster after another.
-		first = 1 - first
-		for _, i := range []int{first, 1 - first} {
-			locality := i == 1
-			opt := match.Options{Seed: 1, Allocs: []string{"a1", "a2"}, Now: epoch, Locality: locality, Buffer: buf}
-			began := time.Now()
-			res := match.Plan(layers, f.r.hosts, f.r.usage, opt)
-			spent[i] += time.Since(began)
+	return f, layers
+}
+
+// planVariant is one setting of matching (its Options' feature fields).
+type planVariant struct {
+	name string
+	opt  match.Options
+}
+
+// planVariants runs BenchmarkPlan's round (buffer handed back) for each
+// variant in turn in the same loop over the same index, so a machine's load
+// drifting falls on all alike, the order rotating each op (a round runs
+// faster after another). One untimed round of each comes first: the first
+// round of a process pays for growing the heap and the result buffer, which
+// would fall on whichever variant went first. Each round starts from a
+// collected heap, so the garbage of the one before (and of handing its
+// capacity back) is not collected on its time.
+//
+// It reports each variant's placements per second (wall clock) and per
+// second of the process's CPU time, each one's ratio to the first's by
+// both (the median over ops of the ratio within an op: a burst of load
+// falls on one op, not on one variant's total) and, for a variant with
+// locality, the share of its placements chosen by warmth. On a machine
+// other work shares, the CPU ratio is the steadier: a round descheduled for
+// a while loses wall time, not CPU time.
+func planVariants(b *testing.B, f *fake, layers []*match.Layer, vs []planVariant) {
+	n := len(vs)
+	placed, won := make([]int, n), make([]int, n)
+	spent, cpu := make([]time.Duration, n), make([]time.Duration, n)
+	bufs := make([][]match.Placement, n)
+	wallRatio, cpuRatio := make([][]float64, n), make([][]float64, n) // per variant, per op
+	opWall, opCPU := make([]float64, n), make([]float64, n)
+	round := func(i int, timed bool) {
+		b.StopTimer()
+		runtime.GC()
+		b.StartTimer()
+		opt := vs[i].opt
+		opt.Seed, opt.Allocs, opt.Now, opt.Buffer = 1, []string{"a1", "a2"}, epoch, bufs[i]
+		cpu0, began := processCPU(b), time.Now()
+		res := match.Plan(layers, f.r.hosts, f.r.usage, opt)
+		took, used := time.Since(began), processCPU(b)-cpu0
+		b.StopTimer()
+		if len(res.Placements) == 0 {
+			b.Fatalf("%s: nothing placed: %v", vs[i].name, res.Waits)
+		}
+		if timed {
+			spent[i] += took
+			cpu[i] += used
 			placed[i] += len(res.Placements)
-			b.StopTimer()
-			for _, p := range res.Placements {
-				if p.Warm != match.Cold {
-					won[i]++
-				}
-				f.r.hosts.Return(p.Host.ID, p.Size)
+			opWall[i] = float64(len(res.Placements)) / took.Seconds()
+			opCPU[i] = float64(len(res.Placements)) / used.Seconds()
+		}
+		for _, p := range res.Placements {
+			if timed && p.Warm != match.Cold {
+				won[i]++
 			}
-			buf = res.Placements
-			b.StartTimer()
+			f.r.hosts.Return(p.Host.ID, p.Size)
+		}
+		bufs[i] = res.Placements
+		b.StartTimer()
+	}
+	for i := range vs {
+		round(i, false)
+	}
+	op := 0
+	for b.Loop() {
+		for k := range vs {
+			round((op+k)%n, true)
+		}
+		for i := range vs {
+			wallRatio[i] = append(wallRatio[i], opWall[i]/opWall[0])
+			cpuRatio[i] = append(cpuRatio[i], opCPU[i]/opCPU[0])
+		}
+		op++
+	}
+	for i, v := range vs {
+		b.ReportMetric(float64(placed[i])/spent[i].Seconds(), v.name+"-placements/s")
+		b.ReportMetric(float64(placed[i])/cpu[i].Seconds(), v.name+"-placements/cpu-s")
+		if i > 0 {
+			b.ReportMetric(medianOf(wallRatio[i]), v.name+"/"+vs[0].name)
+			b.ReportMetric(medianOf(cpuRatio[i]), v.name+"/"+vs[0].name+"-cpu")
+		}
+		if v.opt.Locality {
+			if won[i] == 0 {
+				b.Fatalf("%s: no placement chosen by warmth", v.name)
+			}
+			b.ReportMetric(float64(won[i])/float64(placed[i]), v.name+"-warm-won")
 		}
 	}
-	if won[1] == 0 {
-		b.Fatal("no placement chosen by warmth")
+}
+
+// processCPU is the CPU time the process has used so far, user and system.
+func processCPU(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatalf("getrusage: %v", err)
 	}
-	off := float64(placed[0]) / spent[0].Seconds()
-	on := float64(placed[1]) / spent[1].Seconds()
-	b.ReportMetric(off, "off-placements/s")
-	b.ReportMetric(on, "on-placements/s")
-	b.ReportMetric(on/off, "on/off")
-	b.ReportMetric(float64(won[1])/float64(placed[1]), "warm-won")
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// medianOf is the median of xs (which it sorts).
+func medianOf(xs []float64) float64 {
+	slices.Sort(xs)
+	m := len(xs) / 2
+	if len(xs)%2 == 0 {
+		return (xs[m-1] + xs[m]) / 2
+	}
+	return xs[m]
 }

@@ -55,16 +55,15 @@ func TestBenchEndToEndBooking(t *testing.T) {
 	for r := range rounds {
 		var proc, floor time.Duration
 		runProcess := func() {
-			var ps []match.Placement
 			// CUESCHED_BENCH_BINS (binaries, space-separated) compares
 			// builds in one run, rounds taking them in turn.
-			b := bin
+			bn := bin
 			if bs := strings.Fields(os.Getenv("CUESCHED_BENCH_BINS")); len(bs) > 0 {
-				b = bs[r%len(bs)]
-				t.Logf("round %d: %s", r+1, b)
+				bn = bs[r%len(bs)]
+				t.Logf("round %d: %s", r+1, bn)
 			}
-			proc, ps = processBooking(t, b, cloneDB(t, admin, tpl, fmt.Sprintf("r%dp", r)), total)
-			placements = ps
+			b := processBooking(t, bn, cloneDB(t, admin, tpl, fmt.Sprintf("r%dp", r)), total)
+			proc, placements = b.took, b.placements
 		}
 		runFloor := func() {
 			floor = floorBooking(t, admin, cloneDB(t, admin, tpl, fmt.Sprintf("r%df", r)), placements)
@@ -94,12 +93,21 @@ func TestBenchEndToEndBooking(t *testing.T) {
 	}
 }
 
-// processBooking starts a normal-build instance on db with the work held
-// back, waits until it owns every cluster, hands the show over and times
-// until every frame runs. It returns that time and the placements it made.
-func processBooking(t *testing.T, bin string, db *pgtest.DB, total int64) (time.Duration, []match.Placement) {
+// booking is what processBooking measured.
+type booking struct {
+	took       time.Duration // from the release until every frame ran
+	placements []match.Placement
+	// cpu is the CPU time the booking cost: the instance's, its database
+	// sessions' and its walsender's.
+	cpu time.Duration
+}
+
+// processBooking starts a normal-build instance on db, with the flags
+// extra, the work held back, waits until it owns every cluster, hands the
+// show over and times until every frame runs.
+func processBooking(t *testing.T, bin string, db *pgtest.DB, total int64, extra ...string) booking {
 	t.Helper()
-	inst := startBinary(t, bin, db.DSN, "e2e-bench")
+	inst := startBinary(t, bin, db.DSN, "e2e-bench", extra...)
 	waitFor(t, 5*time.Minute, "the instance owning every cluster", func() bool {
 		ok, _ := ownedOnce(t, db.Pool, inst)
 		return ok
@@ -168,7 +176,7 @@ func processBooking(t *testing.T, bin string, db *pgtest.DB, total int64) (time.
 	ps := bookedPlacements(t, db.Pool)
 	inst.stop(t)
 	auditClean(t, db.Pool)
-	return elapsed, ps
+	return booking{took: elapsed, placements: ps, cpu: instUsed + server[kindCuesched] + server[kindWalsender]}
 }
 
 // floorBooking writes ps as the write floor on db, 500 frames a
