@@ -59,8 +59,11 @@ func benchOnly(t *testing.T) {
 // of a second (this benchmark until 2026-12-03), blocks scattered by 10-20%
 // on this 2-core machine and a 3% target could not be told. Two figures:
 // the time a loop takes (Cuebot's writes as its threads wait for them) with
-// our triggers against without, and the time PostgreSQL counts inside our
-// trigger functions (pg_stat_user_functions) as a share of the loops' time.
+// our triggers against without, which fails the 3% target only when above it
+// by more than twice its standard error (from the blocks' scatter), and the
+// time PostgreSQL counts inside our trigger functions
+// (pg_stat_user_functions) as a share of the loops' time, which fails above
+// 3%.
 func TestBenchTriggerOverhead(t *testing.T) {
 	benchOnly(t)
 	const (
@@ -82,6 +85,9 @@ func TestBenchTriggerOverhead(t *testing.T) {
 			// turn (which goes first alternating), and returns per twin the
 			// loops and the time they took.
 			next := make([]int, workers)
+			var each [2][]float64 // every loop's time (ms) with and without our triggers
+			var eachMu sync.Mutex
+			on := 0 // the twin with our triggers in this block
 			block := func() (loops [2]int64, busy [2]time.Duration, err error) {
 				var n, ns [2]atomic.Int64
 				var firstErr error
@@ -92,6 +98,18 @@ func TestBenchTriggerOverhead(t *testing.T) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
+						var mine [2][]float64
+						defer func() {
+							eachMu.Lock()
+							defer eachMu.Unlock()
+							for k := range 2 {
+								arm := 1
+								if k == on {
+									arm = 0
+								}
+								each[arm] = append(each[arm], mine[k]...)
+							}
+						}()
 						for time.Now().Before(stop) {
 							i := next[w]
 							next[w]++
@@ -102,8 +120,10 @@ func TestBenchTriggerOverhead(t *testing.T) {
 									once.Do(func() { firstErr = err })
 									return
 								}
+								took := time.Since(start)
 								n[tw].Add(1)
-								ns[tw].Add(int64(time.Since(start)))
+								ns[tw].Add(int64(took))
+								mine[tw] = append(mine[tw], 1000*took.Seconds())
 							}
 						}
 					}()
@@ -117,6 +137,7 @@ func TestBenchTriggerOverhead(t *testing.T) {
 			if _, _, err := block(); err != nil { // warm up, triggers on in both
 				t.Fatal(err)
 			}
+			each = [2][]float64{}
 			for _, tw := range twins {
 				// What the warm-up's sessions reported is forgotten; what
 				// they hold unreported is counted with the measurement,
@@ -130,7 +151,7 @@ func TestBenchTriggerOverhead(t *testing.T) {
 			var busyOn, busyOff time.Duration
 			var cpuOn, cpuOff float64
 			for b := range blocks {
-				on := b % 2 // the twin with our triggers in this block
+				on = b % 2
 				for k, tw := range twins {
 					if err := tw.toggle(ctx, k == on); err != nil {
 						t.Fatal(err)
@@ -180,13 +201,27 @@ func TestBenchTriggerOverhead(t *testing.T) {
 				sc.name, workers, blocks, blockFor, perOn, perOff, loopsOn, loopsOff)
 			t.Logf("%s: per-block overhead %s %%", sc.name, overheads(ratios))
 			pooled := 100 * (perOn/perOff - 1)
-			t.Logf("%s: time a loop takes: overhead pooled %.1f%%, median of blocks %.1f%%; hints sent: %d",
-				sc.name, pooled, 100*(1/median(ratios)-1), twins[0].hints.Load()+twins[1].hints.Load())
+			// The blocks' scatter gives the pooled figure's standard error.
+			var sum, sq float64
+			for _, r := range ratios {
+				o := 100 * (1/r - 1)
+				sum, sq = sum+o, sq+o*o
+			}
+			nb := float64(len(ratios))
+			se := math.Sqrt(max(0, sq/nb-(sum/nb)*(sum/nb)) / (nb - 1))
+			t.Logf("%s: time a loop takes: overhead pooled %.1f%% (standard error %.1f%%), median of blocks %.1f%%, "+
+				"of the loops' median %.1f%%; hints sent: %d", sc.name, pooled, se, 100*(1/median(ratios)-1),
+				100*(median(each[0])/median(each[1])-1), twins[0].hints.Load()+twins[1].hints.Load())
 			t.Logf("%s: server CPU per loop (the twins' backends and walsenders): with triggers %.3f ms, without %.3f ms: overhead %.1f%%",
 				sc.name, 1000*cpuOn/float64(loopsOn), 1000*cpuOff/float64(loopsOff),
 				100*((cpuOn/float64(loopsOn))/(cpuOff/float64(loopsOff))-1))
-			if pooled > 3 {
-				t.Errorf("%s: our triggers make Cuebot's writes %.1f%% slower, above the target 3%%", sc.name, pooled)
+			// Blocks scatter by several points on this machine: the loops' time
+			// fails the target only when it is above it by more than twice its
+			// standard error. The time inside our functions, below, is the
+			// precise figure.
+			if pooled-2*se > 3 {
+				t.Errorf("%s: our triggers make Cuebot's writes %.1f%% (± %.1f%%) slower, above the target 3%%",
+					sc.name, pooled, se)
 			}
 
 			// Every loop with triggers runs work_retry twice (the retry's
