@@ -170,7 +170,7 @@ func serverProcesses(t *testing.T, pool *pgxpool.Pool) map[int]string {
 // the most execution time since pg_stat_statements was last reset.
 func logTopStatements(t *testing.T, pool *pgxpool.Pool, n int) {
 	t.Helper()
-	rows, err := pool.Query(t.Context(), `SELECT calls, total_exec_time, query FROM pg_stat_statements
+	rows, err := pool.Query(t.Context(), `SELECT calls, total_exec_time, rows, query FROM pg_stat_statements
 		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 		ORDER BY total_exec_time DESC LIMIT $1`, n)
 	if err != nil {
@@ -178,14 +178,14 @@ func logTopStatements(t *testing.T, pool *pgxpool.Pool, n int) {
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var calls int64
+		var calls, n int64
 		var ms float64
 		var query string
-		if err := rows.Scan(&calls, &ms, &query); err != nil {
+		if err := rows.Scan(&calls, &ms, &n, &query); err != nil {
 			t.Fatalf("read pg_stat_statements: %v", err)
 		}
 		query = strings.Join(strings.Fields(query), " ")
-		t.Logf("  %8.0f ms in %6d calls: %.110s", ms, calls, query)
+		t.Logf("  %8.0f ms in %6d calls, %7d rows: %.110s", ms, calls, n, query)
 	}
 }
 
