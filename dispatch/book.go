@@ -80,7 +80,6 @@ type Booker struct {
 	pool  *pgxpool.Pool
 	fence Fence
 	sizer *sizer
-	gate  showGate
 	m     *Metrics
 	log   *slog.Logger
 
@@ -235,6 +234,7 @@ func (r *BatchResult) drop(m *Metrics, p match.Placement, reason DropReason, det
 // if a guard or a lock conflict rolled it back.
 func (b *Booker) bookBatch(ctx context.Context, c Cluster, ps []match.Placement, res *BatchResult) (busy bool, _ error) {
 	for attempt := 1; ; attempt++ {
+		start := time.Now()
 		a, err := b.attempt(ctx, c, ps, attempt)
 		if err != nil {
 			if errors.Is(err, ErrCommitUnknown) && b.cfg.Launcher != nil && !b.cfg.DryRun {
@@ -261,7 +261,7 @@ func (b *Booker) bookBatch(ctx context.Context, c Cluster, ps []match.Placement,
 			return false, nil
 		}
 		b.m.batchSize.Observe(float64(len(ps)))
-		b.m.batchDuration.Observe(time.Since(a.began).Seconds())
+		b.m.batchDuration.Observe(time.Since(start).Seconds())
 		for _, d := range a.dropped {
 			res.drop(b.m, d.Placement, d.Reason, d.Detail)
 		}
@@ -309,7 +309,6 @@ type attemptResult struct {
 	dropped []Drop
 	lsn     pglogrepl.LSN
 	lsnErr  error // the commit's position could not be read: lsn is zero
-	began   time.Time // past the show gate: the transaction's begin
 }
 
 // txTimeout bounds one booking transaction: its locks are held by rows
@@ -349,14 +348,6 @@ func (b *Booker) attempt(ctx context.Context, c Cluster, ps []match.Placement, a
 	var res attemptResult
 	ctx, cancel := context.WithTimeout(ctx, txTimeout)
 	defer cancel()
-	waited := time.Now()
-	leave, err := b.gate.enter(ctx, ps)
-	if err != nil {
-		return res, fmt.Errorf("wait for this instance's other bookings of the batch's shows: %w", err)
-	}
-	defer leave()
-	res.began = time.Now()
-	b.m.showWait.Observe(res.began.Sub(waited).Seconds())
 	conn, err := b.pool.Acquire(ctx)
 	if err != nil {
 		return res, fmt.Errorf("acquire connection: %w", err)
@@ -426,7 +417,6 @@ func (b *Booker) attempt(ctx context.Context, c Cluster, ps []match.Placement, a
 		defer cancel()
 	}
 	commitAt := time.Now()
-	leave() // its locks are gone
 	// Committed: from here on nothing may fail the batch, or its bookings
 	// would be neither launched nor resolved.
 	res.lsn, res.lsnErr = readPosition(ctx, q)

@@ -9,9 +9,7 @@
 // reason every placement the locked rows no longer admit, so that Cuebot's
 // guard triggers never raise; the write set as set-based statements plus one
 // launch outbox row per booking (cuesched.launch_outbox, state 'pending', or
-// 'dry' in a dry run); COMMIT; pg_current_wal_lsn(). Before BEGIN a batch
-// waits for the instance's other bookings of its shows (gate.go): they would
-// meet at the show's counter rows anyway, holding their host locks meanwhile.
+// 'dry' in a dry run); COMMIT; pg_current_wal_lsn().
 //
 // After the commit the bookings go to the Launcher the Booker was given
 // (BookerConfig.Launcher, an interface that launch.Launcher implements), and
