@@ -126,9 +126,30 @@ type Proc struct {
 	Run     time.Duration // expected run (ExpectedRun of its layer); 0 unknown
 }
 
-// ProcLister lists the frames running on a host (the simulator, and the
-// host cache over the replica's procs).
-type ProcLister interface {
+// end is when p is expected to end, zero when unknown. A frame already
+// past its expected run has shown it runs long: it is expected to take half
+// its expected run more from now (not to end at once, which would make a
+// host of overdue frames look free).
+func (p Proc) end(now time.Time) time.Time {
+	if p.Run <= 0 {
+		return time.Time{}
+	}
+	if e := p.Started.Add(p.Run); e.After(now) {
+		return e
+	}
+	return now.Add(p.Run / 2)
+}
+
+// Running is what reservations read of the hosts beyond the index, which
+// offers only hosts with idle capacity (the simulator implements it, and
+// the host cache over the replica's procs).
+type Running interface {
+	// AllHosts visits every host of the facility carrying tag that is up
+	// and open, whatever its idle capacity, until visit returns false.
+	AllHosts(facility, tag string, visit func(Host) bool)
+	// Host is one host as AllHosts would visit it; false when it is not.
+	Host(hostID string) (Host, bool)
+	// Procs are the frames running on the host.
 	Procs(hostID string) []Proc
 }
 
@@ -180,40 +201,42 @@ func Threshold(l *Layer, mean float64, after time.Duration) time.Duration {
 	return max(after/4, time.Duration(float64(after)*mean/float64(l.Priority)))
 }
 
-// Reserve plans one cluster's reservations after a round: it keeps those of
-// prev whose layer still has waiting frames (live: the layers of the round
-// and how many frames each still waits with), at most one host per such
-// frame, until their start plus the margin passes, drops those honoured
-// (booked: the round's placements on their hosts by their layer), and
-// gives the layers of waiting that have waited past their Threshold,
-// highest priority first, the hosts expected to free enough soonest, while
-// fewer than Max layers hold any. made is the reservations new this time.
-func Reserve(prev []Reservation, live map[string]int64, waiting []Waiting, booked []Placement, hosts Hosts,
-	procs ProcLister, opt ReserveOptions) (next, made []Reservation) {
+// Reserve plans one cluster's reservations before a round. It keeps those
+// of prev whose layer still has waiting frames (live: each layer of the
+// round and how many frames it waits with), at most one host per such
+// frame, until their start plus the margin passes. A layer of waiting past
+// its Threshold that holds none, highest priority first while fewer than
+// Max layers hold any, gets the hosts expected to have room for its frames
+// soonest; one that holds some trades the latest of them for a host with
+// room now, should one have emptied (before the round, so narrower work does
+// not draw it first). made is the reservations new this time.
+func Reserve(prev []Reservation, live map[string]int64, waiting []Waiting, running Running,
+	opt ReserveOptions) (next, made []Reservation) {
 	if opt.Max <= 0 {
 		opt.Max = MaxReserving
 	}
 	if opt.Margin <= 0 {
 		opt.Margin = ReserveMargin
 	}
-	honoured := map[string]bool{}
-	for _, pl := range booked {
-		if pl.Use == UseHonoured {
-			honoured[pl.Host.ID] = true
-		}
-	}
 	held := map[string]int64{} // hosts kept per layer
 	taken := map[string]bool{}
 	for _, r := range opt.Elsewhere {
 		taken[r.Host] = true
+	}
+	waits := make(map[string]*Layer, len(waiting))
+	for _, w := range waiting {
+		waits[w.Layer.ID] = w.Layer
 	}
 	for _, r := range prev {
 		ref := r.Start
 		if ref.IsZero() {
 			ref = r.Made
 		}
-		if honoured[r.Host] || held[r.Layer] >= live[r.Layer] || opt.Now.After(ref.Add(opt.Margin)) {
+		if held[r.Layer] >= live[r.Layer] || opt.Now.After(ref.Add(opt.Margin)) || taken[r.Host] {
 			continue
+		}
+		if l := waits[r.Layer]; l != nil && r.Start.IsZero() {
+			r.Start = startNow(r, l, running, opt)
 		}
 		held[r.Layer]++
 		taken[r.Host] = true
@@ -226,31 +249,76 @@ func Reserve(prev []Reservation, live map[string]int64, waiting []Waiting, booke
 	if len(waiting) > 0 {
 		mean /= float64(len(waiting))
 	}
-	due := slices.Clone(waiting)
-	due = slices.DeleteFunc(due, func(w Waiting) bool {
-		return held[w.Layer.ID] > 0 || opt.Now.Sub(w.Since) < Threshold(w.Layer, mean, opt.After)
+	due := slices.DeleteFunc(slices.Clone(waiting), func(w Waiting) bool {
+		return live[w.Layer.ID] <= 0 || opt.Now.Sub(w.Since) < Threshold(w.Layer, mean, opt.After)
 	})
 	slices.SortFunc(due, func(a, b Waiting) int {
 		return cmp.Or(cmp.Compare(b.Layer.Priority, a.Layer.Priority), a.Since.Compare(b.Since),
 			cmp.Compare(a.Layer.ID, b.Layer.ID))
 	})
-	for _, w := range due {
-		if len(held) >= opt.Max {
-			break
-		}
-		n := live[w.Layer.ID]
-		if n <= 0 {
-			continue
-		}
-		for _, c := range soonest(w.Layer, n, hosts, procs, taken, opt) {
-			r := Reservation{Layer: w.Layer.ID, LayerName: w.Layer.Name, Host: c.host.ID, HostName: c.host.Name,
-				Start: c.start, Made: opt.Now}
-			taken[r.Host] = true
+	reserve := func(w Waiting, c freeing, at int) {
+		r := Reservation{Layer: w.Layer.ID, LayerName: w.Layer.Name, Host: c.host.ID, HostName: c.host.Name,
+			Start: c.start, Made: opt.Now}
+		taken[r.Host] = true
+		if at >= 0 {
+			taken[next[at].Host] = false
+			next[at] = r
+		} else {
 			held[r.Layer]++
-			next, made = append(next, r), append(made, r)
+			next = append(next, r)
+		}
+		made = append(made, r)
+	}
+	for _, w := range due {
+		id := w.Layer.ID
+		switch {
+		case held[id] > 0:
+			// A host with room now is better than the latest of its own.
+			for _, c := range soonest(w.Layer, live[id], running, taken, true, opt) {
+				reserve(w, c, latest(next, id))
+			}
+		case len(held) >= opt.Max:
+			// A host with room now is taken this round: the bound is on
+			// the hosts held waiting.
+			for _, c := range soonest(w.Layer, live[id], running, taken, true, opt) {
+				reserve(w, c, -1)
+			}
+		default:
+			for _, c := range soonest(w.Layer, live[id], running, taken, false, opt) {
+				reserve(w, c, -1)
+			}
 		}
 	}
 	return next, made
+}
+
+// startNow is the start of l's reservation r whose start was unknown, as
+// the run times known now tell it (still zero when they do not).
+func startNow(r Reservation, l *Layer, running Running, opt ReserveOptions) time.Time {
+	h, ok := running.Host(r.Host)
+	if !ok {
+		return time.Time{}
+	}
+	if f, ok := freeAt(h, sized(l, opt.Memory), running, opt.Now, false); ok {
+		return f.start
+	}
+	return time.Time{}
+}
+
+// latest is the index in rs of the layer's reservation starting last, an
+// unknown start the latest (the layer holds one).
+func latest(rs []Reservation, layer string) int {
+	best := -1
+	for i := range rs {
+		r := &rs[i]
+		if r.Layer != layer {
+			continue
+		}
+		if best < 0 || !rs[best].Start.IsZero() && (r.Start.IsZero() || r.Start.After(rs[best].Start)) {
+			best = i
+		}
+	}
+	return best
 }
 
 // freeing is a host and when it is expected to have room for a frame.
@@ -262,7 +330,8 @@ type freeing struct {
 
 // soonest is up to n hosts the layer may use, not taken, expected to have
 // room for one of its frames soonest: those whose start is known first.
-func soonest(l *Layer, n int64, hosts Hosts, procs ProcLister, taken map[string]bool, opt ReserveOptions) []freeing {
+// nowOnly: only hosts with room now (their frames are not read).
+func soonest(l *Layer, n int64, running Running, taken map[string]bool, nowOnly bool, opt ReserveOptions) []freeing {
 	sz := sized(l, opt.Memory)
 	var out []freeing
 	seen := map[string]bool{}
@@ -270,12 +339,12 @@ func soonest(l *Layer, n int64, hosts Hosts, procs ProcLister, taken map[string]
 		if opt.TagFilter != nil && !opt.TagFilter(l.Facility, t) {
 			continue
 		}
-		hosts.Walk(l.Facility, t, Resources{}, func(h Host) bool {
+		running.AllHosts(l.Facility, t, func(h Host) bool {
 			if seen[h.ID] || taken[h.ID] {
 				return true
 			}
 			seen[h.ID] = true
-			if f, ok := freeAt(h, sz, procs, opt.Now); ok {
+			if f, ok := freeAt(h, sz, running, opt.Now, nowOnly); ok {
 				out = append(out, f)
 			}
 			return true
@@ -289,7 +358,9 @@ func soonest(l *Layer, n int64, hosts Hosts, procs ProcLister, taken map[string]
 			}
 			return -1
 		}
-		return cmp.Or(a.start.Compare(b.start), a.rank.Compare(b.rank), cmp.Compare(a.host.ID, b.host.ID))
+		// Ties (hosts with room now) go to the tightest, as best fit.
+		return cmp.Or(a.start.Compare(b.start), a.rank.Compare(b.rank), cmp.Compare(a.host.Idle.Cores, b.host.Idle.Cores),
+			cmp.Compare(a.host.Idle.Mem, b.host.Idle.Mem), cmp.Compare(a.host.ID, b.host.ID))
 	})
 	return out[:min(int64(len(out)), n)]
 }
@@ -298,7 +369,7 @@ func soonest(l *Layer, n int64, hosts Hosts, procs ProcLister, taken map[string]
 // to end first, then those of unknown run by start), has room for a frame
 // of l as sized on the whole host; false when the host could never take
 // one, or is a GPU host a layer without GPUs leaves to GPU work.
-func freeAt(h Host, l *Layer, procs ProcLister, now time.Time) (freeing, bool) {
+func freeAt(h Host, l *Layer, procs Running, now time.Time, nowOnly bool) (freeing, bool) {
 	if !osMatch(l.OS, h.OS) || l.Min.GPUs <= 0 && h.Total.GPUs > 0 {
 		return freeing{}, false
 	}
@@ -325,15 +396,12 @@ func freeAt(h Host, l *Layer, procs ProcLister, now time.Time) (freeing, bool) {
 	if idle.Covers(need) {
 		return f, true
 	}
-	ps := procs.Procs(h.ID)
-	end := func(p Proc) time.Time {
-		if p.Run <= 0 {
-			return time.Time{}
-		}
-		return later(now, p.Started.Add(p.Run))
+	if nowOnly {
+		return freeing{}, false
 	}
+	ps := procs.Procs(h.ID)
 	slices.SortFunc(ps, func(a, b Proc) int {
-		ea, eb := end(a), end(b)
+		ea, eb := a.end(now), b.end(now)
 		if ea.IsZero() != eb.IsZero() {
 			if ea.IsZero() {
 				return 1
@@ -344,7 +412,7 @@ func freeAt(h Host, l *Layer, procs ProcLister, now time.Time) (freeing, bool) {
 	})
 	for _, p := range ps {
 		idle = idle.Add(p.Size)
-		e := end(p)
+		e := p.end(now)
 		if e.IsZero() {
 			f.start = time.Time{}
 			f.rank = p.Started
@@ -356,11 +424,4 @@ func freeAt(h Host, l *Layer, procs ProcLister, now time.Time) (freeing, bool) {
 		}
 	}
 	return freeing{}, false
-}
-
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }

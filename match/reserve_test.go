@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/cuesched/cuesched/match"
-	"github.com/cuesched/cuesched/match/matchtest"
 )
 
 func TestThreshold(t *testing.T) {
@@ -77,10 +76,29 @@ func TestBackfill(t *testing.T) {
 	}
 }
 
-// procs is a match.ProcLister over a map.
-type procs map[string][]match.Proc
+// running is match.Running over hosts and their procs.
+type running struct {
+	hosts []match.Host
+	procs map[string][]match.Proc
+}
 
-func (p procs) Procs(hostID string) []match.Proc { return slices.Clone(p[hostID]) }
+func (r running) AllHosts(facility, tag string, visit func(match.Host) bool) {
+	for _, h := range r.hosts {
+		if h.Facility == facility && slices.Contains(h.Tags, tag) && !visit(h) {
+			return
+		}
+	}
+}
+
+func (r running) Procs(hostID string) []match.Proc { return slices.Clone(r.procs[hostID]) }
+
+func (r running) Host(hostID string) (match.Host, bool) {
+	i := slices.IndexFunc(r.hosts, func(h match.Host) bool { return h.ID == hostID })
+	if i < 0 {
+		return match.Host{}, false
+	}
+	return r.hosts[i], true
+}
 
 func TestReserve(t *testing.T) {
 	t.Parallel()
@@ -103,78 +121,98 @@ func TestReserve(t *testing.T) {
 		}
 		return out
 	}
-	farm := func() (*matchtest.Hosts, procs) {
-		hs := matchtest.NewHosts([]match.Host{host("h1", 0), host("h2", 800), host("h3", 0), host("h4", 0)})
-		ps := procs{
+	farm := func() running {
+		hs := []match.Host{host("h1", 0), host("h2", 800), host("h3", 0), host("h4", 0)}
+		ps := map[string][]match.Proc{
 			// h1 frees at now+20m (its frames started 10m ago).
 			"h1": busy(10*time.Minute, 30*time.Minute, 16),
 			// h2 needs 8 of its frames to end: 25m from now.
 			"h2": busy(5*time.Minute, 30*time.Minute, 8),
-			// h3's frames are overdue: it frees now, at the soonest.
+			// h3's frames are overdue: each is expected to take half its
+			// run more, 15m: the soonest.
 			"h3": busy(40*time.Minute, 30*time.Minute, 16),
 			// h4's run is unknown: after every known one.
 			"h4": busy(50*time.Minute, 0, 16),
 		}
-		return hs, ps
+		return running{hs, ps}
 	}
 	wide := &match.Layer{ID: "wide", Name: "wide", Facility: "f", Tags: []string{"general"}, Priority: 50,
 		Min: match.Resources{Cores: 1600, Mem: 32 << 20}, Threadable: true}
 	opt := match.ReserveOptions{Now: now, After: 10 * time.Minute}
 	waited := []match.Waiting{{Layer: wide, Since: now.Add(-15 * time.Minute)}}
 
-	hs, ps := farm()
-	next, made := match.Reserve(nil, map[string]int64{"wide": 3}, waited, nil, hs, ps, opt)
+	rn := farm()
+	next, made := match.Reserve(nil, map[string]int64{"wide": 3}, waited, rn, opt)
 	var got []string
 	for _, r := range made {
 		got = append(got, r.Host+"@"+r.Start.Sub(now).String())
 	}
-	if want := []string{"h3@0s", "h1@20m0s", "h2@25m0s"}; !slices.Equal(got, want) || len(next) != 3 {
+	if want := []string{"h3@15m0s", "h1@20m0s", "h2@25m0s"}; !slices.Equal(got, want) || len(next) != 3 {
 		t.Fatalf("reserved %v (%d kept), want %v: the soonest first, one host a waiting frame", got, len(next), want)
 	}
 
 	t.Run("unknown runs last, with no start", func(t *testing.T) {
-		hs, ps := farm()
-		_, made := match.Reserve(nil, map[string]int64{"wide": 4}, waited, nil, hs, ps, opt)
+		rn := farm()
+		_, made := match.Reserve(nil, map[string]int64{"wide": 4}, waited, rn, opt)
 		if len(made) != 4 || made[3].Host != "h4" || !made[3].Start.IsZero() {
 			t.Errorf("reserved %+v, want h4 last with an unknown start", made)
 		}
 	})
 	t.Run("not before its threshold", func(t *testing.T) {
-		hs, ps := farm()
+		rn := farm()
 		early := []match.Waiting{{Layer: wide, Since: now.Add(-5 * time.Minute)}}
-		if next, _ := match.Reserve(nil, map[string]int64{"wide": 3}, early, nil, hs, ps, opt); len(next) != 0 {
+		if next, _ := match.Reserve(nil, map[string]int64{"wide": 3}, early, rn, opt); len(next) != 0 {
 			t.Errorf("reserved %+v after 5 of 10 minutes", next)
 		}
 	})
 	t.Run("kept, trimmed, dropped", func(t *testing.T) {
-		hs, ps := farm()
-		// Honoured on h3; one frame left waiting keeps one of h1, h2.
-		booked := []match.Placement{{Layer: wide, Host: host("h3", 0), Use: match.UseHonoured}}
-		kept, made := match.Reserve(next, map[string]int64{"wide": 1}, nil, booked, hs, ps, opt)
-		if len(made) != 0 || len(kept) != 1 || kept[0].Host != "h1" {
-			t.Errorf("kept %+v (made %+v), want h1 alone", kept, made)
+		rn := farm()
+		// One frame left waiting keeps one host.
+		kept, made := match.Reserve(next, map[string]int64{"wide": 1}, nil, rn, opt)
+		if len(made) != 0 || len(kept) != 1 || kept[0].Host != "h3" {
+			t.Errorf("kept %+v (made %+v), want h3 alone", kept, made)
 		}
 		// The layer left the queue: nothing kept.
-		if kept, _ := match.Reserve(next, map[string]int64{}, nil, nil, hs, ps, opt); len(kept) != 0 {
+		if kept, _ := match.Reserve(next, map[string]int64{}, nil, rn, opt); len(kept) != 0 {
 			t.Errorf("kept %+v for a layer no longer queued", kept)
 		}
 		// Past the start plus the margin: dropped.
 		late := opt
 		late.Now = now.Add(20*time.Minute + match.ReserveMargin + time.Second)
-		kept, _ = match.Reserve(next, map[string]int64{"wide": 3}, nil, nil, hs, ps, late)
+		kept, _ = match.Reserve(next, map[string]int64{"wide": 3}, nil, rn, late)
 		if len(kept) != 1 || kept[0].Host != "h2" {
 			t.Errorf("kept %+v at start+margin+1s of h1, want h2 alone", kept)
 		}
 	})
+	t.Run("an unknown start is worked out once runs are known", func(t *testing.T) {
+		rn := farm()
+		unknown := []match.Reservation{{Layer: "wide", Host: "h1", Made: now.Add(-time.Minute)}}
+		kept, _ := match.Reserve(unknown, map[string]int64{"wide": 1}, waited, rn, opt)
+		if len(kept) != 1 || !kept[0].Start.Equal(now.Add(20*time.Minute)) {
+			t.Errorf("kept %+v, want h1 from now+20m", kept)
+		}
+	})
+	t.Run("a host with room now replaces the latest", func(t *testing.T) {
+		rn := farm()
+		rn.hosts = append(rn.hosts, host("h5", 1600))
+		held := []match.Reservation{
+			{Layer: "wide", Host: "h1", Start: now.Add(20 * time.Minute), Made: now},
+			{Layer: "wide", Host: "h2", Start: now.Add(25 * time.Minute), Made: now},
+		}
+		kept, made := match.Reserve(held, map[string]int64{"wide": 2}, waited, rn, opt)
+		if len(made) != 1 || made[0].Host != "h5" || len(kept) != 2 || kept[0].Host != "h1" || kept[1].Host != "h5" {
+			t.Errorf("kept %+v, made %+v: want h5 (empty) in place of h2", kept, made)
+		}
+	})
 	t.Run("bounded and elsewhere", func(t *testing.T) {
-		hs, ps := farm()
+		rn := farm()
 		other := *wide
 		other.ID, other.Priority = "other", 100
 		two := []match.Waiting{waited[0], {Layer: &other, Since: now.Add(-15 * time.Minute)}}
 		o := opt
 		o.Max = 1
 		o.Elsewhere = []match.Reservation{{Host: "h3"}}
-		_, made := match.Reserve(nil, map[string]int64{"wide": 1, "other": 1}, two, nil, hs, ps, o)
+		_, made := match.Reserve(nil, map[string]int64{"wide": 1, "other": 1}, two, rn, o)
 		if len(made) != 1 || made[0].Layer != "other" || made[0].Host != "h1" {
 			t.Errorf("made %+v, want the higher priority alone on h1 (h3 reserved elsewhere)", made)
 		}

@@ -120,6 +120,10 @@ type Deps struct {
 	Hold     Holder   // nil: nothing held
 	Launcher Resolver // resolves what a cluster inherits; nil: nothing to resolve
 	Owner    Ownership
+	// Running lists every host of a tag and the frames running on each
+	// with their expected runs, for reservations (Config.Reservations);
+	// nil: none are planned.
+	Running match.Running
 	// Buckets is the deployment's tag bucket count (cuesched.setting).
 	Buckets int
 	// RecomputeCounters brings every counter row of the managed shows back

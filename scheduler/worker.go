@@ -315,6 +315,7 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.P
 	if err != nil {
 		return out, err
 	}
+	s.reserve(c.Key, live) // with none live, drops the cluster's
 	if len(live) == 0 {
 		s.setWaits(c.Key, nil)
 		return out, nil
@@ -332,9 +333,12 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.P
 		out.deferred = out.deferred || wt.Reason == match.ReasonDeferred
 	}
 	if len(res.Placements) == 0 {
+		s.reserved(c.Key, res.Waits, nil)
 		return out, nil
 	}
-	return s.commit(ctx, c, res.Placements, more, out)
+	out, booked, err := s.commit(ctx, c, res.Placements, more, out)
+	s.reserved(c.Key, res.Waits, booked)
+	return out, err
 }
 
 // pending is the cluster's queued layers this instance may book (the
@@ -376,6 +380,7 @@ func (s *Scheduler) plan(key cluster.Key, live []*match.Layer, buf []match.Place
 	s.mu.Unlock()
 	s.demand.refresh(s)
 	return match.Plan(live, s.deps.Hosts, s.deps.Caps, match.Options{
+		Reservations:    s.reservations(),
 		Now:             s.cfg.Now(),
 		Seed:            seed,
 		Policy:          s.cfg.Policy,
@@ -384,7 +389,7 @@ func (s *Scheduler) plan(key cluster.Key, live []*match.Layer, buf []match.Place
 		Locality:        s.cfg.Locality,
 		Memory:          s.cfg.Memory,
 		MaxPlacements:   s.cfg.RoundPlacements,
-		TagFilter:       func(facility, tag string) bool { return keyer.OfTag(facility, tag) == key },
+		TagFilter:       tagFilter(keyer, key),
 		Allocs:          s.allocsOf(key),
 		Buffer:          buf,
 	})
@@ -402,11 +407,24 @@ func (s *Scheduler) logPlan(ctx context.Context, key cluster.Key, live []*match.
 		"waits", reasons)
 }
 
+// tagFilter counts the tags of a layer that fall in the cluster.
+func tagFilter(keyer *cluster.Keyer, key cluster.Key) func(facility, tag string) bool {
+	return func(facility, tag string) bool { return keyer.OfTag(facility, tag) == key }
+}
+
+// tagFilter is the cluster's, over the keyer of now.
+func (s *Scheduler) tagFilter(key cluster.Key) func(facility, tag string) bool {
+	s.mu.Lock()
+	keyer := s.keyer
+	s.mu.Unlock()
+	return tagFilter(keyer, key)
+}
+
 // commit books a round's placements, holds the capacity booked and gives
 // back to the hosts what was not booked; it adds to out what the booking
-// did.
+// did and returns the bookings.
 func (s *Scheduler) commit(ctx context.Context, c ownership.Claim, ps []match.Placement, more func() bool,
-	out roundOutcome) (roundOutcome, error) {
+	out roundOutcome) (roundOutcome, []dispatch.Booking, error) {
 	br, untried, err := s.book(ctx, c, ps, more)
 	s.attempts(len(br.Booked), len(br.Dropped), len(br.Deferred))
 	if s.deps.Hold != nil && len(br.Booked) > 0 {
@@ -419,7 +437,7 @@ func (s *Scheduler) commit(ctx context.Context, c ownership.Claim, ps []match.Pl
 	}
 	out.dropReasons = s.giveBack(c.Key, br, untried)
 	out.busy = br.Busy
-	return out, err
+	return out, br.Booked, err
 }
 
 // giveBack returns to the hosts the capacity of the placements not booked,

@@ -79,6 +79,7 @@ func (q *queue) Layers(key cluster.Key) []*match.Layer {
 	for i, li := range idx {
 		l := q.r.layers[li].tmpl
 		l.Waiting = int64(len(q.r.layers[li].waiting))
+		l.Runs = q.r.runs(li)
 		out[i] = &l
 	}
 	return out
@@ -242,6 +243,41 @@ func (b booker) Book(_ context.Context, c dispatch.Cluster, ps []match.Placement
 			HostName: p.Host.Name, Version: f.version, ShowName: p.Layer.ShowName, CommitAt: r.now()})
 	}
 	return res, nil
+}
+
+// running is match.Running over the simulation's hosts and the frames
+// running on each, each expected to run its layer's expected run.
+type running struct{ r *run }
+
+func (p running) AllHosts(facility, tag string, visit func(match.Host) bool) {
+	for hi := range p.r.hosts {
+		h := &p.r.hosts[hi].h
+		if h.Facility == facility && slices.Contains(h.Tags, tag) && !visit(p.r.view(int32(hi))) {
+			return
+		}
+	}
+}
+
+func (p running) Host(hostID string) (match.Host, bool) {
+	hi, ok := p.r.hostIndex[hostID]
+	if !ok {
+		return match.Host{}, false
+	}
+	return p.r.view(hi), true
+}
+
+func (p running) Procs(hostID string) []match.Proc {
+	r := p.r
+	h := &r.hosts[r.hostIndex[hostID]]
+	out := make([]match.Proc, 0, len(h.procs))
+	for _, fi := range h.procs {
+		f := &r.frames[fi]
+		l := r.layers[f.layer].tmpl
+		l.Runs = r.runs(f.layer)
+		run, _, _ := match.ExpectedRun(&l)
+		out = append(out, match.Proc{Size: f.size, Started: Start.Add(f.startAt), Run: run})
+	}
+	return out
 }
 
 // owner is scheduler.Ownership for a single instance owning every
