@@ -39,6 +39,36 @@ func ExpectedRun(l *Layer) (d time.Duration, from string, ok bool) {
 	return 0, "", false
 }
 
+// FillServiceRuns gives each layer whose service's mean run is unknown the
+// mean run of the finished frames of the layers given that run the same
+// (first) service, each layer's mean weighted by its frames finished
+// (History.Finished): Cuebot keeps no run times per service, and the
+// pending layers of a round are the farm's current work of each service.
+func FillServiceRuns(layers []*Layer) {
+	type sum struct{ n, total float64 }
+	sums := map[string]*sum{}
+	for _, l := range layers {
+		if len(l.Services) == 0 || l.Runs.Layer <= 0 || l.History.Finished <= 0 {
+			continue
+		}
+		s := sums[l.Services[0]]
+		if s == nil {
+			s = &sum{}
+			sums[l.Services[0]] = s
+		}
+		s.n += float64(l.History.Finished)
+		s.total += float64(l.History.Finished) * float64(l.Runs.Layer)
+	}
+	for _, l := range layers {
+		if len(l.Services) == 0 || l.Runs.Service > 0 {
+			continue
+		}
+		if s := sums[l.Services[0]]; s != nil {
+			l.Runs.Service = time.Duration(s.total / s.n)
+		}
+	}
+}
+
 // Reservation holds one host for a frame of a layer.
 type Reservation struct {
 	Layer     string // pk_layer of the reserving layer

@@ -50,6 +50,27 @@ func TestExpectedRun(t *testing.T) {
 	}
 }
 
+func TestFillServiceRuns(t *testing.T) {
+	t.Parallel()
+	mk := func(svc string, run time.Duration, finished int64) *match.Layer {
+		return &match.Layer{Services: []string{svc}, Runs: match.Runs{Layer: run}, History: match.History{Finished: finished}}
+	}
+	a, b := mk("render", 10*time.Minute, 3), mk("render", 30*time.Minute, 1)
+	fresh, other := mk("render", 0, 0), mk("comp", 0, 0)
+	known := mk("render", 0, 0)
+	known.Runs.Service = time.Minute
+	match.FillServiceRuns([]*match.Layer{a, b, fresh, other, known})
+	// (3 x 10m + 1 x 30m) / 4 = 15m for render's layers; comp has none.
+	for _, tc := range []struct {
+		l    *match.Layer
+		want time.Duration
+	}{{a, 15 * time.Minute}, {b, 15 * time.Minute}, {fresh, 15 * time.Minute}, {other, 0}, {known, time.Minute}} {
+		if tc.l.Runs.Service != tc.want {
+			t.Errorf("%v: service run %v, want %v", tc.l.Services, tc.l.Runs.Service, tc.want)
+		}
+	}
+}
+
 func TestBackfill(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

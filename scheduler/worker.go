@@ -367,6 +367,9 @@ func (s *Scheduler) pending(ctx context.Context, key cluster.Key) ([]*match.Laye
 		}
 		live = append(live, l)
 	}
+	if s.cfg.Reservations {
+		match.FillServiceRuns(live)
+	}
 	return live, nil
 }
 

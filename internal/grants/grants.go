@@ -66,6 +66,8 @@ var List = []Grant{
 	{Table, "public.host", update, "booking: idle resources (locked FOR UPDATE)"},
 	{Table, "public.layer_stat", update, "booking locks it; Cuebot's frame trigger moves its counts"},
 	{Table, "public.layer_mem", read, "memory from history: the most a layer's frames used"},
+	{Table, "public.layer_usage", read, "reservations: the mean run of a layer's finished frames"},
+	{Table, "public.job_usage", read, "reservations: the mean run of a job's finished frames"},
 	{Table, "public.job_stat", update, "booking locks it; Cuebot's frame trigger moves its counts"},
 	{Table, "public.frame", update, "booking: frame RUNNING, or back to WAITING"},
 	{Table, "public.proc", readWrite, "booking inserts it, compensation deletes it"},
