@@ -7,6 +7,7 @@
 package explain
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"github.com/cuesched/cuesched/internal/preflight"
 	"github.com/cuesched/cuesched/match"
 	"github.com/cuesched/cuesched/queue"
+	"github.com/cuesched/cuesched/reservation"
 )
 
 // Report is the explanation of one job, as --json prints it. Cores are
@@ -133,6 +135,8 @@ type Layer struct {
 	// Run is how long its frames are expected to run, with reservations
 	// on (Options.Reservations): what backfill judges by.
 	Run *Run `json:"expected_run,omitempty"`
+	// Reserved are the hosts reserved for it (cuesched.reservation).
+	Reserved []Reserved `json:"reserved,omitempty"`
 }
 
 // Memory is the memory a layer's frames would be booked with (memory from
@@ -373,12 +377,17 @@ SELECT j.pk_job, j.str_name, j.str_state, j.b_paused, j.pk_show, s.str_name, s.b
 		rep.Blocked = append(rep.Blocked, noWaitingReason(j.Frames))
 	}
 	now := time.Now()
+	var resv []match.Reservation
 	if opt.Reservations {
 		match.FillServiceRuns(live)
+		if resv, err = reservation.All(ctx, tx); err != nil {
+			return nil, err
+		}
 	}
 	res := match.Plan(live, hosts, usage, match.Options{
 		Now: now, Seed: 1, Policy: opt.Policy, Order: opt.Order,
 		SelfishServices: opt.SelfishServices, Allocs: allocs, Locality: opt.Locality, Memory: opt.Memory,
+		Reservations: resv,
 	})
 	byLayer := map[*match.Layer]*Layer{}
 	for _, el := range layers {
@@ -387,7 +396,7 @@ SELECT j.pk_job, j.str_name, j.str_state, j.b_paused, j.pk_show, s.str_name, s.b
 	for _, p := range res.Placements {
 		el := byLayer[p.Layer]
 		el.Placements = append(el.Placements, Placement{Frame: p.Frame.Name, Host: p.Host.Name, Size: resourcesOf(p.Size),
-			Why: warmWhy(&p, now)})
+			Why: cmp.Or(reservedWhy(&p, resv, now), warmWhy(&p, now))})
 	}
 	readable := names.replacer(rep)
 	for _, w := range res.Waits {
@@ -426,6 +435,7 @@ SELECT j.pk_job, j.str_name, j.str_state, j.b_paused, j.pk_show, s.str_name, s.b
 		o.Unplaced = len(el.layer.Frames) - len(o.Placements)
 		if opt.Reservations {
 			o.Run = expectedRun(el.layer)
+			o.Reserved = reservedFor(el.layer.ID, resv)
 		}
 		if mc := match.BookedMemory(el.layer, opt.Memory); mc.Why != "" {
 			h := el.layer.History
@@ -731,6 +741,13 @@ func (l *Layer) print(w io.Writer, blocked bool) {
 	}
 	if r := l.Run; r != nil {
 		fmt.Fprintf(w, "  %s\n", r.Why)
+	}
+	for _, r := range l.Reserved {
+		start := "an unknown start"
+		if r.Start != nil {
+			start = r.Start.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "  host %s reserved for it from %s\n", r.Host, start)
 	}
 	if l.StartAfter != nil {
 		fmt.Fprintf(w, "  starts after %s\n", l.StartAfter.Format(time.RFC3339))

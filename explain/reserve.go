@@ -28,3 +28,43 @@ func expectedRun(l *match.Layer) *Run {
 		"backfilled on a host another layer reserved only when that ends before the reservation's start",
 		d.Round(time.Second), from)}
 }
+
+// Reserved is a host reserved for a layer.
+type Reserved struct {
+	Host  string     `json:"host"`
+	Start *time.Time `json:"start,omitempty"` // nil: unknown
+}
+
+// reservedFor are the hosts rs reserves for the layer.
+func reservedFor(layerID string, rs []match.Reservation) []Reserved {
+	var out []Reserved
+	for _, r := range rs {
+		if r.Layer != layerID {
+			continue
+		}
+		x := Reserved{Host: r.HostName}
+		if !r.Start.IsZero() {
+			st := r.Start.UTC()
+			x.Start = &st
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// reservedWhy says which reservation holds a placement's host and why the
+// frame may go there, or "" when none does.
+func reservedWhy(p *match.Placement, rs []match.Reservation, now time.Time) string {
+	switch p.Use {
+	case match.UseHonoured:
+		return "reserved for this layer"
+	case match.UseBackfill:
+		for i := range rs {
+			if rs[i].Host == p.Host.ID {
+				_, why := match.Backfill(p.Layer, &rs[i], now)
+				return why
+			}
+		}
+	}
+	return ""
+}

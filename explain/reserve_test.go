@@ -63,4 +63,36 @@ func TestExpectedRunIsExplained(t *testing.T) {
 	if l, out := read(false); l.Run != nil || strings.Contains(out, "expected run") {
 		t.Errorf("reservations off: run %+v, printed:\n%s", l.Run, out)
 	}
+
+	// Which reservation holds the host, and whether r's frames backfill it.
+	var cl int32
+	if err := db.Pool.QueryRow(ctx, `INSERT INTO cuesched.cluster (key, kind, facility, bucket) VALUES ('t', 2, 'f', 0)
+		RETURNING id`).Scan(&cl); err != nil {
+		t.Fatal(err)
+	}
+	reserve := func(layer, in string) {
+		t.Helper()
+		if _, err := db.Pool.Exec(ctx, `DELETE FROM cuesched.reservation`); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Pool.Exec(ctx, `INSERT INTO cuesched.reservation (host_id, host_name, layer_id, layer_name,
+			starts_at, cluster_id, owner, epoch) SELECT pk_host, str_name, $1, 'wide', now() + $2::interval, $3, 1, 1 FROM host`,
+			layer, in, cl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reserve("wide", "2 hours")
+	if l, out := read(true); len(l.Placements) != 2 || !strings.Contains(out, "backfilled on host 127.13.2.1, reserved for layer wide") {
+		t.Errorf("a 45-minute run, the host reserved in 2 hours: placements %+v, printed:\n%s", l.Placements, out)
+	}
+	reserve("wide", "10 minutes")
+	if l, out := read(true); len(l.Placements) != 0 || l.Reason != "capacity" ||
+		!strings.Contains(l.Detail, "not backfilled: its expected run 45m0s (layer mean) ends after") {
+		t.Errorf("the host reserved in 10 minutes: placements %+v, wait %s %s, printed:\n%s", l.Placements, l.Reason, l.Detail, out)
+	}
+	reserve(s.Jobs["sim"].Layers["r"], "0 seconds")
+	if l, out := read(true); len(l.Placements) != 2 || len(l.Reserved) != 1 ||
+		!strings.Contains(out, "host 127.13.2.1 reserved for it from") || !strings.Contains(out, "reserved for this layer") {
+		t.Errorf("the host reserved for r: placements %+v, printed:\n%s", l.Placements, out)
+	}
 }

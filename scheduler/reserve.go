@@ -1,25 +1,46 @@
 package scheduler
 
 import (
+	"context"
 	"slices"
 	"time"
 
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/match"
+	"github.com/cuesched/cuesched/ownership"
 )
 
-// Reservations with backfill (match/reserve.go): after each round a cluster
-// plans its reservations from the layers it left waiting for capacity or
-// no-fit, and every cluster's next round honours them all (a host may be in
-// an allocation cluster and in tag buckets).
+// Reservations with backfill (match/reserve.go): before each round a
+// cluster plans its reservations from the layers its rounds left waiting for
+// capacity or no-fit, and every round honours every cluster's (a host may be
+// in an allocation cluster and in tag buckets owned by other instances).
+// With Deps.Reservations they live in the database: the owner writes its
+// cluster's behind the fence, a new owner starts from the rows it finds,
+// and every round reads them all.
 
 // resvState is one cluster's reservations and since when each of its
 // layers has waited for capacity or no-fit without a break.
 type resvState struct {
-	held  []match.Reservation
-	since map[string]time.Time
+	held   []match.Reservation
+	since  map[string]time.Time
+	loaded bool                // the rows of the database were read (a new owner's start)
+	saved  []match.Reservation // what the database holds of held, as last written
 }
+
+// resvRead is every cluster's reservations as last read from the
+// database, shared by the rounds for resvFresh.
+type resvRead struct {
+	at   time.Time
+	rows []match.Reservation
+}
+
+// resvFresh is how long a read of every reservation serves the rounds. A
+// round honours what it read; the booking's re-check reads the rows of its
+// hosts in its transaction, so a reservation a round did not see yet costs
+// a dropped placement, never a booking on a reserved host. A few dozen rows
+// read once a second, not once a round.
+const resvFresh = time.Second
 
 // reserving reports whether the loop plans reservations at all.
 func (s *Scheduler) reserving() bool {
@@ -27,10 +48,30 @@ func (s *Scheduler) reserving() bool {
 }
 
 // reservations are every cluster's reservations, for a round to honour
-// (nil when none).
-func (s *Scheduler) reservations() []match.Reservation {
+// (nil when none): the database's when it keeps them (a read every
+// resvFresh at most), else the loop's own.
+func (s *Scheduler) reservations(ctx context.Context) []match.Reservation {
 	if !s.reserving() {
 		return nil
+	}
+	if store := s.deps.Reservations; store != nil {
+		s.mu.Lock()
+		read := s.resvRead
+		s.mu.Unlock()
+		if now := s.cfg.Clock(); read.at.IsZero() || now.Sub(read.at) >= resvFresh {
+			rows, err := store.All(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Warn("read reservations: the round honours those read before", "err", err)
+				}
+				return read.rows
+			}
+			s.mu.Lock()
+			s.resvRead = resvRead{at: now, rows: rows}
+			s.mu.Unlock()
+			return rows
+		}
+		return read.rows
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -41,26 +82,51 @@ func (s *Scheduler) reservations() []match.Reservation {
 	return out
 }
 
-// Reservations returns every reservation the loop holds now (status and
-// tests read it).
-func (s *Scheduler) Reservations() []match.Reservation { return s.reservations() }
+// Reservations returns the reservations of the clusters this loop owns.
+func (s *Scheduler) Reservations() []match.Reservation {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []match.Reservation
+	for _, st := range s.resv {
+		out = append(out, st.held...)
+	}
+	return out
+}
 
 // reserve plans the cluster's reservations before a round, from the
 // layers the rounds before left waiting for capacity or no-fit (live: the
 // round's layers, with their waiting frames). Planned before the round, a
 // host that emptied since is reserved before narrower work draws it.
-func (s *Scheduler) reserve(key cluster.Key, live []*match.Layer) {
+func (s *Scheduler) reserve(ctx context.Context, c ownership.Claim, live []*match.Layer) {
 	if !s.reserving() {
 		return
 	}
-	now := s.cfg.Now()
-	left := make(map[string]int64, len(live))
+	key, store := c.Key, s.deps.Reservations
 	s.mu.Lock()
 	st := s.resv[key]
 	if st == nil {
 		st = &resvState{since: map[string]time.Time{}}
 		s.resv[key] = st
 	}
+	loaded := st.loaded
+	s.mu.Unlock()
+	if store != nil && !loaded {
+		// A new owner (or this one, started) takes the rows it finds:
+		// a previous owner's stand until they are dropped by the same rules.
+		rows, err := store.Load(ctx, c.ID)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("read the cluster's reservations: trying again next round", "cluster", key, "err", err)
+			}
+			return
+		}
+		s.mu.Lock()
+		st.held, st.saved, st.loaded = rows, rows, true
+		s.mu.Unlock()
+	}
+	now := s.cfg.Now()
+	left := make(map[string]int64, len(live))
+	s.mu.Lock()
 	var waiting []match.Waiting
 	for _, l := range live {
 		left[l.ID] = max(l.Waiting, int64(len(l.Frames)))
@@ -69,24 +135,83 @@ func (s *Scheduler) reserve(key cluster.Key, live []*match.Layer) {
 		}
 	}
 	var elsewhere []match.Reservation
-	for k, o := range s.resv {
-		if k != key {
-			elsewhere = append(elsewhere, o.held...)
+	if store != nil {
+		elsewhere = s.resvRead.rows
+	} else {
+		for k, o := range s.resv {
+			if k != key {
+				elsewhere = append(elsewhere, o.held...)
+			}
 		}
 	}
 	prev := st.held
 	s.mu.Unlock()
 
-	next, made := match.Reserve(prev, left, waiting, s.deps.Running, match.ReserveOptions{
+	running := s.deps.Running.Running(ctx)
+	next, made := match.Reserve(prev, left, waiting, running, match.ReserveOptions{
 		Now: now, After: s.cfg.ReservationAfter, TagFilter: s.tagFilter(key), Memory: s.cfg.Memory,
-		Elsewhere: elsewhere,
+		Elsewhere: others(elsewhere, prev),
 	})
+	if err := running.Err(); err != nil && ctx.Err() == nil {
+		s.log.Warn("read the frames running on hosts: their hosts are not reserved this round", "cluster", key,
+			"err", err)
+	}
 	s.mu.Lock()
 	st.held = next
+	saved := st.saved
 	s.mu.Unlock()
+	if store != nil && !sameReservations(saved, next) {
+		if err := store.Save(ctx, c.ID, s.deps.Owner.View().Instance, c.Epoch, next); err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("write the cluster's reservations: written again next round", "cluster", key, "err", err)
+			}
+		} else {
+			s.mu.Lock()
+			st.saved = next
+			s.resvRead = resvRead{} // read again, with these
+			s.mu.Unlock()
+		}
+	}
 	if len(made) > 0 && s.cfg.OnReserved != nil {
 		s.cfg.OnReserved(made)
 	}
+}
+
+// others are the reservations of rs on hosts own does not hold.
+func others(rs, own []match.Reservation) []match.Reservation {
+	if len(own) == 0 {
+		return rs
+	}
+	mine := make(map[string]bool, len(own))
+	for _, r := range own {
+		mine[r.Host] = true
+	}
+	var out []match.Reservation
+	for _, r := range rs {
+		if !mine[r.Host] {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// sameReservations reports whether a and b hold the same hosts for the
+// same layers from the same starts.
+func sameReservations(a, b []match.Reservation) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	m := make(map[string]match.Reservation, len(a))
+	for _, r := range a {
+		m[r.Host] = r
+	}
+	for _, r := range b {
+		o, ok := m[r.Host]
+		if !ok || o.Layer != r.Layer || !o.Start.Equal(r.Start) {
+			return false
+		}
+	}
+	return true
 }
 
 // reserved notes what a round did for the reservations: the layers it left

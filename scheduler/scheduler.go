@@ -87,16 +87,17 @@ type Scheduler struct {
 
 	topo chan struct{} // the set of clusters may have changed
 
-	mu      sync.Mutex
-	keyer   *cluster.Keyer
-	workers map[cluster.Key]*worker
-	owned   map[string]bool // pk_alloc of the allocation clusters owned
-	waits   map[cluster.Key][]match.Wait
-	reasons map[match.Reason]int // layers waiting over waits, by reason (the gauge)
-	resv    map[cluster.Key]*resvState
-	demand  *demand // tag pressure's demand, shared by the workers
-	sem     chan struct{}
-	seed    int64
+	mu       sync.Mutex
+	keyer    *cluster.Keyer
+	workers  map[cluster.Key]*worker
+	owned    map[string]bool // pk_alloc of the allocation clusters owned
+	waits    map[cluster.Key][]match.Wait
+	reasons  map[match.Reason]int // layers waiting over waits, by reason (the gauge)
+	resv     map[cluster.Key]*resvState
+	resvRead resvRead
+	demand   *demand // tag pressure's demand, shared by the workers
+	sem      chan struct{}
+	seed     int64
 	// stepped: the caller runs the workers' rounds (Drive), no goroutine.
 	stepped bool
 }

@@ -315,12 +315,12 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.P
 	if err != nil {
 		return out, err
 	}
-	s.reserve(c.Key, live) // with none live, drops the cluster's
+	s.reserve(ctx, c, live) // with none live, drops the cluster's
 	if len(live) == 0 {
 		s.setWaits(c.Key, nil)
 		return out, nil
 	}
-	res := s.plan(c.Key, live, *buf)
+	res := s.plan(c.Key, live, *buf, s.reservations(ctx))
 	defer func() {
 		// Cleared, so the array holds no layer or host of this round.
 		clear(res.Placements)
@@ -375,7 +375,8 @@ func (s *Scheduler) pending(ctx context.Context, key cluster.Key) ([]*match.Laye
 
 // plan matches the layers to the cluster's hosts (match.Plan), building the
 // placements in buf.
-func (s *Scheduler) plan(key cluster.Key, live []*match.Layer, buf []match.Placement) match.Result {
+func (s *Scheduler) plan(key cluster.Key, live []*match.Layer, buf []match.Placement,
+	resv []match.Reservation) match.Result {
 	s.mu.Lock()
 	keyer := s.keyer
 	s.seed++
@@ -383,7 +384,7 @@ func (s *Scheduler) plan(key cluster.Key, live []*match.Layer, buf []match.Place
 	s.mu.Unlock()
 	s.demand.refresh(s)
 	return match.Plan(live, s.deps.Hosts, s.deps.Caps, match.Options{
-		Reservations:    s.reservations(),
+		Reservations:    resv,
 		Now:             s.cfg.Now(),
 		Seed:            seed,
 		Policy:          s.cfg.Policy,

@@ -9,6 +9,7 @@ import (
 	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/match"
 	"github.com/cuesched/cuesched/ownership"
+	"github.com/cuesched/cuesched/scheduler"
 )
 
 // The loop's ports (scheduler.Deps) kept in memory by the simulation. The
@@ -248,6 +249,13 @@ func (b booker) Book(_ context.Context, c dispatch.Cluster, ps []match.Placement
 // running is match.Running over the simulation's hosts and the frames
 // running on each, each expected to run its layer's expected run.
 type running struct{ r *run }
+
+// Running implements scheduler.Running: one planning reads it all in
+// memory.
+func (p running) Running(context.Context) scheduler.RunningRead { return p }
+
+// Err implements scheduler.RunningRead: nothing fails.
+func (running) Err() error { return nil }
 
 func (p running) AllHosts(facility, tag string, visit func(match.Host) bool) {
 	for hi := range p.r.hosts {

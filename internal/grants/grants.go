@@ -85,6 +85,7 @@ var List = []Grant{
 	{Table, "cuesched.handover", readWrite, "handovers"},
 	{Table, "cuesched.cluster_wait", readWrite, "status"},
 	{Table, "cuesched.launch_outbox", readWrite, "the launch outbox"},
+	{Table, "cuesched.reservation", readWrite, "reservations: written by their cluster's owner, read by matching and the re-check"},
 	{Table, "cuesched.limit_change", read, "when limits were lowered, for the audit"},
 	{Sequence, "cuesched.instance_id_seq", []string{"USAGE"}, "instance ids"},
 	{Sequence, "cuesched.cluster_id_seq", []string{"USAGE"}, "cluster ids"},
