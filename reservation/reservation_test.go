@@ -207,3 +207,70 @@ func TestHonouredByASecondInstance(t *testing.T) {
 	}
 	audittest.Clean(t, db.Pool)
 }
+
+// hostList is reservation.Hosts over a view's hosts.
+type hostList []match.Host
+
+func (l hostList) AllHosts(facility, tag string, visit func(match.Host) bool) {
+	for _, h := range l {
+		if h.Facility == facility && slices.Contains(h.Tags, tag) && !visit(h) {
+			return
+		}
+	}
+}
+
+func (l hostList) Host(id string) (match.Host, bool) {
+	i := slices.IndexFunc(l, func(h match.Host) bool { return h.ID == id })
+	if i < 0 {
+		return match.Host{}, false
+	}
+	return l[i], true
+}
+
+// The frames running on hosts, as planning reads them: each proc's size,
+// when it was booked, and the mean run of its layer's finished frames, else
+// its job's.
+func TestRunningReadsTheProcs(t *testing.T) {
+	t.Parallel()
+	db := booktest.LoadFarm(t, booktest.SmallFarm(2, 1600, 1, 2, 2, 200))
+	ctx := t.Context()
+	v := booktest.ReadView(ctx, t, db.Pool)
+	ps := booktest.FirstFit(v, nil) // every frame on the first host
+	b := dispatch.NewBooker(dispatch.BookerConfig{Pool: db.Pool, Logger: slog.New(slog.DiscardHandler)})
+	if br, err := b.Book(ctx, dispatch.Cluster{ID: newCluster(t, db.Pool, "a")}, ps); err != nil || len(br.Booked) != 4 {
+		t.Fatalf("booked %v: %v", br.Booked, err)
+	}
+	l0 := ps[0].Layer
+	if _, err := db.Pool.Exec(ctx, `UPDATE layer_usage SET int_clock_time_success = 1800, int_frame_success_count = 3
+		WHERE pk_layer = $1`, l0.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO job_usage (pk_job_usage, pk_job, int_clock_time_success, int_frame_success_count)
+		VALUES ($1, $1, 7200, 4) ON CONFLICT (pk_job) DO UPDATE SET int_clock_time_success = 7200, int_frame_success_count = 4`,
+		l0.JobID); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now().Add(-time.Minute)
+	x := reservation.NewReader(db.Pool, hostList(v.Hosts)).Running(ctx)
+	var visited []string
+	x.AllHosts(v.Hosts[0].Facility, "gen", func(h match.Host) bool { visited = append(visited, h.ID); return true })
+	if len(visited) != 2 {
+		t.Fatalf("visited %v", visited)
+	}
+	got := x.Procs(ps[0].Host.ID)
+	runs := map[time.Duration]int{}
+	for _, p := range got {
+		if p.Size.Cores != 200 || p.Size.Mem != ps[0].Size.Mem || p.Started.Before(before) {
+			t.Errorf("proc %+v", p)
+		}
+		runs[p.Run]++
+	}
+	// l0's two frames: its own mean, 10 minutes; l1's: the job's, 30.
+	if len(got) != 4 || runs[10*time.Minute] != 2 || runs[30*time.Minute] != 2 || x.Err() != nil {
+		t.Errorf("procs %+v (err %v): want two of 10m and two of 30m", got, x.Err())
+	}
+	if other := x.Procs(v.Hosts[1].ID); len(other) != 0 {
+		t.Errorf("the idle host runs %+v", other)
+	}
+	audittest.Clean(t, db.Pool)
+}

@@ -80,7 +80,7 @@ func printStatus(w io.Writer, r status.Report) {
 	fmt.Fprintf(w, "%d pending layers, %d waiting frames, %d clusters, %d unowned\n",
 		r.Layers, r.Frames, len(r.Clusters), r.Unowned)
 	if r.Reserved > 0 {
-		fmt.Fprintf(w, "%d hosts reserved for %d layers (explain --job names them)\n", r.Reserved, r.ReservedLayers)
+		fmt.Fprintf(w, "reserved hosts: %d, for %d layers (explain --job names them)\n", r.Reserved, r.ReservedLayers)
 	}
 	fmt.Fprintln(w)
 
