@@ -286,10 +286,11 @@ func Reserve(prev []Reservation, live map[string]int64, waiting []Waiting, runni
 		return cmp.Or(cmp.Compare(b.Layer.Priority, a.Layer.Priority), a.Since.Compare(b.Since),
 			cmp.Compare(a.Layer.ID, b.Layer.ID))
 	})
+	fresh := map[string]bool{} // hosts reserved by this call
 	reserve := func(w Waiting, c freeing, at int) {
 		r := Reservation{Layer: w.Layer.ID, LayerName: w.Layer.Name, Host: c.host.ID, HostName: c.host.Name,
 			Start: c.start, Made: opt.Now}
-		taken[r.Host] = true
+		taken[r.Host], fresh[r.Host] = true, true
 		if at >= 0 {
 			taken[next[at].Host] = false
 			next[at] = r
@@ -303,9 +304,16 @@ func Reserve(prev []Reservation, live map[string]int64, waiting []Waiting, runni
 		id := w.Layer.ID
 		switch {
 		case held[id] > 0:
-			// A host with room now is better than the latest of its own.
+			// A host with room now is better than the latest of its own
+			// (one late is the latest it could be: it has no room yet).
 			for _, c := range soonest(w.Layer, live[id], running, taken, true, opt) {
-				reserve(w, c, latest(next, id))
+				at := -1
+				if held[id] >= live[id] {
+					if at = latest(next, id, fresh); at < 0 {
+						break
+					}
+				}
+				reserve(w, c, at)
 			}
 		case len(held) >= opt.Max:
 			// A host with room now is taken this round: the bound is on
@@ -336,12 +344,12 @@ func startNow(r Reservation, l *Layer, running Running, opt ReserveOptions) time
 }
 
 // latest is the index in rs of the layer's reservation starting last, an
-// unknown start the latest (the layer holds one).
-func latest(rs []Reservation, layer string) int {
+// unknown start the latest, of those not on a fresh host; -1 when none.
+func latest(rs []Reservation, layer string, fresh map[string]bool) int {
 	best := -1
 	for i := range rs {
 		r := &rs[i]
-		if r.Layer != layer {
+		if r.Layer != layer || fresh[r.Host] {
 			continue
 		}
 		if best < 0 || !rs[best].Start.IsZero() && (r.Start.IsZero() || r.Start.After(rs[best].Start)) {

@@ -225,6 +225,15 @@ func TestReserve(t *testing.T) {
 			t.Errorf("kept %+v, made %+v: want h5 (empty) in place of h2", kept, made)
 		}
 	})
+	t.Run("a host with room now replaces one made before, not one made with it", func(t *testing.T) {
+		rn := farm()
+		rn.hosts = append(rn.hosts, host("h5", 1600), host("h6", 1600))
+		held := []match.Reservation{{Layer: "wide", Host: "h1", Start: now.Add(-time.Minute), Made: now.Add(-time.Hour)}}
+		kept, made := match.Reserve(held, map[string]int64{"wide": 1}, waited, rn, opt)
+		if len(made) != 1 || len(kept) != 1 || kept[0].Host != "h5" {
+			t.Errorf("kept %+v, made %+v: want h5 in place of h1 (late), h6 left", kept, made)
+		}
+	})
 	t.Run("bounded and elsewhere", func(t *testing.T) {
 		rn := farm()
 		other := *wide
