@@ -109,7 +109,7 @@ func (p *planner) visitWarm(h Host) bool {
 	}
 	var ok bool
 	if c.size, ok = Size(hp, l, ls.self); !ok || !fitsIdle(hp, c.size) || !p.capsOn(ls, hp, c.size) ||
-		!p.reservedOK(ls, c) {
+		p.resv != nil && !p.reservedOK(ls, c) {
 		return true
 	}
 	c.cost = p.policy.Cost(hp, c.size)

@@ -110,14 +110,12 @@ func Backfill(l *Layer, r *Reservation, now time.Time) (ok bool, why string) {
 		r.HostName, r.LayerName, r.Start.UTC().Format(time.RFC3339), d.Round(time.Second), from)
 }
 
-// reservedOK checks a candidate host against the round's reservations; it
+// reservedOK checks a candidate host against the round's reservations
+// (callers test p.resv first: a round without any pays no call); it
 // records in c.use what placing there would be, and the first refusal for
 // the layer's wait detail.
 func (p *planner) reservedOK(ls *layerState, c *candidate) bool {
 	c.use = UseNone
-	if p.resv == nil {
-		return true
-	}
 	r, held := p.resv[c.host.ID]
 	switch {
 	case !held:
