@@ -195,7 +195,7 @@ func lockAndRead(ctx context.Context, tx pgx.Tx, ps []match.Placement) (*lockedS
 			var id string
 			var r reservedHost
 			var start *time.Time
-			if err := rows.Scan(&id, &r.layer, &r.layerName, &start); err != nil {
+			if err := rows.Scan(&id, &r.layer, &r.layerName, &start, &r.made); err != nil {
 				return fmt.Errorf("read reservations: %w", err)
 			}
 			if start != nil {
@@ -217,7 +217,7 @@ func lockAndRead(ctx context.Context, tx pgx.Tx, ps []match.Placement) (*lockedS
 // planned without this booking's frame, which may make it late; a late
 // reservation is dropped after its margin like any other.
 const sqlReadReservations = `
-		SELECT host_id, layer_id, layer_name, starts_at FROM cuesched.reservation WHERE host_id = ANY($1::text[])`
+		SELECT host_id, layer_id, layer_name, starts_at, created_at FROM cuesched.reservation WHERE host_id = ANY($1::text[])`
 
 // The booking's writes (package writeset), in the lock order. Every row
 // they touch is locked already, so none of them waits, and the guard

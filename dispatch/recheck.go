@@ -28,7 +28,7 @@ type lockedState struct {
 // unknown).
 type reservedHost struct {
 	layer, layerName string
-	start            time.Time
+	start, made      time.Time
 }
 
 type showAlloc struct{ show, alloc string }
@@ -152,8 +152,8 @@ func recheck(ps []match.Placement, st *lockedState, allowed func(string) bool) (
 			// end before the reservation starts (match.Backfill), judged
 			// at the transaction's time.
 			resv := match.Reservation{Layer: r.layer, LayerName: r.layerName, Host: p.Host.ID, HostName: h.name,
-				Start: r.start}
-			if ok, why := match.Backfill(l, &resv, st.now); !ok {
+				Start: r.start, Made: r.made}
+			if ok, why := match.Backfill(l, &resv, st.now); !ok && !match.Expired(&resv, st.now) {
 				return DropReserved, why
 			}
 		}

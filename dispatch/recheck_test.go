@@ -82,6 +82,10 @@ func TestRecheck(t *testing.T) {
 			st.reserved["h"] = reservedHost{layer: "wide", layerName: "wide", start: time.Unix(5000+3600, 0)}
 			l.Runs.Layer = 30 * time.Minute
 		}, frames: []string{"f1"}, kept: []string{"f1"}},
+		{name: "reserved, expired", change: func(st *lockedState, _ *match.Layer, _ *match.Host) {
+			st.now = time.Unix(5000, 0)
+			st.reserved["h"] = reservedHost{layer: "wide", layerName: "wide", start: time.Unix(5000, 0).Add(-time.Hour)}
+		}, frames: []string{"f1"}, kept: []string{"f1"}},
 		{name: "reserved for its own layer", change: func(st *lockedState, _ *match.Layer, _ *match.Host) {
 			st.reserved["h"] = reservedHost{layer: "l", layerName: "l"}
 		}, frames: []string{"f1"}, kept: []string{"f1"}},

@@ -291,7 +291,7 @@ func newPlanner(hosts Hosts, caps Caps, opt Options) *planner {
 		p.warmer, p.warmFn = w, p.visitWarm
 	}
 	p.best, p.second, p.spare = &p.slots[0], &p.slots[1], &p.slots[2]
-	p.resv = indexReservations(opt.Reservations)
+	p.resv = indexReservations(opt.Reservations, opt.Now)
 	return p
 }
 

@@ -135,13 +135,29 @@ func (p *planner) reservedOK(ls *layerState, c *candidate) bool {
 	return false
 }
 
-// indexReservations makes the round's host -> reservation map (nil: none).
-func indexReservations(rs []Reservation) map[string]*Reservation {
-	if len(rs) == 0 {
-		return nil
+// Expired reports whether r is ReserveMargin past its start (its making,
+// for an unknown start) at now: its owner drops it at its next planning,
+// and until then nobody honours it, so a reservation whose owner stopped
+// planning (its cluster idle, or owned by nobody) holds no host for long.
+func Expired(r *Reservation, now time.Time) bool {
+	ref := r.Start
+	if ref.IsZero() {
+		ref = r.Made
 	}
-	m := make(map[string]*Reservation, len(rs))
+	return !now.IsZero() && now.After(ref.Add(ReserveMargin))
+}
+
+// indexReservations makes the round's host -> reservation map of those not
+// expired at now (nil: none).
+func indexReservations(rs []Reservation, now time.Time) map[string]*Reservation {
+	var m map[string]*Reservation
 	for i := range rs {
+		if Expired(&rs[i], now) {
+			continue
+		}
+		if m == nil {
+			m = make(map[string]*Reservation, len(rs))
+		}
 		m[rs[i].Host] = &rs[i]
 	}
 	return m

@@ -71,6 +71,24 @@ func TestFillServiceRuns(t *testing.T) {
 	}
 }
 
+func TestExpired(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 1, 1, 1, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		r    match.Reservation
+		want bool
+	}{
+		{match.Reservation{Start: now.Add(-match.ReserveMargin)}, false},
+		{match.Reservation{Start: now.Add(-match.ReserveMargin - time.Second)}, true},
+		{match.Reservation{Made: now.Add(-match.ReserveMargin + time.Second)}, false}, // unknown start: by its making
+		{match.Reservation{Made: now.Add(-time.Hour)}, true},
+	} {
+		if got := match.Expired(&tc.r, now); got != tc.want {
+			t.Errorf("%+v: expired %v, want %v", tc.r, got, tc.want)
+		}
+	}
+}
+
 func TestBackfill(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)

@@ -22,6 +22,9 @@ CREATE TABLE cuesched.reservation (
     cluster_id integer     NOT NULL REFERENCES cuesched.cluster (id) ON DELETE CASCADE,
     owner      integer     NOT NULL,     -- cuesched.instance.id of the writer
     epoch      bigint      NOT NULL,     -- the cluster's epoch the writer held
+    -- when it was made (again, after it expired: match.Expired); nobody
+    -- honours it ReserveMargin after its start, or its making for an
+    -- unknown start
     created_at timestamptz NOT NULL DEFAULT current_timestamp
 );
 

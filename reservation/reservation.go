@@ -94,16 +94,20 @@ func (s *Store) Load(ctx context.Context, clusterID int32) ([]match.Reservation,
 }
 
 // Save makes rs the cluster's reservations, written by instance owner at
-// the cluster's epoch, in one transaction behind the fence: the cluster's
+// the cluster's epoch with when each was made (created_at: Made, now when
+// zero), in one transaction behind the fence: the cluster's
 // other rows are deleted, and a host another cluster's row holds is left to
 // it (the first reservation of a host stands). An error wrapping the
 // fence's means another instance owns the cluster now: nothing was written.
 func (s *Store) Save(ctx context.Context, clusterID, owner int32, epoch int64, rs []match.Reservation) error {
 	n := len(rs)
 	hosts, hostNames, layers, layerNames := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	starts := make([]*time.Time, n)
+	starts, made := make([]*time.Time, n), make([]time.Time, n)
 	for i, r := range rs {
-		hosts[i], hostNames[i], layers[i], layerNames[i] = r.Host, r.HostName, r.Layer, r.LayerName
+		hosts[i], hostNames[i], layers[i], layerNames[i], made[i] = r.Host, r.HostName, r.Layer, r.LayerName, r.Made
+		if made[i].IsZero() {
+			made[i] = time.Now()
+		}
 		if !r.Start.IsZero() {
 			st := r.Start
 			starts[i] = &st
@@ -116,15 +120,14 @@ func (s *Store) Save(ctx context.Context, clusterID, owner int32, epoch int64, r
 		}
 		b.Queue(`DELETE FROM cuesched.reservation WHERE cluster_id = $1 AND host_id <> ALL($2::text[])`, clusterID, hosts)
 		b.Queue(`
-INSERT INTO cuesched.reservation (host_id, host_name, layer_id, layer_name, starts_at, cluster_id, owner, epoch)
-SELECT h, hn, l, ln, st, $6, $7, $8
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS r(h, hn, l, ln, st)
+INSERT INTO cuesched.reservation (host_id, host_name, layer_id, layer_name, starts_at, cluster_id, owner, epoch, created_at)
+SELECT h, hn, l, ln, st, $6, $7, $8, m
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $9::timestamptz[]) AS r(h, hn, l, ln, st, m)
     ON CONFLICT (host_id) DO UPDATE
    SET host_name = EXCLUDED.host_name, layer_id = EXCLUDED.layer_id, layer_name = EXCLUDED.layer_name,
-       starts_at = EXCLUDED.starts_at, owner = EXCLUDED.owner, epoch = EXCLUDED.epoch,
-       created_at = CASE WHEN reservation.layer_id = EXCLUDED.layer_id THEN reservation.created_at
-                         ELSE EXCLUDED.created_at END
- WHERE reservation.cluster_id = EXCLUDED.cluster_id`, hosts, hostNames, layers, layerNames, starts, clusterID, owner, epoch)
+       starts_at = EXCLUDED.starts_at, owner = EXCLUDED.owner, epoch = EXCLUDED.epoch, created_at = EXCLUDED.created_at
+ WHERE reservation.cluster_id = EXCLUDED.cluster_id`, hosts, hostNames, layers, layerNames, starts, clusterID, owner, epoch,
+			made)
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("write %d reservations of cluster %d: %w", n, clusterID, err)
 		}

@@ -196,7 +196,8 @@ func others(rs, own []match.Reservation) []match.Reservation {
 }
 
 // sameReservations reports whether a and b hold the same hosts for the
-// same layers from the same starts.
+// same layers from the same starts, made at the same times (a reservation
+// made again must be written again: others judge it expired by its making).
 func sameReservations(a, b []match.Reservation) bool {
 	if len(a) != len(b) {
 		return false
@@ -207,7 +208,7 @@ func sameReservations(a, b []match.Reservation) bool {
 	}
 	for _, r := range b {
 		o, ok := m[r.Host]
-		if !ok || o.Layer != r.Layer || !o.Start.Equal(r.Start) {
+		if !ok || o.Layer != r.Layer || !o.Start.Equal(r.Start) || !o.Made.Equal(r.Made) {
 			return false
 		}
 	}
