@@ -82,17 +82,6 @@ func (s *Scheduler) reservations(ctx context.Context) []match.Reservation {
 	return out
 }
 
-// Reservations returns the reservations of the clusters this loop owns.
-func (s *Scheduler) Reservations() []match.Reservation {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []match.Reservation
-	for _, st := range s.resv {
-		out = append(out, st.held...)
-	}
-	return out
-}
-
 // reserve plans the cluster's reservations before a round, from the
 // layers the rounds before left waiting for capacity or no-fit (live: the
 // round's layers, with their waiting frames). Planned before the round, a

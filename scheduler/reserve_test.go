@@ -12,12 +12,11 @@ import (
 	"github.com/cuesched/cuesched/scheduler/schedulertest"
 )
 
-// store is scheduler.Reservations in memory: rows by cluster, every Save
-// recorded.
+// store is scheduler.Reservations in memory: rows by cluster; saved is
+// signalled at each Save.
 type store struct {
 	mu    sync.Mutex
 	rows  map[int32][]match.Reservation
-	saves []int32 // the clusters saved, in order
 	saved chan struct{}
 }
 
@@ -41,7 +40,6 @@ func (s *store) Save(_ context.Context, id, _ int32, _ int64, rs []match.Reserva
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.rows[id] = slices.Clone(rs)
-	s.saves = append(s.saves, id)
 	select {
 	case s.saved <- struct{}{}:
 	default:
