@@ -309,7 +309,7 @@ type attemptResult struct {
 	booked  []Booking
 	dropped []Drop
 	lsn     pglogrepl.LSN
-	lsnErr  error // the commit's position could not be read: lsn is zero
+	lsnErr  error     // the commit's position could not be read: lsn is zero
 	began   time.Time // past the show gate: the transaction's begin
 }
 

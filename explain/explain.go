@@ -387,7 +387,7 @@ SELECT j.pk_job, j.str_name, j.str_state, j.b_paused, j.pk_show, s.str_name, s.b
 	res := match.Plan(live, hosts, usage, match.Options{
 		Now: now, Seed: 1, Policy: opt.Policy, Order: opt.Order,
 		SelfishServices: opt.SelfishServices, Allocs: allocs, Locality: opt.Locality, Memory: opt.Memory,
-		Reservations: resv,
+		Reservations: match.NewReservationSet(resv),
 	})
 	byLayer := map[*match.Layer]*Layer{}
 	for _, el := range layers {

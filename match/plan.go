@@ -65,7 +65,7 @@ type Options struct {
 	Memory Memory
 	// Reservations hold hosts for the layers that reserved them
 	// (reserve.go): another layer's frame goes there only as a backfill.
-	Reservations []Reservation
+	Reservations *ReservationSet
 	// Buffer, when not nil, is where Result.Placements is built (from length
 	// 0): a caller done with an earlier round's placements hands the slice
 	// back so a round in steady state allocates nothing for its result.
@@ -164,9 +164,9 @@ type planner struct {
 	warmFn        func(Host) bool
 	warmWon       bool
 	bestWarmKnown bool
-	// resv is Options.Reservations by host (nil: none); resvRefused: the
-	// layer's search passed a reserved host by (resvWhy says why).
-	resv        map[string]*Reservation
+	// resv is Options.Reservations (nil: none); resvRefused: the layer's
+	// search passed a reserved host by (resvWhy says why).
+	resv        *ReservationSet
 	resvRefused bool
 	resvWhy     string
 }
@@ -247,6 +247,9 @@ type shapeState struct {
 	reason    Reason
 	detail    string
 	plainNone bool // no host without GPUs fits: GPU hosts need not be avoided
+	// resv: a layer of the shape found no host but reserved ones it could
+	// not backfill (reserve.go, resvFailed).
+	resv resvMemo
 }
 
 type showState struct {
@@ -291,7 +294,7 @@ func newPlanner(hosts Hosts, caps Caps, opt Options) *planner {
 		p.warmer, p.warmFn = w, p.visitWarm
 	}
 	p.best, p.second, p.spare = &p.slots[0], &p.slots[1], &p.slots[2]
-	p.resv = indexReservations(opt.Reservations, opt.Now)
+	p.resv = opt.Reservations
 	return p
 }
 
@@ -595,6 +598,9 @@ func (p *planner) placeOne(ls *layerState) bool {
 		ls.setWait(ReasonCap, detail)
 		return false
 	}
+	if p.resvFailed(ls) {
+		return false
+	}
 	for range takeAttempts {
 		p.search(ls)
 		if !p.found {
@@ -792,10 +798,9 @@ func (p *planner) explain(ls *layerState) {
 		return
 	}
 	if p.resvRefused {
-		// Capacity held for another layer (reserve.go). Another layer of
-		// the shape may hold the reservation or backfill: the failure is
-		// this layer's alone, not the shape's.
-		ls.setWait(ReasonCapacity, p.resvWhy)
+		// Capacity held for another layer (reserve.go): the failure is
+		// the shape's only for layers that could backfill no more.
+		p.resvFail(ls)
 		return
 	}
 	sh := ls.shape

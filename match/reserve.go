@@ -3,6 +3,7 @@ package match
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 )
@@ -27,14 +28,17 @@ type Runs struct {
 // ExpectedRun is how long a frame of l is expected to run: the mean of its
 // layer's finished frames, else its job's, else its service's; from names
 // which, "" with ok false when none is known.
-func ExpectedRun(l *Layer) (d time.Duration, from string, ok bool) {
+func ExpectedRun(l *Layer) (d time.Duration, from string, ok bool) { return l.Runs.Expected() }
+
+// Expected is ExpectedRun of a layer with these runs.
+func (r Runs) Expected() (d time.Duration, from string, ok bool) {
 	switch {
-	case l.Runs.Layer > 0:
-		return l.Runs.Layer, "layer", true
-	case l.Runs.Job > 0:
-		return l.Runs.Job, "job", true
-	case l.Runs.Service > 0:
-		return l.Runs.Service, "service", true
+	case r.Layer > 0:
+		return r.Layer, "layer", true
+	case r.Job > 0:
+		return r.Job, "job", true
+	case r.Service > 0:
+		return r.Service, "service", true
 	}
 	return 0, "", false
 }
@@ -91,9 +95,15 @@ const (
 	UseBackfill     // another layer's frame, expected to end before the start
 )
 
-// Backfill reports whether a frame of l may run on a host r holds at now:
-// only when its expected run ends before r's start. why says which way and
-// why, for explain.
+// CanBackfill reports whether a frame of l may run on a host r holds at
+// now: only when its expected run is known and ends by r's start (known).
+func CanBackfill(l *Layer, r *Reservation, now time.Time) bool {
+	d, _, known := l.Runs.Expected()
+	return known && !r.Start.IsZero() && !now.Add(d).After(r.Start)
+}
+
+// Backfill is CanBackfill, with which way and why for explain and the wait
+// details (it formats: matching calls it for a refusal it reports only).
 func Backfill(l *Layer, r *Reservation, now time.Time) (ok bool, why string) {
 	d, from, known := ExpectedRun(l)
 	switch {
@@ -116,21 +126,21 @@ func Backfill(l *Layer, r *Reservation, now time.Time) (ok bool, why string) {
 // the layer's wait detail.
 func (p *planner) reservedOK(ls *layerState, c *candidate) bool {
 	c.use = UseNone
-	r, held := p.resv[c.host.ID]
+	r, held := p.resv.On(c.host.ID)
 	switch {
-	case !held:
+	case !held || Expired(r, p.opt.Now):
 		return true
 	case r.Layer == ls.l.ID:
 		c.use = UseHonoured
 		return true
 	}
-	ok, why := Backfill(ls.l, r, p.opt.Now)
-	if ok {
+	if CanBackfill(ls.l, r, p.opt.Now) {
 		c.use = UseBackfill
 		return true
 	}
 	if !p.resvRefused {
-		p.resvRefused, p.resvWhy = true, why
+		_, p.resvWhy = Backfill(ls.l, r, p.opt.Now)
+		p.resvRefused = true
 	}
 	return false
 }
@@ -147,20 +157,92 @@ func Expired(r *Reservation, now time.Time) bool {
 	return !now.IsZero() && now.After(ref.Add(ReserveMargin))
 }
 
-// indexReservations makes the round's host -> reservation map of those not
-// expired at now (nil: none).
-func indexReservations(rs []Reservation, now time.Time) map[string]*Reservation {
-	var m map[string]*Reservation
-	for i := range rs {
-		if Expired(&rs[i], now) {
-			continue
-		}
-		if m == nil {
-			m = make(map[string]*Reservation, len(rs))
-		}
-		m[rs[i].Host] = &rs[i]
+// resvMemo is a shape's failure to find a host other than reserved ones it
+// could not backfill: a later layer of the shape fails the same way unless
+// it holds a reservation itself or is expected to run shorter (capacity
+// only shrinks within a round). Without it every layer of a shape walks
+// the index again, which on a busy farm made rounds several times dearer.
+type resvMemo struct {
+	failed bool
+	run    time.Duration // the expected run it failed with; maxRun unknown
+	detail string
+}
+
+const maxRun = time.Duration(math.MaxInt64)
+
+// runOf is l's expected run, maxRun when unknown.
+func runOf(l *Layer) time.Duration {
+	if d, _, ok := l.Runs.Expected(); ok {
+		return d
 	}
-	return m
+	return maxRun
+}
+
+// resvFail records that the layer's search failed only past reserved
+// hosts.
+func (p *planner) resvFail(ls *layerState) {
+	m := &ls.shape.resv
+	if run := runOf(ls.l); !m.failed || run < m.run {
+		m.failed, m.run, m.detail = true, run, p.resvWhy
+	}
+	ls.setWait(ReasonCapacity, p.resvWhy)
+}
+
+// resvFailed reports whether the layer fails as a layer of its shape did:
+// it holds no reservation and runs no shorter.
+func (p *planner) resvFailed(ls *layerState) bool {
+	m := &ls.shape.resv
+	if !m.failed || p.resv.Holds(ls.l.ID) || runOf(ls.l) < m.run {
+		return false
+	}
+	ls.setWait(ReasonCapacity, m.detail)
+	return true
+}
+
+// ReservationSet is reservations by host, built once and shared, read
+// only, by the rounds that honour them (Options.Reservations) and the
+// plannings that keep off their hosts (ReserveOptions.Elsewhere): a busy
+// farm's rounds each indexing hundreds of them spent more than matching.
+type ReservationSet struct {
+	list      []Reservation
+	byHost    map[string]*Reservation
+	reserving map[string]bool // the layers holding any
+}
+
+// NewReservationSet indexes rs (one a host: the first stands); nil when
+// there are none.
+func NewReservationSet(rs []Reservation) *ReservationSet {
+	if len(rs) == 0 {
+		return nil
+	}
+	s := &ReservationSet{list: rs, byHost: make(map[string]*Reservation, len(rs)), reserving: map[string]bool{}}
+	for i := range rs {
+		if _, dup := s.byHost[rs[i].Host]; !dup {
+			s.byHost[rs[i].Host] = &rs[i]
+			s.reserving[rs[i].Layer] = true
+		}
+	}
+	return s
+}
+
+// On is the reservation of a host.
+func (s *ReservationSet) On(host string) (*Reservation, bool) {
+	if s == nil {
+		return nil, false
+	}
+	r, ok := s.byHost[host]
+	return r, ok
+}
+
+// Holds reports whether the layer holds any reservation.
+func (s *ReservationSet) Holds(layer string) bool { return s != nil && s.reserving[layer] }
+
+// All is every reservation of the set, not to be modified.
+func (s *ReservationSet) All() []Reservation {
+	if s == nil {
+		return nil
+	}
+	return s.list
 }
 
 // Proc is a frame running on a host, as reservations judge when it ends.
@@ -218,9 +300,9 @@ type ReserveOptions struct {
 	// TagFilter and Memory are the round's (Options).
 	TagFilter func(facility, tag string) bool
 	Memory    Memory
-	// Elsewhere are reservations of other clusters: their hosts are not
-	// reserved again.
-	Elsewhere []Reservation
+	// Elsewhere are every cluster's reservations: their hosts are not
+	// reserved again, but for the planning's own (prev).
+	Elsewhere *ReservationSet
 }
 
 const (
@@ -228,6 +310,11 @@ const (
 	// default: a few, so reserved hosts held idle stay a small share of a
 	// farm and a round's host walks for them stay few.
 	MaxReserving = 8
+	// MaxHostsPerLayer bounds the hosts one layer reserves, whatever its
+	// waiting frames: reserved hosts refuse most work, and a layer of
+	// hundreds of frames reserving a host each held a busy farm's hosts from
+	// everything else (and made every walk of the index long).
+	MaxHostsPerLayer = 8
 	// ReserveMargin is how late a reservation may be before it is dropped
 	// (and made again if its layer still waits): run times vary about their
 	// mean.
@@ -254,18 +341,40 @@ func Threshold(l *Layer, mean float64, after time.Duration) time.Duration {
 // soonest; one that holds some trades the latest of them for a host with
 // room now, should one have emptied (before the round, so narrower work does
 // not draw it first). made is the reservations new this time.
-func Reserve(prev []Reservation, live map[string]int64, waiting []Waiting, running Running,
-	opt ReserveOptions) (next, made []Reservation) {
+//
+// Hosts with room now are found by a walk of the index (hosts); judging
+// when busy hosts will have room reads every host of a tag and its frames
+// (running), which a caller does only now and then: with running nil,
+// Reserve keeps, drops and trades for hosts with room now, and works out
+// no start. judged reports whether it read running.
+func Reserve(prev []Reservation, live map[string]int64, waiting []Waiting, hosts Hosts, running Running,
+	opt ReserveOptions) (next, made []Reservation, judged bool) {
 	if opt.Max <= 0 {
 		opt.Max = MaxReserving
 	}
 	if opt.Margin <= 0 {
 		opt.Margin = ReserveMargin
 	}
+	// Each layer reserves a host per waiting frame, MaxHostsPerLayer at most.
+	want := make(map[string]int64, len(live))
+	for id, n := range live {
+		want[id] = min(n, MaxHostsPerLayer)
+	}
+	live = want
 	held := map[string]int64{} // hosts kept per layer
+	own := make(map[string]bool, len(prev))
+	for _, r := range prev {
+		own[r.Host] = true
+	}
+	// taken: hosts this planning holds (true) or let go (false), else
+	// those another cluster holds.
 	taken := map[string]bool{}
-	for _, r := range opt.Elsewhere {
-		taken[r.Host] = true
+	isTaken := func(host string) bool {
+		if t, ok := taken[host]; ok {
+			return t
+		}
+		_, other := opt.Elsewhere.On(host)
+		return other && !own[host]
 	}
 	waits := make(map[string]*Layer, len(waiting))
 	for _, w := range waiting {
@@ -276,11 +385,11 @@ func Reserve(prev []Reservation, live map[string]int64, waiting []Waiting, runni
 		if ref.IsZero() {
 			ref = r.Made
 		}
-		if held[r.Layer] >= live[r.Layer] || opt.Now.After(ref.Add(opt.Margin)) || taken[r.Host] {
+		if held[r.Layer] >= live[r.Layer] || opt.Now.After(ref.Add(opt.Margin)) || isTaken(r.Host) {
 			continue
 		}
-		if l := waits[r.Layer]; l != nil && r.Start.IsZero() {
-			r.Start = startNow(r, l, running, opt)
+		if l := waits[r.Layer]; l != nil && r.Start.IsZero() && running != nil {
+			r.Start, judged = startNow(r, l, running, opt), true
 		}
 		held[r.Layer]++
 		taken[r.Host] = true
@@ -320,7 +429,7 @@ func Reserve(prev []Reservation, live map[string]int64, waiting []Waiting, runni
 		case held[id] > 0:
 			// A host with room now is better than the latest of its own
 			// (one late is the latest it could be: it has no room yet).
-			for _, c := range soonest(w.Layer, live[id], running, taken, true, opt) {
+			for _, c := range roomNow(w.Layer, live[id], hosts, isTaken, opt) {
 				at := -1
 				if held[id] >= live[id] {
 					if at = latest(next, id, fresh); at < 0 {
@@ -329,19 +438,20 @@ func Reserve(prev []Reservation, live map[string]int64, waiting []Waiting, runni
 				}
 				reserve(w, c, at)
 			}
-		case len(held) >= opt.Max:
+		case len(held) >= opt.Max || running == nil:
 			// A host with room now is taken this round: the bound is on
 			// the hosts held waiting.
-			for _, c := range soonest(w.Layer, live[id], running, taken, true, opt) {
+			for _, c := range roomNow(w.Layer, live[id], hosts, isTaken, opt) {
 				reserve(w, c, -1)
 			}
 		default:
-			for _, c := range soonest(w.Layer, live[id], running, taken, false, opt) {
+			judged = true
+			for _, c := range soonest(w.Layer, live[id], running, isTaken, opt) {
 				reserve(w, c, -1)
 			}
 		}
 	}
-	return next, made
+	return next, made, judged
 }
 
 // startNow is the start of l's reservation r whose start was unknown, as
@@ -351,7 +461,7 @@ func startNow(r Reservation, l *Layer, running Running, opt ReserveOptions) time
 	if !ok {
 		return time.Time{}
 	}
-	if f, ok := freeAt(h, sized(l, opt.Memory), running, opt.Now, false); ok {
+	if f, ok := freeAt(h, sized(l, opt.Memory), running, opt.Now); ok {
 		return f.start
 	}
 	return time.Time{}
@@ -380,10 +490,36 @@ type freeing struct {
 	rank  time.Time // the order of hosts of unknown start: the last start they wait for
 }
 
+// roomNow is up to n hosts the layer may use, not taken, with room for one
+// of its frames now, the tightest first: a walk of the index, which offers
+// only hosts with at least that idle.
+func roomNow(l *Layer, n int64, hosts Hosts, taken func(string) bool, opt ReserveOptions) []freeing {
+	sz := sized(l, opt.Memory)
+	var out []freeing
+	seen := map[string]bool{}
+	for _, t := range l.Tags {
+		if opt.TagFilter != nil && !opt.TagFilter(l.Facility, t) {
+			continue
+		}
+		found := int64(0)
+		hosts.Walk(l.Facility, t, walkMin(sz), func(h Host) bool {
+			if seen[h.ID] || taken(h.ID) {
+				return true
+			}
+			seen[h.ID] = true
+			if f, ok := freeAt(h, sz, nil, opt.Now); ok && f.start.Equal(opt.Now) {
+				out = append(out, f)
+				found++
+			}
+			return found < n
+		})
+	}
+	return sortFreeing(out, n)
+}
+
 // soonest is up to n hosts the layer may use, not taken, expected to have
 // room for one of its frames soonest: those whose start is known first.
-// nowOnly: only hosts with room now (their frames are not read).
-func soonest(l *Layer, n int64, running Running, taken map[string]bool, nowOnly bool, opt ReserveOptions) []freeing {
+func soonest(l *Layer, n int64, running Running, taken func(string) bool, opt ReserveOptions) []freeing {
 	sz := sized(l, opt.Memory)
 	var out []freeing
 	seen := map[string]bool{}
@@ -392,16 +528,22 @@ func soonest(l *Layer, n int64, running Running, taken map[string]bool, nowOnly 
 			continue
 		}
 		running.AllHosts(l.Facility, t, func(h Host) bool {
-			if seen[h.ID] || taken[h.ID] {
+			if seen[h.ID] || taken(h.ID) {
 				return true
 			}
 			seen[h.ID] = true
-			if f, ok := freeAt(h, sz, running, opt.Now, nowOnly); ok {
+			if f, ok := freeAt(h, sz, running, opt.Now); ok {
 				out = append(out, f)
 			}
 			return true
 		})
 	}
+	return sortFreeing(out, n)
+}
+
+// sortFreeing puts the hosts in order of their start, and returns the
+// first n.
+func sortFreeing(out []freeing, n int64) []freeing {
 	slices.SortFunc(out, func(a, b freeing) int {
 		switch {
 		case a.start.IsZero() != b.start.IsZero():
@@ -420,8 +562,9 @@ func soonest(l *Layer, n int64, running Running, taken map[string]bool, nowOnly 
 // freeAt is when h, emptied of enough of its running frames (those expected
 // to end first, then those of unknown run by start), has room for a frame
 // of l as sized on the whole host; false when the host could never take
-// one, or is a GPU host a layer without GPUs leaves to GPU work.
-func freeAt(h Host, l *Layer, procs Running, now time.Time, nowOnly bool) (freeing, bool) {
+// one, or is a GPU host a layer without GPUs leaves to GPU work. With procs
+// nil, only a host with room now is.
+func freeAt(h Host, l *Layer, procs Running, now time.Time) (freeing, bool) {
 	if !osMatch(l.OS, h.OS) || l.Min.GPUs <= 0 && h.Total.GPUs > 0 {
 		return freeing{}, false
 	}
@@ -448,7 +591,7 @@ func freeAt(h Host, l *Layer, procs Running, now time.Time, nowOnly bool) (freei
 	if idle.Covers(need) {
 		return f, true
 	}
-	if nowOnly {
+	if procs == nil {
 		return freeing{}, false
 	}
 	ps := procs.Procs(h.ID)

@@ -1,12 +1,14 @@
 package match_test
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cuesched/cuesched/match"
+	"github.com/cuesched/cuesched/match/matchtest"
 )
 
 func TestThreshold(t *testing.T) {
@@ -108,8 +110,9 @@ func TestBackfill(t *testing.T) {
 		{"unknown run", match.Runs{}, r, false, "no finished frame"},
 		{"unknown start", match.Runs{Layer: time.Minute}, &unknown, false, "unknown start"},
 	} {
-		ok, why := match.Backfill(&match.Layer{Runs: tc.runs}, tc.r, now)
-		if ok != tc.ok || !strings.Contains(why, tc.why) {
+		l := &match.Layer{Runs: tc.runs}
+		ok, why := match.Backfill(l, tc.r, now)
+		if ok != tc.ok || !strings.Contains(why, tc.why) || match.CanBackfill(l, tc.r, now) != ok {
 			t.Errorf("%s: %v %q, want %v and %q", tc.name, ok, why, tc.ok, tc.why)
 		}
 	}
@@ -130,6 +133,9 @@ func (r running) AllHosts(facility, tag string, visit func(match.Host) bool) {
 }
 
 func (r running) Procs(hostID string) []match.Proc { return slices.Clone(r.procs[hostID]) }
+
+// index is the host index over the same hosts.
+func (r running) index() match.Hosts { return matchtest.NewHosts(r.hosts) }
 
 func (r running) Host(hostID string) (match.Host, bool) {
 	i := slices.IndexFunc(r.hosts, func(h match.Host) bool { return h.ID == hostID })
@@ -181,7 +187,7 @@ func TestReserve(t *testing.T) {
 	waited := []match.Waiting{{Layer: wide, Since: now.Add(-15 * time.Minute)}}
 
 	rn := farm()
-	next, made := match.Reserve(nil, map[string]int64{"wide": 3}, waited, rn, opt)
+	next, made, _ := match.Reserve(nil, map[string]int64{"wide": 3}, waited, rn.index(), rn, opt)
 	var got []string
 	for _, r := range made {
 		got = append(got, r.Host+"@"+r.Start.Sub(now).String())
@@ -192,7 +198,7 @@ func TestReserve(t *testing.T) {
 
 	t.Run("unknown runs last, with no start", func(t *testing.T) {
 		rn := farm()
-		_, made := match.Reserve(nil, map[string]int64{"wide": 4}, waited, rn, opt)
+		_, made, _ := match.Reserve(nil, map[string]int64{"wide": 4}, waited, rn.index(), rn, opt)
 		if len(made) != 4 || made[3].Host != "h4" || !made[3].Start.IsZero() {
 			t.Errorf("reserved %+v, want h4 last with an unknown start", made)
 		}
@@ -200,25 +206,25 @@ func TestReserve(t *testing.T) {
 	t.Run("not before its threshold", func(t *testing.T) {
 		rn := farm()
 		early := []match.Waiting{{Layer: wide, Since: now.Add(-5 * time.Minute)}}
-		if next, _ := match.Reserve(nil, map[string]int64{"wide": 3}, early, rn, opt); len(next) != 0 {
+		if next, _, _ := match.Reserve(nil, map[string]int64{"wide": 3}, early, rn.index(), rn, opt); len(next) != 0 {
 			t.Errorf("reserved %+v after 5 of 10 minutes", next)
 		}
 	})
 	t.Run("kept, trimmed, dropped", func(t *testing.T) {
 		rn := farm()
 		// One frame left waiting keeps one host.
-		kept, made := match.Reserve(next, map[string]int64{"wide": 1}, nil, rn, opt)
+		kept, made, _ := match.Reserve(next, map[string]int64{"wide": 1}, nil, rn.index(), rn, opt)
 		if len(made) != 0 || len(kept) != 1 || kept[0].Host != "h3" {
 			t.Errorf("kept %+v (made %+v), want h3 alone", kept, made)
 		}
 		// The layer left the queue: nothing kept.
-		if kept, _ := match.Reserve(next, map[string]int64{}, nil, rn, opt); len(kept) != 0 {
+		if kept, _, _ := match.Reserve(next, map[string]int64{}, nil, rn.index(), rn, opt); len(kept) != 0 {
 			t.Errorf("kept %+v for a layer no longer queued", kept)
 		}
 		// Past the start plus the margin: dropped.
 		late := opt
 		late.Now = now.Add(20*time.Minute + match.ReserveMargin + time.Second)
-		kept, _ = match.Reserve(next, map[string]int64{"wide": 3}, nil, rn, late)
+		kept, _, _ = match.Reserve(next, map[string]int64{"wide": 3}, nil, rn.index(), rn, late)
 		if len(kept) != 1 || kept[0].Host != "h2" {
 			t.Errorf("kept %+v at start+margin+1s of h1, want h2 alone", kept)
 		}
@@ -226,7 +232,7 @@ func TestReserve(t *testing.T) {
 	t.Run("an unknown start is worked out once runs are known", func(t *testing.T) {
 		rn := farm()
 		unknown := []match.Reservation{{Layer: "wide", Host: "h1", Made: now.Add(-time.Minute)}}
-		kept, _ := match.Reserve(unknown, map[string]int64{"wide": 1}, waited, rn, opt)
+		kept, _, _ := match.Reserve(unknown, map[string]int64{"wide": 1}, waited, rn.index(), rn, opt)
 		if len(kept) != 1 || !kept[0].Start.Equal(now.Add(20*time.Minute)) {
 			t.Errorf("kept %+v, want h1 from now+20m", kept)
 		}
@@ -238,7 +244,7 @@ func TestReserve(t *testing.T) {
 			{Layer: "wide", Host: "h1", Start: now.Add(20 * time.Minute), Made: now},
 			{Layer: "wide", Host: "h2", Start: now.Add(25 * time.Minute), Made: now},
 		}
-		kept, made := match.Reserve(held, map[string]int64{"wide": 2}, waited, rn, opt)
+		kept, made, _ := match.Reserve(held, map[string]int64{"wide": 2}, waited, rn.index(), rn, opt)
 		if len(made) != 1 || made[0].Host != "h5" || len(kept) != 2 || kept[0].Host != "h1" || kept[1].Host != "h5" {
 			t.Errorf("kept %+v, made %+v: want h5 (empty) in place of h2", kept, made)
 		}
@@ -247,9 +253,20 @@ func TestReserve(t *testing.T) {
 		rn := farm()
 		rn.hosts = append(rn.hosts, host("h5", 1600), host("h6", 1600))
 		held := []match.Reservation{{Layer: "wide", Host: "h1", Start: now.Add(-time.Minute), Made: now.Add(-time.Hour)}}
-		kept, made := match.Reserve(held, map[string]int64{"wide": 1}, waited, rn, opt)
+		kept, made, _ := match.Reserve(held, map[string]int64{"wide": 1}, waited, rn.index(), rn, opt)
 		if len(made) != 1 || len(kept) != 1 || kept[0].Host != "h5" {
 			t.Errorf("kept %+v, made %+v: want h5 in place of h1 (late), h6 left", kept, made)
+		}
+	})
+	t.Run("a layer reserves 8 hosts at most", func(t *testing.T) {
+		var hs []match.Host
+		for i := range 12 {
+			hs = append(hs, host(fmt.Sprintf("e%02d", i), 1600))
+		}
+		rn := running{hosts: hs}
+		_, made, _ := match.Reserve(nil, map[string]int64{"wide": 20}, waited, rn.index(), rn, opt)
+		if len(made) != match.MaxHostsPerLayer {
+			t.Errorf("reserved %d hosts for 20 waiting frames, want %d", len(made), match.MaxHostsPerLayer)
 		}
 	})
 	t.Run("bounded and elsewhere", func(t *testing.T) {
@@ -259,8 +276,8 @@ func TestReserve(t *testing.T) {
 		two := []match.Waiting{waited[0], {Layer: &other, Since: now.Add(-15 * time.Minute)}}
 		o := opt
 		o.Max = 1
-		o.Elsewhere = []match.Reservation{{Host: "h3"}}
-		_, made := match.Reserve(nil, map[string]int64{"wide": 1, "other": 1}, two, rn, o)
+		o.Elsewhere = match.NewReservationSet([]match.Reservation{{Host: "h3"}})
+		_, made, _ := match.Reserve(nil, map[string]int64{"wide": 1, "other": 1}, two, rn.index(), rn, o)
 		if len(made) != 1 || made[0].Layer != "other" || made[0].Host != "h1" {
 			t.Errorf("made %+v, want the higher priority alone on h1 (h3 reserved elsewhere)", made)
 		}

@@ -140,7 +140,7 @@ func TestHonouredByASecondInstance(t *testing.T) {
 	}
 	plan := func(resv []match.Reservation) []match.Placement {
 		return match.Plan([]*match.Layer{narrow}, matchtest.NewHosts(offered), caps,
-			match.Options{Now: time.Now(), Order: match.OrderStrict, Reservations: resv}).Placements
+			match.Options{Now: time.Now(), Order: match.OrderStrict, Reservations: match.NewReservationSet(resv)}).Placements
 	}
 	// Without reservations best fit puts both of l1's frames on one host,
 	// h0; the first instance, owner of cluster a, reserves that host for

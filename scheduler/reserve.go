@@ -26,13 +26,21 @@ type resvState struct {
 	since  map[string]time.Time
 	loaded bool                // the rows of the database were read (a new owner's start)
 	saved  []match.Reservation // what the database holds of held, as last written
+	judged time.Time           // when a planning last judged busy hosts (resvJudge)
 }
+
+// resvJudge is how often a cluster's planning judges when busy hosts will
+// have room, which reads every host of a waiting layer's tags and the frames
+// running there (from the database, in cuesched run); between, each round
+// keeps, drops and trades for hosts with room now, by a walk of the index.
+// A layer that found no host is looked for again after it, not every round.
+const resvJudge = 15 * time.Second
 
 // resvRead is every cluster's reservations as last read from the
 // database, shared by the rounds for resvFresh.
 type resvRead struct {
-	at   time.Time
-	rows []match.Reservation
+	at  time.Time
+	set *match.ReservationSet
 }
 
 // resvFresh is how long a read of every reservation serves the rounds. A
@@ -49,8 +57,8 @@ func (s *Scheduler) reserving() bool {
 
 // reservations are every cluster's reservations, for a round to honour
 // (nil when none): the database's when it keeps them (a read every
-// resvFresh at most), else the loop's own.
-func (s *Scheduler) reservations(ctx context.Context) []match.Reservation {
+// resvFresh at most), else the loop's own, indexed once per change.
+func (s *Scheduler) reservations(ctx context.Context) *match.ReservationSet {
 	if !s.reserving() {
 		return nil
 	}
@@ -64,22 +72,26 @@ func (s *Scheduler) reservations(ctx context.Context) []match.Reservation {
 				if ctx.Err() == nil {
 					s.log.Warn("read reservations: the round honours those read before", "err", err)
 				}
-				return read.rows
+				return read.set
 			}
+			set := match.NewReservationSet(rows)
 			s.mu.Lock()
-			s.resvRead = resvRead{at: now, rows: rows}
+			s.resvRead = resvRead{at: now, set: set}
 			s.mu.Unlock()
-			return rows
+			return set
 		}
-		return read.rows
+		return read.set
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []match.Reservation
-	for _, st := range s.resv {
-		out = append(out, st.held...)
+	if !s.resvSetOK {
+		var all []match.Reservation
+		for _, st := range s.resv {
+			all = append(all, st.held...)
+		}
+		s.resvSet, s.resvSetOK = match.NewReservationSet(all), true
 	}
-	return out
+	return s.resvSet
 }
 
 // reserve plans the cluster's reservations before a round, from the
@@ -99,19 +111,8 @@ func (s *Scheduler) reserve(ctx context.Context, c ownership.Claim, live []*matc
 	}
 	loaded := st.loaded
 	s.mu.Unlock()
-	if store != nil && !loaded {
-		// A new owner (or this one, started) takes the rows it finds:
-		// a previous owner's stand until they are dropped by the same rules.
-		rows, err := store.Load(ctx, c.ID)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("read the cluster's reservations: trying again next round", "cluster", key, "err", err)
-			}
-			return
-		}
-		s.mu.Lock()
-		st.held, st.saved, st.loaded = rows, rows, true
-		s.mu.Unlock()
+	if store != nil && !loaded && !s.resvLoad(ctx, c, st) {
+		return
 	}
 	now := s.cfg.Now()
 	left := make(map[string]int64, len(live))
@@ -123,65 +124,73 @@ func (s *Scheduler) reserve(ctx context.Context, c ownership.Claim, live []*matc
 			waiting = append(waiting, match.Waiting{Layer: l, Since: since})
 		}
 	}
-	var elsewhere []match.Reservation
-	if store != nil {
-		elsewhere = s.resvRead.rows
-	} else {
-		for k, o := range s.resv {
-			if k != key {
-				elsewhere = append(elsewhere, o.held...)
-			}
-		}
-	}
 	prev := st.held
+	judge := st.judged.IsZero() || now.Sub(st.judged) >= resvJudge
 	s.mu.Unlock()
 
-	running := s.deps.Running.Running(ctx)
-	next, made := match.Reserve(prev, left, waiting, running, match.ReserveOptions{
+	var running RunningRead
+	var judged match.Running // nil: room now only
+	if judge {
+		running = s.deps.Running.Running(ctx)
+		judged = running
+	}
+	next, made, didJudge := match.Reserve(prev, left, waiting, s.deps.Hosts, judged, match.ReserveOptions{
 		Now: now, After: s.cfg.ReservationAfter, TagFilter: s.tagFilter(key), Memory: s.cfg.Memory,
-		Elsewhere: others(elsewhere, prev),
+		Elsewhere: s.reservations(ctx),
 	})
-	if err := running.Err(); err != nil && ctx.Err() == nil {
-		s.log.Warn("read the frames running on hosts: their hosts are not reserved this round", "cluster", key,
-			"err", err)
+	if running != nil {
+		if err := running.Err(); err != nil && ctx.Err() == nil {
+			s.log.Warn("read the frames running on hosts: their hosts are not reserved this round", "cluster", key,
+				"err", err)
+		}
 	}
 	s.mu.Lock()
+	if didJudge {
+		st.judged = now
+	}
+	if !sameReservations(prev, next) {
+		s.resvSetOK = false
+	}
 	st.held = next
 	saved := st.saved
 	s.mu.Unlock()
 	if store != nil && !sameReservations(saved, next) {
-		if err := store.Save(ctx, c.ID, s.deps.Owner.View().Instance, c.Epoch, next); err != nil {
-			if ctx.Err() == nil {
-				s.log.Warn("write the cluster's reservations: written again next round", "cluster", key, "err", err)
-			}
-		} else {
-			s.mu.Lock()
-			st.saved = next
-			s.resvRead = resvRead{} // read again, with these
-			s.mu.Unlock()
-		}
+		s.resvSave(ctx, c, st, next)
 	}
 	if len(made) > 0 && s.cfg.OnReserved != nil {
 		s.cfg.OnReserved(made)
 	}
 }
 
-// others are the reservations of rs on hosts own does not hold.
-func others(rs, own []match.Reservation) []match.Reservation {
-	if len(own) == 0 {
-		return rs
-	}
-	mine := make(map[string]bool, len(own))
-	for _, r := range own {
-		mine[r.Host] = true
-	}
-	var out []match.Reservation
-	for _, r := range rs {
-		if !mine[r.Host] {
-			out = append(out, r)
+// resvLoad starts a cluster's reservations from its rows in the database:
+// a new owner (or this one, started) takes a previous owner's, which stand
+// until they are dropped by the same rules. false: not read.
+func (s *Scheduler) resvLoad(ctx context.Context, c ownership.Claim, st *resvState) bool {
+	rows, err := s.deps.Reservations.Load(ctx, c.ID)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("read the cluster's reservations: trying again next round", "cluster", c.Key, "err", err)
 		}
+		return false
 	}
-	return out
+	s.mu.Lock()
+	st.held, st.saved, st.loaded = rows, rows, true
+	s.mu.Unlock()
+	return true
+}
+
+// resvSave writes the cluster's reservations, behind the fence.
+func (s *Scheduler) resvSave(ctx context.Context, c ownership.Claim, st *resvState, next []match.Reservation) {
+	if err := s.deps.Reservations.Save(ctx, c.ID, s.deps.Owner.View().Instance, c.Epoch, next); err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("write the cluster's reservations: written again next round", "cluster", c.Key, "err", err)
+		}
+		return
+	}
+	s.mu.Lock()
+	st.saved = next
+	s.resvRead = resvRead{} // read again, with these
+	s.mu.Unlock()
 }
 
 // sameReservations reports whether a and b hold the same hosts for the
@@ -242,5 +251,6 @@ func (s *Scheduler) reserved(key cluster.Key, waits []match.Wait, booked []dispa
 	st.since = still
 	if len(honoured) > 0 {
 		st.held = slices.DeleteFunc(slices.Clone(st.held), func(r match.Reservation) bool { return honoured[r.Host] })
+		s.resvSetOK = false
 	}
 }

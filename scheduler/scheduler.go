@@ -95,9 +95,13 @@ type Scheduler struct {
 	reasons  map[match.Reason]int // layers waiting over waits, by reason (the gauge)
 	resv     map[cluster.Key]*resvState
 	resvRead resvRead
-	demand   *demand // tag pressure's demand, shared by the workers
-	sem      chan struct{}
-	seed     int64
+	// resvSet indexes every cluster's held reservations (without a
+	// database to keep them), rebuilt when resvSetOK is false.
+	resvSet   *match.ReservationSet
+	resvSetOK bool
+	demand    *demand // tag pressure's demand, shared by the workers
+	sem       chan struct{}
+	seed      int64
 	// stepped: the caller runs the workers' rounds (Drive), no goroutine.
 	stepped bool
 }
@@ -299,6 +303,7 @@ func (s *Scheduler) follow(view ownership.View) (stop []*worker, gained []owners
 			stop = append(stop, w)
 			delete(s.workers, key)
 			delete(s.resv, key)
+			s.resvSetOK = false
 		}
 	}
 	clear(s.owned)
@@ -386,6 +391,7 @@ func (s *Scheduler) stopAll() {
 		delete(s.workers, key)
 	}
 	clear(s.resv)
+	s.resvSetOK = false
 	s.mu.Unlock()
 	for _, w := range ws {
 		w.stop()

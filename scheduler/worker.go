@@ -377,7 +377,7 @@ func (s *Scheduler) pending(ctx context.Context, key cluster.Key) ([]*match.Laye
 // plan matches the layers to the cluster's hosts (match.Plan), building the
 // placements in buf.
 func (s *Scheduler) plan(key cluster.Key, live []*match.Layer, buf []match.Placement,
-	resv []match.Reservation) match.Result {
+	resv *match.ReservationSet) match.Result {
 	s.mu.Lock()
 	keyer := s.keyer
 	s.seed++

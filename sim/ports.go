@@ -280,9 +280,7 @@ func (p running) Procs(hostID string) []match.Proc {
 	out := make([]match.Proc, 0, len(h.procs))
 	for _, fi := range h.procs {
 		f := &r.frames[fi]
-		l := r.layers[f.layer].tmpl
-		l.Runs = r.runs(f.layer)
-		run, _, _ := match.ExpectedRun(&l)
+		run, _, _ := r.runs(f.layer).Expected()
 		out = append(out, match.Proc{Size: f.size, Started: Start.Add(f.startAt), Run: run})
 	}
 	return out

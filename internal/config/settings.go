@@ -278,7 +278,7 @@ func settings(c *Config) []setting {
 		{name: "memory-headroom", value: number(&c.MemoryHeadroom, 0, 10), commands: matching,
 			meaning: "with `memory-from-history`: the share added to what the frames used (`0.2` books 20% more)"},
 		{name: "reservations", value: boolean(&c.Reservations), commands: matching,
-			meaning: "a layer that waits for capacity or no-fit, booking nothing, for `reservation-after` reserves the hosts expected to have room for its frames soonest (at most 8 layers at once, a host per waiting frame); other layers' frames go there only when expected to end before (their layer's, else job's, else service's mean run)"},
+			meaning: "a layer that waits for capacity or no-fit, booking nothing, for `reservation-after` reserves the hosts expected to have room for its frames soonest (at most 8 layers at once, a host per waiting frame, 8 at most); other layers' frames go there only when expected to end before (their layer's, else job's, else service's mean run)"},
 		{name: "reservation-after", value: duration(&c.ReservationAfter, 0), commands: matching,
 			meaning: "with `reservations`: how long a layer of the waiting layers' mean priority waits before it reserves; a layer of k times that priority waits 1/k of it, at least a quarter"},
 		{name: "batch-min", value: whole(&c.BatchMin, 1, 10000), commands: runOnly,

@@ -61,13 +61,15 @@ func (s *Scenario) Inputs() *Inputs {
 		in.Layers = append(in.Layers, ml)
 		layers[l.Name] = ml
 	}
+	var resv []match.Reservation
 	for _, r := range s.Reserves {
 		mr := match.Reservation{Layer: r.Layer, LayerName: r.Layer, Host: r.Host, HostName: r.Host, Made: Now}
 		if r.Known {
 			mr.Start = Now.Add(r.In)
 		}
-		in.Options.Reservations = append(in.Options.Reservations, mr)
+		resv = append(resv, mr)
 	}
+	in.Options.Reservations = match.NewReservationSet(resv)
 	for _, r := range s.Running {
 		l := layers[r.Layer]
 		for range r.N {
