@@ -158,6 +158,7 @@ const (
 	DropHostMoved      DropReason = "host-moved"  // the host's allocation is not the one matched
 	DropHostBreaker    DropReason = "host-breaker"
 	DropHostCapacity   DropReason = "host-capacity" // the host's idle resources no longer cover it
+	DropReserved       DropReason = "reserved"      // another layer reserved the host, and the frame is no backfill
 	DropNoSubscription DropReason = "no-subscription"
 	DropBurst          DropReason = "burst"      // the subscription's burst
 	DropJobCap         DropReason = "job-cap"    // job_resource max cores or GPUs

@@ -190,11 +190,34 @@ func lockAndRead(ctx context.Context, tx pgx.Tx, ps []match.Placement) (*lockedS
 		}
 		return rows.Err()
 	})
+	b.Queue(sqlReadReservations, hosts).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var id string
+			var r reservedHost
+			var start *time.Time
+			if err := rows.Scan(&id, &r.layer, &r.layerName, &start, &r.made); err != nil {
+				return fmt.Errorf("read reservations: %w", err)
+			}
+			if start != nil {
+				r.start = *start
+			}
+			st.reserved[id] = r
+		}
+		return rows.Err()
+	})
+	b.Queue(`SELECT now()`).QueryRow(func(row pgx.Row) error { return row.Scan(&st.now) })
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return nil, fmt.Errorf("lock rows: %w", err)
 	}
 	return st, nil
 }
+
+// sqlReadReservations reads the reservations of the batch's hosts
+// (migration 0014), unlocked: a reservation written after this read was
+// planned without this booking's frame, which may make it late; a late
+// reservation is dropped after its margin like any other.
+const sqlReadReservations = `
+		SELECT host_id, layer_id, layer_name, starts_at, created_at FROM cuesched.reservation WHERE host_id = ANY($1::text[])`
 
 // The booking's writes (package writeset), in the lock order. Every row
 // they touch is locked already, so none of them waits, and the guard

@@ -18,6 +18,17 @@ type lockedState struct {
 	folders     map[string]capRow // folder_resource by pk_folder
 	limits      map[string]limitRow
 	layerLimits map[string][]string // pk_layer -> pk_limit_record
+	// reserved are the reservations of the batch's hosts (migration 0014),
+	// and now the transaction's time they are judged at.
+	reserved map[string]reservedHost
+	now      time.Time
+}
+
+// reservedHost is a host's reservation: for which layer, from when (zero:
+// unknown).
+type reservedHost struct {
+	layer, layerName string
+	start, made      time.Time
 }
 
 type showAlloc struct{ show, alloc string }
@@ -72,7 +83,7 @@ type keptPlacement struct {
 func newLockedState() *lockedState {
 	return &lockedState{hosts: map[string]lockedHost{}, frames: map[string]lockedFrame{}, subs: map[showAlloc]subRow{},
 		jobs: map[string]capRow{}, folders: map[string]capRow{}, limits: map[string]limitRow{},
-		layerLimits: map[string][]string{}}
+		layerLimits: map[string][]string{}, reserved: map[string]reservedHost{}}
 }
 
 // recheck decides, in order, which placements still fit the locked values,
@@ -135,6 +146,16 @@ func recheck(ps []match.Placement, st *lockedState, allowed func(string) bool) (
 		}
 		if free := h.idle.Sub(hostUse[p.Host.ID]); !free.Covers(sz) {
 			return DropHostCapacity, fmt.Sprintf("%s has %+v idle, needs %+v", h.name, free, sz)
+		}
+		if r, ok := st.reserved[p.Host.ID]; ok && r.layer != l.ID {
+			// Another layer's frame backfills only when it is expected to
+			// end before the reservation starts (match.Backfill), judged
+			// at the transaction's time.
+			resv := match.Reservation{Layer: r.layer, LayerName: r.layerName, Host: p.Host.ID, HostName: h.name,
+				Start: r.start, Made: r.made}
+			if ok, why := match.Backfill(l, &resv, st.now); !ok && !match.Expired(&resv, st.now) {
+				return DropReserved, why
+			}
 		}
 		// The caps are match's rules (Cuebot's guards and the folder cap), so
 		// the re-check drops for a cap only what matching could not see.

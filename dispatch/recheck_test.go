@@ -68,6 +68,27 @@ func TestRecheck(t *testing.T) {
 			frames: []string{"f1"}, reasons: []DropReason{DropHostGone}},
 		{name: "breaker", allowed: func(h string) bool { return h != "host-h" }, frames: []string{"f1"},
 			reasons: []DropReason{DropHostBreaker}},
+		{name: "reserved for another layer, run unknown", change: func(st *lockedState, _ *match.Layer, _ *match.Host) {
+			st.now = time.Unix(5000, 0)
+			st.reserved["h"] = reservedHost{layer: "wide", layerName: "wide", start: time.Unix(5000+3600, 0)}
+		}, frames: []string{"f1"}, reasons: []DropReason{DropReserved}, detail: "reserved for layer wide.*no finished frame"},
+		{name: "reserved, ends after", change: func(st *lockedState, l *match.Layer, _ *match.Host) {
+			st.now = time.Unix(5000, 0)
+			st.reserved["h"] = reservedHost{layer: "wide", layerName: "wide", start: time.Unix(5000+3600, 0)}
+			l.Runs.Job = 2 * time.Hour
+		}, frames: []string{"f1"}, reasons: []DropReason{DropReserved}, detail: "ends after"},
+		{name: "reserved, a backfill", change: func(st *lockedState, l *match.Layer, _ *match.Host) {
+			st.now = time.Unix(5000, 0)
+			st.reserved["h"] = reservedHost{layer: "wide", layerName: "wide", start: time.Unix(5000+3600, 0)}
+			l.Runs.Layer = 30 * time.Minute
+		}, frames: []string{"f1"}, kept: []string{"f1"}},
+		{name: "reserved, expired", change: func(st *lockedState, _ *match.Layer, _ *match.Host) {
+			st.now = time.Unix(5000, 0)
+			st.reserved["h"] = reservedHost{layer: "wide", layerName: "wide", start: time.Unix(5000, 0).Add(-time.Hour)}
+		}, frames: []string{"f1"}, kept: []string{"f1"}},
+		{name: "reserved for its own layer", change: func(st *lockedState, _ *match.Layer, _ *match.Host) {
+			st.reserved["h"] = reservedHost{layer: "l", layerName: "l"}
+		}, frames: []string{"f1"}, kept: []string{"f1"}},
 		{name: "frame gone", frames: []string{"f9"}, reasons: []DropReason{DropFrameGone}},
 		{name: "frame of another layer", change: func(_ *lockedState, l *match.Layer, _ *match.Host) { l.ID = "other" },
 			frames: []string{"f1"}, reasons: []DropReason{DropBadPlacement}},

@@ -7,6 +7,7 @@
 package explain
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"github.com/cuesched/cuesched/internal/preflight"
 	"github.com/cuesched/cuesched/match"
 	"github.com/cuesched/cuesched/queue"
+	"github.com/cuesched/cuesched/reservation"
 )
 
 // Report is the explanation of one job, as --json prints it. Cores are
@@ -130,6 +132,11 @@ type Layer struct {
 	// Memory is what each frame would be booked with and why, when memory
 	// from history applies to the show (Options.Memory).
 	Memory *Memory `json:"memory,omitempty"`
+	// Run is how long its frames are expected to run, with reservations
+	// on (Options.Reservations): what backfill judges by.
+	Run *Run `json:"expected_run,omitempty"`
+	// Reserved are the hosts reserved for it (cuesched.reservation).
+	Reserved []Reserved `json:"reserved,omitempty"`
 }
 
 // Memory is the memory a layer's frames would be booked with (memory from
@@ -201,6 +208,9 @@ type Options struct {
 	HostPingMaxAge  time.Duration
 	// Memory is memory from history, as cuesched run's settings give it.
 	Memory match.Memory
+	// Reservations is cuesched run's setting: each layer's expected run is
+	// reported.
+	Reservations bool
 }
 
 // Read builds the report inside tx, which should be REPEATABLE READ (one
@@ -367,9 +377,17 @@ SELECT j.pk_job, j.str_name, j.str_state, j.b_paused, j.pk_show, s.str_name, s.b
 		rep.Blocked = append(rep.Blocked, noWaitingReason(j.Frames))
 	}
 	now := time.Now()
+	var resv []match.Reservation
+	if opt.Reservations {
+		match.FillServiceRuns(live)
+		if resv, err = reservation.All(ctx, tx); err != nil {
+			return nil, err
+		}
+	}
 	res := match.Plan(live, hosts, usage, match.Options{
 		Now: now, Seed: 1, Policy: opt.Policy, Order: opt.Order,
 		SelfishServices: opt.SelfishServices, Allocs: allocs, Locality: opt.Locality, Memory: opt.Memory,
+		Reservations: match.NewReservationSet(resv),
 	})
 	byLayer := map[*match.Layer]*Layer{}
 	for _, el := range layers {
@@ -378,7 +396,7 @@ SELECT j.pk_job, j.str_name, j.str_state, j.b_paused, j.pk_show, s.str_name, s.b
 	for _, p := range res.Placements {
 		el := byLayer[p.Layer]
 		el.Placements = append(el.Placements, Placement{Frame: p.Frame.Name, Host: p.Host.Name, Size: resourcesOf(p.Size),
-			Why: warmWhy(&p, now)})
+			Why: cmp.Or(reservedWhy(&p, resv, now), warmWhy(&p, now))})
 	}
 	readable := names.replacer(rep)
 	for _, w := range res.Waits {
@@ -415,6 +433,10 @@ SELECT j.pk_job, j.str_name, j.str_state, j.b_paused, j.pk_show, s.str_name, s.b
 			o.Placements = []Placement{}
 		}
 		o.Unplaced = len(el.layer.Frames) - len(o.Placements)
+		if opt.Reservations {
+			o.Run = expectedRun(el.layer)
+			o.Reserved = reservedFor(el.layer.ID, resv)
+		}
 		if mc := match.BookedMemory(el.layer, opt.Memory); mc.Why != "" {
 			h := el.layer.History
 			o.Memory = &Memory{Mem: mc.Mem, Request: el.layer.Min.Mem, Trimmed: mc.Trimmed, Finished: h.Finished,
@@ -454,10 +476,14 @@ SELECT l.pk_layer, l.str_name, coalesce(l.str_tags, ''), l.int_cores_min, l.int_
        coalesce(ls.int_total_count, 0), coalesce(ls.int_waiting_count, 0), coalesce(ls.int_running_count, 0),
        coalesce(ls.int_depend_count, 0), coalesce(ls.int_dead_count, 0), coalesce(ls.int_succeeded_count, 0),
        coalesce(ls.int_eaten_count, 0), coalesce(lm.int_max_rss, 0),
-       EXISTS (SELECT 1 FROM frame x WHERE x.pk_layer = l.pk_layer AND x.int_exit_status = 33)
+       EXISTS (SELECT 1 FROM frame x WHERE x.pk_layer = l.pk_layer AND x.int_exit_status = 33),
+       coalesce(lu.int_clock_time_success / nullif(lu.int_frame_success_count, 0), 0),
+       coalesce(ju.int_clock_time_success / nullif(ju.int_frame_success_count, 0), 0)
   FROM layer l
   LEFT JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
   LEFT JOIN layer_mem lm ON lm.pk_layer_mem = l.pk_layer AND lm.pk_layer = l.pk_layer
+  LEFT JOIN layer_usage lu ON lu.pk_layer = l.pk_layer
+  LEFT JOIN job_usage ju ON ju.pk_job = l.pk_job
  WHERE l.pk_job = $1 AND ($2 = '' OR l.str_name = $2)
  ORDER BY l.int_dispatch_order, l.str_name`, jobID, only)
 	if err != nil {
@@ -470,13 +496,15 @@ SELECT l.pk_layer, l.str_name, coalesce(l.str_tags, ''), l.int_cores_min, l.int_
 		l, o := lr.layer, &lr.out
 		var tags, services string
 		var startAfter *time.Time
+		var layerRun, jobRun int64 // seconds
 		f := &o.Frames
 		if err := rows.Scan(&l.ID, &l.Name, &tags, &l.Min.Cores, &l.Min.Mem, &l.Min.GPUs, &l.Min.GPUMem, &l.CoresMax,
 			&l.Threadable, &services, &startAfter, &l.Limits, &f.Total, &f.Waiting, &f.Running, &f.Depend, &f.Dead,
-			&f.Succeeded, &f.Eaten, &l.History.MaxRSS, &l.History.MemFailed); err != nil {
+			&f.Succeeded, &f.Eaten, &l.History.MaxRSS, &l.History.MemFailed, &layerRun, &jobRun); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read layers: %w", err)
 		}
+		l.Runs.Layer, l.Runs.Job = time.Duration(layerRun)*time.Second, time.Duration(jobRun)*time.Second
 		l.Tags, lr.tags = cluster.SplitLayerTags(tags), tags
 		l.Services = queue.SplitServices(services)
 		if startAfter != nil {
@@ -710,6 +738,16 @@ func (l *Layer) print(w io.Writer, blocked bool) {
 	fmt.Fprintf(w, "; tags %s; services %s\n", orNone(strings.Join(l.Tags, " | ")), orNone(strings.Join(l.Services, ",")))
 	if m := l.Memory; m != nil {
 		fmt.Fprintf(w, "  memory %s (%s)\n", fmtMem(m.Mem), m.Why)
+	}
+	if r := l.Run; r != nil {
+		fmt.Fprintf(w, "  %s\n", r.Why)
+	}
+	for _, r := range l.Reserved {
+		start := "an unknown start"
+		if r.Start != nil {
+			start = r.Start.Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "  host %s reserved for it from %s\n", r.Host, start)
 	}
 	if l.StartAfter != nil {
 		fmt.Fprintf(w, "  starts after %s\n", l.StartAfter.Format(time.RFC3339))

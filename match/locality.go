@@ -108,7 +108,8 @@ func (p *planner) visitWarm(h Host) bool {
 		return true // GPU hosts stay kept for GPU work, warm or not
 	}
 	var ok bool
-	if c.size, ok = Size(hp, l, ls.self); !ok || !fitsIdle(hp, c.size) || !p.capsOn(ls, hp, c.size) {
+	if c.size, ok = Size(hp, l, ls.self); !ok || !fitsIdle(hp, c.size) || !p.capsOn(ls, hp, c.size) ||
+		p.resv != nil && !p.reservedOK(ls, c) {
 		return true
 	}
 	c.cost = p.policy.Cost(hp, c.size)

@@ -63,6 +63,9 @@ type Options struct {
 	// Memory books the frames of some shows' layers with what their
 	// finished frames used (memory.go); the zero value books requests.
 	Memory Memory
+	// Reservations hold hosts for the layers that reserved them
+	// (reserve.go): another layer's frame goes there only as a backfill.
+	Reservations *ReservationSet
 	// Buffer, when not nil, is where Result.Placements is built (from length
 	// 0): a caller done with an earlier round's placements hands the slice
 	// back so a round in steady state allocates nothing for its result.
@@ -161,6 +164,11 @@ type planner struct {
 	warmFn        func(Host) bool
 	warmWon       bool
 	bestWarmKnown bool
+	// resv is Options.Reservations (nil: none); resvRefused: the layer's
+	// search passed a reserved host by (resvWhy says why).
+	resv        *ReservationSet
+	resvRefused bool
+	resvWhy     string
 }
 
 type candidate struct {
@@ -169,6 +177,7 @@ type candidate struct {
 	cost float64
 	warm Warmth // set by warmSearch only
 	ran  Ran
+	use  Use
 }
 
 type capKind int8
@@ -238,6 +247,9 @@ type shapeState struct {
 	reason    Reason
 	detail    string
 	plainNone bool // no host without GPUs fits: GPU hosts need not be avoided
+	// resv: a layer of the shape found no host but reserved ones it could
+	// not backfill (reserve.go, resvFailed).
+	resv resvMemo
 }
 
 type showState struct {
@@ -282,6 +294,7 @@ func newPlanner(hosts Hosts, caps Caps, opt Options) *planner {
 		p.warmer, p.warmFn = w, p.visitWarm
 	}
 	p.best, p.second, p.spare = &p.slots[0], &p.slots[1], &p.slots[2]
+	p.resv = opt.Reservations
 	return p
 }
 
@@ -585,6 +598,9 @@ func (p *planner) placeOne(ls *layerState) bool {
 		ls.setWait(ReasonCap, detail)
 		return false
 	}
+	if p.resvFailed(ls) {
+		return false
+	}
 	for range takeAttempts {
 		p.search(ls)
 		if !p.found {
@@ -647,6 +663,7 @@ func (p *planner) search(ls *layerState) {
 	p.cur = ls
 	p.found, p.fallback, p.keepFallback, p.plain = false, false, false, false
 	p.capHit, p.capAlloc = capNone, ""
+	p.resvRefused = false
 	skipped := false
 	for _, t := range ls.tags {
 		p.seen = 0
@@ -682,7 +699,8 @@ func (p *planner) visit(h Host) bool {
 		return true
 	}
 	var ok bool
-	if c.size, ok = Size(hp, l, ls.self); !ok || !fitsIdle(hp, c.size) || !p.capsOn(ls, hp, c.size) {
+	if c.size, ok = Size(hp, l, ls.self); !ok || !fitsIdle(hp, c.size) || !p.capsOn(ls, hp, c.size) ||
+		p.resv != nil && !p.reservedOK(ls, c) {
 		return true
 	}
 	c.cost = p.policy.Cost(hp, c.size)
@@ -743,7 +761,7 @@ func (p *planner) commit(ls *layerState) {
 	ps = ps[:len(ps)+1]
 	pl := &ps[len(ps)-1]
 	pl.Layer, pl.Frame, pl.Host, pl.Size = l, l.Frames[ls.next], b.host, b.size
-	pl.Warm, pl.Ran = Cold, Ran{}
+	pl.Warm, pl.Ran, pl.Use = Cold, Ran{}, b.use
 	if p.warmWon {
 		pl.Warm, pl.Ran = b.warm, b.ran
 	}
@@ -777,6 +795,12 @@ func (p *planner) explain(ls *layerState) {
 		return
 	case capFolder:
 		ls.setWait(ReasonCap, capDetail("folder", ls.folder, p.capSize))
+		return
+	}
+	if p.resvRefused {
+		// Capacity held for another layer (reserve.go): the failure is
+		// the shape's only for layers that could backfill no more.
+		p.resvFail(ls)
 		return
 	}
 	sh := ls.shape

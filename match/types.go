@@ -111,6 +111,8 @@ type Layer struct {
 	Frames  []Frame
 	// History is what its frames used so far (memory.go).
 	History History
+	// Runs are how long its finished frames ran (reserve.go).
+	Runs Runs
 }
 
 // Cap is a counter in use against its maximum. A negative max means unlimited.
@@ -179,6 +181,9 @@ type Placement struct {
 	// (Options.Locality), with the memory that made it warm (Ran).
 	Warm Warmth
 	Ran  Ran
+	// Use says whether Host is reserved (Options.Reservations) and for
+	// whom: this layer (honoured) or another (backfilled).
+	Use Use
 }
 
 // Reason says why a layer still has waiting frames after a round.

@@ -3,6 +3,7 @@ package queue_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/cuesched/cuesched/internal/testworld/pgtest"
 	"github.com/cuesched/cuesched/internal/testworld/seed"
@@ -71,5 +72,58 @@ func TestFramesReadTheLayersHistory(t *testing.T) {
 		if h := read(shows...); h != want {
 			t.Errorf("shows %q: history %+v, want %+v", shows, h, want)
 		}
+	}
+}
+
+// Frames brings the mean run of the layer's and its job's finished frames
+// (reservations), from Cuebot's layer_usage and job_usage; none finished
+// reads 0.
+func TestFramesReadTheRuns(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	s := testFarm(t, db)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	k := launch(t, s, job("runs", seed.Layer{Name: "render", Frames: 4, Cores: 100, Mem: seed.GB, Tags: "general"},
+		seed.Layer{Name: "comp", Frames: 2, Cores: 100, Mem: seed.GB, Tags: "general"}))
+	q := queue.New(db.Pool, nil)
+	if err := q.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	read := func() (render, comp match.Runs) {
+		t.Helper()
+		var ls []*match.Layer
+		for _, name := range []string{"render", "comp"} {
+			l, ok := q.Layer(k.Layers[name])
+			if !ok {
+				t.Fatalf("layer %s was not queued", name)
+			}
+			ls = append(ls, l)
+		}
+		if err := q.Frames(ctx, ls, 0); err != nil {
+			t.Fatal(err)
+		}
+		return ls[0].Runs, ls[1].Runs
+	}
+	if r, c := read(); r != (match.Runs{}) || c != (match.Runs{}) {
+		t.Fatalf("runs %+v and %+v before any frame finished, want none", r, c)
+	}
+	// Cuebot adds each success's clock seconds as frames complete: three of
+	// render's frames ran 3,000 s in all, and the job's five 6,000 s.
+	if _, err := db.Pool.Exec(ctx, `UPDATE layer_usage SET int_clock_time_success = 3000, int_frame_success_count = 3
+		WHERE pk_layer = $1`, k.Layers["render"]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO job_usage (pk_job_usage, pk_job, int_clock_time_success, int_frame_success_count)
+		VALUES ($1, $1, 6000, 5)
+		ON CONFLICT (pk_job) DO UPDATE SET int_clock_time_success = 6000, int_frame_success_count = 5`, k.ID); err != nil {
+		t.Fatal(err)
+	}
+	r, c := read()
+	if want := (match.Runs{Layer: 1000 * time.Second, Job: 1200 * time.Second}); r != want {
+		t.Errorf("render's runs %+v, want %+v", r, want)
+	}
+	if want := (match.Runs{Job: 1200 * time.Second}); c != want {
+		t.Errorf("comp's runs %+v, want %+v", c, want)
 	}
 }

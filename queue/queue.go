@@ -1015,15 +1015,24 @@ func SplitServices(s string) []string {
 // be trimmed ($3: its show is booked from history and enough frames
 // finished, $4): a second pass over the layer's frames by the same index
 // the waiting frames were just read by, on the pages that read brought in.
+//
+// And the mean run of the layer's and of its job's finished frames
+// (match.Runs: reservations), Cuebot's layer_usage and job_usage (clock
+// seconds of the successes over their count, kept by Cuebot as frames
+// complete), one probe of each by its unique pk_layer or pk_job index.
 const framesQuery = `
 SELECT f.pk_layer, f.pk_frame, f.str_name, f.int_version, f.int_number,
-       coalesce(ls.int_succeeded_count, 0), coalesce(lm.int_max_rss, 0), h.failed
+       coalesce(ls.int_succeeded_count, 0), coalesce(lm.int_max_rss, 0), h.failed,
+       coalesce(lu.int_clock_time_success / nullif(lu.int_frame_success_count, 0), 0),
+       coalesce(ju.int_clock_time_success / nullif(ju.int_frame_success_count, 0), 0)
   FROM unnest($1::text[]) AS t(pk_layer)
   JOIN layer l ON l.pk_layer = t.pk_layer
   JOIN job j ON j.pk_job = l.pk_job
   JOIN show s ON s.pk_show = j.pk_show
   LEFT JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
   LEFT JOIN layer_mem lm ON lm.pk_layer_mem = l.pk_layer AND lm.pk_layer = l.pk_layer
+  LEFT JOIN layer_usage lu ON lu.pk_layer = l.pk_layer
+  LEFT JOIN job_usage ju ON ju.pk_job = l.pk_job
  CROSS JOIN LATERAL (
        SELECT CASE WHEN coalesce(ls.int_succeeded_count, 0) >= $4 AND ('*' = ANY($3::text[]) OR s.str_name = ANY($3::text[]))
               THEN EXISTS (SELECT 1 FROM frame x WHERE x.pk_layer = l.pk_layer AND x.int_exit_status = 33)
@@ -1079,11 +1088,14 @@ func (q *Queue) Frames(ctx context.Context, layers []*match.Layer, limit int) er
 		var f match.Frame
 		var version *int32
 		var h match.History
-		if err := rows.Scan(&layerID, &f.ID, &f.Name, &version, &f.Number, &h.Finished, &h.MaxRSS, &h.MemFailed); err != nil {
+		var layerRun, jobRun int64 // seconds
+		if err := rows.Scan(&layerID, &f.ID, &f.Name, &version, &f.Number, &h.Finished, &h.MaxRSS, &h.MemFailed,
+			&layerRun, &jobRun); err != nil {
 			return fmt.Errorf("read waiting frames: %w", err)
 		}
 		for _, l := range byID[layerID] {
 			l.History = h
+			l.Runs.Layer, l.Runs.Job = time.Duration(layerRun)*time.Second, time.Duration(jobRun)*time.Second
 		}
 		if version == nil {
 			null, nullLayers = append(null, f), append(nullLayers, layerID)

@@ -111,6 +111,38 @@ type Events interface {
 
 var _ Events = (*Scheduler)(nil)
 
+// Running is what planning reservations reads beyond the host index.
+type Running interface {
+	// Running is the hosts and the frames running on them for one
+	// planning, read with ctx.
+	Running(ctx context.Context) RunningRead
+}
+
+// RunningRead is match.Running for one planning, with the first read that
+// failed in it.
+type RunningRead interface {
+	match.Running
+	Err() error
+}
+
+// RunningFunc is a func as a Running.
+type RunningFunc func(ctx context.Context) RunningRead
+
+// Running implements Running.
+func (f RunningFunc) Running(ctx context.Context) RunningRead { return f(ctx) }
+
+// Reservations are the reservations in the database (package reservation
+// implements it).
+type Reservations interface {
+	// All reads every cluster's.
+	All(ctx context.Context) ([]match.Reservation, error)
+	// Load reads a cluster's, whoever wrote them.
+	Load(ctx context.Context, clusterID int32) ([]match.Reservation, error)
+	// Save makes rs the cluster's, written by instance owner at the
+	// cluster's epoch behind the booking fence.
+	Save(ctx context.Context, clusterID, owner int32, epoch int64, rs []match.Reservation) error
+}
+
 // Deps are the parts the loop joins.
 type Deps struct {
 	Queue    Queue
@@ -120,6 +152,14 @@ type Deps struct {
 	Hold     Holder   // nil: nothing held
 	Launcher Resolver // resolves what a cluster inherits; nil: nothing to resolve
 	Owner    Ownership
+	// Running lists every host of a tag and the frames running on each
+	// with their expected runs, for reservations (Config.Reservations);
+	// nil: none are planned.
+	Running Running
+	// Reservations keeps them in the database (package reservation), where
+	// every instance's rounds honour them; nil: in the loop alone (the
+	// simulator, one instance).
+	Reservations Reservations
 	// Buckets is the deployment's tag bucket count (cuesched.setting).
 	Buckets int
 	// RecomputeCounters brings every counter row of the managed shows back

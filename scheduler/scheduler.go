@@ -40,6 +40,15 @@ type Config struct {
 	// Memory books some shows' frames with what their layers' finished
 	// frames used (memory from history); the zero value books requests.
 	Memory match.Memory
+	// Reservations has a layer that waits for capacity or no-fit longer
+	// than ReservationAfter (sooner for a higher priority: match.Threshold)
+	// reserve the hosts expected to free soonest, where other layers' frames
+	// only backfill (match/reserve.go). It needs Deps.Running.
+	Reservations     bool
+	ReservationAfter time.Duration
+	// OnReserved, when set, receives the reservations each round made, on
+	// the cluster's worker goroutine (the simulator counts them).
+	OnReserved func(made []match.Reservation)
 	// Workers is how many clusters plan and book at the same time.
 	Workers int
 	// FramesPerLayer is how many waiting frames of each layer a round reads.
@@ -78,15 +87,21 @@ type Scheduler struct {
 
 	topo chan struct{} // the set of clusters may have changed
 
-	mu      sync.Mutex
-	keyer   *cluster.Keyer
-	workers map[cluster.Key]*worker
-	owned   map[string]bool // pk_alloc of the allocation clusters owned
-	waits   map[cluster.Key][]match.Wait
-	reasons map[match.Reason]int // layers waiting over waits, by reason (the gauge)
-	demand  *demand              // tag pressure's demand, shared by the workers
-	sem     chan struct{}
-	seed    int64
+	mu       sync.Mutex
+	keyer    *cluster.Keyer
+	workers  map[cluster.Key]*worker
+	owned    map[string]bool // pk_alloc of the allocation clusters owned
+	waits    map[cluster.Key][]match.Wait
+	reasons  map[match.Reason]int // layers waiting over waits, by reason (the gauge)
+	resv     map[cluster.Key]*resvState
+	resvRead resvRead
+	// resvSet indexes every cluster's held reservations (without a
+	// database to keep them), rebuilt when resvSetOK is false.
+	resvSet   *match.ReservationSet
+	resvSetOK bool
+	demand    *demand // tag pressure's demand, shared by the workers
+	sem       chan struct{}
+	seed      int64
 	// stepped: the caller runs the workers' rounds (Drive), no goroutine.
 	stepped bool
 }
@@ -123,6 +138,7 @@ func New(cfg Config, deps Deps) *Scheduler {
 		owned:   map[string]bool{},
 		waits:   map[cluster.Key][]match.Wait{},
 		reasons: map[match.Reason]int{},
+		resv:    map[cluster.Key]*resvState{},
 		sem:     make(chan struct{}, cfg.Workers),
 		demand:  newDemand(),
 	}
@@ -286,6 +302,8 @@ func (s *Scheduler) follow(view ownership.View) (stop []*worker, gained []owners
 		if c, ok := view.Claims[key]; !ok || c.Epoch != w.claim.Epoch {
 			stop = append(stop, w)
 			delete(s.workers, key)
+			delete(s.resv, key)
+			s.resvSetOK = false
 		}
 	}
 	clear(s.owned)
@@ -372,6 +390,8 @@ func (s *Scheduler) stopAll() {
 		ws = append(ws, w)
 		delete(s.workers, key)
 	}
+	clear(s.resv)
+	s.resvSetOK = false
 	s.mu.Unlock()
 	for _, w := range ws {
 		w.stop()

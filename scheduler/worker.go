@@ -315,11 +315,13 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.P
 	if err != nil {
 		return out, err
 	}
+	s.reservations(ctx)     // the other clusters' rows, fresh for the planning
+	s.reserve(ctx, c, live) // with none live, drops the cluster's
 	if len(live) == 0 {
 		s.setWaits(c.Key, nil)
 		return out, nil
 	}
-	res := s.plan(c.Key, live, *buf)
+	res := s.plan(c.Key, live, *buf, s.reservations(ctx))
 	defer func() {
 		// Cleared, so the array holds no layer or host of this round.
 		clear(res.Placements)
@@ -332,9 +334,12 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.P
 		out.deferred = out.deferred || wt.Reason == match.ReasonDeferred
 	}
 	if len(res.Placements) == 0 {
+		s.reserved(c.Key, res.Waits, nil)
 		return out, nil
 	}
-	return s.commit(ctx, c, res.Placements, more, out)
+	out, booked, err := s.commit(ctx, c, res.Placements, more, out)
+	s.reserved(c.Key, res.Waits, booked)
+	return out, err
 }
 
 // pending is the cluster's queued layers this instance may book (the
@@ -363,12 +368,16 @@ func (s *Scheduler) pending(ctx context.Context, key cluster.Key) ([]*match.Laye
 		}
 		live = append(live, l)
 	}
+	if s.cfg.Reservations {
+		match.FillServiceRuns(live)
+	}
 	return live, nil
 }
 
 // plan matches the layers to the cluster's hosts (match.Plan), building the
 // placements in buf.
-func (s *Scheduler) plan(key cluster.Key, live []*match.Layer, buf []match.Placement) match.Result {
+func (s *Scheduler) plan(key cluster.Key, live []*match.Layer, buf []match.Placement,
+	resv *match.ReservationSet) match.Result {
 	s.mu.Lock()
 	keyer := s.keyer
 	s.seed++
@@ -376,6 +385,7 @@ func (s *Scheduler) plan(key cluster.Key, live []*match.Layer, buf []match.Place
 	s.mu.Unlock()
 	s.demand.refresh(s)
 	return match.Plan(live, s.deps.Hosts, s.deps.Caps, match.Options{
+		Reservations:    resv,
 		Now:             s.cfg.Now(),
 		Seed:            seed,
 		Policy:          s.cfg.Policy,
@@ -384,7 +394,7 @@ func (s *Scheduler) plan(key cluster.Key, live []*match.Layer, buf []match.Place
 		Locality:        s.cfg.Locality,
 		Memory:          s.cfg.Memory,
 		MaxPlacements:   s.cfg.RoundPlacements,
-		TagFilter:       func(facility, tag string) bool { return keyer.OfTag(facility, tag) == key },
+		TagFilter:       tagFilter(keyer, key),
 		Allocs:          s.allocsOf(key),
 		Buffer:          buf,
 	})
@@ -402,11 +412,24 @@ func (s *Scheduler) logPlan(ctx context.Context, key cluster.Key, live []*match.
 		"waits", reasons)
 }
 
+// tagFilter counts the tags of a layer that fall in the cluster.
+func tagFilter(keyer *cluster.Keyer, key cluster.Key) func(facility, tag string) bool {
+	return func(facility, tag string) bool { return keyer.OfTag(facility, tag) == key }
+}
+
+// tagFilter is the cluster's, over the keyer of now.
+func (s *Scheduler) tagFilter(key cluster.Key) func(facility, tag string) bool {
+	s.mu.Lock()
+	keyer := s.keyer
+	s.mu.Unlock()
+	return tagFilter(keyer, key)
+}
+
 // commit books a round's placements, holds the capacity booked and gives
 // back to the hosts what was not booked; it adds to out what the booking
-// did.
+// did and returns the bookings.
 func (s *Scheduler) commit(ctx context.Context, c ownership.Claim, ps []match.Placement, more func() bool,
-	out roundOutcome) (roundOutcome, error) {
+	out roundOutcome) (roundOutcome, []dispatch.Booking, error) {
 	br, untried, err := s.book(ctx, c, ps, more)
 	s.attempts(len(br.Booked), len(br.Dropped), len(br.Deferred))
 	if s.deps.Hold != nil && len(br.Booked) > 0 {
@@ -419,7 +442,7 @@ func (s *Scheduler) commit(ctx context.Context, c ownership.Claim, ps []match.Pl
 	}
 	out.dropReasons = s.giveBack(c.Key, br, untried)
 	out.busy = br.Busy
-	return out, err
+	return out, br.Booked, err
 }
 
 // giveBack returns to the hosts the capacity of the placements not booked,

@@ -9,6 +9,7 @@ import (
 	"github.com/cuesched/cuesched/dispatch"
 	"github.com/cuesched/cuesched/match"
 	"github.com/cuesched/cuesched/ownership"
+	"github.com/cuesched/cuesched/scheduler"
 )
 
 // The loop's ports (scheduler.Deps) kept in memory by the simulation. The
@@ -79,6 +80,7 @@ func (q *queue) Layers(key cluster.Key) []*match.Layer {
 	for i, li := range idx {
 		l := q.r.layers[li].tmpl
 		l.Waiting = int64(len(q.r.layers[li].waiting))
+		l.Runs = q.r.runs(li)
 		out[i] = &l
 	}
 	return out
@@ -242,6 +244,46 @@ func (b booker) Book(_ context.Context, c dispatch.Cluster, ps []match.Placement
 			HostName: p.Host.Name, Version: f.version, ShowName: p.Layer.ShowName, CommitAt: r.now()})
 	}
 	return res, nil
+}
+
+// running is match.Running over the simulation's hosts and the frames
+// running on each, each expected to run its layer's expected run.
+type running struct{ r *run }
+
+// Running implements scheduler.Running: one planning reads it all in
+// memory.
+func (p running) Running(context.Context) scheduler.RunningRead { return p }
+
+// Err implements scheduler.RunningRead: nothing fails.
+func (running) Err() error { return nil }
+
+func (p running) AllHosts(facility, tag string, visit func(match.Host) bool) {
+	for hi := range p.r.hosts {
+		h := &p.r.hosts[hi].h
+		if h.Facility == facility && slices.Contains(h.Tags, tag) && !visit(p.r.view(int32(hi))) {
+			return
+		}
+	}
+}
+
+func (p running) Host(hostID string) (match.Host, bool) {
+	hi, ok := p.r.hostIndex[hostID]
+	if !ok {
+		return match.Host{}, false
+	}
+	return p.r.view(hi), true
+}
+
+func (p running) Procs(hostID string) []match.Proc {
+	r := p.r
+	h := &r.hosts[r.hostIndex[hostID]]
+	out := make([]match.Proc, 0, len(h.procs))
+	for _, fi := range h.procs {
+		f := &r.frames[fi]
+		run, _, _ := r.runs(f.layer).Expected()
+		out = append(out, match.Proc{Size: f.size, Started: Start.Add(f.startAt), Run: run})
+	}
+	return out
 }
 
 // owner is scheduler.Ownership for a single instance owning every

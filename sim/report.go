@@ -66,10 +66,17 @@ type Result struct {
 	// MemoryTrimmed is frames started with less memory than their layer
 	// asks (memory from history); MemoryRestored is layers trimmed before
 	// that a memory failure stopped trimming.
-	MemoryTrimmed    int64   `json:"memory_trimmed"`
-	MemoryRestored   int64   `json:"memory_restored"`
-	FramesRunningAvg float64 `json:"frames_running_avg"`
-	FramesBooked     int64   `json:"frames_booked"` // starts, retries included
+	MemoryTrimmed  int64 `json:"memory_trimmed"`
+	MemoryRestored int64 `json:"memory_restored"`
+	// ReservationsMade is the reservations made (a host held for a
+	// layer); ReservationsHonoured the frames booked on a host reserved for
+	// their layer; Backfills the frames booked on a host reserved for
+	// another layer, expected to end before its start.
+	ReservationsMade     int64   `json:"reservations_made"`
+	ReservationsHonoured int64   `json:"reservations_honoured"`
+	Backfills            int64   `json:"backfills"`
+	FramesRunningAvg     float64 `json:"frames_running_avg"`
+	FramesBooked         int64   `json:"frames_booked"` // starts, retries included
 	// WarmShare is the share of those starts on a host warm for the frame's
 	// layer (it ran a frame of the layer within match.WarmWindow).
 	WarmShare float64 `json:"warm_share"`
@@ -141,6 +148,7 @@ func simulateVariant(farm *workload.Farm, v Variant, opt Options, began time.Tim
 func (r *run) result(v Variant) Result {
 	res := Result{Label: v.Label, Settings: v.Settings, Wait: map[string]Wait{}, OOMKills: r.m.oomKills,
 		MemoryTrimmed: r.m.memTrimmed, MemoryRestored: r.m.memRestored,
+		ReservationsMade: r.m.resvMade, ReservationsHonoured: r.m.resvHonoured, Backfills: r.m.backfills,
 		FramesBooked: r.m.booked, SimS: r.t.Seconds()}
 	if res.Settings == nil {
 		res.Settings = []string{}
@@ -210,7 +218,8 @@ func (rep *Report) WriteTable(w io.Writer) error {
 
 // rows are the table's: a head, then a row per variant.
 func (rep *Report) rows() [][]string {
-	head := []string{"variant", "util", "share_err", "oom", "trimmed", "restored", "booked", "warm", "running", "drain_s", "sim_s"}
+	head := []string{"variant", "util", "share_err", "oom", "trimmed", "restored", "reserved", "honoured", "backfills",
+		"booked", "warm", "running", "drain_s", "sim_s"}
 	for _, c := range WidthClasses {
 		head = append(head, "wait_"+c+" p50/p99/max")
 	}
@@ -222,7 +231,8 @@ func (rep *Report) rows() [][]string {
 			drain = fmt.Sprintf("%.0f", *v.DrainS)
 		}
 		row := []string{v.Label, fmt.Sprintf("%.3f", v.Utilization), fmt.Sprintf("%.3f", v.ShareError),
-			fmt.Sprint(v.OOMKills), fmt.Sprint(v.MemoryTrimmed), fmt.Sprint(v.MemoryRestored), fmt.Sprint(v.FramesBooked),
+			fmt.Sprint(v.OOMKills), fmt.Sprint(v.MemoryTrimmed), fmt.Sprint(v.MemoryRestored),
+			fmt.Sprint(v.ReservationsMade), fmt.Sprint(v.ReservationsHonoured), fmt.Sprint(v.Backfills), fmt.Sprint(v.FramesBooked),
 			fmt.Sprintf("%.3f", v.WarmShare), fmt.Sprintf("%.1f", v.FramesRunningAvg), drain,
 			fmt.Sprintf("%.0f", v.SimS)}
 		for _, c := range WidthClasses {

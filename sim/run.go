@@ -42,6 +42,11 @@ type Variant struct {
 	// Memory is memory from history (--memory-from-history,
 	// --memory-headroom): a layer's finished frames record what they used.
 	Memory match.Memory
+	// Reservations and ReservationAfter are --reservations and
+	// --reservation-after: a layer's, job's and service's finished frames
+	// record how long they ran (match.Runs).
+	Reservations     bool
+	ReservationAfter time.Duration
 }
 
 // Options are what a simulation runs with besides its variants.
@@ -96,6 +101,7 @@ type hostRec struct {
 	idle    match.Resources
 	used    int64 // memory the frames running use (KB)
 	running int32
+	procs   []int32 // the frames running here
 }
 
 type layerRec struct {
@@ -108,7 +114,25 @@ type layerRec struct {
 	after      int32 // the layer it waits for, -1 none
 	job        int32
 	width      uint8
-	trimmed    bool // a frame of it started with less memory than it asks
+	trimmed    bool   // a frame of it started with less memory than it asks
+	service    string // its first service, whose mean run it shares
+	runs       runSum
+}
+
+// runSum is the finished frames' run times of a layer, job or service
+// (Cuebot's layer_usage and job_usage: clock time of successes, their count).
+type runSum struct {
+	n   int64
+	sum time.Duration
+}
+
+func (s *runSum) add(d time.Duration) { s.n, s.sum = s.n+1, s.sum+d }
+
+func (s runSum) mean() time.Duration {
+	if s.n == 0 {
+		return 0
+	}
+	return s.sum / time.Duration(s.n)
 }
 
 type frameRec struct {
@@ -140,6 +164,8 @@ type run struct {
 	jobFirst  []int32  // each job's first layer
 	jobShow   []int32
 	shows     []string
+	jobRuns   []runSum
+	svcRuns   map[string]*runSum
 
 	t       time.Duration
 	events  events
@@ -162,6 +188,9 @@ type metrics struct {
 	oomKills     int64
 	memTrimmed   int64 // frames started with less memory than their layer asks
 	memRestored  int64 // trimmed layers a memory failure stopped trimming
+	resvMade     int64 // reservations made
+	resvHonoured int64 // frames booked on a host reserved for their layer
+	backfills    int64 // frames booked on a host reserved for another layer
 	done         int
 	running      int64
 	runningCores int64
@@ -184,7 +213,7 @@ func (r *run) frameID(fi int32) string {
 
 // newRun builds the farm's hosts, caps and the loop for one variant.
 func newRun(f *workload.Farm, v Variant) *run {
-	r := &run{farm: f, hostIndex: map[string]int32{}, grown: map[int32]struct{}{}}
+	r := &run{farm: f, hostIndex: map[string]int32{}, grown: map[int32]struct{}{}, svcRuns: map[string]*runSum{}}
 	r.ix = cache.NewHosts(r.now, 0)
 	var offered int64
 	r.ix.SetPressureFraction(v.TagPressure)
@@ -227,6 +256,7 @@ func newRun(f *workload.Farm, v Variant) *run {
 		}
 		r.jobFirst = append(r.jobFirst, int32(len(r.layers)))
 		r.jobShow = append(r.jobShow, showIndex[j.Show])
+		r.jobRuns = append(r.jobRuns, runSum{})
 		r.m.lastArrival = max(r.m.lastArrival, j.Arrive)
 		facility := j.Facility
 		if facility == "" {
@@ -243,6 +273,14 @@ func newRun(f *workload.Farm, v Variant) *run {
 					Facility: facility, Priority: j.Priority, Tags: tags,
 					Min:        match.Resources{Cores: l.Cores, Mem: l.Mem, GPUs: l.GPUs, GPUMem: l.GPUMem},
 					Threadable: l.Threadable, Services: l.Services}}
+			// Cuebot's service for a layer naming none is "default".
+			lr.service = "default"
+			if len(l.Services) > 0 {
+				lr.service = l.Services[0]
+			}
+			if r.svcRuns[lr.service] == nil {
+				r.svcRuns[lr.service] = &runSum{}
+			}
 			if l.After >= 0 {
 				lr.after = r.jobFirst[ji] + int32(l.After)
 				r.layers[lr.after].dependents = append(r.layers[lr.after].dependents, idx)
@@ -257,10 +295,12 @@ func newRun(f *workload.Farm, v Variant) *run {
 	r.q = &queue{r: r, byKey: map[cluster.Key]map[int32]struct{}{}, applied: make(chan struct{})}
 	r.sched = scheduler.New(scheduler.Config{
 		Policy: v.Policy, Order: v.Order, SelfishServices: v.SelfishServices, Locality: v.Locality, Memory: v.Memory,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Now:    r.now, Clock: r.now, Workers: 1,
+		Reservations: v.Reservations, ReservationAfter: v.ReservationAfter,
+		OnReserved: func(made []match.Reservation) { r.m.resvMade += int64(len(made)) },
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Now:        r.now, Clock: r.now, Workers: 1,
 	}, scheduler.Deps{Queue: r.q, Hosts: r.ix, Caps: r.caps, Booker: booker{r}, Owner: &owner{changes: make(chan struct{})},
-		Buckets: buckets})
+		Running: running{r}, Buckets: buckets})
 	return r
 }
 
@@ -375,6 +415,12 @@ func (r *run) start(fi int32, h *hostRec, p match.Placement) {
 		r.m.waits[l.width] = append(r.m.waits[l.width], (r.t - f.readyAt).Seconds())
 	}
 	r.m.booked++
+	switch p.Use {
+	case match.UseHonoured:
+		r.m.resvHonoured++
+	case match.UseBackfill:
+		r.m.backfills++
+	}
 	if p.Size.Mem < l.tmpl.Min.Mem {
 		r.m.memTrimmed++
 		l.trimmed = true
@@ -387,6 +433,7 @@ func (r *run) start(fi int32, h *hostRec, p match.Placement) {
 	h.idle = h.idle.Sub(p.Size)
 	h.used += f.used
 	h.running++
+	h.procs = append(h.procs, fi)
 	r.caps.count(l.tmpl.ShowID, h.h.Alloc, l.tmpl.JobID, p.Size, 1)
 	r.m.running++
 	r.m.runningCores += p.Size.Cores
@@ -422,6 +469,9 @@ func (r *run) stop(fi int32, killed bool) {
 	h.idle = h.idle.Add(f.size)
 	h.used -= f.used
 	h.running--
+	if i := slices.Index(h.procs, fi); i >= 0 {
+		h.procs = slices.Delete(h.procs, i, i+1)
+	}
 	r.caps.count(l.tmpl.ShowID, h.h.Alloc, l.tmpl.JobID, f.size, -1)
 	r.m.running--
 	r.m.runningCores -= f.size.Cores
@@ -458,11 +508,22 @@ func (r *run) stop(fi int32, killed bool) {
 	f.state = frameDone
 	r.m.done++
 	hist.Finished++
+	ran := r.t - f.startAt
+	l.runs.add(ran)
+	r.jobRuns[l.job].add(ran)
+	r.svcRuns[l.service].add(ran)
 	if l.left--; l.left == 0 {
 		for _, d := range l.dependents {
 			r.ready(d)
 		}
 	}
+}
+
+// runs are the mean run times a layer's expected run is drawn from, as
+// the queue reads them from Cuebot's usage tables.
+func (r *run) runs(li int32) match.Runs {
+	l := &r.layers[li]
+	return match.Runs{Layer: l.runs.mean(), Job: r.jobRuns[l.job].mean(), Service: r.svcRuns[l.service].mean()}
 }
 
 // warm reports whether the index remembers a frame of the layer, or of its

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math"
 	"testing"
+	"time"
 
 	"github.com/cuesched/cuesched/match"
 	"github.com/cuesched/cuesched/sim/workload"
@@ -25,7 +26,8 @@ func TestShowSharesWithEveryFeature(t *testing.T) {
 	}
 	rep, err := Run(w, Options{Seed: 1, Scale: 0.1, JobScale: 0.1}, []Variant{
 		{Label: "today", TagPressure: 0.5},
-		{Label: "every", TagPressure: 0.5, Locality: true, Memory: match.Memory{Shows: []string{"*"}, Headroom: 0.2}},
+		{Label: "every", TagPressure: 0.5, Locality: true, Memory: match.Memory{Shows: []string{"*"}, Headroom: 0.2},
+			Reservations: true, ReservationAfter: 10 * time.Minute},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,10 @@ type Report struct {
 	Layers    int        `json:"layers"`      // pending layers (a layer of several clusters counts once)
 	Frames    int64      `json:"frames"`      // waiting frames of those layers
 	Buckets   string     `json:"tag_buckets"` // the deployment's tag bucket setting
+	// Reserved is how many hosts are reserved, for how many layers
+	// (cuesched.reservation: reservations with backfill).
+	Reserved       int `json:"reserved_hosts"`
+	ReservedLayers int `json:"reserving_layers"`
 }
 
 // Instance is one registered instance.
@@ -65,6 +69,9 @@ type Cluster struct {
 	ReasonsBy   int32      `json:"reasons_by,omitempty"` // instance that published the reasons
 	ReasonsAt   *time.Time `json:"reasons_at,omitempty"`
 	ReasonsMore int        `json:"reasons_more,omitempty"` // waiting layers the publisher left out
+	// Reserved is how many hosts its owner reserved, for how many layers.
+	Reserved       int `json:"reserved_hosts,omitempty"`
+	ReservedLayers int `json:"reserving_layers,omitempty"`
 }
 
 // Layer is one pending layer of a cluster.
@@ -127,6 +134,9 @@ func Read(ctx context.Context, pool *pgxpool.Pool) (Report, error) {
 	}
 	waits := map[string]map[string]Wait{} // cluster key -> layer -> reason
 	if r.Clusters, err = readClusters(ctx, tx, names, waits); err != nil {
+		return r, err
+	}
+	if err := readReserved(ctx, tx, &r); err != nil {
 		return r, err
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -294,4 +304,32 @@ func readClusters(ctx context.Context, tx pgx.Tx, n names, waits map[string]map[
 		return nil, fmt.Errorf("read clusters: %w", err)
 	}
 	return out, nil
+}
+
+// readReserved counts the reservations, in all and per cluster.
+func readReserved(ctx context.Context, tx pgx.Tx, r *Report) error {
+	if err := tx.QueryRow(ctx, `SELECT count(*), count(DISTINCT layer_id) FROM cuesched.reservation`).
+		Scan(&r.Reserved, &r.ReservedLayers); err != nil {
+		return fmt.Errorf("read reservations: %w", err)
+	}
+	rows, err := tx.Query(ctx, `SELECT cluster_id, count(*), count(DISTINCT layer_id) FROM cuesched.reservation GROUP BY 1`)
+	if err != nil {
+		return fmt.Errorf("read reservations: %w", err)
+	}
+	byID := map[int32]*Cluster{}
+	for i := range r.Clusters {
+		byID[r.Clusters[i].ID] = &r.Clusters[i]
+	}
+	var id int32
+	var hosts, layers int
+	_, err = pgx.ForEachRow(rows, []any{&id, &hosts, &layers}, func() error {
+		if c := byID[id]; c != nil {
+			c.Reserved, c.ReservedLayers = hosts, layers
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read reservations: %w", err)
+	}
+	return nil
 }

@@ -292,10 +292,23 @@ func TestReadGroupsPendingWorkByCluster(t *testing.T) {
 		ca, live, fmt.Sprintf(`[{"layer": %q, "name": "render", "job": "prod-shot010", "reason": "capacity", "detail": "8 cores idle", "waiting": 3}]`, render)); err != nil {
 		t.Fatal(err)
 	}
+	// The owner of ka reserved both hosts for render.
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO cuesched.reservation (host_id, host_name, layer_id, layer_name, cluster_id, owner, epoch)
+		SELECT pk_host, str_name, $1, 'render', $2, $3, 0 FROM host`, render, ca, live); err != nil {
+		t.Fatal(err)
+	}
 
 	r, err := Read(ctx, db.Pool)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if r.Reserved != 2 || r.ReservedLayers != 1 {
+		t.Errorf("%d hosts reserved for %d layers, want 2 for 1", r.Reserved, r.ReservedLayers)
+	}
+	for _, c := range r.Clusters {
+		if want := map[bool]int{true: 2}[c.ID == ca]; c.Reserved != want {
+			t.Errorf("cluster %s: %d hosts reserved, want %d", c.Key, c.Reserved, want)
+		}
 	}
 	if r.Layers != 3 || r.Frames != 9 || r.Unowned != 3 {
 		t.Errorf("report totals: %d layers, %d frames, %d unowned; want 3, 9, 3", r.Layers, r.Frames, r.Unowned)

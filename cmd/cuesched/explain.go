@@ -65,7 +65,7 @@ func runExplain(ctx context.Context, env *environment, args []string) error {
 	rep, err := explain.Read(ctx, tx, explain.Options{
 		Job: ef.job, Layer: ef.layer, PolicyName: cfg.Policy, Policy: instance.Policy(cfg), Order: instance.Order(cfg),
 		SelfishServices: cfg.SelfishServices, Locality: cfg.Locality, HostPingMaxAge: cfg.HostPingMaxAge,
-		Memory: instance.Memory(cfg),
+		Memory: instance.Memory(cfg), Reservations: cfg.Reservations,
 	})
 	if err != nil {
 		return err

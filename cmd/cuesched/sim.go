@@ -29,7 +29,8 @@ var simUsage = config.Usage{
 		"from ready to first start per width class of cores asked (le1, 2to4, 5to16, gt16; p50, p99 and max), " +
 		"share_error (mean over shows of |share of core-hours used - share of subscription size|), frames killed " +
 		"for memory, frames started with less memory than their layer asks and layers a memory failure stopped " +
-		"trimming (memory from history), frames running on average, frames booked (retries included), drain_s (from the last " +
+		"trimming (memory from history), reservations made, frames booked on a host reserved for their layer " +
+		"(honoured) or for another (backfills), frames running on average, frames booked (retries included), drain_s (from the last " +
 		"arrival until every frame is done), sim_s (simulated seconds) and wall_s (the only wall-clock figure). " +
 		"The same scenario and seed give the same report.\n\n" +
 		"--html FILE also writes a self-contained page (it loads nothing) with the table and charts, every " +
@@ -78,7 +79,7 @@ const replayTimeout = 10 * time.Minute
 
 // simSettings are the settings of `cuesched run` a simulation follows.
 var simSettings = []string{"policy", "order", "selfish-services", "tag-pressure", "locality", "memory-from-history",
-	"memory-headroom"}
+	"memory-headroom", "reservations", "reservation-after"}
 
 // variantFlags collects the repeated --variant.
 type variantFlags []string
@@ -315,7 +316,8 @@ func simVariants(given []string) ([]sim.Variant, error) {
 		}
 		out = append(out, sim.Variant{Label: label, Settings: pairs, Policy: instance.Policy(cfg),
 			Order: instance.Order(cfg), SelfishServices: cfg.SelfishServices, TagPressure: cfg.TagPressure,
-			Locality: cfg.Locality, Memory: instance.Memory(cfg)})
+			Locality: cfg.Locality, Memory: instance.Memory(cfg), Reservations: cfg.Reservations,
+			ReservationAfter: cfg.ReservationAfter})
 	}
 	return out, nil
 }

@@ -46,7 +46,8 @@ func TestSimJSONSchema(t *testing.T) {
 	file := writeTiny(t)
 	args := []string{"sim", "--scenario", file, "--json", "--variant", "default",
 		"--variant", "epvm policy=epvm order=strict selfish-services=a,b",
-		"--variant", "history memory-from-history=* memory-headroom=0.2"}
+		"--variant", "history memory-from-history=* memory-headroom=0.2",
+		"--variant", "reserve reservations=true reservation-after=1m"}
 	code, out := cli(t, nil, args...)
 	if code != 0 {
 		t.Fatalf("sim --json exited %d:\n%s", code, out)
@@ -66,8 +67,9 @@ func TestSimJSONSchema(t *testing.T) {
 		t.Error(e)
 	}
 	vs := doc.(map[string]any)["variants"].([]any)
-	if len(vs) != 3 || vs[1].(map[string]any)["label"] != "epvm" || vs[2].(map[string]any)["label"] != "history" {
-		t.Fatalf("want the variants default, epvm and history:\n%s", out)
+	if len(vs) != 4 || vs[1].(map[string]any)["label"] != "epvm" || vs[2].(map[string]any)["label"] != "history" ||
+		vs[3].(map[string]any)["label"] != "reserve" {
+		t.Fatalf("want the variants default, epvm, history and reserve:\n%s", out)
 	}
 	for _, k := range regexp.MustCompile(`"([a-z0-9_]*wall[a-z0-9_]*)"`).FindAllStringSubmatch(out, -1) {
 		if k[1] != "wall_s" {

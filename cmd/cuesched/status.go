@@ -77,8 +77,12 @@ func splitJSON(args []string) (asJSON bool, rest []string) {
 // printStatus writes the report as tables for people.
 func printStatus(w io.Writer, r status.Report) {
 	fmt.Fprintf(w, "as of %s   WAL %s   tag buckets %s\n", r.At.Format(time.RFC3339), r.WAL, r.Buckets)
-	fmt.Fprintf(w, "%d pending layers, %d waiting frames, %d clusters, %d unowned\n\n",
+	fmt.Fprintf(w, "%d pending layers, %d waiting frames, %d clusters, %d unowned\n",
 		r.Layers, r.Frames, len(r.Clusters), r.Unowned)
+	if r.Reserved > 0 {
+		fmt.Fprintf(w, "reserved hosts: %d, for %d layers (explain --job names them)\n", r.Reserved, r.ReservedLayers)
+	}
+	fmt.Fprintln(w)
 
 	fmt.Fprintln(w, "INSTANCES")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -34,8 +34,11 @@ var mayImport = map[string][]string{
 	"scheduler":         {"cluster", "dispatch", "internal/metrics", "match", "ownership"},
 	"scheduler/schedulertest": {"cluster", "dispatch", "internal/metrics", "internal/scenario", "match",
 		"match/matchtest", "ownership", "scheduler"},
-	"status":           {"cdc", "cluster", "match", "queue"},
-	"explain":          {"cache", "cluster", "internal/preflight", "match", "queue"},
+	"status":  {"cdc", "cluster", "match", "queue"},
+	"explain": {"cache", "cluster", "internal/preflight", "match", "queue", "reservation"},
+	// Reservations in the database (issue 15): their rows, and the running
+	// frames their planning reads.
+	"reservation":      {"match"},
 	"shows":            {"counters", "internal/wait"},
 	"migrations":       {},
 	"internal/config":  {},
@@ -52,7 +55,8 @@ var mayImport = map[string][]string{
 	// Self-contained HTML pages of charts: the demo's report and sim's.
 	"internal/htmlreport": {},
 	"internal/instance": {"cache", "cdc", "cluster", "counters", "dispatch", "internal/activity", "internal/audit",
-		"internal/config", "internal/metrics", "launch", "match", "ownership", "queue", "scheduler", "status"},
+		"internal/config", "internal/metrics", "launch", "match", "ownership", "queue", "reservation", "scheduler",
+		"status"},
 	// The simulator (issue 14): the workload model reads its scenario
 	// files; the simulation drives the loop (scheduler) through in-memory
 	// ports over the real host index (cache) and matching.

@@ -69,12 +69,17 @@ type Config struct {
 	MemoryFromHistory []string
 	// MemoryHeadroom is the share added to what those frames used.
 	MemoryHeadroom float64
-	BatchMin       int
-	BatchMax       int
-	LaunchWorkers  int
-	Instance       string // name this instance registers under
-	Lease          time.Duration
-	Workers        int // clusters worked concurrently
+	// Reservations: a layer starved of room reserves hosts, where other
+	// frames only backfill (match/reserve.go); ReservationAfter is how long
+	// it waits first (match.Threshold).
+	Reservations     bool
+	ReservationAfter time.Duration
+	BatchMin         int
+	BatchMax         int
+	LaunchWorkers    int
+	Instance         string // name this instance registers under
+	Lease            time.Duration
+	Workers          int // clusters worked concurrently
 	// TagPressure is cache.Hosts' pressure fraction: 0 turns it off.
 	TagPressure float64
 	// AuditEvery is how often a running instance runs the invariant audit
@@ -88,26 +93,27 @@ type Config struct {
 func Default() Config {
 	host, _ := os.Hostname()
 	return Config{
-		MetricsAddr:    ":10844", // see README, Configuration: not a port of Prometheus' list
-		RQDPort:        8444,
-		RQDTimeout:     10 * time.Second,
-		ReportGrace:    30 * time.Second, // launch.DefaultReportGrace
-		Feed:           "events",
-		PollEvery:      5 * time.Second,
-		Counters:       "cuesched",
-		LogLevel:       "info",
-		LogFormat:      "text",
-		HostPingMaxAge: 5 * time.Minute,
-		Policy:         "best-fit",
-		Order:          "lottery",
-		BatchMin:       1,
-		BatchMax:       500,
-		LaunchWorkers:  64,
-		Instance:       defaultInstance(host, os.Getpid()),
-		Lease:          6 * time.Second,
-		Workers:        4,
-		TagPressure:    0.5, // cache.DefaultPressureFraction
-		MemoryHeadroom: 0.2,
+		MetricsAddr:      ":10844", // see README, Configuration: not a port of Prometheus' list
+		RQDPort:          8444,
+		RQDTimeout:       10 * time.Second,
+		ReportGrace:      30 * time.Second, // launch.DefaultReportGrace
+		Feed:             "events",
+		PollEvery:        5 * time.Second,
+		Counters:         "cuesched",
+		LogLevel:         "info",
+		LogFormat:        "text",
+		HostPingMaxAge:   5 * time.Minute,
+		Policy:           "best-fit",
+		Order:            "lottery",
+		BatchMin:         1,
+		BatchMax:         500,
+		LaunchWorkers:    64,
+		Instance:         defaultInstance(host, os.Getpid()),
+		Lease:            6 * time.Second,
+		Workers:          4,
+		TagPressure:      0.5, // cache.DefaultPressureFraction
+		MemoryHeadroom:   0.2,
+		ReservationAfter: 10 * time.Minute,
 
 		LogSummaryEvery: 30 * time.Second,
 		AuditEvery:      time.Minute,

@@ -30,6 +30,7 @@ import (
 	"github.com/cuesched/cuesched/match"
 	"github.com/cuesched/cuesched/ownership"
 	"github.com/cuesched/cuesched/queue"
+	"github.com/cuesched/cuesched/reservation"
 	"github.com/cuesched/cuesched/scheduler"
 	"github.com/cuesched/cuesched/status"
 )
@@ -161,7 +162,7 @@ func build(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, buckets int,
 	}
 	p.sched = scheduler.New(scheduler.Config{
 		Policy: Policy(cfg), Order: Order(cfg), SelfishServices: cfg.SelfishServices, Locality: cfg.Locality,
-		Memory:  Memory(cfg),
+		Memory: Memory(cfg), Reservations: cfg.Reservations, ReservationAfter: cfg.ReservationAfter,
 		Workers: cfg.Workers, Logger: log, Metrics: sm, Loop: metrics.NewLoop(reg), OnBooked: opt.OnBooked,
 		OnAttempts: func(booked, dropped, _ int) { p.activity.Attempts(booked, dropped) },
 	}, scheduler.Deps{
@@ -169,6 +170,8 @@ func build(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, buckets int,
 		Booker: dispatch.NewBooker(bcfg), Hold: heldByReplica{p.replica}, Launcher: p.launcher, Owner: coord,
 		Buckets:           buckets,
 		RecomputeCounters: func(ctx context.Context) error { return counters.RecomputeManaged(ctx, pool) },
+		Running:           running(pool, p.replica.Hosts()),
+		Reservations:      reservation.New(pool, coord),
 	})
 	p.wire()
 	return p, nil
@@ -367,6 +370,12 @@ func Policy(cfg config.Config) match.Policy {
 		return match.NewEPVM(0, 0)
 	}
 	return match.BestFit{}
+}
+
+// running reads the frames running on hosts for reservations' planning.
+func running(pool *pgxpool.Pool, hosts reservation.Hosts) scheduler.Running {
+	r := reservation.NewReader(pool, hosts)
+	return scheduler.RunningFunc(func(ctx context.Context) scheduler.RunningRead { return r.Running(ctx) })
 }
 
 // Memory is memory from history as the settings give it.

@@ -61,6 +61,15 @@ func (s *Scenario) Inputs() *Inputs {
 		in.Layers = append(in.Layers, ml)
 		layers[l.Name] = ml
 	}
+	var resv []match.Reservation
+	for _, r := range s.Reserves {
+		mr := match.Reservation{Layer: r.Layer, LayerName: r.Layer, Host: r.Host, HostName: r.Host, Made: Now}
+		if r.Known {
+			mr.Start = Now.Add(r.In)
+		}
+		resv = append(resv, mr)
+	}
+	in.Options.Reservations = match.NewReservationSet(resv)
 	for _, r := range s.Running {
 		l := layers[r.Layer]
 		for range r.N {
@@ -93,6 +102,7 @@ func matchLayer(l Layer, j Job) *match.Layer {
 		CoresMax: l.CoresMax, Threadable: l.Threadable,
 		Services: slices.Clone(l.Services), Limits: slices.Clone(l.Limits),
 		History: match.History{Finished: l.Finished, MaxRSS: l.MaxRSS, MemFailed: l.MemFailed},
+		Runs:    l.Runs,
 	}
 	if l.After != 0 {
 		ml.StartAfter = Now.Add(l.After)

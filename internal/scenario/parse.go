@@ -82,10 +82,12 @@ func (p *parser) directive(line int, fields []string) error {
 		err = p.running(line, a)
 	case "ran":
 		err = p.ran(line, a)
+	case "reserve":
+		err = p.reserve(line, a)
 	case "options":
 		err = p.options(line, a)
 	default:
-		return fmt.Errorf("unknown directive %q (host, sub, folder, job, limit, layer, contested, running, ran, options, expect)", fields[0])
+		return fmt.Errorf("unknown directive %q (host, sub, folder, job, limit, layer, contested, running, ran, reserve, options, expect)", fields[0])
 	}
 	if err != nil {
 		return err
@@ -228,6 +230,18 @@ func (p *parser) layer(line int, a *args) error {
 		}
 		l.After = d
 	}
+	for _, r := range []struct {
+		key string
+		d   *time.Duration
+	}{{"run", &l.Runs.Layer}, {"jobrun", &l.Runs.Job}, {"servicerun", &l.Runs.Service}} {
+		if s := a.str(r.key, ""); s != "" {
+			d, err := time.ParseDuration(s)
+			if err != nil || d <= 0 {
+				return fmt.Errorf("%s=%q: want a duration above 0 such as 45m", r.key, s)
+			}
+			*r.d = d
+		}
+	}
 	if err := p.declare("layer", l.Name, line); err != nil {
 		return err
 	}
@@ -267,6 +281,22 @@ func (p *parser) ran(line int, a *args) error {
 		r.Ago = d
 	}
 	p.sc.Ran = append(p.sc.Ran, r)
+	return nil
+}
+
+func (p *parser) reserve(line int, a *args) error {
+	if err := a.names(2); err != nil {
+		return err
+	}
+	r := Reserve{Line: line, Layer: a.pos[0], Host: a.pos[1]}
+	if s := a.str("in", ""); s != "" && s != "unknown" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return fmt.Errorf("in=%q: want a duration of 0 or more such as 30m, or unknown", s)
+		}
+		r.In, r.Known = d, true
+	}
+	p.sc.Reserves = append(p.sc.Reserves, r)
 	return nil
 }
 
@@ -310,6 +340,11 @@ func (p *parser) resolve() error {
 	for _, r := range sc.Ran {
 		if err := p.refs(r.Line, [2]string{"layer", r.Layer}, [2]string{"host", r.Host}); err != nil {
 			return fmt.Errorf("%s:%d: ran: %w", sc.File, r.Line, err)
+		}
+	}
+	for _, r := range sc.Reserves {
+		if err := p.refs(r.Line, [2]string{"layer", r.Layer}, [2]string{"host", r.Host}); err != nil {
+			return fmt.Errorf("%s:%d: reserve: %w", sc.File, r.Line, err)
 		}
 	}
 	for _, e := range sc.Expects {

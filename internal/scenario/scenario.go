@@ -30,6 +30,7 @@ type Scenario struct {
 	Contested []Contested
 	Running   []Running
 	Ran       []Ran
+	Reserves  []Reserve
 	Options   Options
 	Expects   []Expect
 }
@@ -94,6 +95,9 @@ type Layer struct {
 	// frames finished, the most memory one used, a memory failure.
 	Finished, MaxRSS int64
 	MemFailed        bool
+	// Runs are the mean run times of its, its job's and its service's
+	// finished frames (match.Runs: reservations' backfill).
+	Runs match.Runs
 }
 
 // Contested is a tag contested for every round (tag pressure).
@@ -116,6 +120,15 @@ type Ran struct {
 	Line        int
 	Layer, Host string
 	Ago         time.Duration
+}
+
+// Reserve is a reservation of Host for Layer (match.Reservation) starting
+// In after the scenario's clock, or at an unknown start (Known false).
+type Reserve struct {
+	Line        int
+	Layer, Host string
+	In          time.Duration
+	Known       bool
 }
 
 // Options are the settings of the rounds.

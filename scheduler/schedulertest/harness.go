@@ -53,6 +53,9 @@ type Setup struct {
 	// Config is the loop's configuration; Logger, Loop and Now are the
 	// harness's.
 	Config scheduler.Config
+	// Running and Reservations are the loop's (reservations); nil: none.
+	Running      scheduler.Running
+	Reservations scheduler.Reservations
 }
 
 // Harness is the loop wired to in-memory parts.
@@ -98,7 +101,7 @@ func New(t testing.TB, s Setup) *Harness {
 	cfg.Now = h.Clock.Now
 	h.Sched = scheduler.New(cfg, scheduler.Deps{
 		Queue: h.Queue, Hosts: h.Hosts, Caps: h.Caps, Booker: h.Booker, Hold: holder{rec},
-		Launcher: h.Launcher, Owner: h.Owner, Buckets: 1,
+		Launcher: h.Launcher, Owner: h.Owner, Buckets: 1, Running: s.Running, Reservations: s.Reservations,
 	})
 	// As package instance wires the events.
 	h.Queue.OnWork(h.Sched.Wake)

@@ -140,6 +140,9 @@ func drawLayer(rng *rand.Rand, lt LayerTemplate, all []LayerTemplate) Layer {
 	l.Frames = make([]Frame, frames)
 	for i := range l.Frames {
 		rt := float64(lt.Runtime)
+		if lt.RuntimeMax > lt.Runtime {
+			rt += rng.Float64() * float64(lt.RuntimeMax-lt.Runtime)
+		}
 		if lt.Spread > 0 {
 			rt *= math.Exp(lt.Spread * rng.NormFloat64())
 		}

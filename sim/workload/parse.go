@@ -182,6 +182,30 @@ func (a *args) duration(k string, def time.Duration) time.Duration {
 	return d
 }
 
+// durationRange is a duration, or a range of them A-B (B at least A): the
+// range's top, or 0 for one duration.
+func (a *args) durationRange(k string, def time.Duration) (time.Duration, time.Duration) {
+	v, ok := a.take(k)
+	if !ok {
+		return def, 0
+	}
+	lo, hi, isRange := strings.Cut(v, "-")
+	d, err := time.ParseDuration(lo)
+	if err != nil || d < 0 {
+		a.fail(k, v, "a duration such as 90s, 10m or 2h, or a range such as 30m-60m")
+		return def, 0
+	}
+	if !isRange {
+		return d, 0
+	}
+	top, err := time.ParseDuration(hi)
+	if err != nil || top < d {
+		a.fail(k, v, "a range of durations A-B with B at least A, such as 30m-60m")
+		return def, 0
+	}
+	return d, top
+}
+
 func (a *args) number(k string, def, lo, hi float64) float64 {
 	v, ok := a.take(k)
 	if !ok {
@@ -366,7 +390,7 @@ func (w *Workload) layer(line int, f []string, jobs map[string]int) error {
 	l.GPUs = list(a, "gpus", []int64{0}, whole, "whole GPUs")[0]
 	l.GPUMem = list(a, "gpumem", []int64{0}, size, wantSize)[0]
 	l.Used = a.fracRange("used", 1)
-	l.Runtime = a.duration("runtime", 10*time.Minute)
+	l.Runtime, l.RuntimeMax = a.durationRange("runtime", 10*time.Minute)
 	l.Spread = a.number("spread", 0, 0, 3)
 	l.Setup = a.duration("setup", 0)
 	l.Tags = list(a, "tags", [][]string{{"general"}}, tags, "tags, comma-separated choices of '|'-separated tags")

@@ -66,7 +66,10 @@ type LayerTemplate struct {
 	GPUMem  int64      // KB
 	Used    [2]float64 // actual memory use per frame, a fraction of Mem
 	Runtime time.Duration
-	Spread  float64 // sigma of the log-normal runtime around Runtime (its median)
+	// RuntimeMax, when above 0, makes each frame's runtime uniform from
+	// Runtime to RuntimeMax (runtime=A-B) before Spread.
+	RuntimeMax time.Duration
+	Spread     float64 // sigma of the log-normal runtime around Runtime (its median)
 	// Setup is how much longer a frame runs on a host not warm for its
 	// layer (package sim: its caches and files are not there yet).
 	Setup      time.Duration

@@ -70,6 +70,8 @@ func TestParseErrors(t *testing.T) {
 		{base + "layer l job=j after=m\n", `x.sim:4: layer l: after="m" is not a layer of job j`},
 		{base + "layer l job=j frames=5-2\n", "x.sim:4: frames=5-2: want N or A-B"},
 		{base + "layer l job=j colour=red\n", `x.sim:4: unknown key "colour"`},
+		{base + "layer l job=j runtime=60m-30m\n", "x.sim:4: runtime=60m-30m: want a range of durations A-B with B at least A"},
+		{base + "layer l job=j runtime=soon\n", "x.sim:4: runtime=soon: want a duration such as 90s, 10m or 2h, or a range"},
 		{base + "frobnicate\n", `x.sim:4: unknown directive "frobnicate"`},
 		{"hosts 2\nsub s other size=4\njob j show=s\nlayer l job=j\n", "x.sim:2: sub s other: no host is in allocation other"},
 		{"hosts 2\nsub s general size=4\njob j show=t\nlayer l job=j\n", "x.sim:3: job j: show t has no sub line"},
@@ -79,6 +81,26 @@ func TestParseErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: got %v, want an error containing %q", tc.src, err, tc.want)
 		}
+	}
+}
+
+// runtime=A-B draws each frame's time uniformly from the range.
+func TestRuntimeRange(t *testing.T) {
+	t.Parallel()
+	w, err := Parse("x.sim", []byte("hosts 2\nsub s general size=4\njob j show=s\nlayer l job=j frames=200 runtime=30m-60m\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := w.Draw(1, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo, hi := time.Hour, time.Duration(0)
+	for _, fr := range f.Jobs[0].Layers[0].Frames {
+		lo, hi = min(lo, fr.Runtime), max(hi, fr.Runtime)
+	}
+	if lo < 30*time.Minute || hi > time.Hour || hi-lo < 25*time.Minute {
+		t.Errorf("runtimes from %v to %v: want spread over 30m-60m", lo, hi)
 	}
 }
 
