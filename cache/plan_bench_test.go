@@ -92,18 +92,31 @@ func BenchmarkPlanLocality(b *testing.B) {
 // BenchmarkPlanLocality's round with today's matching, each feature alone
 // and every feature at once (locality; memory from history for every show,
 // each layer's finished frames having used 40-55% of what it asks, so
-// nearly every layer is trimmed), over the same index (planVariants). A
-// feature to come is one more line here. It reports each variant's
+// nearly every layer is trimmed; reservations, 64 hosts held for 8 layers),
+// over the same index (planVariants). It reports each variant's
 // placements per second and its ratio to today's (every/today is the
 // acceptance's, target at least 0.9).
 func BenchmarkPlanFeatures(b *testing.B) {
 	f, layers := benchFeatureFarm(b)
 	memory := match.Memory{Shows: []string{"*"}, Headroom: 0.2}
+	// Reservations as many as planning holds at once (8 layers of 8 hosts),
+	// starting in an hour: every other layer's frames are expected to run
+	// 30 minutes (benchFeatureFarm), so a reserved host is a backfill for
+	// half the layers and refused to the others.
+	now := time.Unix(1_800_000_000, 0)
+	var rs []match.Reservation
+	for i := range 64 {
+		l := layers[(i/8)*250]
+		rs = append(rs, match.Reservation{Layer: l.ID, LayerName: l.Name, Host: fmt.Sprintf("host-%05d", i*151),
+			Start: now.Add(time.Hour), Made: now})
+	}
+	resv := match.NewReservationSet(rs)
 	planVariants(b, f, layers, []planVariant{
-		{"today", match.Options{}},
-		{"locality", match.Options{Locality: true}},
-		{"memory", match.Options{Memory: memory}},
-		{"every", match.Options{Locality: true, Memory: memory}},
+		{"today", match.Options{Now: now}},
+		{"locality", match.Options{Now: now, Locality: true}},
+		{"memory", match.Options{Now: now, Memory: memory}},
+		{"reservations", match.Options{Now: now, Reservations: resv}},
+		{"every", match.Options{Now: now, Locality: true, Memory: memory, Reservations: resv}},
 	})
 }
 
@@ -127,6 +140,9 @@ func benchFeatureFarm(b *testing.B) (*fake, []*match.Layer) {
 	})
 	for i, l := range layers {
 		l.History = match.History{Finished: 10, MaxRSS: l.Min.Mem * int64(40+i%16) / 100}
+		if i%2 == 0 {
+			l.Runs.Layer = 30 * time.Minute // read only with reservations on
+		}
 	}
 	for i := range 10000 {
 		id := fmt.Sprintf("host-%05d", i)
