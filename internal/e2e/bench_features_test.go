@@ -10,11 +10,11 @@ import (
 )
 
 // everyFeature is issue 15's "every feature on" as `cuesched run` flags:
-// locality, and memory from history for every show. A feature to come is
-// one more line.
+// locality, memory from history for every show, and reservations.
 var everyFeature = []string{
 	"--locality=true",
 	"--memory-from-history=*", "--memory-headroom=0.2",
+	"--reservations=true",
 }
 
 // TestBenchEndToEndFeatures is issue 15's booking throughput with every
