@@ -496,24 +496,17 @@ type freeing struct {
 func roomNow(l *Layer, n int64, hosts Hosts, taken func(string) bool, opt ReserveOptions) []freeing {
 	sz := sized(l, opt.Memory)
 	var out []freeing
-	seen := map[string]bool{}
-	for _, t := range l.Tags {
-		if opt.TagFilter != nil && !opt.TagFilter(l.Facility, t) {
-			continue
+	var found int64
+	eachHost(l, taken, opt, func(t string, visit func(Host) bool) {
+		found = 0
+		hosts.Walk(l.Facility, t, walkMin(sz), visit)
+	}, func(h Host) bool {
+		if f, ok := freeAt(h, sz, nil, opt.Now); ok && f.start.Equal(opt.Now) {
+			out = append(out, f)
+			found++
 		}
-		found := int64(0)
-		hosts.Walk(l.Facility, t, walkMin(sz), func(h Host) bool {
-			if seen[h.ID] || taken(h.ID) {
-				return true
-			}
-			seen[h.ID] = true
-			if f, ok := freeAt(h, sz, nil, opt.Now); ok && f.start.Equal(opt.Now) {
-				out = append(out, f)
-				found++
-			}
-			return found < n
-		})
-	}
+		return found < n
+	})
 	return sortFreeing(out, n)
 }
 
@@ -522,23 +515,35 @@ func roomNow(l *Layer, n int64, hosts Hosts, taken func(string) bool, opt Reserv
 func soonest(l *Layer, n int64, running Running, taken func(string) bool, opt ReserveOptions) []freeing {
 	sz := sized(l, opt.Memory)
 	var out []freeing
+	eachHost(l, taken, opt, func(t string, visit func(Host) bool) {
+		running.AllHosts(l.Facility, t, visit)
+	}, func(h Host) bool {
+		if f, ok := freeAt(h, sz, running, opt.Now); ok {
+			out = append(out, f)
+		}
+		return true
+	})
+	return sortFreeing(out, n)
+}
+
+// eachHost runs walk for each of the layer's tags the options let it use,
+// and has visit see each host once, none taken; a tag's walk goes on while
+// visit returns true.
+func eachHost(l *Layer, taken func(string) bool, opt ReserveOptions, walk func(tag string, visit func(Host) bool),
+	visit func(Host) bool) {
 	seen := map[string]bool{}
 	for _, t := range l.Tags {
 		if opt.TagFilter != nil && !opt.TagFilter(l.Facility, t) {
 			continue
 		}
-		running.AllHosts(l.Facility, t, func(h Host) bool {
+		walk(t, func(h Host) bool {
 			if seen[h.ID] || taken(h.ID) {
 				return true
 			}
 			seen[h.ID] = true
-			if f, ok := freeAt(h, sz, running, opt.Now); ok {
-				out = append(out, f)
-			}
-			return true
+			return visit(h)
 		})
 	}
-	return sortFreeing(out, n)
 }
 
 // sortFreeing puts the hosts in order of their start, and returns the

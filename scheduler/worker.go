@@ -315,7 +315,6 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.P
 	if err != nil {
 		return out, err
 	}
-	s.reservations(ctx)     // the other clusters' rows, fresh for the planning
 	s.reserve(ctx, c, live) // with none live, drops the cluster's
 	if len(live) == 0 {
 		s.setWaits(c.Key, nil)

@@ -167,12 +167,15 @@ func (r *run) result(v Variant) Result {
 		res.Wait[name] = Wait{Frames: len(ws), P50S: round(quantile(ws, 0.5), 1), P99S: round(quantile(ws, 0.99), 1),
 			MaxS: round(quantile(ws, 1), 1)}
 	}
-	res.ShareError = round(r.shareError(), 4)
 	res.ShowShareError = map[string]float64{}
 	if shares, ok := r.shares(); ok {
+		var sum float64
 		for _, sh := range shares {
-			res.ShowShareError[sh.show] = round(math.Abs(sh.used-sh.subscribed), 4)
+			e := math.Abs(sh.used - sh.subscribed)
+			res.ShowShareError[sh.show] = round(e, 4)
+			sum += e
 		}
+		res.ShareError = round(sum/float64(len(shares)), 4)
 	}
 	if r.m.booked > 0 {
 		res.WarmShare = round(float64(r.m.warmStarts)/float64(r.m.booked), 4)

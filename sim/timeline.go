@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"math"
 	"slices"
 	"time"
 )
@@ -140,17 +139,4 @@ func (r *run) shares() (out []showShare, ok bool) {
 		}
 	}
 	return out, ok
-}
-
-// shareError is the mean over shows of |used share - subscribed share|.
-func (r *run) shareError() float64 {
-	shares, ok := r.shares()
-	if !ok {
-		return 0
-	}
-	var sum float64
-	for _, s := range shares {
-		sum += math.Abs(s.used - s.subscribed)
-	}
-	return sum / float64(len(shares))
 }
