@@ -114,6 +114,9 @@ type hostRec struct {
 	// every host is contested: kept first for tag work, or for allocation
 	// work (tagSide()).
 	tagSide bool
+	// resv is the host's reservation in the set last marked
+	// (Hosts.SetReservations), nil when it holds none.
+	resv *match.Reservation
 }
 
 // hostState is the replicated host rows and the index built from them.
@@ -148,6 +151,10 @@ type hostState struct {
 	// job, were last booked or released, the most recent first
 	// (hosts_warm.go).
 	warmLayers, warmJobs map[string][]*hostRec
+	// resv is the reservations the hosts were last marked with
+	// (Hosts.SetReservations), resvRecs the hosts marked.
+	resv     *match.ReservationSet
+	resvRecs []*hostRec
 }
 
 func newHostState() *hostState {
@@ -189,12 +196,73 @@ func (h *Hosts) cutoff() time.Time {
 
 // Walk implements match.Hosts: the offered hosts of the facility carrying
 // tag with at least min idle, in ascending (idle cores, idle memory, id)
-// order, so the first one visited is the best fit.
-func (h *Hosts) Walk(facility, tag string, min match.Resources, visit func(match.Host) bool) {
+// order, so the first one visited is the best fit. With a claim on the
+// reservations last set (SetReservations), it leaves out the hosts they
+// hold that the claim refuses.
+func (h *Hosts) Walk(facility, tag string, min match.Resources, claim *match.Claim, visit func(match.Host) bool) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	if ix := h.st.index[tagKey{facility, cluster.Normalize(tag)}]; ix != nil {
-		ix.walk(min, h.cutoff(), h.gate, visit, avoidNone)
+		ix.walk(min, h.walkOpts(claim), visit, avoidNone)
+	}
+}
+
+// walkOpts are a walk's options now, for claim: it is kept only when its
+// set is the one the hosts were marked with (SetReservations), as the
+// marks say nothing of another. Called with h.mu held.
+func (h *Hosts) walkOpts(claim *match.Claim) walkOpts {
+	o := walkOpts{cutoff: h.cutoff(), gate: h.gate}
+	if claim != nil && claim.Set != nil && claim.Set == h.st.resv {
+		o.claim, claim.Kept = claim, true
+	}
+	return o
+}
+
+// SetReservations marks the hosts set holds (each with its reservation),
+// so that a walk with a claim on set leaves out those the claim refuses:
+// matching would refuse each one, and held hosts mostly stay idle, so every
+// walk reaching the idle hosts met them all. A walk with a claim on another
+// set leaves out nothing.
+func (h *Hosts) SetReservations(set *match.ReservationSet) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.st
+	if set == st.resv {
+		return
+	}
+	for _, rec := range st.resvRecs {
+		rec.resv = nil
+		st.refileHeld(rec)
+	}
+	st.resv, st.resvRecs = set, st.resvRecs[:0]
+	for _, r := range set.All() {
+		if rec := st.hosts[r.Host]; rec != nil && rec.resv == nil {
+			rec.resv, _ = set.On(r.Host)
+			st.resvRecs = append(st.resvRecs, rec)
+			st.refileHeld(rec)
+		}
+	}
+}
+
+// markNew gives a host record made after the marking its reservation in
+// the set marked, before it is filed.
+func (st *hostState) markNew(rec *hostRec) {
+	if r, ok := st.resv.On(rec.id); ok {
+		rec.resv = r
+		st.resvRecs = append(st.resvRecs, rec)
+	}
+}
+
+// refileHeld files rec's slots again with whether it is held (slot.held),
+// in place: the key does not change.
+func (st *hostState) refileHeld(rec *hostRec) {
+	if !rec.inTrees {
+		return
+	}
+	for _, lv := range rec.lvs {
+		if lv != nil {
+			lv.hosts.ReplaceOrInsert(slot{mem: rec.ixMem, id: rec.id, rec: rec, held: rec.resv != nil})
+		}
 	}
 }
 
@@ -217,29 +285,35 @@ func (h *Hosts) Walk(facility, tag string, min match.Resources, visit func(match
 // with three instances, on the peer stress farm changed to have work in
 // every allocation: BENCHMARKS.md). The split is a preference: the walk
 // goes on over both sides when its own has nothing.
-func (h *Hosts) WalkUncontested(facility, tag string, min match.Resources, visit func(match.Host) bool) bool {
+//
+// A host left out for the claim counts as visited: the walk has met a
+// host only the claim kept it from.
+func (h *Hosts) WalkUncontested(facility, tag string, min match.Resources, claim *match.Claim, visit func(match.Host) bool) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	ix := h.st.index[tagKey{facility, cluster.Normalize(tag)}]
 	if ix == nil {
 		return false
 	}
+	o := h.walkOpts(claim)
 	visited := false
 	seen := func(host match.Host) bool {
 		visited = true
 		return visit(host)
 	}
-	if !ix.walk(min, h.cutoff(), h.gate, seen, avoidContested) {
+	skipped, held := ix.walk(min, o, seen, avoidContested)
+	if !skipped {
 		return false
 	}
-	if visited {
+	if visited || held {
 		return true
 	}
-	ix.walkSide(min, h.cutoff(), h.gate, seen, avoidOtherSide, !h.st.allocTag(facility, ix.key.tag))
-	if visited {
+	_, held = ix.walkSide(min, o, seen, avoidOtherSide, !h.st.allocTag(facility, ix.key.tag))
+	if visited || held {
 		return true
 	}
-	return ix.walk(min, h.cutoff(), h.gate, visit, avoidPressured)
+	skipped, _ = ix.walk(min, o, visit, avoidPressured)
+	return skipped
 }
 
 // allocTag reports whether tag (normalized) is the tag of an allocation of

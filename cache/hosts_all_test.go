@@ -25,7 +25,7 @@ func TestAllHosts(t *testing.T) {
 	}
 	var all, walked []string
 	h.AllHosts("local", "general", func(x match.Host) bool { all = append(all, x.ID); return true })
-	h.Walk("local", "general", match.Resources{}, func(x match.Host) bool { walked = append(walked, x.ID); return true })
+	h.Walk("local", "general", match.Resources{}, nil, func(x match.Host) bool { walked = append(walked, x.ID); return true })
 	if !slices.Equal(all, []string{"h1", "h3"}) || !slices.Equal(walked, []string{"h3"}) {
 		t.Errorf("all hosts of general %v (walked %v), want h1 (busy) and h3", all, walked)
 	}

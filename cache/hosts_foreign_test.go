@@ -41,7 +41,7 @@ func TestWalkUncontestedWhenEveryHostIsForeign(t *testing.T) {
 	}
 	walk := func() ([]string, bool) {
 		var ids []string
-		skipped := f.r.hosts.WalkUncontested("local", "general", match.Resources{Cores: 100, Mem: gb},
+		skipped := f.r.hosts.WalkUncontested("local", "general", match.Resources{Cores: 100, Mem: gb}, nil,
 			func(h match.Host) bool { ids = append(ids, h.ID); return true })
 		return ids, skipped
 	}
@@ -110,7 +110,7 @@ func TestWalkUncontestedSplitsHostsEveryInstanceContests(t *testing.T) {
 	min := match.Resources{Cores: 100, Mem: gb}
 	walk := func(f *fake, tag string) ([]string, bool) {
 		var got []string
-		skipped := f.r.hosts.WalkUncontested("local", tag, min, func(h match.Host) bool { got = append(got, h.ID); return true })
+		skipped := f.r.hosts.WalkUncontested("local", tag, min, nil, func(h match.Host) bool { got = append(got, h.ID); return true })
 		return got, skipped
 	}
 	alloc, allocSkipped := walk(allocView, "general")

@@ -50,9 +50,9 @@ func TestGateHidesHosts(t *testing.T) {
 		var ids []string
 		visit := func(h match.Host) bool { ids = append(ids, h.ID); return true }
 		if uncontested {
-			f.r.hosts.WalkUncontested("local", "general", match.Resources{}, visit)
+			f.r.hosts.WalkUncontested("local", "general", match.Resources{}, nil, visit)
 		} else {
-			f.r.hosts.Walk("local", "general", match.Resources{}, visit)
+			f.r.hosts.Walk("local", "general", match.Resources{}, nil, visit)
 		}
 		return ids
 	}

@@ -21,11 +21,15 @@ const btreeDegree = 16
 
 type tagKey struct{ facility, tag string }
 
-// slot files a host in a level by the memory it was filed under.
+// slot files a host in a level by the memory it was filed under. held
+// (not part of the key) tells a host a reservation holds (hostRec.resv)
+// without reading its record: a walk whose claim refuses every held host
+// steps over them reading only the slot.
 type slot struct {
-	mem int64
-	id  string
-	rec *hostRec
+	mem  int64
+	id   string
+	rec  *hostRec
+	held bool
 }
 
 func slotLess(a, b slot) bool {
@@ -119,7 +123,7 @@ func (t *trees) insert(ix *tagIndex, r *hostRec, i int, cores, mem int64) {
 		it = levelItem{cores: cores, lv: lv}
 		ix.levels.ReplaceOrInsert(it)
 	}
-	it.lv.hosts.ReplaceOrInsert(slot{mem: mem, id: r.id, rec: r})
+	it.lv.hosts.ReplaceOrInsert(slot{mem: mem, id: r.id, rec: r, held: r.resv != nil})
 	if mem > it.lv.maxMem {
 		it.lv.maxMem = mem
 	}
@@ -181,46 +185,60 @@ func (t *trees) move(ix *tagIndex, r *hostRec, i int, cores, mem int64) {
 		}
 	}
 	lv.hosts.DeleteMin()
-	lv.hosts.ReplaceOrInsert(slot{mem: mem, id: r.id, rec: r})
+	lv.hosts.ReplaceOrInsert(slot{mem: mem, id: r.id, rec: r, held: r.resv != nil})
 	lv.maxMem = mem
 	ix.supply.Cores += cores - r.ixCores
 	ix.supply.Mem += mem - r.ixMem
 }
 
+// walkOpts is what a walk leaves out besides the hosts without min idle:
+// those last pinged before cutoff, refused by gate (when not nil), held by
+// a reservation claim refuses (when not nil: hostRec.resv, of the claim's
+// set), and those avoid says.
+type walkOpts struct {
+	cutoff time.Time
+	gate   HostGate
+	claim  *match.Claim
+}
+
 // walk visits the hosts with at least min idle in ascending (idle cores,
 // idle memory, id) order, skipping those whose GPUs or GPU memory fall short
-// and those last pinged before cutoff or refused by gate (when not nil),
-// until visit returns false. It also skips the hosts avoid says (carrying a
-// contested, or a pressured, tag other than this index's, or on the other
-// side of the split), and reports whether it skipped any.
-func (ix *tagIndex) walk(min match.Resources, cutoff time.Time, gate HostGate, visit func(match.Host) bool, avoid avoidance) (skipped bool) {
-	return ix.walkSide(min, cutoff, gate, visit, avoid, false)
+// and those o leaves out, until visit returns false. It also skips the hosts
+// avoid says (carrying a contested, or a pressured, tag other than this
+// index's, or on the other side of the split), and reports whether it
+// skipped any, and whether it left out any for the claim.
+func (ix *tagIndex) walk(min match.Resources, o walkOpts, visit func(match.Host) bool, avoid avoidance) (skipped, held bool) {
+	return ix.walkSide(min, o, visit, avoid, false)
 }
 
 // walkSide is walk, with the side of the split an avoidOtherSide walk keeps
 // (tagSide).
-func (ix *tagIndex) walkSide(min match.Resources, cutoff time.Time, gate HostGate, visit func(match.Host) bool,
-	avoid avoidance, tagSide bool) (skipped bool) {
-	w := walker{ix: ix, min: min, cutoff: cutoff, gate: gate, visit: visit, more: true, avoid: avoid,
-		tagSide: tagSide}
+func (ix *tagIndex) walkSide(min match.Resources, o walkOpts, visit func(match.Host) bool,
+	avoid avoidance, tagSide bool) (skipped, held bool) {
+	w := walker{ix: ix, min: min, walkOpts: o, visit: visit, more: true, avoid: avoid, tagSide: tagSide}
 	if ix.contested {
 		w.own = 1
 	}
 	ix.levels.AscendGreaterOrEqual(levelItem{cores: min.Cores}, w.level)
-	return w.skipped
+	return w.skipped, w.held
 }
 
 type walker struct {
-	ix      *tagIndex
-	min     match.Resources
-	cutoff  time.Time
-	gate    HostGate
+	ix  *tagIndex
+	min match.Resources
+	walkOpts
 	visit   func(match.Host) bool
 	more    bool
 	avoid   avoidance
 	own     int32 // 1 when the walked tag is contested: every host counts it
 	skipped bool
+	held    bool // left out a host for the claim
 	tagSide bool // avoidOtherSide: the walk is of a tag that is no allocation's
+	// stepOver: a held host of this level may be stepped over unread, as
+	// leaving it out can change nothing the walk reports: the claim
+	// refuses every held host, one has been left out (held), and no host
+	// of the level is avoided (skipped).
+	stepOver bool
 }
 
 func (w *walker) level(it levelItem) bool {
@@ -231,11 +249,16 @@ func (w *walker) level(it levelItem) bool {
 		w.skipped = true
 		return true
 	}
+	w.stepOver = w.claim != nil && w.claim.RefusesAll() &&
+		(w.avoid == avoidNone || w.avoid == avoidContested && it.lv.contested(w.own) == 0)
 	it.lv.hosts.AscendGreaterOrEqual(slot{mem: w.min.Mem}, w.host)
 	return w.more
 }
 
 func (w *walker) host(s slot) bool {
+	if s.held && w.stepOver && w.held {
+		return true
+	}
 	r := s.rec
 	if r.h.Idle.GPUs < w.min.GPUs || r.h.Idle.GPUMem < w.min.GPUMem || r.ping.Before(w.cutoff) {
 		return true
@@ -248,6 +271,13 @@ func (w *walker) host(s slot) bool {
 	}
 	if w.gate != nil && !w.gate.Allowed(r.h.Name) {
 		return true
+	}
+	if w.claim != nil {
+		if r.resv != nil && w.claim.Refuses(r.resv) {
+			w.held, w.claim.LeftOut = true, true
+			return true
+		}
+		w.claim.At = r.resv
 	}
 	w.more = w.visit(r.h)
 	return w.more

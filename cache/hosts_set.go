@@ -31,6 +31,7 @@ func (h *Hosts) SetHost(host match.Host) (grown bool) {
 	if rec == nil {
 		rec = &hostRec{id: host.ID}
 		st.hosts[host.ID] = rec
+		st.markNew(rec)
 	}
 	rec.row = hostRow{alloc: host.Alloc, name: host.Name, lock: "OPEN",
 		cores: host.Total.Cores, coresIdle: host.Idle.Cores, mem: host.Total.Mem, memIdle: host.Idle.Mem,

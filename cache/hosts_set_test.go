@@ -23,7 +23,7 @@ func TestSetHost(t *testing.T) {
 	}
 	walked := func(tag string) []match.Host {
 		var out []match.Host
-		h.Walk("local", tag, match.Resources{Cores: 100}, func(x match.Host) bool { out = append(out, x); return true })
+		h.Walk("local", tag, match.Resources{Cores: 100}, nil, func(x match.Host) bool { out = append(out, x); return true })
 		return out
 	}
 	got := walked("pool1")

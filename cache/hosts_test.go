@@ -331,7 +331,7 @@ func TestHostIndexMatchesBruteForce(t *testing.T) {
 				}
 				contested := pr.contested(models, taken, facilityOf, fac)
 				var uncontested []string
-				skipped := f.r.hosts.WalkUncontested(fac, tag, min, func(h match.Host) bool {
+				skipped := f.r.hosts.WalkUncontested(fac, tag, min, nil, func(h match.Host) bool {
 					uncontested = append(uncontested, h.ID)
 					return true
 				})
@@ -458,7 +458,7 @@ func TestTakeRace(t *testing.T) {
 				}
 				r := match.Resources{Cores: int64(rng.IntN(8)+1) * 100, Mem: int64(rng.IntN(4)+1) * gb}
 				var cand string
-				f.r.hosts.Walk("local", tags[rng.IntN(len(tags))], r, func(h match.Host) bool {
+				f.r.hosts.Walk("local", tags[rng.IntN(len(tags))], r, nil, func(h match.Host) bool {
 					cand = h.ID
 					return rng.IntN(4) == 0 // sometimes look further
 				})
@@ -492,15 +492,18 @@ func TestTakeRace(t *testing.T) {
 	}
 }
 
-// benchFarm is 10,000 hosts shaped like the peer stress farm: 16-128 cores,
+// benchFarm is 10,000 hosts shaped like the peer stress farm (stressFarm).
+func benchFarm(tb testing.TB) *fake { return stressFarm(tb, 10000) }
+
+// stressFarm is n hosts shaped like the peer stress farm's: 16-128 cores,
 // 32-256 GB, an allocation tag, one of 8 manual tags and a hostname tag.
-func benchFarm(tb testing.TB) *fake {
+func stressFarm(tb testing.TB, n int) *fake {
 	f := newFake(nil, 0)
 	f.allocs(tb)
 	cores := []int64{1600, 3200, 6400, 12800}
 	mems := []int64{32 * gb, 64 * gb, 128 * gb, 256 * gb}
 	var cs []cdc.Change
-	for i := range 10000 {
+	for i := range n {
 		m := baseHost(fmt.Sprintf("host-%05d", i), []string{"a1", "a2"}[i%2])
 		m.cores, m.coresIdle = cores[i%4], cores[i%4]
 		m.mem, m.memIdle, m.memFree = mems[i%4], mems[i%4], mems[i%4]
@@ -527,7 +530,7 @@ func BenchmarkBestFit(b *testing.B) {
 	b.ResetTimer()
 	found := 0
 	for i := 0; i < b.N; i++ {
-		f.r.hosts.Walk("local", "general", mins[i&1023], func(match.Host) bool { found++; return false })
+		f.r.hosts.Walk("local", "general", mins[i&1023], nil, func(match.Host) bool { found++; return false })
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lookups/s")
 	if found == 0 {
@@ -560,7 +563,9 @@ func BenchmarkTakeReturn(b *testing.B) {
 // the farm is full (DESIGN.md's measurement), then the farm is reset.
 func BenchmarkPlacement(b *testing.B) {
 	f := benchFarm(b)
-	benchPlacement(b, f, f.r.hosts.Walk)
+	benchPlacement(b, f, func(facility, tag string, min match.Resources, visit func(match.Host) bool) {
+		f.r.hosts.Walk(facility, tag, min, nil, visit)
+	})
 }
 
 // BenchmarkPlacementUncontested is BenchmarkPlacement with tag pressure
@@ -575,7 +580,7 @@ func BenchmarkPlacementUncontested(b *testing.B) {
 	}
 	f.r.hosts.SetDemand(ds)
 	benchPlacement(b, f, func(facility, tag string, min match.Resources, visit func(match.Host) bool) {
-		f.r.hosts.WalkUncontested(facility, tag, min, visit)
+		f.r.hosts.WalkUncontested(facility, tag, min, nil, visit)
 	})
 }
 

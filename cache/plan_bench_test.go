@@ -111,6 +111,7 @@ func BenchmarkPlanFeatures(b *testing.B) {
 			Start: now.Add(time.Hour), Made: now})
 	}
 	resv := match.NewReservationSet(rs)
+	f.r.hosts.SetReservations(resv) // as the scheduler does when it reads them
 	planVariants(b, f, layers, []planVariant{
 		{"today", match.Options{Now: now}},
 		{"locality", match.Options{Now: now, Locality: true}},
@@ -121,18 +122,24 @@ func BenchmarkPlanFeatures(b *testing.B) {
 }
 
 // benchFeatureFarm is BenchmarkPlan's farm and layers with what issue 15's
-// features act on: each host remembers frames of 4 of the layers (booked
-// and released: every layer and job has warm hosts), and each layer has a
-// history of 10 finished frames that used 40-55% of its memory request
-// (read only with memory from history on).
-func benchFeatureFarm(b *testing.B) (*fake, []*match.Layer) {
-	f := benchFarm(b)
+// features act on (featureFarm).
+func benchFeatureFarm(b *testing.B) (*fake, []*match.Layer) { return featureFarm(b, 10000, 2000, 100) }
+
+// featureFarm is a stressFarm of the hosts given, and the layers given of
+// frames each shaped like BenchmarkPlan's, with what issue 15's features
+// act on: each host remembers frames of 4 of the layers (booked and
+// released: every layer and job has warm hosts), each layer has a history
+// of 10 finished frames that used 40-55% of its memory request (read only
+// with memory from history on), and every other layer a mean run of 30
+// minutes (read only with reservations on).
+func featureFarm(b testing.TB, hosts, nLayers, frames int) (*fake, []*match.Layer) {
+	f := stressFarm(b, hosts)
 	f.apply(b, f.insert("show", "pk_show", "s1", "b_active", true, "b_scheduler_managed", true),
 		f.insert("subscription", "pk_subscription", "sub1", "pk_show", "s1", "pk_alloc", "a1",
 			"int_size", int64(1)<<40, "int_burst", int64(1)<<40),
 		f.insert("subscription", "pk_subscription", "sub2", "pk_show", "s1", "pk_alloc", "a2",
 			"int_size", int64(1)<<40, "int_burst", int64(1)<<40))
-	layers := matchtest.StressLayers(2000, 100, "s1", "f1", func(i int) string {
+	layers := matchtest.StressLayers(nLayers, frames, "s1", "f1", func(i int) string {
 		if i%3 == 0 {
 			return fmt.Sprintf("pool%d", (i/3)%8)
 		}
@@ -141,10 +148,10 @@ func benchFeatureFarm(b *testing.B) (*fake, []*match.Layer) {
 	for i, l := range layers {
 		l.History = match.History{Finished: 10, MaxRSS: l.Min.Mem * int64(40+i%16) / 100}
 		if i%2 == 0 {
-			l.Runs.Layer = 30 * time.Minute // read only with reservations on
+			l.Runs.Layer = 30 * time.Minute
 		}
 	}
-	for i := range 10000 {
+	for i := range hosts {
 		id := fmt.Sprintf("host-%05d", i)
 		for k := range 4 {
 			l := layers[(i*7+k*501)%len(layers)]

@@ -339,7 +339,7 @@ func TestReplicaFollowsChanges(t *testing.T) {
 	hs := h.r.Hosts()
 	offered := func(fac, tag string) bool {
 		found := false
-		hs.Walk(fac, tag, match.Resources{}, func(x match.Host) bool { found = found || x.ID == host; return true })
+		hs.Walk(fac, tag, match.Resources{}, nil, func(x match.Host) bool { found = found || x.ID == host; return true })
 		return found
 	}
 	local, cloud := facilityID(t, db, "local"), facilityID(t, db, "cloud")

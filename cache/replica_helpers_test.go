@@ -209,7 +209,7 @@ func checkIndex(tb testing.TB, h *Hosts) {
 // walkAll collects a walk's hosts.
 func walkAll(h *Hosts, facility, tag string, min match.Resources) []match.Host {
 	var out []match.Host
-	h.Walk(facility, tag, min, func(x match.Host) bool { out = append(out, x); return true })
+	h.Walk(facility, tag, min, nil, func(x match.Host) bool { out = append(out, x); return true })
 	return out
 }
 

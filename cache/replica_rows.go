@@ -251,6 +251,7 @@ func (st *hostState) apply(c *cdc.Change) (host string, gone bool, err error) {
 		if rec == nil {
 			rec = &hostRec{id: key, tagSide: tagSide(key)}
 			st.hosts[key] = rec
+			st.markNew(rec)
 		}
 		rec.row = row
 		st.dirty[key] = struct{}{}

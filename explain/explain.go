@@ -557,7 +557,7 @@ func tagCensus(hosts *cache.Hosts, facility string, tags []string) []TagHosts {
 	out := []TagHosts{}
 	for _, t := range tags {
 		th := TagHosts{Tag: t}
-		hosts.Walk(facility, t, match.Resources{}, func(h match.Host) bool {
+		hosts.Walk(facility, t, match.Resources{}, nil, func(h match.Host) bool {
 			th.Offered++
 			th.IdleCores += h.Idle.Cores
 			th.IdleMem += h.Idle.Mem

@@ -169,6 +169,8 @@ type planner struct {
 	resv        *ReservationSet
 	resvRefused bool
 	resvWhy     string
+	claim       Claim  // the search's, when resv
+	walkClaim   *Claim // the claim of the walk under way (nil: none)
 }
 
 type candidate struct {
@@ -204,6 +206,9 @@ type layerState struct {
 	lb     int64     // the fewest cores any host could give one frame
 	noGPU  bool
 	self   bool // runs a selfish service
+	// claim is what the layer's claims may use of the hosts the round's
+	// reservations hold, known at its first search.
+	claim claimKind
 	// warmMiss counts the round's warm searches that changed nothing
 	// (locality.go).
 	warmMiss int8
@@ -212,6 +217,15 @@ type layerState struct {
 	reason   Reason
 	detail   string
 }
+
+// claimKind is what a layer's claims may use of the held hosts.
+type claimKind int8
+
+const (
+	claimUnknown claimKind = iota
+	claimSome              // its own, or backfills: each held host is judged
+	claimNone              // nothing (Claim.all)
+)
 
 func (ls *layerState) setWait(r Reason, detail string) {
 	ls.waits, ls.reason, ls.detail = true, r, detail
@@ -250,6 +264,10 @@ type shapeState struct {
 	// resv: a layer of the shape found no host but reserved ones it could
 	// not backfill (reserve.go, resvFailed).
 	resv resvMemo
+	// unclaimed: a search of the shape walked again without its claim
+	// (search): the shape's later searches walk without one at once, as
+	// capacity only shrinks within a round and they would fail the same.
+	unclaimed bool
 }
 
 type showState struct {
@@ -659,24 +677,29 @@ func capDetail(kind string, c *capState, size Resources) string {
 // waits while capacity exists. A host without GPUs comes first either way; a
 // GPU host found without the contested hosts stays preferred to one among
 // them.
+//
+// With reservations, the walks may leave out the hosts held for other
+// layers that this one may not backfill (Claim). A search that so finds
+// nothing walks again with them, as what it passed by (a cap, a
+// reservation) explains the wait and feeds the shape's memos; the shape's
+// later searches then walk with them at once (shapeState.unclaimed).
 func (p *planner) search(ls *layerState) {
 	p.cur = ls
-	p.found, p.fallback, p.keepFallback, p.plain = false, false, false, false
-	p.capHit, p.capAlloc = capNone, ""
-	p.resvRefused = false
-	skipped := false
-	for _, t := range ls.tags {
-		p.seen = 0
-		if p.hosts.WalkUncontested(ls.l.Facility, t, ls.min, p.visitFn) {
-			skipped = true
+	var claim *Claim
+	if p.resv != nil && !ls.shape.unclaimed {
+		if ls.claim == claimUnknown {
+			ls.claim = claimSome
+			if p.resv.Claim(ls.l, p.opt.Now).all {
+				ls.claim = claimNone
+			}
 		}
+		p.claim = Claim{Set: p.resv, Layer: ls.l, Now: p.opt.Now, all: ls.claim == claimNone}
+		claim = &p.claim
 	}
-	if !p.found && skipped {
-		p.keepFallback, p.plain = p.fallback, true
-		for _, t := range ls.tags {
-			p.seen = 0
-			p.hosts.Walk(ls.l.Facility, t, ls.min, p.visitFn)
-		}
+	p.walk(ls, claim)
+	if !p.found && claim != nil && claim.LeftOut {
+		ls.shape.unclaimed = true
+		p.walk(ls, nil)
 	}
 	if !p.found && p.fallback {
 		p.best, p.second, p.found = p.second, p.best, true
@@ -685,6 +708,29 @@ func (p *planner) search(ls *layerState) {
 		}
 	}
 	p.warmSearch(ls)
+}
+
+// walk is search's walks of the layer's tag indexes.
+func (p *planner) walk(ls *layerState, claim *Claim) {
+	p.walkClaim = claim
+	p.found, p.fallback, p.keepFallback, p.plain = false, false, false, false
+	p.capHit, p.capAlloc = capNone, ""
+	p.resvRefused = false
+	skipped := false
+	for _, t := range ls.tags {
+		p.seen = 0
+		if p.hosts.WalkUncontested(ls.l.Facility, t, ls.min, claim, p.visitFn) {
+			skipped = true
+		}
+	}
+	if !p.found && skipped {
+		p.keepFallback, p.plain = p.fallback, true
+		for _, t := range ls.tags {
+			p.seen = 0
+			p.hosts.Walk(ls.l.Facility, t, ls.min, claim, p.visitFn)
+		}
+	}
+	p.walkClaim = nil
 }
 
 // visit offers one host of a walk; it returns false when the policy has seen
@@ -818,7 +864,7 @@ func (p *planner) diagnose(ls *layerState) (Reason, string) {
 	least := Resources{Cores: minIdleCores, Mem: minIdleMem}
 	for _, t := range ls.tags {
 		p.diagSeen = 0
-		p.hosts.Walk(ls.l.Facility, t, least, p.diagFn)
+		p.hosts.Walk(ls.l.Facility, t, least, nil, p.diagFn)
 	}
 	if !p.nearFound {
 		return ReasonCapacity, fmt.Sprintf("no host tagged %s has idle capacity", strings.Join(ls.tags, "|"))

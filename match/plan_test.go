@@ -212,14 +212,14 @@ type countingHosts struct {
 	walks int
 }
 
-func (c *countingHosts) Walk(f, t string, min match.Resources, visit func(match.Host) bool) {
+func (c *countingHosts) Walk(f, t string, min match.Resources, claim *match.Claim, visit func(match.Host) bool) {
 	c.walks++
-	c.Hosts.Walk(f, t, min, visit)
+	c.Hosts.Walk(f, t, min, claim, visit)
 }
 
-func (c *countingHosts) WalkUncontested(f, t string, min match.Resources, visit func(match.Host) bool) bool {
+func (c *countingHosts) WalkUncontested(f, t string, min match.Resources, claim *match.Claim, visit func(match.Host) bool) bool {
 	c.walks++
-	return c.Hosts.WalkUncontested(f, t, min, visit)
+	return c.Hosts.WalkUncontested(f, t, min, claim, visit)
 }
 
 // Layers of a shape that failed do not walk again.

@@ -120,21 +120,72 @@ func Backfill(l *Layer, r *Reservation, now time.Time) (ok bool, why string) {
 		r.HostName, r.LayerName, r.Start.UTC().Format(time.RFC3339), d.Round(time.Second), from)
 }
 
+// Claim is a layer's search of the host index with the round's
+// reservations: the index may leave out of its walks the hosts Set holds
+// that the claim refuses (Refuses), as matching would refuse each one it
+// was offered, and then sets LeftOut. Held hosts mostly stay idle, so
+// without it every walk that reached the idle hosts met every one of them
+// (BENCHMARKS.md, "Every feature on"). An index that leaves nothing out is
+// as right, only slower.
+type Claim struct {
+	Set   *ReservationSet
+	Layer *Layer
+	Now   time.Time
+	// LeftOut is set by a walk that left out a host the claim refuses;
+	// Kept by one whose index was marked with Set, so that it leaves out
+	// every such host it meets (package cache), and then At, before each
+	// host it offers, to that host's reservation in Set (nil: none), which
+	// spares matching looking it up.
+	LeftOut, Kept bool
+	At            *Reservation
+	// all: the claim refuses every reservation of Set (Set.Claim), so a
+	// walk may leave a held host out without reading its reservation.
+	all bool
+}
+
+// Claim is a claim of l on the set at now, knowing whether it refuses
+// every reservation of the set (RefusesAll): l holds none, none has
+// expired, and l's expected run ends after every known start.
+func (s *ReservationSet) Claim(l *Layer, now time.Time) Claim {
+	c := Claim{Set: s, Layer: l, Now: now}
+	if s == nil || s.reserving[l.ID] || !now.IsZero() && now.After(s.firstRef.Add(ReserveMargin)) { // one expired
+		return c
+	}
+	d, _, known := l.Runs.Expected()
+	c.all = !known || s.lastStart.IsZero() || now.Add(d).After(s.lastStart)
+	return c
+}
+
+// RefusesAll reports whether the claim refuses every host its set holds.
+func (c *Claim) RefusesAll() bool { return c.all }
+
+// Refuses reports whether the claim's layer may not place a frame on a
+// host r holds: r is not expired, not its own, and no backfill for it
+// (what reservedOK refuses).
+func (c *Claim) Refuses(r *Reservation) bool {
+	return !Expired(r, c.Now) && r.Layer != c.Layer.ID && !CanBackfill(c.Layer, r, c.Now)
+}
+
 // reservedOK checks a candidate host against the round's reservations
 // (callers test p.resv first: a round without any pays no call); it
 // records in c.use what placing there would be, and the first refusal for
 // the layer's wait detail.
 func (p *planner) reservedOK(ls *layerState, c *candidate) bool {
 	c.use = UseNone
-	r, held := p.resv.On(c.host.ID)
+	var r *Reservation
+	var held bool
+	if wc := p.walkClaim; wc != nil && wc.Kept {
+		r, held = wc.At, wc.At != nil
+	} else {
+		r, held = p.resv.On(c.host.ID)
+	}
 	switch {
 	case !held || Expired(r, p.opt.Now):
 		return true
 	case r.Layer == ls.l.ID:
 		c.use = UseHonoured
 		return true
-	}
-	if CanBackfill(ls.l, r, p.opt.Now) {
+	case CanBackfill(ls.l, r, p.opt.Now):
 		c.use = UseBackfill
 		return true
 	}
@@ -207,6 +258,10 @@ type ReservationSet struct {
 	list      []Reservation
 	byHost    map[string]*Reservation
 	reserving map[string]bool // the layers holding any
+	// firstRef is the earliest time a reservation of the set expires from
+	// (its start, or its making for an unknown start: Expired); lastStart
+	// the latest known start (zero: none known).
+	firstRef, lastStart time.Time
 }
 
 // NewReservationSet indexes rs (one a host: the first stands); nil when
@@ -217,9 +272,21 @@ func NewReservationSet(rs []Reservation) *ReservationSet {
 	}
 	s := &ReservationSet{list: rs, byHost: make(map[string]*Reservation, len(rs)), reserving: map[string]bool{}}
 	for i := range rs {
-		if _, dup := s.byHost[rs[i].Host]; !dup {
-			s.byHost[rs[i].Host] = &rs[i]
-			s.reserving[rs[i].Layer] = true
+		r := &rs[i]
+		if _, dup := s.byHost[r.Host]; dup {
+			continue
+		}
+		s.byHost[r.Host] = r
+		s.reserving[r.Layer] = true
+		ref := r.Start
+		if ref.IsZero() {
+			ref = r.Made
+		}
+		if len(s.byHost) == 1 || ref.Before(s.firstRef) {
+			s.firstRef = ref
+		}
+		if r.Start.After(s.lastStart) {
+			s.lastStart = r.Start
 		}
 	}
 	return s
@@ -499,7 +566,7 @@ func roomNow(l *Layer, n int64, hosts Hosts, taken func(string) bool, opt Reserv
 	var found int64
 	eachHost(l, taken, opt, func(t string, visit func(Host) bool) {
 		found = 0
-		hosts.Walk(l.Facility, t, walkMin(sz), visit)
+		hosts.Walk(l.Facility, t, walkMin(sz), nil, visit)
 	}, func(h Host) bool {
 		if f, ok := freeAt(h, sz, nil, opt.Now); ok && f.start.Equal(opt.Now) {
 			out = append(out, f)

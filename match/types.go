@@ -141,15 +141,16 @@ type Limit struct {
 type Hosts interface {
 	// Walk visits the offered hosts of the facility that carry tag and have at
 	// least min idle, in ascending (idle cores, idle memory, id) order, until
-	// visit returns false. Walk must not be re-entered from visit.
-	Walk(facility, tag string, min Resources, visit func(Host) bool)
+	// visit returns false. Walk must not be re-entered from visit. With a
+	// claim (nil: none), it may leave out hosts the claim refuses (Claim).
+	Walk(facility, tag string, min Resources, claim *Claim, visit func(Host) bool)
 	// WalkUncontested is Walk without the hosts contested for tag: those
 	// carrying another tag whose waiting work can run only on hosts with
 	// that tag and needs much of their idle capacity (tag pressure, kept by
 	// package cache). skipped reports whether it may have left a host out,
 	// so a caller that found nothing walks again with Walk, never waiting
 	// while a host fits.
-	WalkUncontested(facility, tag string, min Resources, visit func(Host) bool) (skipped bool)
+	WalkUncontested(facility, tag string, min Resources, claim *Claim, visit func(Host) bool) (skipped bool)
 	// Tagged reports whether any host of the facility carries tag at all,
 	// offered or not (a layer whose tags name no host waits for "no-host").
 	Tagged(facility, tag string) bool

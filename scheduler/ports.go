@@ -52,6 +52,10 @@ type Hosts interface {
 	ClusterKeys(k *cluster.Keyer) []cluster.Key
 	// SetDemand gives tag pressure the demand of the queued tagged work.
 	SetDemand(ds []match.TagDemand)
+	// SetReservations gives the index the reservations the rounds honour,
+	// so their walks leave out the hosts held for other layers
+	// (match.Claim).
+	SetReservations(set *match.ReservationSet)
 }
 
 // Booker commits placements of one cluster in guarded transactions

@@ -78,6 +78,7 @@ func (s *Scheduler) reservations(ctx context.Context) *match.ReservationSet {
 			s.mu.Lock()
 			s.resvRead = resvRead{at: now, set: set}
 			s.mu.Unlock()
+			s.deps.Hosts.SetReservations(set)
 			return set
 		}
 		return read.set
@@ -90,6 +91,7 @@ func (s *Scheduler) reservations(ctx context.Context) *match.ReservationSet {
 			all = append(all, st.held...)
 		}
 		s.resvSet, s.resvSetOK = match.NewReservationSet(all), true
+		s.deps.Hosts.SetReservations(s.resvSet)
 	}
 	return s.resvSet
 }

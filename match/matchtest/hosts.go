@@ -134,13 +134,14 @@ func (f *Hosts) SetContested(facility, tag string, contested bool) {
 	}
 }
 
-// Walk implements match.Hosts.
-func (f *Hosts) Walk(facility, tag string, min match.Resources, visit func(match.Host) bool) {
+// Walk implements match.Hosts. It leaves out no host for a claim.
+func (f *Hosts) Walk(facility, tag string, min match.Resources, _ *match.Claim, visit func(match.Host) bool) {
 	f.walk(facility, tag, min, visit, false)
 }
 
-// WalkUncontested implements match.Hosts.
-func (f *Hosts) WalkUncontested(facility, tag string, min match.Resources, visit func(match.Host) bool) bool {
+// WalkUncontested implements match.Hosts. It leaves out no host for a
+// claim.
+func (f *Hosts) WalkUncontested(facility, tag string, min match.Resources, _ *match.Claim, visit func(match.Host) bool) bool {
 	return f.walk(facility, tag, min, visit, true)
 }
 

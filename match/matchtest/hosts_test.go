@@ -50,7 +50,7 @@ func TestHostsWalkOrder(t *testing.T) {
 		min := match.Resources{Cores: 100 * r.Int64N(8), Mem: 512 * r.Int64N(8), GPUs: r.Int64N(2)}
 		for _, tag := range []string{"all", "t1"} {
 			var got []string
-			f.Walk("f", tag, min, func(h match.Host) bool { got = append(got, h.ID); return true })
+			f.Walk("f", tag, min, nil, func(h match.Host) bool { got = append(got, h.ID); return true })
 			var want []match.Host
 			for _, h := range hs {
 				now, _ := f.Host(h.ID)
@@ -69,7 +69,7 @@ func TestHostsWalkOrder(t *testing.T) {
 				t.Fatalf("step %d: Walk(%s, %+v) = %v, want %v", step, tag, min, got, wantIDs)
 			}
 			got = nil
-			skipped := f.WalkUncontested("f", tag, min, func(h match.Host) bool { got = append(got, h.ID); return true })
+			skipped := f.WalkUncontested("f", tag, min, nil, func(h match.Host) bool { got = append(got, h.ID); return true })
 			var wantSkipped bool
 			wantIDs = slices.DeleteFunc(wantIDs, func(id string) bool {
 				h, _ := f.Host(id)

@@ -57,6 +57,10 @@ func (f *Hosts) SetDemand(ds []match.TagDemand) {
 	f.demand = slices.Clone(ds)
 }
 
+// SetReservations implements scheduler.Hosts: matchtest's index leaves
+// out no host for a claim, so it keeps nothing.
+func (f *Hosts) SetReservations(*match.ReservationSet) {}
+
 // Demand is what SetDemand was last given.
 func (f *Hosts) Demand() []match.TagDemand {
 	f.mu.Lock()
