@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -268,8 +269,14 @@ func (w *faultWorld) cuebotKillsJob(t *testing.T) {
 			t.Errorf("cycle %d: %d frames of the killed job stopped by hand (exit status %d), want the %d stopped", c, n,
 				cuebotsim.KillExitStatus, stopped)
 		}
+		// A completion report Cuebot is still recording lets go of its
+		// frame (the proc's pk_frame NULL) before it deletes the proc, in
+		// a transaction of its own: the run's end is seen before that.
+		waitFor(t, time.Minute, "Cuebot's completions of the killed job's frames recorded", func() bool {
+			return count(t, w.db.Pool, `SELECT count(*) FROM proc WHERE pk_job = $1 AND pk_frame IS NULL`, job) == 0
+		}, inst)
 		if n := count(t, w.db.Pool, `SELECT count(*) FROM proc WHERE pk_job = $1`, job); n > 0 {
-			t.Errorf("cycle %d: %d procs of the killed job left", c, n)
+			t.Errorf("cycle %d: %d procs of the killed job left: %s", c, n, w.procRows(t, job))
 		}
 		w.succeeded(t, beside, time.Minute, inst)
 		w.clearScripts()
@@ -511,4 +518,17 @@ func (w *faultWorld) twoStepRelease(t *testing.T) {
 			len(frames), host, windows)
 	}
 	w.finish(t, inst)
+}
+
+// procRows describes the job's proc rows and their frames, for a failure
+// to say which booking left them.
+func (w *faultWorld) procRows(t *testing.T, job string) string {
+	t.Helper()
+	var s string
+	if err := w.db.Pool.QueryRow(t.Context(), `SELECT coalesce(string_agg(format('proc %s frame %s (%s, %s, exit %s, version %s) host %s booked %s',
+			p.pk_proc, p.pk_frame, f.str_name, f.str_state, f.int_exit_status, f.int_version, p.pk_host, p.ts_booked), '; '), 'none')
+		  FROM proc p LEFT JOIN frame f ON f.pk_frame = p.pk_frame WHERE p.pk_job = $1`, job).Scan(&s); err != nil {
+		return fmt.Sprintf("(read the procs: %v)", err)
+	}
+	return s
 }
