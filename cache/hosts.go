@@ -107,6 +107,7 @@ type hostRec struct {
 	inTrees bool        // filed in the trees of idxs
 	ixCores int64       // where it is filed
 	ixMem   int64
+	ixHeld  bool // filed as held (slot.held): resv set when it was
 	// contested is how many of idxs are contested, kept while filed: a walk
 	// of one of them tells a host kept for another tag by one comparison.
 	contested int32
@@ -253,17 +254,26 @@ func (st *hostState) markNew(rec *hostRec) {
 	}
 }
 
-// refileHeld files rec's slots again with whether it is held (slot.held),
-// in place: the key does not change.
+// refileHeld files rec's slots again with whether it is held (slot.held,
+// hostRec.ixHeld), in place (the key does not change), and counts it in
+// its levels.
 func (st *hostState) refileHeld(rec *hostRec) {
-	if !rec.inTrees {
+	held := rec.resv != nil
+	if !rec.inTrees || rec.ixHeld == held {
+		rec.ixHeld = held
 		return
+	}
+	d := 1
+	if !held {
+		d = -1
 	}
 	for _, lv := range rec.lvs {
 		if lv != nil {
-			lv.hosts.ReplaceOrInsert(slot{mem: rec.ixMem, id: rec.id, rec: rec, held: rec.resv != nil})
+			lv.hosts.ReplaceOrInsert(slot{mem: rec.ixMem, id: rec.id, rec: rec, held: held})
+			lv.held += d
 		}
 	}
+	rec.ixHeld = held
 }
 
 // WalkUncontested implements match.Hosts: Walk without the hosts that carry
@@ -640,6 +650,7 @@ func (st *hostState) reposition(rec *hostRec) {
 		if len(rec.lvs) != len(rec.idxs) {
 			rec.lvs = make([]*level, len(rec.idxs))
 		}
+		rec.ixHeld = rec.resv != nil
 		for i, ix := range rec.idxs {
 			st.trees.insert(ix, rec, i, idle.Cores, idle.Mem)
 		}

@@ -74,6 +74,7 @@ func TestWalkLeavesOutHostsTheClaimRefuses(t *testing.T) {
 	other := match.NewReservationSet([]match.Reservation{
 		{Layer: "other", Host: "h4", Start: hour, Made: epoch}, {Layer: "other", Host: "h5", Start: hour, Made: epoch}})
 	f.r.hosts.SetReservations(other)
+	checkHeld(t, f.r.hosts)
 	m := baseHost("h5", "a1")
 	m.tags["t-h5"] = "general"
 	f.addHost(t, m)
@@ -161,6 +162,7 @@ func planSameWhenLeftOut(t *testing.T, starts []time.Time) {
 		}
 		t.Logf("round %d: %d placements (%d honoured, %d backfills), %d waiting for capacity", round,
 			len(got.Placements), uses[match.UseHonoured], uses[match.UseBackfill], waits)
+		checkHeld(t, marked.r.hosts)
 	}
 	t.Logf("hosts offered: %d marked, %d not", mi.visits, pi.visits)
 	if mi.visits >= pi.visits {
@@ -191,3 +193,31 @@ func (c *countingIndex) WalkUncontested(facility, tag string, min match.Resource
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// checkHeld checks every level's count of held hosts against its slots,
+// and each slot's flag against its host's reservation: a level counted
+// with more held hosts than it holds would be skipped by walks that must
+// see its other hosts.
+func checkHeld(t *testing.T, h *Hosts) {
+	t.Helper()
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for k, ix := range h.st.index {
+		ix.levels.Ascend(func(it levelItem) bool {
+			n := 0
+			it.lv.hosts.Ascend(func(s slot) bool {
+				if s.held != (s.rec.resv != nil) {
+					t.Errorf("%v: host %s filed held %v, its reservation %v", k, s.id, s.held, s.rec.resv)
+				}
+				if s.held {
+					n++
+				}
+				return true
+			})
+			if n != it.lv.held {
+				t.Errorf("%v: level of %d idle cores counts %d held hosts, holds %d", k, it.cores, it.lv.held, n)
+			}
+			return true
+		})
+	}
+}

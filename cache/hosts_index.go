@@ -22,7 +22,7 @@ const btreeDegree = 16
 type tagKey struct{ facility, tag string }
 
 // slot files a host in a level by the memory it was filed under. held
-// (not part of the key) tells a host a reservation holds (hostRec.resv)
+// (not part of the key) tells a host a reservation holds (hostRec.ixHeld)
 // without reading its record: a walk whose claim refuses every held host
 // steps over them reading only the slot.
 type slot struct {
@@ -44,8 +44,11 @@ type level struct {
 	hosts  *btree.BTreeG[slot]
 	// Of the hosts filed here, how many carry at least one and at least two
 	// contested tags (hostRec.contested), so a walk avoiding contested hosts
-	// skips a level holding nothing else without descending into it.
+	// skips a level holding nothing else without descending into it; and
+	// how many are held (slot.held), so a walk whose claim refuses them all
+	// skips a level holding nothing else too.
 	contested1, contested2 int
+	held                   int
 }
 
 // count adds d hosts carrying n contested tags to the level's counts.
@@ -123,11 +126,14 @@ func (t *trees) insert(ix *tagIndex, r *hostRec, i int, cores, mem int64) {
 		it = levelItem{cores: cores, lv: lv}
 		ix.levels.ReplaceOrInsert(it)
 	}
-	it.lv.hosts.ReplaceOrInsert(slot{mem: mem, id: r.id, rec: r, held: r.resv != nil})
+	it.lv.hosts.ReplaceOrInsert(slot{mem: mem, id: r.id, rec: r, held: r.ixHeld})
 	if mem > it.lv.maxMem {
 		it.lv.maxMem = mem
 	}
 	it.lv.count(r.contested, 1)
+	if r.ixHeld {
+		it.lv.held++
+	}
 	r.lvs[i] = it.lv
 	ix.supply.Cores += cores
 	ix.supply.Mem += mem
@@ -145,6 +151,9 @@ func (t *trees) remove(ix *tagIndex, r *hostRec, i int) {
 	}
 	r.lvs[i] = nil
 	lv.count(r.contested, -1)
+	if r.ixHeld {
+		lv.held--
+	}
 	ix.supply.Cores -= r.ixCores
 	ix.supply.Mem -= r.ixMem
 	switch {
@@ -185,7 +194,7 @@ func (t *trees) move(ix *tagIndex, r *hostRec, i int, cores, mem int64) {
 		}
 	}
 	lv.hosts.DeleteMin()
-	lv.hosts.ReplaceOrInsert(slot{mem: mem, id: r.id, rec: r, held: r.resv != nil})
+	lv.hosts.ReplaceOrInsert(slot{mem: mem, id: r.id, rec: r, held: r.ixHeld})
 	lv.maxMem = mem
 	ix.supply.Cores += cores - r.ixCores
 	ix.supply.Mem += mem - r.ixMem
@@ -251,6 +260,9 @@ func (w *walker) level(it levelItem) bool {
 	}
 	w.stepOver = w.claim != nil && w.claim.RefusesAll() &&
 		(w.avoid == avoidNone || w.avoid == avoidContested && it.lv.contested(w.own) == 0)
+	if w.stepOver && w.held && it.lv.held == it.lv.hosts.Len() {
+		return true // only held hosts, each stepped over
+	}
 	it.lv.hosts.AscendGreaterOrEqual(slot{mem: w.min.Mem}, w.host)
 	return w.more
 }
