@@ -208,13 +208,18 @@ func (h *Hosts) Walk(facility, tag string, min match.Resources, claim *match.Cla
 	}
 }
 
-// walkOpts are a walk's options now, for claim: it is kept only when its
-// set is the one the hosts were marked with (SetReservations), as the
-// marks say nothing of another. Called with h.mu held.
+// walkOpts are a walk's options now, for claim: it is kept (Claim.Kept,
+// said anew each walk, as another round may mark another set between two
+// walks of one search) only when its set is the one the hosts were marked
+// with (SetReservations), as the marks say nothing of another. Called
+// with h.mu held.
 func (h *Hosts) walkOpts(claim *match.Claim) walkOpts {
 	o := walkOpts{cutoff: h.cutoff(), gate: h.gate}
-	if claim != nil && claim.Set != nil && claim.Set == h.st.resv {
-		o.claim, claim.Kept = claim, true
+	if claim != nil {
+		claim.Kept = claim.Set != nil && claim.Set == h.st.resv
+		if claim.Kept {
+			o.claim = claim
+		}
 	}
 	return o
 }

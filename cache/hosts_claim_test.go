@@ -85,6 +85,15 @@ func TestWalkLeavesOutHostsTheClaimRefuses(t *testing.T) {
 	if want := []string{"h0", "h1", "h2", "h3"}; !slices.Equal(got, want) || !c.Kept || !c.RefusesAll() {
 		t.Errorf("after marking another set: visited %v (kept %v, refusing all %v), want %v (true, true)", got, c.Kept, c.RefusesAll(), want)
 	}
+	// The same claim walked again once another round marked a third set
+	// (rounds of other clusters read the reservations anew): the index no
+	// longer keeps it, and says so, as matching then reads At no more.
+	f.r.hosts.SetReservations(match.NewReservationSet(other.All()))
+	got = got[:0]
+	f.r.hosts.Walk("local", "general", match.Resources{}, &c, func(h match.Host) bool { got = append(got, h.ID); return true })
+	if len(got) != 6 || c.Kept {
+		t.Errorf("a claim on a set no longer marked: visited %v (kept %v), want all 6 hosts (false)", got, c.Kept)
+	}
 }
 
 // Leaving held hosts out of the walks changes nothing matching decides:

@@ -131,11 +131,11 @@ type Claim struct {
 	Set   *ReservationSet
 	Layer *Layer
 	Now   time.Time
-	// LeftOut is set by a walk that left out a host the claim refuses;
-	// Kept by one whose index was marked with Set, so that it leaves out
-	// every such host it meets (package cache), and then At, before each
-	// host it offers, to that host's reservation in Set (nil: none), which
-	// spares matching looking it up.
+	// LeftOut is set by a walk that left out a host the claim refuses.
+	// Kept says, for the walk under way, whether its index was marked with
+	// Set, so that it leaves out every such host it meets (package cache);
+	// such a walk sets At, before each host it offers, to that host's
+	// reservation in Set (nil: none), which spares matching looking it up.
 	LeftOut, Kept bool
 	At            *Reservation
 	// all: the claim refuses every reservation of Set (Set.Claim), so a
