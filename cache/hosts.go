@@ -232,7 +232,12 @@ func (h *Hosts) walkOpts(claim *match.Claim) walkOpts {
 func (h *Hosts) SetReservations(set *match.ReservationSet) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	st := h.st
+	h.st.mark(set)
+}
+
+// mark marks the hosts set holds, and unmarks those the set marked before
+// held (SetReservations).
+func (st *hostState) mark(set *match.ReservationSet) {
 	if set == st.resv {
 		return
 	}
@@ -575,6 +580,7 @@ func (h *Hosts) swapLocked(st *hostState, lsn cdc.LSN) {
 	st.fraction = old.fraction
 	st.setDemand(old.demand, old.foreign)
 	st.carryRan(old)
+	st.mark(old.resv)
 	for _, o := range old.hosts {
 		if o.taken == (match.Resources{}) && len(o.holds) == 0 {
 			continue

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/match"
 )
 
@@ -229,4 +230,36 @@ func checkHeld(t *testing.T, h *Hosts) {
 			return true
 		})
 	}
+}
+
+// A state loaded from a snapshot keeps the marks of the reservations: the
+// same claim leaves the same held host out after the reload.
+func TestHeldCarriedOverAReload(t *testing.T) {
+	t.Parallel()
+	h := NewHosts(func() time.Time { return epoch }, 0)
+	r := match.Resources{Cores: 1600, Mem: 64 * gb}
+	hosts := []match.Host{}
+	for _, id := range []string{"h1", "h2"} {
+		hosts = append(hosts, match.Host{ID: id, Name: id, Facility: "local", Alloc: "a1", OS: "linux",
+			Tags: []string{"general"}, Total: r, Idle: r, MemFree: r.Mem, TempFree: gb, TempTotal: gb})
+	}
+	loaded := NewHosts(func() time.Time { return epoch }, 0)
+	for _, x := range []*Hosts{h, loaded} {
+		x.SetAlloc(cluster.Alloc{ID: "a1", Facility: "local", Tag: "general"})
+		for _, host := range hosts {
+			x.SetHost(host)
+		}
+	}
+	set := match.NewReservationSet([]match.Reservation{{Layer: "other", Host: "h1", Start: epoch.Add(time.Hour), Made: epoch}})
+	h.SetReservations(set)
+	h.mu.Lock()
+	h.swapLocked(loaded.st, 0)
+	h.mu.Unlock()
+	c := set.Claim(&match.Layer{ID: "new"}, epoch)
+	var got []string
+	h.Walk("local", "general", match.Resources{}, &c, func(x match.Host) bool { got = append(got, x.ID); return true })
+	if !slices.Equal(got, []string{"h2"}) || !c.Kept {
+		t.Errorf("after the reload the claim visited %v (kept %v), want [h2] (true)", got, c.Kept)
+	}
+	checkHeld(t, h)
 }
