@@ -107,7 +107,6 @@ type hostRec struct {
 	inTrees bool        // filed in the trees of idxs
 	ixCores int64       // where it is filed
 	ixMem   int64
-	ixHeld  bool // filed as held (slot.held): resv set when it was
 	// contested is how many of idxs are contested, kept while filed: a walk
 	// of one of them tells a host kept for another tag by one comparison.
 	contested int32
@@ -243,14 +242,14 @@ func (st *hostState) mark(set *match.ReservationSet) {
 	}
 	for _, rec := range st.resvRecs {
 		rec.resv = nil
-		st.refileHeld(rec)
+		st.refileHeld(rec, true)
 	}
 	st.resv, st.resvRecs = set, st.resvRecs[:0]
 	for _, r := range set.All() {
 		if rec := st.hosts[r.Host]; rec != nil && rec.resv == nil {
 			rec.resv, _ = set.On(r.Host)
 			st.resvRecs = append(st.resvRecs, rec)
-			st.refileHeld(rec)
+			st.refileHeld(rec, false)
 		}
 	}
 }
@@ -264,13 +263,13 @@ func (st *hostState) markNew(rec *hostRec) {
 	}
 }
 
-// refileHeld files rec's slots again with whether it is held (slot.held,
-// hostRec.ixHeld), in place (the key does not change), and counts it in
-// its levels.
-func (st *hostState) refileHeld(rec *hostRec) {
+// refileHeld files rec's slots again with whether it is held now
+// (slot.held), in place (the key does not change), and counts it in its
+// levels; was is whether it was held when filed. Called as soon as
+// rec.resv changes, so a filed host is held exactly when rec.resv is set.
+func (st *hostState) refileHeld(rec *hostRec, was bool) {
 	held := rec.resv != nil
-	if !rec.inTrees || rec.ixHeld == held {
-		rec.ixHeld = held
+	if !rec.inTrees || was == held {
 		return
 	}
 	d := 1
@@ -283,7 +282,6 @@ func (st *hostState) refileHeld(rec *hostRec) {
 			lv.held += d
 		}
 	}
-	rec.ixHeld = held
 }
 
 // WalkUncontested implements match.Hosts: Walk without the hosts that carry
@@ -661,7 +659,6 @@ func (st *hostState) reposition(rec *hostRec) {
 		if len(rec.lvs) != len(rec.idxs) {
 			rec.lvs = make([]*level, len(rec.idxs))
 		}
-		rec.ixHeld = rec.resv != nil
 		for i, ix := range rec.idxs {
 			st.trees.insert(ix, rec, i, idle.Cores, idle.Mem)
 		}

@@ -22,7 +22,7 @@ const btreeDegree = 16
 type tagKey struct{ facility, tag string }
 
 // slot files a host in a level by the memory it was filed under. held
-// (not part of the key) tells a host a reservation holds (hostRec.ixHeld)
+// (not part of the key) tells a host a reservation holds (hostRec.resv)
 // without reading its record: a walk whose claim refuses every held host
 // steps over them reading only the slot.
 type slot struct {
@@ -126,12 +126,12 @@ func (t *trees) insert(ix *tagIndex, r *hostRec, i int, cores, mem int64) {
 		it = levelItem{cores: cores, lv: lv}
 		ix.levels.ReplaceOrInsert(it)
 	}
-	it.lv.hosts.ReplaceOrInsert(slot{mem: mem, id: r.id, rec: r, held: r.ixHeld})
+	it.lv.hosts.ReplaceOrInsert(slot{mem: mem, id: r.id, rec: r, held: r.resv != nil})
 	if mem > it.lv.maxMem {
 		it.lv.maxMem = mem
 	}
 	it.lv.count(r.contested, 1)
-	if r.ixHeld {
+	if r.resv != nil {
 		it.lv.held++
 	}
 	r.lvs[i] = it.lv
@@ -151,7 +151,7 @@ func (t *trees) remove(ix *tagIndex, r *hostRec, i int) {
 	}
 	r.lvs[i] = nil
 	lv.count(r.contested, -1)
-	if r.ixHeld {
+	if r.resv != nil {
 		lv.held--
 	}
 	ix.supply.Cores -= r.ixCores
@@ -194,7 +194,7 @@ func (t *trees) move(ix *tagIndex, r *hostRec, i int, cores, mem int64) {
 		}
 	}
 	lv.hosts.DeleteMin()
-	lv.hosts.ReplaceOrInsert(slot{mem: mem, id: r.id, rec: r, held: r.ixHeld})
+	lv.hosts.ReplaceOrInsert(slot{mem: mem, id: r.id, rec: r, held: r.resv != nil})
 	lv.maxMem = mem
 	ix.supply.Cores += cores - r.ixCores
 	ix.supply.Mem += mem - r.ixMem

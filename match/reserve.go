@@ -201,11 +201,16 @@ func (p *planner) reservedOK(ls *layerState, c *candidate) bool {
 // and until then nobody honours it, so a reservation whose owner stopped
 // planning (its cluster idle, or owned by nobody) holds no host for long.
 func Expired(r *Reservation, now time.Time) bool {
-	ref := r.Start
-	if ref.IsZero() {
-		ref = r.Made
+	return !now.IsZero() && now.After(r.due().Add(ReserveMargin))
+}
+
+// due is when r is due to be honoured, what its margin counts from: its
+// start, or its making for an unknown start.
+func (r *Reservation) due() time.Time {
+	if r.Start.IsZero() {
+		return r.Made
 	}
-	return !now.IsZero() && now.After(ref.Add(ReserveMargin))
+	return r.Start
 }
 
 // resvMemo is a shape's failure to find a host other than reserved ones it
@@ -258,9 +263,9 @@ type ReservationSet struct {
 	list      []Reservation
 	byHost    map[string]*Reservation
 	reserving map[string]bool // the layers holding any
-	// firstRef is the earliest time a reservation of the set expires from
-	// (its start, or its making for an unknown start: Expired); lastStart
-	// the latest known start (zero: none known).
+	// firstRef is the earliest a reservation of the set is due
+	// (Reservation.due, what Expired counts from); lastStart the latest
+	// known start (zero: none known).
 	firstRef, lastStart time.Time
 }
 
@@ -278,12 +283,8 @@ func NewReservationSet(rs []Reservation) *ReservationSet {
 		}
 		s.byHost[r.Host] = r
 		s.reserving[r.Layer] = true
-		ref := r.Start
-		if ref.IsZero() {
-			ref = r.Made
-		}
-		if len(s.byHost) == 1 || ref.Before(s.firstRef) {
-			s.firstRef = ref
+		if due := r.due(); len(s.byHost) == 1 || due.Before(s.firstRef) {
+			s.firstRef = due
 		}
 		if r.Start.After(s.lastStart) {
 			s.lastStart = r.Start
@@ -448,11 +449,7 @@ func Reserve(prev []Reservation, live map[string]int64, waiting []Waiting, hosts
 		waits[w.Layer.ID] = w.Layer
 	}
 	for _, r := range prev {
-		ref := r.Start
-		if ref.IsZero() {
-			ref = r.Made
-		}
-		if held[r.Layer] >= live[r.Layer] || opt.Now.After(ref.Add(opt.Margin)) || isTaken(r.Host) {
+		if held[r.Layer] >= live[r.Layer] || opt.Now.After(r.due().Add(opt.Margin)) || isTaken(r.Host) {
 			continue
 		}
 		if l := waits[r.Layer]; l != nil && r.Start.IsZero() && running != nil {
