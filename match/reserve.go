@@ -160,10 +160,27 @@ func (s *ReservationSet) Claim(l *Layer, now time.Time) Claim {
 func (c *Claim) RefusesAll() bool { return c.all }
 
 // Refuses reports whether the claim's layer may not place a frame on a
-// host r holds: r is not expired, not its own, and no backfill for it
-// (what reservedOK refuses).
+// host r holds (placing).
 func (c *Claim) Refuses(r *Reservation) bool {
-	return !Expired(r, c.Now) && r.Layer != c.Layer.ID && !CanBackfill(c.Layer, r, c.Now)
+	_, ok := placing(c.Layer, r, c.Now)
+	return !ok
+}
+
+// placing says whether a frame of l may go on a host r holds (nil: none) at
+// now, and what placing it there would be: r is expired (UseNone), its own
+// (UseHonoured), or the frame is expected to end before r's start
+// (UseBackfill). The one rule of matching's walks (Claim) and its
+// candidates (reservedOK).
+func placing(l *Layer, r *Reservation, now time.Time) (Use, bool) {
+	switch {
+	case r == nil || Expired(r, now):
+		return UseNone, true
+	case r.Layer == l.ID:
+		return UseHonoured, true
+	case CanBackfill(l, r, now):
+		return UseBackfill, true
+	}
+	return UseNone, false
 }
 
 // reservedOK checks a candidate host against the round's reservations
@@ -171,22 +188,14 @@ func (c *Claim) Refuses(r *Reservation) bool {
 // records in c.use what placing there would be, and the first refusal for
 // the layer's wait detail.
 func (p *planner) reservedOK(ls *layerState, c *candidate) bool {
-	c.use = UseNone
 	var r *Reservation
-	var held bool
 	if wc := p.walkClaim; wc != nil && wc.Kept {
-		r, held = wc.At, wc.At != nil
+		r = wc.At
 	} else {
-		r, held = p.resv.On(c.host.ID)
+		r, _ = p.resv.On(c.host.ID)
 	}
-	switch {
-	case !held || Expired(r, p.opt.Now):
-		return true
-	case r.Layer == ls.l.ID:
-		c.use = UseHonoured
-		return true
-	case CanBackfill(ls.l, r, p.opt.Now):
-		c.use = UseBackfill
+	var ok bool
+	if c.use, ok = placing(ls.l, r, p.opt.Now); ok {
 		return true
 	}
 	if !p.resvRefused {
