@@ -30,11 +30,6 @@ const (
 type Cluster struct {
 	ID  int32       // the cluster's number: the second int of its booking lock
 	Key cluster.Key // for logs
-	// Leaving is closed once the caller stops booking the cluster (its
-	// claim is being handed over): a batch still waiting for the
-	// instance's other batches then gives up before it begins, and its
-	// placements come back in BatchResult.Untried. nil: never.
-	Leaving <-chan struct{}
 }
 
 // BookerConfig configures a Booker. Zero fields take defaults.
@@ -87,17 +82,12 @@ type Booker struct {
 	sizer *sizer
 	m     *Metrics
 	log   *slog.Logger
-	gate  gate // orders the instance's batches that share rows before they begin
 
 	// hookBeforeWrite, set by tests, runs inside the transaction between the
 	// re-check and the writes: it stands in for a writer that slipped past
 	// the locks, so that a guard trigger raises.
 	hookBeforeWrite func(ctx context.Context, tx pgx.Tx, attempt int) error
-	// inDatabase, set by the benchmark, lets batches sharing rows wait for
-	// each other in the database, as they did before the gate, to measure
-	// what the gate saves.
-	inDatabase   bool
-	positionWait time.Duration // bounds laterPosition
+	positionWait    time.Duration // bounds laterPosition
 }
 
 // NewBooker returns a Booker.
@@ -194,10 +184,6 @@ type BatchResult struct {
 	// waited on).
 	Busy     bool
 	Deferred []match.Placement
-	// Untried holds the placements of batches that never began: the
-	// cluster was left (Cluster.Leaving) while they waited for the
-	// instance's other batches. Nothing was attempted for them.
-	Untried []match.Placement
 	// LSN is pg_current_wal_lsn() read right after the last commit (or
 	// later, when the connection failed first): hold the booked capacity as
 	// checked out until the replication stream has passed it. Zero when
@@ -225,14 +211,10 @@ func (b *Booker) Book(ctx context.Context, c Cluster, placements []match.Placeme
 	}
 	for len(ps) > 0 {
 		n := min(len(ps), b.sizer.size(c.ID))
-		busy, left, err := b.bookBatch(ctx, c, ps[:n], &res)
+		busy, err := b.bookBatch(ctx, c, ps[:n], &res)
 		if err != nil {
 			res.Deferred = append(res.Deferred, ps...)
 			return res, err
-		}
-		if left {
-			res.Untried = append(res.Untried, ps...)
-			break
 		}
 		if busy {
 			res.Busy = true
@@ -251,24 +233,21 @@ func (r *BatchResult) drop(m *Metrics, p match.Placement, reason DropReason, det
 
 // bookBatch runs one batch's transaction, and once more from fresh values
 // if a guard or a lock conflict rolled it back.
-func (b *Booker) bookBatch(ctx context.Context, c Cluster, ps []match.Placement,
-	res *BatchResult) (busy, left bool, _ error) {
-	rows := batchRows(ps)
+func (b *Booker) bookBatch(ctx context.Context, c Cluster, ps []match.Placement, res *BatchResult) (busy bool, _ error) {
 	for attempt := 1; ; attempt++ {
-		a, err := b.attempt(ctx, c, ps, rows, attempt)
+		start := time.Now()
+		a, err := b.attempt(ctx, c, ps, attempt)
 		if err != nil {
 			if errors.Is(err, ErrCommitUnknown) && b.cfg.Launcher != nil && !b.cfg.DryRun {
 				b.cfg.Launcher.ResolveLater(c.ID)
 			}
-			return false, false, fmt.Errorf("book %d placements in cluster %d (%s): %w", len(ps), c.ID, c.Key, err)
+			return false, fmt.Errorf("book %d placements in cluster %d (%s): %w", len(ps), c.ID, c.Key, err)
 		}
 		switch {
-		case a.left:
-			return false, true, nil
 		case a.busy:
 			b.m.busy.Inc()
 			b.sizer.contended(c.ID)
-			return true, false, nil
+			return true, nil
 		case a.lost != "":
 			b.m.guardLosses.WithLabelValues(a.lost).Inc()
 			b.sizer.contended(c.ID)
@@ -280,10 +259,10 @@ func (b *Booker) bookBatch(ctx context.Context, c Cluster, ps []match.Placement,
 			for _, p := range ps {
 				res.drop(b.m, p, DropGuard, a.lost)
 			}
-			return false, false, nil
+			return false, nil
 		}
 		b.m.batchSize.Observe(float64(len(ps)))
-		b.m.batchDuration.Observe(a.took.Seconds())
+		b.m.batchDuration.Observe(time.Since(start).Seconds())
 		for _, d := range a.dropped {
 			res.drop(b.m, d.Placement, d.Reason, d.Detail)
 		}
@@ -298,7 +277,7 @@ func (b *Booker) bookBatch(ctx context.Context, c Cluster, ps []match.Placement,
 			res.LSN = max(res.LSN, lsn)
 		}
 		b.sizer.committed(c.ID, len(ps))
-		return false, false, nil
+		return false, nil
 	}
 }
 
@@ -321,19 +300,16 @@ func (b *Booker) afterCommit(bs []Booking) {
 	}
 }
 
-// attemptResult is one transaction's outcome. Exactly one of left (never
-// begun), busy, lost (a rollback to retry) or a commit (booked, dropped,
-// lsn) holds.
+// attemptResult is one transaction's outcome. Exactly one of busy, lost (a
+// rollback to retry) or a commit (booked, dropped, lsn) holds.
 type attemptResult struct {
-	left    bool // the cluster was left while the batch waited in the gate
 	busy    bool
 	lost    string // guard, deadlock, serialization, lock-timeout, mismatch
 	lostErr error
 	booked  []Booking
 	dropped []Drop
 	lsn     pglogrepl.LSN
-	lsnErr  error         // the commit's position could not be read: lsn is zero
-	took    time.Duration // from leaving the gate to the commit
+	lsnErr  error // the commit's position could not be read: lsn is zero
 }
 
 // txTimeout bounds one booking transaction: its locks are held by rows
@@ -366,37 +342,13 @@ func lossReason(err error) string {
 	return ""
 }
 
-// attempt is one booking transaction, begun once no other batch of this
-// Booker holds any of its rows (gate): five round trips (begin with the
+// attempt is one booking transaction: five round trips (begin with the
 // cluster lock and the fence; the row locks and re-check reads; the writes;
 // commit; the commit's WAL position).
-func (b *Booker) attempt(ctx context.Context, c Cluster, ps []match.Placement, rows map[rowKey]struct{},
-	attempt int) (attemptResult, error) {
+func (b *Booker) attempt(ctx context.Context, c Cluster, ps []match.Placement, attempt int) (attemptResult, error) {
 	var res attemptResult
 	ctx, cancel := context.WithTimeout(ctx, txTimeout)
 	defer cancel()
-	arrived := time.Now()
-	if b.inDatabase {
-		rows = nil
-	}
-	tk, err := b.gate.enter(ctx, rows, c.Leaving)
-	if errors.Is(err, errLeft) {
-		res.left = true
-		return res, nil
-	}
-	if err != nil {
-		return res, fmt.Errorf("wait for this instance's batches sharing rows: %w", err)
-	}
-	began := time.Now()
-	b.m.gateWait.Observe(began.Sub(arrived).Seconds())
-	inGate := true
-	leave := func() { // once the transaction has ended: deferred first, it runs after the rollback
-		if inGate {
-			inGate = false
-			b.gate.leave(tk)
-		}
-	}
-	defer leave()
 	conn, err := b.pool.Acquire(ctx)
 	if err != nil {
 		return res, fmt.Errorf("acquire connection: %w", err)
@@ -466,8 +418,6 @@ func (b *Booker) attempt(ctx context.Context, c Cluster, ps []match.Placement, r
 		defer cancel()
 	}
 	commitAt := time.Now()
-	leave()
-	res.took = commitAt.Sub(began)
 	// Committed: from here on nothing may fail the batch, or its bookings
 	// would be neither launched nor resolved.
 	res.lsn, res.lsnErr = readPosition(ctx, q)

@@ -1,9 +1,7 @@
 // Package dispatch turns placements into bookings: the guarded, batched
 // booking transaction. Launching what it booked is package launch.
 //
-// Booking (Booker.Book) is one transaction per batch of one cluster. A batch
-// that would lock rows another batch of the same Booker holds waits for it
-// first, in the Booker's gate, before it begins (gate.go says why). Then five
+// Booking (Booker.Book) is one transaction per batch of one cluster, in five
 // round trips: BEGIN with pg_try_advisory_xact_lock on the cluster's booking
 // key (a cluster another transaction holds is reported busy, never waited
 // on) and the Fence; the batch's rows locked in DESIGN.md's lock order with
