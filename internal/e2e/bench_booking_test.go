@@ -66,21 +66,22 @@ func TestBenchEndToEndBooking(t *testing.T) {
 			t.Logf("round %d: %s", r+1, bn)
 		}
 		floor := func(i int) time.Duration {
-			return floorBooking(t, "", admin, cloneDB(t, admin, tpl, fmt.Sprintf("r%df%d", r, i)), placements)
+			return floorBooking(t, "", cloneDB(t, admin, tpl, fmt.Sprintf("r%df%d", r, i)), placements)
 		}
 		// The floor is written just before and just after the process
 		// books, and their mean taken: this machine's speed drifts by
 		// 10-20% over seconds, and the bracket cancels a steady drift. The
 		// first round has no placements before its process has booked, so
 		// it writes both after.
+		first := placements == nil
 		var before time.Duration
-		if placements != nil {
+		if !first {
 			before = floor(0)
 		}
 		b := processBooking(t, bn, cloneDB(t, admin, tpl, fmt.Sprintf("r%dp", r)), total)
 		placements = b.placements
 		after := floor(1)
-		if before == 0 {
+		if first {
 			before = floor(0)
 		}
 		fl := (before + after) / 2
@@ -88,8 +89,8 @@ func TestBenchEndToEndBooking(t *testing.T) {
 		ratios = append(ratios, ratio)
 		// Where the gap lies: the same writes and the booking's own
 		// transactions, each beside an idle instance.
-		beside := floorBooking(t, bn, admin, cloneDB(t, admin, tpl, fmt.Sprintf("r%di", r)), placements)
-		txs := transactionsBooking(t, bn, admin, cloneDB(t, admin, tpl, fmt.Sprintf("r%dt", r)), placements)
+		beside := floorBooking(t, bn, cloneDB(t, admin, tpl, fmt.Sprintf("r%di", r)), placements)
+		txs := transactionsBooking(t, bn, cloneDB(t, admin, tpl, fmt.Sprintf("r%dt", r)), placements)
 		besides, alone = append(besides, fl.Seconds()/beside.Seconds()), append(alone, fl.Seconds()/txs.Seconds())
 		t.Logf("round %d: cuesched run %v (%.0f frames/s), floor %v and %v (%.0f frames/s): ratio %.2f; beside an "+
 			"idle instance the floor took %v (%.2f), the booking transactions alone %v (%.2f)", r+1,
@@ -196,16 +197,14 @@ func processBooking(t *testing.T, bin string, db *pgtest.DB, total int64, extra 
 // transaction, and returns the time it took. With bin set, an idle
 // instance of that binary streams the database's changes meanwhile
 // (idleBeside).
-func floorBooking(t *testing.T, bin string, admin *pgx.Conn, db *pgtest.DB, ps []match.Placement) time.Duration {
+func floorBooking(t *testing.T, bin string, db *pgtest.DB, ps []match.Placement) time.Duration {
 	t.Helper()
 	// Managed as during the process's bookings, so the same triggers fire.
 	exec1(t, db.Pool, `UPDATE show SET b_scheduler_managed = true`)
 	if bin != "" {
 		defer idleBeside(t, bin, db)()
 	}
-	if _, err := admin.Exec(t.Context(), `CHECKPOINT`); err != nil {
-		t.Fatal(err)
-	}
+	exec1(t, db.Pool, `CHECKPOINT`) // the copy's writes are not the floor's to pay
 	start := time.Now()
 	if err := writefloor.Write(t.Context(), db.Pool, ps, 500); err != nil {
 		t.Fatalf("write floor: %v", err)
@@ -223,13 +222,11 @@ func floorBooking(t *testing.T, bin string, admin *pgx.Conn, db *pgtest.DB, ps [
 // placements each, one after another) beside an idle instance of bin: what
 // a `cuesched run` process pays before it matches a frame, reads the queue
 // or waits for the work to be announced.
-func transactionsBooking(t *testing.T, bin string, admin *pgx.Conn, db *pgtest.DB, ps []match.Placement) time.Duration {
+func transactionsBooking(t *testing.T, bin string, db *pgtest.DB, ps []match.Placement) time.Duration {
 	t.Helper()
 	exec1(t, db.Pool, `UPDATE show SET b_scheduler_managed = true`)
 	defer idleBeside(t, bin, db)()
-	if _, err := admin.Exec(t.Context(), `CHECKPOINT`); err != nil {
-		t.Fatal(err)
-	}
+	exec1(t, db.Pool, `CHECKPOINT`)
 	b := dispatch.NewBooker(dispatch.BookerConfig{Pool: db.Pool, BatchMax: 500, DryRun: true,
 		Logger: slog.New(slog.DiscardHandler)})
 	start := time.Now()
@@ -347,11 +344,7 @@ func benchRounds() int {
 
 // summary is xs, two decimals each, and their median.
 func summary(xs []float64) string {
-	var each []string
-	for _, x := range xs {
-		each = append(each, fmt.Sprintf("%.2f", x))
-	}
-	return fmt.Sprintf("%s, median %.2f", strings.Join(each, " "), median(xs))
+	return fmt.Sprintf("%s, median %.2f", fmtRatios(xs), median(xs))
 }
 
 func median(xs []float64) float64 {
