@@ -29,13 +29,19 @@ import (
 //   - floor: the same write set as plain set-based SQL in transactions of
 //     500 frames, each transaction one pipelined round trip, no locks or
 //     checks beyond what the writes need (internal/writefloor);
-//   - per-frame: the same writes, one transaction (one round trip) per frame.
+//   - per-frame: the same writes, one transaction (one round trip) per frame;
+//   - cuesched-2 and cuesched-4: the clusters split between two or four
+//     streams booking at once, as the loop's workers do (batches sharing
+//     rows wait in the Booker's gate, and those that waited together book in
+//     one transaction); cuesched-4-in-db: four streams whose batches wait for
+//     each other in the database instead, each in its own transaction, for
+//     what the gate saves.
 //
 // Each variant books into its own fresh copy of one seeded database. The
 // variants advance in lock step, about 500 frames at a time each, in an
 // order that rotates every step, and each variant's time is the sum of its
 // steps: this machine is shared, and load that comes and goes then hits the
-// three alike. Run it with
+// variants alike. Run it with
 //
 //	CUESCHED_BENCH=1 go test -run TestBenchBooking -v -timeout 30m ./dispatch
 //
@@ -114,7 +120,7 @@ func TestBenchBooking(t *testing.T) {
 		units int
 		run   func(ctx context.Context, pool *pgxpool.Pool, unit int) error
 	}
-	booking := func(name string, n int) variant {
+	booking := func(name string, n int, inDatabase bool) variant {
 		ss := streams(n)
 		v := variant{name: name}
 		for _, s := range ss {
@@ -126,6 +132,7 @@ func TestBenchBooking(t *testing.T) {
 			if p != pool { // a new round's database
 				pool = p
 				booker = NewBooker(BookerConfig{Pool: p, DryRun: true, BatchMax: 500, Logger: quiet})
+				booker.inDatabase = inDatabase
 			}
 			errs := make(chan error, len(ss))
 			for _, s := range ss {
@@ -154,8 +161,10 @@ func TestBenchBooking(t *testing.T) {
 		return v
 	}
 	variants := []variant{
-		booking("cuesched", 1),
-		booking("cuesched-2", 2),
+		booking("cuesched", 1, false),
+		booking("cuesched-2", 2, false),
+		booking("cuesched-4", 4, false),
+		booking("cuesched-4-in-db", 4, true),
 		{"floor", len(chunks), func(ctx context.Context, pool *pgxpool.Pool, unit int) error {
 			return writefloor.Write(ctx, pool, chunks[unit], 500)
 		}},
@@ -221,6 +230,14 @@ func TestBenchBooking(t *testing.T) {
 			t.Errorf("%s / one frame per transaction: median %.1f, below the target 8", name, m)
 		}
 	}
+	var gated []string
+	var gr []float64
+	for r := range rounds {
+		g := rates["cuesched-4"][r] / rates["cuesched-4-in-db"][r]
+		gr, gated = append(gr, g), append(gated, fmt.Sprintf("%.2f", g))
+	}
+	t.Logf("four streams, batches sharing rows waiting in the gate / in the database: %s, median %.2f",
+		strings.Join(gated, " "), median(gr))
 	var own []float64
 	for r := range rounds {
 		own = append(own, rates["floor"][r]/rates["per-frame"][r])

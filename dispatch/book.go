@@ -30,6 +30,11 @@ const (
 type Cluster struct {
 	ID  int32       // the cluster's number: the second int of its booking lock
 	Key cluster.Key // for logs
+	// Leaving is closed once the caller stops booking the cluster (its
+	// claim is being handed over): a batch still waiting for the
+	// instance's other batches then gives up before it begins, and its
+	// placements come back in BatchResult.Untried. nil: never.
+	Leaving <-chan struct{}
 }
 
 // BookerConfig configures a Booker. Zero fields take defaults.
@@ -71,10 +76,12 @@ type Launcher interface {
 	ResolveLater(clusterID int32)
 }
 
-// Booker commits placements: one guarded transaction per batch of one
-// cluster (DESIGN.md, "What a booking writes"). It is safe for concurrent
-// use by several goroutines booking different clusters (or the same one: the
-// cluster's advisory lock lets one in and turns the others away as busy).
+// Booker commits placements: guarded transactions of batches of one
+// cluster each, or of several clusters' batches that waited for each other
+// in its gate (DESIGN.md, "What a booking writes"). It is safe for
+// concurrent use by several goroutines booking different clusters (or the
+// same one: the cluster's advisory lock lets one in and turns the others
+// away as busy).
 type Booker struct {
 	cfg   BookerConfig
 	pool  *pgxpool.Pool
@@ -82,12 +89,17 @@ type Booker struct {
 	sizer *sizer
 	m     *Metrics
 	log   *slog.Logger
+	gate  gate // orders the instance's batches that share rows before they begin
 
 	// hookBeforeWrite, set by tests, runs inside the transaction between the
 	// re-check and the writes: it stands in for a writer that slipped past
 	// the locks, so that a guard trigger raises.
 	hookBeforeWrite func(ctx context.Context, tx pgx.Tx, attempt int) error
-	positionWait    time.Duration // bounds laterPosition
+	// inDatabase, set by the benchmark, lets batches sharing rows wait for
+	// each other in the database, as they did before the gate, to measure
+	// what the gate saves.
+	inDatabase   bool
+	positionWait time.Duration // bounds laterPosition
 }
 
 // NewBooker returns a Booker.
@@ -100,6 +112,10 @@ func NewBooker(cfg BookerConfig) *Booker {
 	}
 	b := &Booker{cfg: cfg, pool: cfg.Pool, fence: cfg.Fence, sizer: newSizer(cfg.BatchMin, cfg.BatchMax),
 		m: cfg.Metrics, log: cfg.Logger, positionWait: cfg.PositionWait}
+	// Two batches' worth: enough that the batches waiting behind one book
+	// together, short enough that a transaction holds its hosts no longer
+	// than two batches did one after another.
+	b.gate.most = 2 * cfg.BatchMax
 	if b.positionWait <= 0 {
 		b.positionWait = defaultPositionWait
 	}
@@ -184,6 +200,10 @@ type BatchResult struct {
 	// waited on).
 	Busy     bool
 	Deferred []match.Placement
+	// Untried holds the placements of batches that never began: the
+	// cluster was left (Cluster.Leaving) while they waited for the
+	// instance's other batches. Nothing was attempted for them.
+	Untried []match.Placement
 	// LSN is pg_current_wal_lsn() read right after the last commit (or
 	// later, when the connection failed first): hold the booked capacity as
 	// checked out until the replication stream has passed it. Zero when
@@ -191,9 +211,10 @@ type BatchResult struct {
 	LSN pglogrepl.LSN
 }
 
-// Book commits placements of one cluster in transactions of at most
-// BatchSize placements each, in the order given (earlier placements win a
-// host or a cap the later ones also want). A placement that no longer fits
+// Book commits placements of one cluster in batches of at most BatchSize
+// placements each, in the order given (earlier placements win a host or a
+// cap the later ones also want); a batch that waited for this Booker's
+// others is booked in one transaction with those that waited with it. A placement that no longer fits
 // the locked rows is dropped with its reason; nothing is waited on but the
 // rows themselves. On an error, what was committed before it is in the
 // result and the rest is in Deferred.
@@ -211,10 +232,14 @@ func (b *Booker) Book(ctx context.Context, c Cluster, placements []match.Placeme
 	}
 	for len(ps) > 0 {
 		n := min(len(ps), b.sizer.size(c.ID))
-		busy, err := b.bookBatch(ctx, c, ps[:n], &res)
+		busy, left, err := b.bookBatch(ctx, c, ps[:n], &res)
 		if err != nil {
 			res.Deferred = append(res.Deferred, ps...)
 			return res, err
+		}
+		if left {
+			res.Untried = append(res.Untried, ps...)
+			break
 		}
 		if busy {
 			res.Busy = true
@@ -231,54 +256,166 @@ func (r *BatchResult) drop(m *Metrics, p match.Placement, reason DropReason, det
 	m.drops.WithLabelValues(string(reason)).Inc()
 }
 
-// bookBatch runs one batch's transaction, and once more from fresh values
-// if a guard or a lock conflict rolled it back.
-func (b *Booker) bookBatch(ctx context.Context, c Cluster, ps []match.Placement, res *BatchResult) (busy bool, _ error) {
-	for attempt := 1; ; attempt++ {
-		start := time.Now()
-		a, err := b.attempt(ctx, c, ps, attempt)
-		if err != nil {
-			if errors.Is(err, ErrCommitUnknown) && b.cfg.Launcher != nil && !b.cfg.DryRun {
-				b.cfg.Launcher.ResolveLater(c.ID)
-			}
-			return false, fmt.Errorf("book %d placements in cluster %d (%s): %w", len(ps), c.ID, c.Key, err)
+// bookBatch books one batch of c: it waits in the gate for this Booker's
+// batches sharing its rows, then either runs the transaction of itself and
+// the batches that waited with it (runGroup) or is booked in another's.
+func (b *Booker) bookBatch(ctx context.Context, c Cluster, ps []match.Placement,
+	res *BatchResult) (busy, left bool, _ error) {
+	m := &member{c: c, ps: ps}
+	rows := batchRows(ps)
+	if b.inDatabase {
+		rows = nil
+	}
+	arrived := time.Now()
+	tk, err := b.gate.enter(ctx, m, rows, c.Leaving)
+	if errors.Is(err, errLeft) {
+		return false, true, nil
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("book %d placements in cluster %d (%s): wait for this instance's batches "+
+			"sharing rows: %w", len(ps), c.ID, c.Key, err)
+	}
+	b.m.gateWait.Observe(time.Since(arrived).Seconds())
+	if tk.lead == nil {
+		b.runGroup(ctx, tk)
+	} else {
+		<-tk.done
+	}
+	o := m.out
+	switch {
+	case o.left:
+		return false, true, nil
+	case o.err != nil:
+		if errors.Is(o.err, ErrCommitUnknown) && b.cfg.Launcher != nil && !b.cfg.DryRun {
+			b.cfg.Launcher.ResolveLater(c.ID)
 		}
-		switch {
-		case a.busy:
-			b.m.busy.Inc()
-			b.sizer.contended(c.ID)
-			return true, nil
-		case a.lost != "":
-			b.m.guardLosses.WithLabelValues(a.lost).Inc()
-			b.sizer.contended(c.ID)
-			b.log.Warn("booking transaction rolled back", "cluster", c.ID, "key", c.Key, "reason", a.lost,
-				"attempt", attempt, "placements", len(ps), "err", a.lostErr)
+		return false, false, fmt.Errorf("book %d placements in cluster %d (%s): %w", len(ps), c.ID, c.Key, o.err)
+	case o.busy:
+		b.m.busy.Inc()
+		b.sizer.contended(c.ID)
+		return true, false, nil
+	case o.lost != "":
+		for _, p := range ps {
+			res.drop(b.m, p, DropGuard, o.lost)
+		}
+		return false, false, nil
+	}
+	for _, d := range o.dropped {
+		res.drop(b.m, d.Placement, d.Reason, d.Detail)
+	}
+	if len(o.booked) > 0 {
+		res.Booked = append(res.Booked, o.booked...)
+		b.afterCommit(o.booked)
+		res.LSN = max(res.LSN, o.lsn)
+	}
+	b.sizer.committed(c.ID, len(ps))
+	return false, false, nil
+}
+
+// member is one batch of one cluster in a booking transaction, and what
+// the transaction did with it.
+type member struct {
+	c   Cluster
+	ps  []match.Placement
+	out outcome
+}
+
+// outcome is what became of a member's batch. At most one of left (never
+// begun), err (fenced, or the transaction failed), busy, lost (rolled back
+// twice: every placement dropped) holds; otherwise the batch was tried, and
+// booked and dropped say how.
+type outcome struct {
+	left    bool
+	err     error
+	busy    bool
+	lost    string
+	booked  []Booking
+	dropped []Drop
+	lsn     pglogrepl.LSN
+	settled bool // nothing more to try: left, fenced or busy
+}
+
+// runGroup books a leader's batch and those that waited with it (its
+// group) in one transaction, once more from fresh values if a guard or a
+// lock conflict rolled it back; it sets every member's outcome, gives the
+// batches back to the gate and wakes the members booked for others.
+func (b *Booker) runGroup(ctx context.Context, tk *ticket) {
+	ms := []*member{tk.m}
+	for _, f := range tk.group {
+		ms = append(ms, f.m)
+	}
+	defer func() {
+		b.gate.leave(tk)
+		for _, f := range tk.group {
+			close(f.done)
+		}
+	}()
+	// A cluster handed over while its batch waited is not booked: the
+	// handover waited only for bookings under way in the database.
+	for _, m := range ms {
+		select {
+		case <-m.c.Leaving:
+			m.out = outcome{left: true, settled: true}
+		default:
+		}
+	}
+	for attempt := 1; ; attempt++ {
+		var live []*member
+		for _, m := range ms {
+			if !m.out.settled {
+				live = append(live, m)
+			}
+		}
+		if len(live) == 0 {
+			return
+		}
+		g, err := b.attempt(ctx, live, attempt)
+		if err != nil {
+			for _, m := range live {
+				if !m.out.settled {
+					m.out = outcome{err: err}
+				}
+			}
+			return
+		}
+		if g.lost != "" {
+			b.m.guardLosses.WithLabelValues(g.lost).Inc()
+			for _, m := range live {
+				b.sizer.contended(m.c.ID)
+			}
+			b.log.Warn("booking transaction rolled back", "clusters", clusterIDs(live), "reason", g.lost,
+				"attempt", attempt, "placements", g.placements, "err", g.lostErr)
 			if attempt < 2 {
 				continue
 			}
-			for _, p := range ps {
-				res.drop(b.m, p, DropGuard, a.lost)
+			for _, m := range live {
+				if !m.out.settled {
+					m.out = outcome{lost: g.lost}
+				}
 			}
-			return false, nil
+			return
 		}
-		b.m.batchSize.Observe(float64(len(ps)))
-		b.m.batchDuration.Observe(time.Since(start).Seconds())
-		for _, d := range a.dropped {
-			res.drop(b.m, d.Placement, d.Reason, d.Detail)
+		if g.placements > 0 {
+			b.m.batchSize.Observe(float64(g.placements))
+			b.m.batchDuration.Observe(g.took.Seconds())
 		}
-		if len(a.booked) > 0 {
-			res.Booked = append(res.Booked, a.booked...)
-			// Launch first: the position only serves the echo.
-			b.afterCommit(a.booked)
-			lsn := a.lsn
-			if a.lsnErr != nil {
-				lsn = b.laterPosition(ctx, c, len(a.booked), a.lsnErr)
-			}
-			res.LSN = max(res.LSN, lsn)
+		lsn := g.lsn
+		if g.booked > 0 && g.lsnErr != nil {
+			lsn = b.laterPosition(ctx, clusterIDs(live), g.booked, g.lsnErr)
 		}
-		b.sizer.committed(c.ID, len(ps))
-		return false, nil
+		for _, m := range live {
+			m.out.lsn = lsn
+		}
+		return
 	}
+}
+
+func clusterIDs(ms []*member) []int32 {
+	ids := make([]int32, len(ms))
+	for i, m := range ms {
+		ids[i] = m.c.ID
+	}
+	return ids
 }
 
 // afterCommit counts the bookings and hands them to the launcher.
@@ -300,16 +437,17 @@ func (b *Booker) afterCommit(bs []Booking) {
 	}
 }
 
-// attemptResult is one transaction's outcome. Exactly one of busy, lost (a
-// rollback to retry) or a commit (booked, dropped, lsn) holds.
-type attemptResult struct {
-	busy    bool
+// groupResult is one transaction's outcome besides its members' own: lost
+// (a rollback to retry), or a commit's position.
+type groupResult struct {
 	lost    string // guard, deadlock, serialization, lock-timeout, mismatch
 	lostErr error
-	booked  []Booking
-	dropped []Drop
-	lsn     pglogrepl.LSN
-	lsnErr  error // the commit's position could not be read: lsn is zero
+	// placements the transaction tried (fenced and busy members' not
+	// counted) and booked.
+	placements, booked int
+	lsn                pglogrepl.LSN
+	lsnErr             error         // the commit's position could not be read: lsn is zero
+	took               time.Duration // begin to commit
 }
 
 // txTimeout bounds one booking transaction: its locks are held by rows
@@ -342,11 +480,15 @@ func lossReason(err error) string {
 	return ""
 }
 
-// attempt is one booking transaction: five round trips (begin with the
-// cluster lock and the fence; the row locks and re-check reads; the writes;
-// commit; the commit's WAL position).
-func (b *Booker) attempt(ctx context.Context, c Cluster, ps []match.Placement, attempt int) (attemptResult, error) {
-	var res attemptResult
+// attempt is one booking transaction of the members' batches: five round
+// trips (begin with each cluster's lock and fence; the row locks and
+// re-check reads; the writes; commit; the commit's WAL position). A member
+// whose cluster is fenced or busy is settled at the begin and the others go
+// on; the placements of the rest are re-checked and written as one batch, in
+// the members' order (an earlier member wins a host or a cap a later one also
+// wants).
+func (b *Booker) attempt(ctx context.Context, ms []*member, attempt int) (groupResult, error) {
+	var res groupResult
 	ctx, cancel := context.WithTimeout(ctx, txTimeout)
 	defer cancel()
 	conn, err := b.pool.Acquire(ctx)
@@ -354,25 +496,25 @@ func (b *Booker) attempt(ctx context.Context, c Cluster, ps []match.Placement, a
 		return res, fmt.Errorf("acquire connection: %w", err)
 	}
 	defer conn.Release()
+	began := time.Now()
 
-	var locked bool
 	var xid8 string
+	locked, fenced := make([]bool, len(ms)), make([]error, len(ms))
 	bt := &pgx.Batch{}
 	bt.BeginTx(pgx.TxOptions{})
 	// The transaction's id tells the host cache which streamed transaction
 	// is this booking's echo.
-	bt.Queue(`SELECT pg_try_advisory_xact_lock($1, $2), pg_current_xact_id()::text`, cluster.BookingLock, c.ID).
-		QueryRow(func(r pgx.Row) error { return r.Scan(&locked, &xid8) })
-	b.fence.Queue(bt, c.ID)
+	bt.Queue(`SELECT pg_current_xact_id()::text`).QueryRow(func(r pgx.Row) error { return r.Scan(&xid8) })
+	for i, m := range ms {
+		bt.Queue(`SELECT pg_try_advisory_xact_lock($1, $2)`, cluster.BookingLock, m.c.ID).
+			QueryRow(func(r pgx.Row) error { return r.Scan(&locked[i]) })
+		b.queueFence(bt, m.c.ID, &fenced[i])
+	}
 	br := conn.SendBatch(ctx, bt)
 	tx := br.Tx()
 	defer rollback(ctx, tx)
 	if err := br.Close(); err != nil {
 		return res, fmt.Errorf("begin: %w", err)
-	}
-	if !locked {
-		res.busy = true
-		return res, nil
 	}
 	// pgoutput names transactions by the low 32 bits of their 64-bit id.
 	// Parsed before the commit: an error after it would lose the bookings.
@@ -380,6 +522,35 @@ func (b *Booker) attempt(ctx context.Context, c Cluster, ps []match.Placement, a
 	if err != nil {
 		return res, fmt.Errorf("read transaction id %q: %w", xid8, err)
 	}
+
+	// The live members' placements in order, each frame once; owner says
+	// whose each frame is.
+	var ps []match.Placement
+	owner := map[string]*member{}
+	for i, m := range ms {
+		m.out = outcome{}
+		switch {
+		case fenced[i] != nil:
+			m.out = outcome{err: fmt.Errorf("begin: %w", fenced[i]), settled: true}
+			continue
+		case !locked[i]:
+			m.out = outcome{busy: true, settled: true}
+			continue
+		}
+		for _, p := range m.ps {
+			if _, ok := owner[p.Frame.ID]; ok {
+				m.out.dropped = append(m.out.dropped, Drop{Placement: p, Reason: DropDuplicate,
+					Detail: "frame placed by another cluster's batch in the same transaction"})
+				continue
+			}
+			owner[p.Frame.ID] = m
+			ps = append(ps, p)
+		}
+	}
+	if len(ps) == 0 {
+		return res, nil
+	}
+	res.placements = len(ps)
 
 	st, err := lockAndRead(ctx, tx, ps)
 	if err != nil {
@@ -390,19 +561,24 @@ func (b *Booker) attempt(ctx context.Context, c Cluster, ps []match.Placement, a
 		return res, err
 	}
 	kept, dropped := recheck(ps, st, b.cfg.HostAllowed)
-	res.dropped = dropped
+	for _, d := range dropped {
+		m := owner[d.Placement.Frame.ID]
+		m.out.dropped = append(m.out.dropped, d)
+	}
 	if len(kept) == 0 {
 		return res, nil // nothing to write; the deferred rollback lets the locks go
+	}
+	for i := range kept {
+		kept[i].cluster = owner[kept[i].p.Frame.ID].c.ID
 	}
 	if h := b.hookBeforeWrite; h != nil {
 		if err := h(ctx, tx, attempt); err != nil {
 			return res, err
 		}
 	}
-	if err := b.write(ctx, tx, c, kept); err != nil {
+	if err := b.write(ctx, tx, kept); err != nil {
 		if r := lossReason(err); r != "" {
 			res.lost, res.lostErr = r, err
-			res.dropped = nil
 			return res, nil
 		}
 		return res, err
@@ -418,16 +594,41 @@ func (b *Booker) attempt(ctx context.Context, c Cluster, ps []match.Placement, a
 		defer cancel()
 	}
 	commitAt := time.Now()
+	res.took = commitAt.Sub(began)
 	// Committed: from here on nothing may fail the batch, or its bookings
 	// would be neither launched nor resolved.
 	res.lsn, res.lsnErr = readPosition(ctx, q)
-	res.booked = make([]Booking, len(kept))
-	for i, k := range kept {
-		res.booked[i] = Booking{Placement: k.p, ProcID: k.procID, ClusterID: c.ID, HostName: k.hostName,
-			Version: k.version + 1, ShowName: k.showName, EligibleAt: k.eligible, CommitAt: commitAt,
-			Xid: uint32(xid)}
+	res.booked = len(kept)
+	for _, k := range kept {
+		m := owner[k.p.Frame.ID]
+		m.out.booked = append(m.out.booked, Booking{Placement: k.p, ProcID: k.procID, ClusterID: k.cluster,
+			HostName: k.hostName, Version: k.version + 1, ShowName: k.showName, EligibleAt: k.eligible,
+			CommitAt: commitAt, Xid: uint32(xid)})
 	}
 	return res, nil
+}
+
+// queueFence queues the proof that this instance owns the cluster, and keeps
+// a failed proof in *fenced instead of failing the whole begin: one cluster
+// handed over does not stop the batches of the others in the transaction.
+// Any other error (the database's) fails the begin as before.
+func (b *Booker) queueFence(bt *pgx.Batch, clusterID int32, fenced *error) {
+	n := len(bt.QueuedQueries)
+	b.fence.Queue(bt, clusterID)
+	for _, qq := range bt.QueuedQueries[n:] {
+		fn := qq.Fn
+		if fn == nil {
+			continue
+		}
+		qq.Fn = func(br pgx.BatchResults) error {
+			err := fn(br)
+			if errors.Is(err, ErrFenced) {
+				*fenced = err
+				return nil
+			}
+			return err
+		}
+	}
 }
 
 // readPosition reads the current WAL position.
@@ -465,9 +666,9 @@ const (
 // transaction alone) could hold for good: a stream that resyncs from a
 // snapshot, as it does when the database went away, the likely reason the
 // position was lost, never delivers that echo.
-func (b *Booker) laterPosition(ctx context.Context, c Cluster, bookings int, cause error) pglogrepl.LSN {
+func (b *Booker) laterPosition(ctx context.Context, clusters []int32, bookings int, cause error) pglogrepl.LSN {
 	b.log.Warn("booking committed but its commit position was not read; reading a later one",
-		"cluster", c.ID, "key", c.Key, "bookings", bookings, "err", cause)
+		"clusters", clusters, "bookings", bookings, "err", cause)
 	giveUp := time.Now().Add(b.positionWait)
 	pause := positionRetryMin
 	for try := 1; ; try++ {
@@ -479,10 +680,10 @@ func (b *Booker) laterPosition(ctx context.Context, c Cluster, bookings int, cau
 		}
 		if ctx.Err() != nil || !time.Now().Add(pause).Before(giveUp) {
 			b.log.Warn("no commit position; the stream's host rows are the truth for these bookings",
-				"cluster", c.ID, "key", c.Key, "bookings", bookings, "tries", try, "err", err)
+				"clusters", clusters, "bookings", bookings, "tries", try, "err", err)
 			return 0
 		}
-		b.log.Warn("read commit position; retrying", "cluster", c.ID, "key", c.Key, "try", try, "in", pause, "err", err)
+		b.log.Warn("read commit position; retrying", "clusters", clusters, "try", try, "in", pause, "err", err)
 		t := time.NewTimer(pause)
 		select {
 		case <-t.C:

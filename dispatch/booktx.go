@@ -235,18 +235,19 @@ const (
 	// the write floor.
 	sqlInsertOutbox = `
 		INSERT INTO cuesched.launch_outbox (proc_id, frame_id, frame_version, host_id, host_name, cluster_id, state)
-		SELECT b.proc, b.frame, b.version, b.host, b.host_name, $6, $7
-		  FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[]) AS b(proc, frame, version, host, host_name)`
+		SELECT b.proc, b.frame, b.version, b.host, b.host_name, b.cluster, $7
+		  FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::int4[])
+		       AS b(proc, frame, version, host, host_name, cluster)`
 )
 
 // write issues the booking's write set for the kept placements in one round
 // trip and checks that every statement touched the rows the re-check
 // promised.
-func (b *Booker) write(ctx context.Context, tx pgx.Tx, c Cluster, kept []keptPlacement) error {
+func (b *Booker) write(ctx context.Context, tx pgx.Tx, kept []keptPlacement) error {
 	n := len(kept)
 	frames, hostNames, procs, hostIDs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	shows, layerIDs, jobIDs := make([]string, n), make([]string, n), make([]string, n)
-	versions, nextVersions := make([]int32, n), make([]int32, n)
+	versions, nextVersions, clusters := make([]int32, n), make([]int32, n), make([]int32, n)
 	cores32, gpus32 := make([]int32, n), make([]int32, n) // frame.int_cores and int_gpus are integer
 	cores, mem, gpuMem := make([]int64, n), make([]int64, n), make([]int64, n)
 	var hosts, layers, jobs, folders writeset.Sums[string]
@@ -256,7 +257,7 @@ func (b *Booker) write(ctx context.Context, tx pgx.Tx, c Cluster, kept []keptPla
 		p, l, sz := k.p, k.p.Layer, k.p.Size
 		frames[i], hostNames[i], procs[i], hostIDs[i] = p.Frame.ID, k.hostName, k.procID, p.Host.ID
 		shows[i], layerIDs[i], jobIDs[i] = l.ShowID, l.ID, l.JobID
-		versions[i], nextVersions[i] = k.version, k.version+1
+		versions[i], nextVersions[i], clusters[i] = k.version, k.version+1, k.cluster
 		cores32[i], gpus32[i] = int32(sz.Cores), int32(sz.GPUs) // range checked by recheck
 		cores[i], mem[i], gpuMem[i] = sz.Cores, sz.Mem, sz.GPUMem
 		counted := match.Resources{Cores: sz.Cores, GPUs: sz.GPUs} // what the counters hold
@@ -304,7 +305,7 @@ func (b *Booker) write(ctx context.Context, tx pgx.Tx, c Cluster, kept []keptPla
 	}
 	pc, _, pg, _ := points.Columns()
 	bt.Queue(sqlRaisePoints, ptShows, ptDepts, pc, pg)
-	bt.Queue(sqlInsertOutbox, procs, frames, nextVersions, hostIDs, hostNames, c.ID, state).Exec(expect("write outbox", n))
+	bt.Queue(sqlInsertOutbox, procs, frames, nextVersions, hostIDs, hostNames, clusters, state).Exec(expect("write outbox", n))
 	if err := tx.SendBatch(ctx, bt).Close(); err != nil {
 		return fmt.Errorf("write bookings: %w", err)
 	}

@@ -1,10 +1,13 @@
 // Package dispatch turns placements into bookings: the guarded, batched
 // booking transaction. Launching what it booked is package launch.
 //
-// Booking (Booker.Book) is one transaction per batch of one cluster, in five
-// round trips: BEGIN with pg_try_advisory_xact_lock on the cluster's booking
+// Booking (Booker.Book) is one transaction per batch of one cluster. A batch
+// that would lock rows another batch of the same Booker holds waits for it
+// first, in the Booker's gate, before it begins, and the batches that waited
+// together are then booked in one transaction (gate.go says why). Then five
+// round trips: BEGIN with pg_try_advisory_xact_lock on each cluster's booking
 // key (a cluster another transaction holds is reported busy, never waited
-// on) and the Fence; the batch's rows locked in DESIGN.md's lock order with
+// on) and its Fence; the batches' rows locked in DESIGN.md's lock order with
 // the values the re-check needs; the re-check in memory, dropping with a
 // reason every placement the locked rows no longer admit, so that Cuebot's
 // guard triggers never raise; the write set as set-based statements plus one

@@ -8,6 +8,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	batchSize     prometheus.Histogram   // placements per booking transaction
 	batchDuration prometheus.Histogram   // one booking transaction, begin to commit
+	gateWait      prometheus.Histogram   // a batch waiting for this instance's batches sharing its rows
 	drops         *prometheus.CounterVec // placements the re-check dropped, by reason
 	guardLosses   *prometheus.CounterVec // transactions rolled back by a guard or a lock conflict, by reason
 	busy          prometheus.Counter     // batches skipped: another transaction held the cluster
@@ -23,6 +24,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		batchDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "cuesched_dispatch_batch_duration_seconds", Help: "Duration of one booking transaction, begin to commit.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		gateWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "cuesched_dispatch_gate_wait_seconds",
+			Help:    "Time a batch waited, before its transaction began, for this instance's batches locking some of its rows.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cuesched_dispatch_drops_total", Help: "Placements dropped by the booking's re-check, by reason."},
 			[]string{"reason"}),
@@ -33,7 +38,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "cuesched_dispatch_cluster_busy_total", Help: "Batches skipped because another transaction was booking the cluster."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.batchSize, m.batchDuration, m.drops, m.guardLosses, m.busy)
+		reg.MustRegister(m.batchSize, m.batchDuration, m.gateWait, m.drops, m.guardLosses, m.busy)
 	}
 	return m
 }

@@ -78,6 +78,7 @@ type keptPlacement struct {
 	alloc    string
 	showName string
 	eligible time.Time
+	cluster  int32 // whose batch it came in: the outbox row's cluster
 }
 
 func newLockedState() *lockedState {

@@ -206,6 +206,44 @@ func TestLoopOwnershipChangeMidRound(t *testing.T) {
 	}
 }
 
+// Ownership moving while a batch still waits for the instance's other
+// batches (dispatch's gate; it has not begun, so the handover does not wait
+// for it): the batch gives up untried, nothing of the round is tried, no
+// attempt is wasted, and its capacity goes back to the hosts.
+func TestLoopOwnershipChangeWhileBatchWaits(t *testing.T) {
+	t.Parallel()
+	var attempts atomic.Int64 // every placement counted: booked, dropped or deferred
+	h := schedulertest.New(t, schedulertest.Setup{Hosts: []match.Host{schedulertest.Host("h1", a1, 8)},
+		Config: scheduler.Config{OnAttempts: func(b, d, f int) { attempts.Add(int64(b + d + f)) }}})
+	h.Owner.Claim(alloc1)
+	h.Booker.Batch(1)
+	gate := make(chan struct{}) // never opened: the batch ahead holds its rows
+	h.Booker.Script(schedulertest.Step{Do: schedulertest.Wait, Gate: gate})
+	h.Queue.Add(alloc1, schedulertest.Layer("l1", a1, 3))
+	h.Start()
+	mark := len(h.AwaitN(0, schedulertest.Booking, 1))
+	h.Owner.Claim() // the cluster moves to another instance
+	h.Await(mark, "the waiting batch given up", func(evs []schedulertest.Event) bool {
+		return slices.ContainsFunc(evs, func(e schedulertest.Event) bool { return e.Kind == schedulertest.Book })
+	})
+	h.Stop()
+	all := h.Events()
+	if n := schedulertest.Count(all, schedulertest.Booking); n != 1 {
+		t.Fatalf("%d Book calls, want 1 (the waiting batch; the rest not tried):\n%v", n, all)
+	}
+	for _, e := range all {
+		if e.Kind == schedulertest.Book && (e.Untried != 1 || e.Booked+e.Dropped+e.Deferred != 0 || e.Err != nil) {
+			t.Fatalf("the waiting batch: %v, want it untried", e)
+		}
+	}
+	if idle := h.Hosts.Idle("h1"); idle.Cores != 800 {
+		t.Fatalf("h1 idle %d cores, want 800: every placement given back", idle.Cores)
+	}
+	if n := attempts.Load(); n != 0 {
+		t.Fatalf("%d placement attempts, want none: a batch that never began wastes nothing", n)
+	}
+}
+
 // A batch fenced (another instance owns the cluster now) ends the round:
 // the cluster is not retried, and waits for ownership's change signal.
 func TestLoopFencedBatch(t *testing.T) {

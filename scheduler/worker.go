@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/cuesched/cuesched/cluster"
@@ -21,10 +20,10 @@ type worker struct {
 	wake   chan struct{}
 	cancel context.CancelFunc
 	done   chan struct{}
-	// leaving is set when the cluster is handed over: the worker books no
-	// further batch and ends after the one in flight; quit wakes it.
-	leaving atomic.Bool
-	quit    chan struct{}
+	// quit is closed when the cluster is handed over: the worker books no
+	// further batch (nor one still waiting to begin) and ends after the one
+	// in flight.
+	quit chan struct{}
 	// resolved is false until the cluster's launch outbox rows, those a
 	// previous owner left, have been read and handed to the launcher. The
 	// worker books nothing while it is false.
@@ -123,8 +122,7 @@ func newWorker(parent context.Context, s *Scheduler, c ownership.Claim, resolved
 	w := &worker{s: s, claim: c, wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}),
 		quit: make(chan struct{}), resolved: resolved, drops: dropBackoff{min: dropBackoffMin, max: dropBackoffMax},
 		ctx: ctx}
-	more := func() bool { return !w.leaving.Load() }
-	w.round = func(ctx context.Context) (roundOutcome, error) { return s.round(ctx, c, &w.placements, more) }
+	w.round = func(ctx context.Context) (roundOutcome, error) { return s.round(ctx, c, &w.placements, w.quit) }
 	return w
 }
 
@@ -138,7 +136,6 @@ func (w *worker) stop() {
 // leave tells the worker of a cluster handed over to book no further batch
 // and to end after the one in flight; finish waits for it.
 func (w *worker) leave() {
-	w.leaving.Store(true)
 	close(w.quit)
 }
 
@@ -309,7 +306,7 @@ type roundOutcome struct {
 // tag pressure's demand current. It builds the placements in *buf and leaves
 // the array there, emptied, for the caller's next round.
 func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.Placement,
-	more func() bool) (roundOutcome, error) {
+	leaving <-chan struct{}) (roundOutcome, error) {
 	var out roundOutcome
 	live, err := s.pending(ctx, c.Key)
 	if err != nil {
@@ -336,7 +333,7 @@ func (s *Scheduler) round(ctx context.Context, c ownership.Claim, buf *[]match.P
 		s.reserved(c.Key, res.Waits, nil)
 		return out, nil
 	}
-	out, booked, err := s.commit(ctx, c, res.Placements, more, out)
+	out, booked, err := s.commit(ctx, c, res.Placements, leaving, out)
 	s.reserved(c.Key, res.Waits, booked)
 	return out, err
 }
@@ -427,9 +424,9 @@ func (s *Scheduler) tagFilter(key cluster.Key) func(facility, tag string) bool {
 // commit books a round's placements, holds the capacity booked and gives
 // back to the hosts what was not booked; it adds to out what the booking
 // did and returns the bookings.
-func (s *Scheduler) commit(ctx context.Context, c ownership.Claim, ps []match.Placement, more func() bool,
+func (s *Scheduler) commit(ctx context.Context, c ownership.Claim, ps []match.Placement, leaving <-chan struct{},
 	out roundOutcome) (roundOutcome, []dispatch.Booking, error) {
-	br, untried, err := s.book(ctx, c, ps, more)
+	br, untried, err := s.book(ctx, c, ps, leaving)
 	s.attempts(len(br.Booked), len(br.Dropped), len(br.Deferred))
 	if s.deps.Hold != nil && len(br.Booked) > 0 {
 		s.deps.Hold.Hold(br)
@@ -475,17 +472,23 @@ func (s *Scheduler) giveBack(key cluster.Key, br dispatch.BatchResult,
 	return reasons
 }
 
-// book hands placements to dispatch one batch at a time while more says to
-// go on, so a cluster handed over mid-round stops between batches; what it
-// never handed over comes back untried.
+// book hands placements to dispatch one batch at a time until leaving is
+// closed, so a cluster handed over mid-round stops between batches, or
+// before a batch waiting for the instance's other batches begins; what it
+// never tried comes back untried.
 func (s *Scheduler) book(ctx context.Context, c ownership.Claim, ps []match.Placement,
-	more func() bool) (res dispatch.BatchResult, untried []match.Placement, _ error) {
+	leaving <-chan struct{}) (res dispatch.BatchResult, untried []match.Placement, _ error) {
 	for len(ps) > 0 {
-		if !more() {
+		select {
+		case <-leaving:
 			return res, ps, nil
+		default:
 		}
 		n := min(len(ps), max(1, s.deps.Booker.BatchSize(c.ID)))
-		br, err := s.deps.Booker.Book(ctx, dispatch.Cluster{ID: c.ID, Key: c.Key}, ps[:n])
+		br, err := s.deps.Booker.Book(ctx, dispatch.Cluster{ID: c.ID, Key: c.Key, Leaving: leaving}, ps[:n])
+		if len(br.Untried) > 0 {
+			untried = append(untried, br.Untried...)
+		}
 		res.Booked = append(res.Booked, br.Booked...)
 		res.Dropped = append(res.Dropped, br.Dropped...)
 		res.Deferred = append(res.Deferred, br.Deferred...)
@@ -496,10 +499,13 @@ func (s *Scheduler) book(ctx context.Context, c ownership.Claim, ps []match.Plac
 			// deferred with the batch that failed or found the cluster busy.
 			res.Busy = br.Busy
 			res.Deferred = append(res.Deferred, ps...)
-			return res, nil, err
+			return res, untried, err
+		}
+		if len(br.Untried) > 0 {
+			return res, append(untried, ps...), nil
 		}
 	}
-	return res, nil, nil
+	return res, untried, nil
 }
 
 // wakeOthers wakes every cluster of the given hosts but key.

@@ -22,6 +22,11 @@ const (
 	Busy                 // another transaction holds the cluster: defer them all
 	Fence                // ownership moved: dispatch.ErrFenced, all deferred
 	Fail                 // the batch failed (Step.Err): all deferred
+	// Wait: the batch waits for the instance's other batches sharing its
+	// rows (dispatch's gate) until Step.Gate is closed, then commits; if
+	// the cluster is left first (dispatch.Cluster.Leaving), it never
+	// begins: all untried.
+	Wait
 )
 
 // Step scripts one Book call.
@@ -96,13 +101,23 @@ func (b *Booker) Book(ctx context.Context, c dispatch.Cluster, ps []match.Placem
 	b.rec.add(Event{Kind: Booking, Key: c.Key, N: len(ps)})
 	res, err := b.do(ctx, step, c, ps)
 	b.rec.add(Event{Kind: Book, Key: c.Key, Booked: len(res.Booked), Dropped: len(res.Dropped),
-		Deferred: len(res.Deferred), Err: err})
+		Deferred: len(res.Deferred), Untried: len(res.Untried), Err: err})
 	return res, err
 }
 
 func (b *Booker) do(ctx context.Context, step Step, c dispatch.Cluster, ps []match.Placement) (dispatch.BatchResult, error) {
 	var res dispatch.BatchResult
-	if step.Gate != nil {
+	if step.Do == Wait {
+		select {
+		case <-step.Gate:
+		case <-c.Leaving:
+			res.Untried = ps
+			return res, nil
+		case <-ctx.Done():
+			res.Deferred = ps
+			return res, ctx.Err()
+		}
+	} else if step.Gate != nil {
 		select {
 		case <-step.Gate:
 		case <-ctx.Done():

@@ -41,13 +41,13 @@ type Event struct {
 	Kind Kind
 	Key  cluster.Key // Round, Frames, Booking, Book
 	N    int         // Booking: placements; Hold: bookings; Asleep: clusters asleep
-	// Booked, Dropped and Deferred count the placements of a Book call by
-	// how they ended.
-	Booked, Dropped, Deferred int
-	IDs                       []int32 // Resolve: the clusters
-	Layer                     string  // Requeue
-	Msg                       string  // Log
-	Err                       error   // Book, Resolve
+	// Booked, Dropped, Deferred and Untried count the placements of a Book
+	// call by how they ended.
+	Booked, Dropped, Deferred, Untried int
+	IDs                                []int32 // Resolve: the clusters
+	Layer                              string  // Requeue
+	Msg                                string  // Log
+	Err                                error   // Book, Resolve
 }
 
 func (e Event) String() string {
@@ -59,7 +59,7 @@ func (e Event) String() string {
 	case Booking, Hold, Asleep:
 		fmt.Fprintf(&b, " %d", e.N)
 	case Book:
-		fmt.Fprintf(&b, " booked=%d dropped=%d deferred=%d", e.Booked, e.Dropped, e.Deferred)
+		fmt.Fprintf(&b, " booked=%d dropped=%d deferred=%d untried=%d", e.Booked, e.Dropped, e.Deferred, e.Untried)
 	case Resolve:
 		fmt.Fprintf(&b, " %v", e.IDs)
 	case Requeue:
