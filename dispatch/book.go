@@ -214,9 +214,9 @@ type BatchResult struct {
 // Book commits placements of one cluster in batches of at most BatchSize
 // placements each, in the order given (earlier placements win a host or a
 // cap the later ones also want); a batch that waited for this Booker's
-// others is booked in one transaction with those that waited with it. A placement that no longer fits
-// the locked rows is dropped with its reason; nothing is waited on but the
-// rows themselves. On an error, what was committed before it is in the
+// others is booked in one transaction with those that waited with it. A
+// placement that no longer fits the locked rows is dropped with its reason;
+// nothing is waited on but the rows themselves. On an error, what was committed before it is in the
 // result and the rest is in Deferred.
 func (b *Booker) Book(ctx context.Context, c Cluster, placements []match.Placement) (BatchResult, error) {
 	var res BatchResult
@@ -332,8 +332,11 @@ type outcome struct {
 	booked  []Booking
 	dropped []Drop
 	lsn     pglogrepl.LSN
-	settled bool // nothing more to try: left, fenced or busy
 }
+
+// settled: nothing more to try for the batch (left, fenced or busy, or the
+// transaction failed).
+func (o outcome) settled() bool { return o.left || o.busy || o.err != nil }
 
 // runGroup books a leader's batch and those that waited with it (its
 // group) in one transaction, once more from fresh values if a guard or a
@@ -355,14 +358,14 @@ func (b *Booker) runGroup(ctx context.Context, tk *ticket) {
 	for _, m := range ms {
 		select {
 		case <-m.c.Leaving:
-			m.out = outcome{left: true, settled: true}
+			m.out = outcome{left: true}
 		default:
 		}
 	}
 	for attempt := 1; ; attempt++ {
 		var live []*member
 		for _, m := range ms {
-			if !m.out.settled {
+			if !m.out.settled() {
 				live = append(live, m)
 			}
 		}
@@ -372,7 +375,7 @@ func (b *Booker) runGroup(ctx context.Context, tk *ticket) {
 		g, err := b.attempt(ctx, live, attempt)
 		if err != nil {
 			for _, m := range live {
-				if !m.out.settled {
+				if !m.out.settled() {
 					m.out = outcome{err: err}
 				}
 			}
@@ -389,7 +392,7 @@ func (b *Booker) runGroup(ctx context.Context, tk *ticket) {
 				continue
 			}
 			for _, m := range live {
-				if !m.out.settled {
+				if !m.out.settled() {
 					m.out = outcome{lost: g.lost}
 				}
 			}
@@ -531,10 +534,10 @@ func (b *Booker) attempt(ctx context.Context, ms []*member, attempt int) (groupR
 		m.out = outcome{}
 		switch {
 		case fenced[i] != nil:
-			m.out = outcome{err: fmt.Errorf("begin: %w", fenced[i]), settled: true}
+			m.out = outcome{err: fmt.Errorf("begin: %w", fenced[i])}
 			continue
 		case !locked[i]:
-			m.out = outcome{busy: true, settled: true}
+			m.out = outcome{busy: true}
 			continue
 		}
 		for _, p := range m.ps {

@@ -51,11 +51,9 @@ type ticket struct {
 	ready chan struct{} // closed once the batch begins, alone or in a leader's transaction
 	began bool
 	// lead is the batch whose transaction books this one (nil: its own);
-	// group are the batches a leader's transaction books besides its own,
-	// and size the placements of all of them.
+	// group are the batches a leader's transaction books besides its own.
 	lead  *ticket
 	group []*ticket
-	size  int
 	// done is closed once a batch booked in a leader's transaction has its
 	// outcome (member.out).
 	done chan struct{}
@@ -127,9 +125,6 @@ func (g *gate) arrive(m *member, rows map[rowKey]struct{}) *ticket {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	tk := &ticket{m: m, rows: rows, ready: make(chan struct{}), done: make(chan struct{})}
-	if m != nil {
-		tk.size = len(m.ps)
-	}
 	g.queue = append(g.queue, tk)
 	g.admit()
 	return tk
@@ -188,10 +183,9 @@ func (g *gate) admit() {
 		case lead == nil:
 			tk.began = true
 			begun = append(begun, tk)
-		case lead.size+tk.size <= g.most:
+		case lead.placements()+len(tk.m.ps) <= g.most:
 			tk.began, tk.lead = true, lead
 			lead.group = append(lead.group, tk)
-			lead.size += tk.size
 		}
 	}
 	for _, tk := range begun {
@@ -200,6 +194,16 @@ func (g *gate) admit() {
 		}
 		close(tk.ready)
 	}
+}
+
+// placements is how many placements a leader's transaction books: its own
+// batch's and its group's.
+func (tk *ticket) placements() int {
+	n := len(tk.m.ps)
+	for _, f := range tk.group {
+		n += len(f.m.ps)
+	}
+	return n
 }
 
 // waiting is how many batches wait in the gate.
