@@ -767,8 +767,10 @@ func (st *hostState) recount(rec *hostRec, d int32) {
 
 // refresh rebuilds a host's record from its rows and re-files it: its
 // indexes when its facility or tags changed, its place when its capacity
-// did.
-func (st *hostState) refresh(id string) {
+// did. A host pinged before cutoff is silent, not offered (zero: none is);
+// one that reports again after silence counts as grown, as capacity that
+// appeared.
+func (st *hostState) refresh(id string, cutoff time.Time) {
 	rec := st.hosts[id]
 	if rec == nil {
 		return
@@ -796,7 +798,7 @@ func (st *hostState) refresh(id string) {
 			rec.idxs = append(rec.idxs, ix)
 		}
 	}
-	prevBase, wasOffered := rec.base, rec.inTrees
+	prevBase, wasOffered, wasSilent := rec.base, rec.inTrees, rec.ping.Before(cutoff)
 	row := &rec.row
 	h := &rec.h
 	h.ID, h.Name, h.Facility, h.Alloc = id, row.name, facility, row.alloc
@@ -815,7 +817,8 @@ func (st *hostState) refresh(id string) {
 		rec.ping, rec.up = time.Time{}, false
 	}
 	st.reposition(rec)
-	if rec.inTrees && (!wasOffered || rec.base.Cores > prevBase.Cores || rec.base.Mem > prevBase.Mem ||
+	if rec.inTrees && (!wasOffered || wasSilent && !rec.ping.Before(cutoff) ||
+		rec.base.Cores > prevBase.Cores || rec.base.Mem > prevBase.Mem ||
 		rec.base.GPUs > prevBase.GPUs || rec.base.GPUMem > prevBase.GPUMem) {
 		st.grown[id] = struct{}{}
 	}
@@ -867,9 +870,9 @@ func (st *hostState) drop(id string) {
 	}
 }
 
-func (st *hostState) refreshDirty() {
+func (st *hostState) refreshDirty(cutoff time.Time) {
 	for id := range st.dirty {
-		st.refresh(id)
+		st.refresh(id, cutoff)
 	}
 	clear(st.dirty)
 }

@@ -104,3 +104,67 @@ func TestOnHostsReportsGrowthAndTopology(t *testing.T) {
 	f.apply(t, f.del("host", "h2"))
 	expect("host deleted", call{nil, true})
 }
+
+// A host silent for longer than the ping age is not offered; the report
+// that brings it back offers it again, so it wakes its clusters as capacity
+// that appeared: without that, work the host fits waited for some other
+// change (a whole farm silent for five minutes, a Cuebot restart, waited
+// for good on a farm with nothing else to report).
+func TestOnHostsReportsAHostBackFromSilence(t *testing.T) {
+	t.Parallel()
+	var calls [][]string
+	c := &clock{now: epoch}
+	f := &fake{r: NewReplica(ReplicaConfig{Now: c.Now, HostPingMaxAge: time.Minute,
+		Logger: slog.New(slog.DiscardHandler), OnHosts: func(grown []match.Host, topo bool) {
+			var ids []string
+			for _, h := range grown {
+				ids = append(ids, h.ID)
+			}
+			calls = append(calls, ids)
+		}}), rels: map[string]*cdc.Relation{}}
+	f.allocs(t)
+	f.addHost(t, baseHost("h1", "a1"))
+	report := func(at time.Time) {
+		t.Helper()
+		calls = nil
+		c.set(at)
+		f.apply(t, f.update("host_stat", "pk_host_stat", "st-h1", "pk_host", "h1", "int_mem_free", 64*gb,
+			"int_mcp_total", 100*gb, "int_mcp_free", 100*gb, "ts_ping", at, "str_state", "UP",
+			"str_os", "linux", "int_gpu_mem_free", 0))
+	}
+	report(epoch.Add(30 * time.Second))
+	if len(calls) != 0 {
+		t.Errorf("a report of a host offered all along: OnHosts calls %v, want none", calls)
+	}
+	// Silent for two minutes, then it reports again.
+	report(epoch.Add(150 * time.Second))
+	if want := [][]string{{"h1"}}; !reflect.DeepEqual(calls, want) {
+		t.Errorf("a report after silence: OnHosts calls %v, want %v", calls, want)
+	}
+}
+
+// Polling, a host that reported again after silence is reported grown too,
+// and one that kept reporting is not.
+func TestPollReportsAHostBackFromSilence(t *testing.T) {
+	t.Parallel()
+	base := match.Resources{Cores: 1600, Mem: 64 * gb}
+	state := func(pings map[string]time.Time) *hostState {
+		st := newHostState()
+		for id, ping := range pings {
+			st.hosts[id] = &hostRec{id: id, h: match.Host{ID: id}, base: base, ping: ping, inTrees: true, up: true}
+			st.grown[id] = struct{}{} // a load files every host anew
+		}
+		return st
+	}
+	cutoff := epoch.Add(time.Minute)
+	old := state(map[string]time.Time{"silent": epoch, "steady": epoch.Add(90 * time.Second)})
+	now := state(map[string]time.Time{"silent": epoch.Add(2 * time.Minute), "steady": epoch.Add(2 * time.Minute)})
+	grown, _ := now.changesSince(old, cutoff)
+	var ids []string
+	for _, h := range grown {
+		ids = append(ids, h.ID)
+	}
+	if want := []string{"silent"}; !reflect.DeepEqual(ids, want) {
+		t.Errorf("grown %v, want %v", ids, want)
+	}
+}

@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"time"
+
 	"github.com/cuesched/cuesched/cluster"
 	"github.com/cuesched/cuesched/match"
 )
@@ -53,7 +55,7 @@ func (h *Hosts) SetHost(host match.Host) (grown bool) {
 	for _, t := range host.Tags {
 		tags[cluster.Normalize(t)] = 1
 	}
-	st.refresh(host.ID)
+	st.refresh(host.ID, time.Time{}) // never stale
 	_, grown = st.grown[host.ID]
 	delete(st.grown, host.ID)
 	return grown

@@ -260,7 +260,7 @@ func (r *Replica) Reset(ctx context.Context, tx pgx.Tx, lsn cdc.LSN) error {
 			return err
 		}
 	}
-	hs.refreshDirty()
+	hs.refreshDirty(r.hosts.cutoff())
 	incremental := r.stream == nil && r.polled
 	r.hosts.mu.Lock()
 	r.usage.mu.Lock()
@@ -269,7 +269,7 @@ func (r *Replica) Reset(ctx context.Context, tx pgx.Tx, lsn cdc.LSN) error {
 	var grown []match.Host
 	topo := true
 	if incremental {
-		grown, topo = hs.changesSince(old)
+		grown, topo = hs.changesSince(old, r.hosts.cutoff())
 	} else {
 		grown, _ = hs.drainChanges()
 	}
@@ -331,7 +331,7 @@ func (r *Replica) Apply(t *cdc.Txn) error {
 		r.applyOne(r.hosts.st, r.usage.st, &t.Changes[i], mark)
 	}
 	if needHosts {
-		r.hosts.st.refreshDirty()
+		r.hosts.st.refreshDirty(r.hosts.cutoff())
 	}
 	r.hosts.echoLocked(t.Xid)
 	r.hosts.advanceLocked(t.EndLSN)

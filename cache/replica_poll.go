@@ -3,6 +3,7 @@ package cache
 import (
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/cuesched/cuesched/match"
 )
@@ -11,16 +12,17 @@ import (
 // one it replaces, as the stream learns it from the changes it applies.
 
 // changesSince is drainChanges for a state loaded whole that replaces old:
-// only the hosts whose replicated capacity grew since old, or which became
-// offered, count as grown, and the clusters may have changed only if hosts,
-// allocations, facilities or tags did.
-func (st *hostState) changesSince(old *hostState) (grown []match.Host, topo bool) {
+// only the hosts whose replicated capacity grew since old, which became
+// offered, or which reported again after silence (pinged before cutoff in
+// old, not in st) count as grown, and the clusters may have changed only if
+// hosts, allocations, facilities or tags did.
+func (st *hostState) changesSince(old *hostState, cutoff time.Time) (grown []match.Host, topo bool) {
 	for id := range st.grown {
 		rec, o := st.hosts[id], old.hosts[id]
 		if rec == nil {
 			continue
 		}
-		if o == nil || !o.inTrees || grewFrom(o.base, rec.base) {
+		if o == nil || !o.inTrees || grewFrom(o.base, rec.base) || o.ping.Before(cutoff) && !rec.ping.Before(cutoff) {
 			grown = append(grown, rec.h)
 		}
 	}
