@@ -24,12 +24,7 @@ func TestOnHostsReportsGrowthAndTopology(t *testing.T) {
 	c := &clock{now: epoch}
 	f := &fake{r: NewReplica(ReplicaConfig{Now: c.Now, HostPingMaxAge: time.Minute,
 		Logger: slog.New(slog.DiscardHandler), OnHosts: func(grown []match.Host, topo bool) {
-			var ids []string
-			for _, h := range grown {
-				ids = append(ids, h.ID)
-			}
-			slices.Sort(ids)
-			calls = append(calls, call{ids, topo})
+			calls = append(calls, call{hostIDs(grown), topo})
 		}}), rels: map[string]*cdc.Relation{}}
 	expect := func(step string, want ...call) {
 		t.Helper()
@@ -116,11 +111,7 @@ func TestOnHostsReportsAHostBackFromSilence(t *testing.T) {
 	c := &clock{now: epoch}
 	f := &fake{r: NewReplica(ReplicaConfig{Now: c.Now, HostPingMaxAge: time.Minute,
 		Logger: slog.New(slog.DiscardHandler), OnHosts: func(grown []match.Host, topo bool) {
-			var ids []string
-			for _, h := range grown {
-				ids = append(ids, h.ID)
-			}
-			calls = append(calls, ids)
+			calls = append(calls, hostIDs(grown))
 		}}), rels: map[string]*cdc.Relation{}}
 	f.allocs(t)
 	f.addHost(t, baseHost("h1", "a1"))
@@ -160,11 +151,17 @@ func TestPollReportsAHostBackFromSilence(t *testing.T) {
 	old := state(map[string]time.Time{"silent": epoch, "steady": epoch.Add(90 * time.Second)})
 	now := state(map[string]time.Time{"silent": epoch.Add(2 * time.Minute), "steady": epoch.Add(2 * time.Minute)})
 	grown, _ := now.changesSince(old, cutoff)
-	var ids []string
-	for _, h := range grown {
-		ids = append(ids, h.ID)
-	}
-	if want := []string{"silent"}; !reflect.DeepEqual(ids, want) {
+	if ids, want := hostIDs(grown), []string{"silent"}; !reflect.DeepEqual(ids, want) {
 		t.Errorf("grown %v, want %v", ids, want)
 	}
+}
+
+// hostIDs are the hosts' ids in order.
+func hostIDs(hosts []match.Host) []string {
+	var ids []string
+	for _, h := range hosts {
+		ids = append(ids, h.ID)
+	}
+	slices.Sort(ids)
+	return ids
 }
