@@ -107,19 +107,16 @@ func (b *Booker) Book(ctx context.Context, c dispatch.Cluster, ps []match.Placem
 
 func (b *Booker) do(ctx context.Context, step Step, c dispatch.Cluster, ps []match.Placement) (dispatch.BatchResult, error) {
 	var res dispatch.BatchResult
-	if step.Do == Wait {
+	if step.Gate != nil || step.Do == Wait {
+		var leaving <-chan struct{} // nil: only a batch waiting to begin gives up
+		if step.Do == Wait {
+			leaving = c.Leaving
+		}
 		select {
 		case <-step.Gate:
-		case <-c.Leaving:
+		case <-leaving:
 			res.Untried = ps
 			return res, nil
-		case <-ctx.Done():
-			res.Deferred = ps
-			return res, ctx.Err()
-		}
-	} else if step.Gate != nil {
-		select {
-		case <-step.Gate:
 		case <-ctx.Done():
 			res.Deferred = ps
 			return res, ctx.Err()
