@@ -94,7 +94,7 @@ type Booker struct {
 	// hookBeforeWrite, set by tests, runs inside the transaction between the
 	// re-check and the writes: it stands in for a writer that slipped past
 	// the locks, so that a guard trigger raises.
-	hookBeforeWrite func(ctx context.Context, tx pgx.Tx, attempt int) error
+	hookBeforeWrite func(ctx context.Context, conn *pgxpool.Conn, attempt int) error
 	// inDatabase, set by the benchmark, lets batches sharing rows wait for
 	// each other in the database, as they did before the gate, to measure
 	// what the gate saves.
@@ -483,13 +483,20 @@ func lossReason(err error) string {
 	return ""
 }
 
-// attempt is one booking transaction of the members' batches: five round
-// trips (begin with each cluster's lock and fence; the row locks and
-// re-check reads; the writes; commit; the commit's WAL position). A member
-// whose cluster is fenced or busy is settled at the begin and the others go
-// on; the placements of the rest are re-checked and written as one batch, in
-// the members' order (an earlier member wins a host or a cap a later one also
-// wants).
+// attempt is one booking transaction of the members' batches, in three
+// round trips: the begin with each cluster's lock and fence and the row
+// locks and re-check reads; the writes; the commit with its WAL position. A
+// member whose cluster is fenced or busy is settled at the begin and the
+// others go on; the placements of the rest are re-checked and written as
+// one batch, in the members' order (an earlier member wins a host or a cap
+// a later one also wants).
+//
+// The rows of every member's placements are locked in the begin's round
+// trip, before it is known whether each member's cluster is this booking's:
+// a busy or fenced member is rare (a handover, a second booking of the same
+// cluster), and its rows are then only locked until the rollback or commit,
+// while sparing every booking a round trip on a machine where each one waits
+// for a core the stream and the matching also want.
 func (b *Booker) attempt(ctx context.Context, ms []*member, attempt int) (groupResult, error) {
 	var res groupResult
 	ctx, cancel := context.WithTimeout(ctx, txTimeout)
@@ -501,10 +508,21 @@ func (b *Booker) attempt(ctx context.Context, ms []*member, attempt int) (groupR
 	defer conn.Release()
 	began := time.Now()
 
+	// Every member's placements, each frame once, for the locks.
+	var all []match.Placement
+	seen := map[string]bool{}
+	for _, m := range ms {
+		for _, p := range m.ps {
+			if !seen[p.Frame.ID] {
+				seen[p.Frame.ID] = true
+				all = append(all, p)
+			}
+		}
+	}
 	var xid8 string
 	locked, fenced := make([]bool, len(ms)), make([]error, len(ms))
 	bt := &pgx.Batch{}
-	bt.BeginTx(pgx.TxOptions{})
+	bt.Queue(`BEGIN`)
 	// The transaction's id tells the host cache which streamed transaction
 	// is this booking's echo.
 	bt.Queue(`SELECT pg_current_xact_id()::text`).QueryRow(func(r pgx.Row) error { return r.Scan(&xid8) })
@@ -513,11 +531,15 @@ func (b *Booker) attempt(ctx context.Context, ms []*member, attempt int) (groupR
 			QueryRow(func(r pgx.Row) error { return r.Scan(&locked[i]) })
 		b.queueFence(bt, m.c.ID, &fenced[i])
 	}
-	br := conn.SendBatch(ctx, bt)
-	tx := br.Tx()
-	defer rollback(ctx, tx)
-	if err := br.Close(); err != nil {
-		return res, fmt.Errorf("begin: %w", err)
+	st := queueLockAndRead(bt, all)
+	tx := &bookingTx{conn: conn, open: true}
+	defer tx.rollback(ctx)
+	if err := conn.SendBatch(ctx, bt).Close(); err != nil {
+		if r := lossReason(err); r != "" {
+			res.lost, res.lostErr = r, fmt.Errorf("lock rows: %w", err)
+			return res, nil
+		}
+		return res, fmt.Errorf("begin and lock rows: %w", err)
 	}
 	// pgoutput names transactions by the low 32 bits of their 64-bit id.
 	// Parsed before the commit: an error after it would lose the bookings.
@@ -555,14 +577,6 @@ func (b *Booker) attempt(ctx context.Context, ms []*member, attempt int) (groupR
 	}
 	res.placements = len(ps)
 
-	st, err := lockAndRead(ctx, tx, ps)
-	if err != nil {
-		if r := lossReason(err); r != "" {
-			res.lost, res.lostErr = r, err
-			return res, nil
-		}
-		return res, err
-	}
 	kept, dropped := recheck(ps, st, b.cfg.HostAllowed)
 	for _, d := range dropped {
 		m := owner[d.Placement.Frame.ID]
@@ -575,32 +589,36 @@ func (b *Booker) attempt(ctx context.Context, ms []*member, attempt int) (groupR
 		kept[i].cluster = owner[kept[i].p.Frame.ID].c.ID
 	}
 	if h := b.hookBeforeWrite; h != nil {
-		if err := h(ctx, tx, attempt); err != nil {
+		if err := h(ctx, conn, attempt); err != nil {
 			return res, err
 		}
 	}
-	if err := b.write(ctx, tx, kept); err != nil {
+	if err := b.write(ctx, conn, kept); err != nil {
 		if r := lossReason(err); r != "" {
 			res.lost, res.lostErr = r, err
 			return res, nil
 		}
 		return res, err
 	}
-	var q rowQuerier = conn
-	if err := tx.Commit(ctx); err != nil {
+	committed, lsn, err := tx.commit(ctx)
+	commitAt := time.Now()
+	res.took = commitAt.Sub(began)
+	switch {
+	case errors.Is(err, errCommitRolledBack):
+		return res, err
+	case !committed:
 		if err := b.commitOutcome(ctx, err, kept); err != nil {
 			return res, err
 		}
-		q = b.pool // it committed; its connection is gone
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
+		// It committed, but its connection is gone.
+		res.lsnErr = fmt.Errorf("read commit position: %w", err)
+	case err != nil:
+		res.lsnErr = err
+	default:
+		res.lsn = lsn
 	}
-	commitAt := time.Now()
-	res.took = commitAt.Sub(began)
 	// Committed: from here on nothing may fail the batch, or its bookings
 	// would be neither launched nor resolved.
-	res.lsn, res.lsnErr = readPosition(ctx, q)
 	res.booked = len(kept)
 	for _, k := range kept {
 		m := owner[k.p.Frame.ID]
@@ -609,6 +627,69 @@ func (b *Booker) attempt(ctx context.Context, ms []*member, attempt int) (groupR
 			CommitAt: commitAt, Xid: uint32(xid)})
 	}
 	return res, nil
+}
+
+// bookingTx is a booking's transaction on its connection, begun by the
+// first queued statement of the begin's batch (BEGIN and the row locks go
+// in one round trip, as COMMIT and the read of its position do).
+type bookingTx struct {
+	conn *pgxpool.Conn
+	open bool
+}
+
+// commit commits the transaction and reads the WAL position after its
+// commit in the same round trip. committed says whether the COMMIT
+// succeeded; when it did not, err is why (a server error rolled it back; a
+// broken connection leaves the outcome unknown: commitOutcome). A committed
+// transaction whose position could not be read returns err too.
+func (tx *bookingTx) commit(ctx context.Context) (committed bool, _ pglogrepl.LSN, _ error) {
+	var pos string
+	bt := &pgx.Batch{}
+	bt.Queue(`COMMIT`).Exec(func(ct pgconn.CommandTag) error {
+		tx.open = false
+		if ct.String() != "COMMIT" {
+			// PostgreSQL answers COMMIT with ROLLBACK for a failed
+			// transaction; nothing may have failed before it here.
+			return errCommitRolledBack
+		}
+		committed = true
+		return nil
+	})
+	bt.Queue(`SELECT pg_current_wal_lsn()::text`).QueryRow(func(r pgx.Row) error { return r.Scan(&pos) })
+	err := tx.conn.SendBatch(ctx, bt).Close()
+	if !committed {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			tx.open = false // a failed COMMIT ends the transaction
+		}
+		return false, 0, err
+	}
+	if err != nil {
+		return true, 0, fmt.Errorf("read commit position: %w", err)
+	}
+	lsn, err := pglogrepl.ParseLSN(pos)
+	if err != nil {
+		return true, 0, fmt.Errorf("read commit position %q: %w", pos, err)
+	}
+	return true, lsn, nil
+}
+
+// errCommitRolledBack: PostgreSQL answered the booking's COMMIT with
+// ROLLBACK: nothing was committed.
+var errCommitRolledBack = errors.New("commit: the transaction was rolled back")
+
+// rollback ends a transaction that did not commit. It must run even when
+// ctx has ended, or the connection would go back to the pool mid-transaction
+// (the pool closes a connection left in one).
+func (tx *bookingTx) rollback(ctx context.Context) {
+	if !tx.open {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := tx.conn.Exec(rctx, `ROLLBACK`); err == nil {
+		tx.open = false
+	}
 }
 
 // queueFence queues the proof that this instance owns the cluster, and keeps
@@ -733,18 +814,6 @@ func (b *Booker) commitOutcome(ctx context.Context, err error, kept []keptPlacem
 	}
 	b.log.Warn("booking commit failed on the connection but committed", "bookings", len(kept), "err", err)
 	return nil
-}
-
-// rollback ends a transaction that did not commit. It must run even when
-// ctx has ended, or the connection would go back to the pool mid-transaction.
-func rollback(ctx context.Context, tx pgx.Tx) {
-	if tx == nil {
-		return
-	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	// ErrTxClosed after a commit; any other failure closes the connection.
-	_ = tx.Rollback(rctx)
 }
 
 // newUUID returns a random (version 4) UUID in its text form: the key of a

@@ -245,7 +245,7 @@ func TestBookGuardLossRetriedOnce(t *testing.T) {
 			ps := booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil)
 			b := newTestBooker(db.Pool, BookerConfig{BatchMax: 8})
 			attempts := 0
-			b.hookBeforeWrite = func(ctx context.Context, tx pgx.Tx, attempt int) error {
+			b.hookBeforeWrite = func(ctx context.Context, tx *pgxpool.Conn, attempt int) error {
 				attempts = attempt
 				if attempt > losses {
 					return nil

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cuesched/cuesched/dispatch/writeset"
 	"github.com/cuesched/cuesched/match"
@@ -79,9 +80,10 @@ const (
 		 WHERE ll.pk_layer = ANY($1)`
 )
 
-// lockAndRead locks the batch's rows in the lock order and reads what the
-// re-check needs, in one round trip.
-func lockAndRead(ctx context.Context, tx pgx.Tx, ps []match.Placement) (*lockedState, error) {
+// queueLockAndRead queues on b the statements that lock the batch's rows in
+// the lock order and read what the re-check needs; the state they fill is
+// complete once b's results are read without error.
+func queueLockAndRead(b *pgx.Batch, ps []match.Placement) *lockedState {
 	var hosts, layers, jobs, frames, folders []string
 	var subShows, subAllocs, ptShows, ptDepts []string
 	subSeen, ptSeen := map[showAlloc]bool{}, map[showDept]bool{}
@@ -105,7 +107,6 @@ func lockAndRead(ctx context.Context, tx pgx.Tx, ps []match.Placement) (*lockedS
 	frames, folders = sortedUnique(frames), sortedUnique(folders)
 
 	st := newLockedState()
-	b := &pgx.Batch{}
 	b.Queue(sqlLockHosts, hosts).Query(func(rows pgx.Rows) error {
 		for rows.Next() {
 			var id string
@@ -206,10 +207,7 @@ func lockAndRead(ctx context.Context, tx pgx.Tx, ps []match.Placement) (*lockedS
 		return rows.Err()
 	})
 	b.Queue(`SELECT now()`).QueryRow(func(row pgx.Row) error { return row.Scan(&st.now) })
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return nil, fmt.Errorf("lock rows: %w", err)
-	}
-	return st, nil
+	return st
 }
 
 // sqlReadReservations reads the reservations of the batch's hosts
@@ -243,7 +241,7 @@ const (
 // write issues the booking's write set for the kept placements in one round
 // trip and checks that every statement touched the rows the re-check
 // promised.
-func (b *Booker) write(ctx context.Context, tx pgx.Tx, kept []keptPlacement) error {
+func (b *Booker) write(ctx context.Context, conn *pgxpool.Conn, kept []keptPlacement) error {
 	n := len(kept)
 	frames, hostNames, procs, hostIDs := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	shows, layerIDs, jobIDs := make([]string, n), make([]string, n), make([]string, n)
@@ -306,7 +304,7 @@ func (b *Booker) write(ctx context.Context, tx pgx.Tx, kept []keptPlacement) err
 	pc, _, pg, _ := points.Columns()
 	bt.Queue(sqlRaisePoints, ptShows, ptDepts, pc, pg)
 	bt.Queue(sqlInsertOutbox, procs, frames, nextVersions, hostIDs, hostNames, clusters, state).Exec(expect("write outbox", n))
-	if err := tx.SendBatch(ctx, bt).Close(); err != nil {
+	if err := conn.SendBatch(ctx, bt).Close(); err != nil {
 		return fmt.Errorf("write bookings: %w", err)
 	}
 	return nil

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cuesched/cuesched/internal/testworld/audittest"
@@ -117,7 +116,7 @@ func TestBookWaitsOutsideItsTransaction(t *testing.T) {
 func holdFirstWrite(b *testBooker) (holding, release chan struct{}) {
 	holding, release = make(chan struct{}), make(chan struct{})
 	var held atomic.Bool
-	b.hookBeforeWrite = func(ctx context.Context, tx pgx.Tx, attempt int) error {
+	b.hookBeforeWrite = func(ctx context.Context, tx *pgxpool.Conn, attempt int) error {
 		if held.CompareAndSwap(false, true) {
 			close(holding)
 			<-release
