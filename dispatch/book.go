@@ -637,6 +637,11 @@ type bookingTx struct {
 	open bool
 }
 
+// sqlCommit commits and reads the WAL position after the commit, in one
+// simple query: the SELECT runs only once the COMMIT has succeeded, and
+// needs no statement prepared on the connection first.
+const sqlCommit = "COMMIT;\nSELECT pg_current_wal_lsn()::text"
+
 // commit commits the transaction and reads the WAL position after its
 // commit in the same round trip. committed says whether the COMMIT
 // succeeded; when it did not, err is why (a server error rolled it back; a
@@ -644,23 +649,36 @@ type bookingTx struct {
 // transaction whose position could not be read returns err too.
 func (tx *bookingTx) commit(ctx context.Context) (committed bool, _ pglogrepl.LSN, _ error) {
 	var pos string
-	bt := &pgx.Batch{}
-	bt.Queue(`COMMIT`).Exec(func(ct pgconn.CommandTag) error {
-		tx.open = false
-		if ct.String() != "COMMIT" {
+	mrr := tx.conn.Conn().PgConn().Exec(ctx, sqlCommit)
+	if mrr.NextResult() {
+		ct, err := mrr.ResultReader().Close()
+		switch {
+		case err != nil:
+		case ct.String() != "COMMIT":
 			// PostgreSQL answers COMMIT with ROLLBACK for a failed
 			// transaction; nothing may have failed before it here.
-			return errCommitRolledBack
+			tx.open = false
+			_ = mrr.Close()
+			return false, 0, errCommitRolledBack
+		default:
+			tx.open, committed = false, true
 		}
-		committed = true
-		return nil
-	})
-	bt.Queue(`SELECT pg_current_wal_lsn()::text`).QueryRow(func(r pgx.Row) error { return r.Scan(&pos) })
-	err := tx.conn.SendBatch(ctx, bt).Close()
+	}
+	if committed && mrr.NextResult() {
+		rr := mrr.ResultReader()
+		for rr.NextRow() {
+			pos = string(rr.Values()[0])
+		}
+		_, _ = rr.Close() // its error is the MultiResultReader's too
+	}
+	err := mrr.Close()
 	if !committed {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) {
 			tx.open = false // a failed COMMIT ends the transaction
+		}
+		if err == nil { // no answer to the COMMIT at all: its outcome is unknown
+			err = errors.New("commit: the server did not answer the COMMIT")
 		}
 		return false, 0, err
 	}

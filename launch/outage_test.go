@@ -251,10 +251,44 @@ func (r *outageRig) launched(ctx context.Context, t *testing.T, frames int) {
 	audittest.Clean(t, r.db.Pool)
 }
 
-// A booking whose connection drops right after its COMMIT, before its WAL
-// position is read, is still booked and launched, with a position read
-// later, whether the database answers at once or only after a while; with
-// none if it stays unreachable past the Booker's wait.
+// commitThenCut returns a spring for the booking's COMMIT: it sends the
+// COMMIT, waits until the server has committed the booking's frames outbox
+// rows, then cuts the connection before its answer is read, so that the
+// booking cannot tell from the connection whether it committed. Before the
+// cut it runs before (nil: nothing).
+func (r *outageRig) commitThenCut(ctx context.Context, t *testing.T, frames int, before func()) func(c *trapConn, p []byte) (int, error) {
+	return func(c *trapConn, p []byte) (int, error) {
+		n, err := c.Conn.Write(p)
+		if err != nil {
+			return n, err
+		}
+		for {
+			var rows int
+			if err := r.o.admin.QueryRow(ctx, `SELECT count(*) FROM cuesched.launch_outbox`).Scan(&rows); err != nil {
+				t.Error(err)
+				break
+			}
+			if rows == frames {
+				break
+			}
+		}
+		if before != nil {
+			before()
+		}
+		c.Close()
+		return n, nil
+	}
+}
+
+// The booking's COMMIT and the read of its position, as sent on the wire
+// (one simple query).
+var commitOnTheWire = []byte("COMMIT;\nSELECT pg_current_wal_lsn()::text")
+
+// A booking whose connection drops right after its COMMIT, before the
+// answer is read, is found committed in its outbox rows, booked and
+// launched, with a position read later, whether the database answers at
+// once or only after a while; with none if it stays unreachable past the
+// Booker's wait.
 func TestBookPositionLost(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -275,13 +309,19 @@ func TestBookPositionLost(t *testing.T) {
 			}
 			r := newOutageRig(t, frames, positionWait)
 			ps := booktest.FirstFit(booktest.ReadView(ctx, t, r.db.Pool), nil)
-			r.o.arm([]byte("pg_current_wal_lsn()"), func(c *trapConn, _ []byte) (int, error) {
-				if tc.down {
-					r.o.lock(ctx)
+			var down func()
+			if tc.down {
+				// The outbox answers that the booking committed; the
+				// database goes away as its position is then read.
+				down = func() {
+					r.o.arm([]byte("pg_current_wal_lsn()"), func(c *trapConn, _ []byte) (int, error) {
+						r.o.lock(ctx)
+						c.Close()
+						return 0, net.ErrClosed
+					})
 				}
-				c.Close()
-				return 0, net.ErrClosed
-			})
+			}
+			r.o.arm(commitOnTheWire, r.commitThenCut(ctx, t, frames, down))
 			type booked struct {
 				res dispatch.BatchResult
 				err error
@@ -332,28 +372,7 @@ func TestBookCommitUnknownResolved(t *testing.T) {
 			const frames = 2
 			r := newOutageRig(t, frames, 0)
 			ps := booktest.FirstFit(booktest.ReadView(ctx, t, r.db.Pool), nil)
-			// pgx sends COMMIT as a simple query: 'Q', its length, the text.
-			r.o.arm([]byte("Q\x00\x00\x00\x0bcommit\x00"), func(c *trapConn, p []byte) (int, error) {
-				r.o.lock(ctx)
-				n, err := c.Conn.Write(p)
-				if err != nil {
-					return n, err
-				}
-				// Cut the connection once the server has committed, before
-				// its answer is read.
-				for {
-					var rows int
-					if err := r.o.admin.QueryRow(ctx, `SELECT count(*) FROM cuesched.launch_outbox`).Scan(&rows); err != nil {
-						t.Error(err)
-						break
-					}
-					if rows == frames {
-						break
-					}
-				}
-				c.Close()
-				return n, nil
-			})
+			r.o.arm(commitOnTheWire, r.commitThenCut(ctx, t, frames, func() { r.o.lock(ctx) }))
 			res, err := r.booker.Book(ctx, testCluster, ps)
 			if !errors.Is(err, dispatch.ErrCommitUnknown) || len(res.Booked) != 0 {
 				t.Fatalf("booked %d: %v, want the commit's outcome unknown", len(res.Booked), err)
