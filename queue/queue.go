@@ -1029,32 +1029,42 @@ func SplitServices(s string) []string {
 // (match.Runs: reservations), Cuebot's layer_usage and job_usage (clock
 // seconds of the successes over their count, kept by Cuebot as frames
 // complete), one probe of each by its unique pk_layer or pk_job index.
+//
+// The four history reads are scalar subqueries of the layers' own read, kept
+// whole by OFFSET 0 so that they run once a layer, not joins: a join of
+// eight tables took PostgreSQL 2.5-3.5 ms to plan against 5-6 ms to run on
+// an idle machine (BENCHMARKS.md, "End to end against the write floor"), and
+// every read of a cluster's frames is planned afresh. Each key is unique, so
+// each subquery finds at most one row.
 const framesQuery = `
 SELECT f.pk_layer, f.pk_frame, f.str_name, f.int_version, f.int_number,
-       coalesce(ls.int_succeeded_count, 0), coalesce(lm.int_max_rss, 0), h.failed,
-       coalesce(lu.int_clock_time_success / nullif(lu.int_frame_success_count, 0), 0),
-       coalesce(ju.int_clock_time_success / nullif(ju.int_frame_success_count, 0), 0)
-  FROM unnest($1::text[]) AS t(pk_layer)
-  JOIN layer l ON l.pk_layer = t.pk_layer
-  JOIN job j ON j.pk_job = l.pk_job
-  JOIN show s ON s.pk_show = j.pk_show
-  LEFT JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
-  LEFT JOIN layer_mem lm ON lm.pk_layer_mem = l.pk_layer AND lm.pk_layer = l.pk_layer
-  LEFT JOIN layer_usage lu ON lu.pk_layer = l.pk_layer
-  LEFT JOIN job_usage ju ON ju.pk_job = l.pk_job
+       c.succeeded, c.max_rss, h.failed, c.layer_run, c.job_run
+  FROM (SELECT l.pk_layer, s.str_name AS show_name,
+               coalesce((SELECT ls.int_succeeded_count FROM layer_stat ls WHERE ls.pk_layer = l.pk_layer), 0) AS succeeded,
+               coalesce((SELECT lm.int_max_rss FROM layer_mem lm
+                          WHERE lm.pk_layer_mem = l.pk_layer AND lm.pk_layer = l.pk_layer), 0) AS max_rss,
+               coalesce((SELECT lu.int_clock_time_success / nullif(lu.int_frame_success_count, 0)
+                           FROM layer_usage lu WHERE lu.pk_layer = l.pk_layer), 0) AS layer_run,
+               coalesce((SELECT ju.int_clock_time_success / nullif(ju.int_frame_success_count, 0)
+                           FROM job_usage ju WHERE ju.pk_job = l.pk_job), 0) AS job_run
+          FROM unnest($1::text[]) AS t(pk_layer)
+          JOIN layer l ON l.pk_layer = t.pk_layer
+          JOIN job j ON j.pk_job = l.pk_job
+          JOIN show s ON s.pk_show = j.pk_show
+         WHERE j.str_state = 'PENDING' AND NOT j.b_paused AND s.b_scheduler_managed AND s.b_active
+        OFFSET 0) c
  CROSS JOIN LATERAL (
-       SELECT CASE WHEN coalesce(ls.int_succeeded_count, 0) >= $4 AND ('*' = ANY($3::text[]) OR s.str_name = ANY($3::text[]))
-              THEN EXISTS (SELECT 1 FROM (SELECT x.int_exit_status FROM frame x WHERE x.pk_layer = l.pk_layer OFFSET 0) x
+       SELECT CASE WHEN c.succeeded >= $4 AND ('*' = ANY($3::text[]) OR c.show_name = ANY($3::text[]))
+              THEN EXISTS (SELECT 1 FROM (SELECT x.int_exit_status FROM frame x WHERE x.pk_layer = c.pk_layer OFFSET 0) x
                             WHERE x.int_exit_status = 33)
               ELSE false END AS failed) h
  CROSS JOIN LATERAL (
        SELECT fr.pk_layer, fr.pk_frame, fr.str_name, fr.int_version, fr.int_number, fr.int_dispatch_order,
               fr.int_layer_order
-         FROM (SELECT * FROM frame fr WHERE fr.pk_layer = t.pk_layer OFFSET 0) fr
+         FROM (SELECT * FROM frame fr WHERE fr.pk_layer = c.pk_layer OFFSET 0) fr
         WHERE fr.str_state = 'WAITING'
         ORDER BY fr.int_version IS NULL, fr.int_dispatch_order, fr.int_layer_order
         LIMIT $2) f
- WHERE j.str_state = 'PENDING' AND NOT j.b_paused AND s.b_scheduler_managed AND s.b_active
  ORDER BY f.pk_layer, f.int_dispatch_order, f.int_layer_order`
 
 // Frames reads the WAITING frames of the given layers (copies from Layers)
