@@ -28,12 +28,7 @@ var testCluster = Cluster{ID: 7, Key: cluster.Key{Kind: cluster.KindAlloc, Facil
 // pending outbox row per booking.
 func TestBookWritesTheWriteSet(t *testing.T) {
 	t.Parallel()
-	db := booktest.LoadFarm(t, booktest.SmallFarm(2, 800, 1, 2, 3, 200))
-	ctx := ctxFor(t, time.Minute)
-	ps := booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil)
-	if len(ps) != 6 {
-		t.Fatalf("%d placements", len(ps))
-	}
+	db, ctx, ps := placedFarm(t, booktest.SmallFarm(2, 800, 1, 2, 3, 200), 6)
 	b := newTestBooker(db.Pool, BookerConfig{})
 	res, err := b.Book(ctx, testCluster, ps)
 	if err != nil {

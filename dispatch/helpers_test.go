@@ -12,6 +12,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/cuesched/cuesched/internal/metrics"
+	"github.com/cuesched/cuesched/internal/testworld/booktest"
+	"github.com/cuesched/cuesched/internal/testworld/seed"
+	"github.com/cuesched/cuesched/match"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -48,6 +51,19 @@ func (l *recordingLauncher) Submit(bs []Booking) {
 
 // ResolveLater: no batch of these tests has an unknown commit outcome.
 func (l *recordingLauncher) ResolveLater(int32) {}
+
+// placedFarm loads farm into a fresh database and places its frames first
+// fit, failing unless want are placed; the context ends in a minute.
+func placedFarm(t *testing.T, farm *seed.Farm, want int) (*booktest.Seeded, context.Context, []match.Placement) {
+	t.Helper()
+	db := booktest.LoadFarm(t, farm)
+	ctx := ctxFor(t, time.Minute)
+	ps := booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil)
+	if len(ps) != want {
+		t.Fatalf("%d placements, want %d", len(ps), want)
+	}
+	return db, ctx, ps
+}
 
 func ctxFor(t testing.TB, d time.Duration) context.Context {
 	t.Helper()

@@ -33,12 +33,7 @@ func TestBookOrderedAgainstCuebotChanges(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			db := booktest.LoadFarm(t, booktest.SmallFarm(1, 1600, 1, 1, 4, 200))
-			ctx := ctxFor(t, time.Minute)
-			ps := booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil)
-			if len(ps) != 4 {
-				t.Fatalf("%d placements", len(ps))
-			}
+			db, ctx, ps := placedFarm(t, booktest.SmallFarm(1, 1600, 1, 1, 4, 200), 4)
 			change := strings.NewReplacer(":host", ps[0].Host.ID, ":job", ps[0].Layer.JobID).Replace(tc.change)
 
 			// Hold the booking after its reads: it locks the point row last

@@ -5,7 +5,6 @@ import (
 	"net"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -34,12 +33,7 @@ func (c writeCounter) Write(p []byte) (int, error) {
 // matching also want (BENCHMARKS.md, "End to end against the write floor").
 func TestBookThreeRoundTrips(t *testing.T) {
 	t.Parallel()
-	db := booktest.LoadFarm(t, booktest.SmallFarm(2, 800, 1, 2, 3, 200))
-	ctx := ctxFor(t, time.Minute)
-	ps := booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil)
-	if len(ps) != 6 {
-		t.Fatalf("%d placements, want 6", len(ps))
-	}
+	db, ctx, ps := placedFarm(t, booktest.SmallFarm(2, 800, 1, 2, 3, 200), 6)
 	cfg, err := pgxpool.ParseConfig(db.DSN)
 	if err != nil {
 		t.Fatal(err)
@@ -76,8 +70,7 @@ func TestBookThreeRoundTrips(t *testing.T) {
 // commit record of the booking's transaction.
 func TestBookPositionAfterItsCommit(t *testing.T) {
 	t.Parallel()
-	db := booktest.LoadFarm(t, booktest.SmallFarm(2, 800, 1, 2, 3, 200))
-	ctx := ctxFor(t, time.Minute)
+	db, ctx, ps := placedFarm(t, booktest.SmallFarm(2, 800, 1, 2, 3, 200), 6)
 	if _, err := db.Pool.Exec(ctx, `CREATE EXTENSION IF NOT EXISTS pg_walinspect`); err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +78,6 @@ func TestBookPositionAfterItsCommit(t *testing.T) {
 	if err := db.Pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&from); err != nil {
 		t.Fatal(err)
 	}
-	ps := booktest.FirstFit(booktest.ReadView(ctx, t, db.Pool), nil)
 	b := newTestBooker(db.Pool, BookerConfig{})
 	res, err := b.Book(ctx, testCluster, ps)
 	if err != nil || len(res.Booked) != len(ps) {
