@@ -492,11 +492,12 @@ func lossReason(err error) string {
 // a later one also wants).
 //
 // The rows of every member's placements are locked in the begin's round
-// trip, before it is known whether each member's cluster is this booking's:
-// a busy or fenced member is rare (a handover, a second booking of the same
-// cluster), and its rows are then only locked until the rollback or commit,
-// while sparing every booking a round trip on a machine where each one waits
-// for a core the stream and the matching also want.
+// trip, before it is known whether each member's cluster is this booking's.
+// A busy or fenced member is rare (a handover, a second booking of the same
+// cluster): its rows are then locked for nothing until the transaction ends,
+// and may first be waited for behind the transaction that holds its cluster.
+// In exchange every booking saves a round trip, on a machine where each one
+// waits for a core that the stream and the matching also want.
 func (b *Booker) attempt(ctx context.Context, ms []*member, attempt int) (groupResult, error) {
 	var res groupResult
 	ctx, cancel := context.WithTimeout(ctx, txTimeout)
