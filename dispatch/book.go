@@ -57,6 +57,9 @@ type BookerConfig struct {
 	// PositionWait bounds how long a batch whose commit position could not
 	// be read tries to read a later one (laterPosition); zero: 30s.
 	PositionWait time.Duration
+	// Ours, when set, records each booking transaction's id before its
+	// COMMIT.
+	Ours *Ours
 	Metrics      *Metrics           // nil: unregistered metrics
 	Scheduler    *metrics.Scheduler // OpenCue-named metrics; nil: not counted
 	Logger       *slog.Logger       // nil: slog.Default()
@@ -548,6 +551,7 @@ func (b *Booker) attempt(ctx context.Context, ms []*member, attempt int) (groupR
 	if err != nil {
 		return res, fmt.Errorf("read transaction id %q: %w", xid8, err)
 	}
+	b.cfg.Ours.add(uint32(xid))
 
 	// The live members' placements in order, each frame once; owner says
 	// whose each frame is.

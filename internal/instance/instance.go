@@ -97,6 +97,11 @@ func readBuckets(ctx context.Context, pool *pgxpool.Pool) (int, error) {
 	return n, nil
 }
 
+// ownBookings is how many of its latest booking transactions an instance
+// remembers as its own: far more than commit while the stream carries one
+// to the instance.
+const ownBookings = 4096
+
 // parts are the parts of an instance, built and wired.
 type parts struct {
 	cfg      config.Config
@@ -109,10 +114,13 @@ type parts struct {
 	// Cuebot lowers the counters itself (setting "cuebot").
 	onCounters func(cache.CounterChanges)
 	listener   *cdc.Listener
-	coord      *ownership.Coordinator
-	rqd        *launch.RQDClient // nil: dry run
-	launcher   *launch.Launcher
-	sched      *scheduler.Scheduler
+	// ours are this instance's booking transactions, whose work hints the
+	// queue is not given (dispatch.Ours says why).
+	ours     *dispatch.Ours
+	coord    *ownership.Coordinator
+	rqd      *launch.RQDClient // nil: dry run
+	launcher *launch.Launcher
+	sched    *scheduler.Scheduler
 	// activity is what the instance logs of its work at info, per interval.
 	activity *activity.Log
 	auditor  *audit.Exporter
@@ -123,7 +131,7 @@ type parts struct {
 func build(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, buckets int, reg *prometheus.Registry,
 	opt Options) (*parts, error) {
 	sm := metrics.NewScheduler(reg)
-	p := &parts{cfg: cfg, log: log, pool: pool, queue: queue.New(pool, log)}
+	p := &parts{cfg: cfg, log: log, pool: pool, queue: queue.New(pool, log), ours: dispatch.NewOurs(ownBookings)}
 	p.queue.Metrics, p.queue.Sched = queue.NewMetrics(reg), sm
 	p.queue.MemoryShows = cfg.MemoryFromHistory
 	p.counters, p.onCounters = newCounterWriter(cfg.Counters, pool, log, reg)
@@ -155,7 +163,7 @@ func build(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, buckets int,
 	})
 	bcfg := dispatch.BookerConfig{
 		Pool: pool, Fence: coord, BatchMin: cfg.BatchMin, BatchMax: cfg.BatchMax, DryRun: cfg.DryRun,
-		Launcher: p.launcher, Metrics: dispatch.NewMetrics(reg), Scheduler: sm, Logger: log,
+		Launcher: p.launcher, Metrics: dispatch.NewMetrics(reg), Scheduler: sm, Logger: log, Ours: p.ours,
 	}
 	if p.rqd != nil {
 		bcfg.HostAllowed = p.rqd.Allowed
@@ -186,8 +194,15 @@ func (p *parts) buildFeeds(reg *prometheus.Registry) {
 		HostPingMaxAge: cfg.HostPingMaxAge, OnCounters: p.onCounters, Locality: cfg.Locality,
 	}
 	if cfg.Feed == "events" {
-		// Retries' hints come through the change stream (migration 0008).
-		rcfg.OnHint, rcfg.OnReset = pending.StreamHint, pending.ResyncLater
+		// Retries' hints come through the change stream (migration 0008),
+		// as do the drained hints of bookings (0013), which are for the
+		// other instances when the booking is this one's.
+		rcfg.OnHint = func(xid uint32, payload string) {
+			if !p.ours.Has(xid) {
+				pending.StreamHint(xid, payload)
+			}
+		}
+		rcfg.OnReset = pending.ResyncLater
 	}
 	p.replica = cache.NewReplica(rcfg)
 	p.replica.Hosts().SetPressureFraction(cfg.TagPressure)
