@@ -59,10 +59,10 @@ type BookerConfig struct {
 	PositionWait time.Duration
 	// Ours, when set, records each booking transaction's id before its
 	// COMMIT.
-	Ours *Ours
-	Metrics      *Metrics           // nil: unregistered metrics
-	Scheduler    *metrics.Scheduler // OpenCue-named metrics; nil: not counted
-	Logger       *slog.Logger       // nil: slog.Default()
+	Ours      *Ours
+	Metrics   *Metrics           // nil: unregistered metrics
+	Scheduler *metrics.Scheduler // OpenCue-named metrics; nil: not counted
+	Logger    *slog.Logger       // nil: slog.Default()
 }
 
 // Launcher takes the bookings a Booker committed (package launch implements

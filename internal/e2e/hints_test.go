@@ -31,15 +31,7 @@ func TestOwnHintsNotReread(t *testing.T) {
 		return count(t, db.Pool, `SELECT count(*) FROM frame WHERE str_state = 'RUNNING'`) == total
 	}, inst)
 	waitFor(t, time.Minute, "the queue empty", func() bool { return queuedLayers(t, addr) == 0 }, inst)
-	// Let the stream deliver the last bookings' hints before counting.
-	var lsn string
-	if err := db.Pool.QueryRow(t.Context(), `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, time.Minute, "the instance caught up with the WAL", func() bool {
-		return count(t, db.Pool, `SELECT count(*) FROM pg_replication_slots
-			WHERE database = current_database() AND confirmed_flush_lsn >= $1::pg_lsn`, lsn) > 0
-	}, inst)
+	caughtUp(t, db.Pool, inst) // the last bookings' hints delivered before counting
 	reads := scrapeSum(t, addr, "cuesched_queue_refreshes_total") + scrapeSum(t, addr, "cuesched_queue_resyncs_total") - before
 	hints := scrapeSum(t, addr, "cuesched_queue_notifications_total") - hintsBefore
 	t.Logf("after the release: %v work hints, %v reads of the queue", hints, reads)

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/cuesched/cuesched/internal/testworld/seed"
 )
 
@@ -53,14 +55,7 @@ func TestIdleCost(t *testing.T) {
 	// status publisher rewrites it only when something it shows changed,
 	// and a lag that stayed small changes nothing (the test waited for it
 	// in vain once, under load).
-	var lsn string
-	if err := db.Pool.QueryRow(t.Context(), `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, time.Minute, "the instance caught up with the WAL", func() bool {
-		return count(t, db.Pool, `SELECT count(*) FROM pg_replication_slots
-			WHERE database = current_database() AND confirmed_flush_lsn >= $1::pg_lsn`, lsn) > 0
-	}, inst)
+	caughtUp(t, db.Pool, inst)
 	waitFor(t, time.Minute, "the queue empty", func() bool { return queuedLayers(t, addr) == 0 }, inst)
 
 	start := logSize(t, db.Cluster.LogPath)
@@ -95,6 +90,21 @@ func TestIdleCost(t *testing.T) {
 	}
 	inst.stop(t)
 	auditClean(t, db.Pool)
+}
+
+// caughtUp waits until inst has applied the WAL written so far: its slot's
+// confirmed position, which it reports every 10 s (an idle stream advances
+// on the walsender's keepalives).
+func caughtUp(t *testing.T, pool *pgxpool.Pool, inst *instance) {
+	t.Helper()
+	var lsn string
+	if err := pool.QueryRow(t.Context(), `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, "the instance caught up with the WAL", func() bool {
+		return count(t, pool, `SELECT count(*) FROM pg_replication_slots
+			WHERE database = current_database() AND confirmed_flush_lsn >= $1::pg_lsn`, lsn) > 0
+	}, inst)
 }
 
 // queuedLayers reads the instance's cuesched_queue_layers gauges (summed
