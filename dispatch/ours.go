@@ -15,7 +15,11 @@ import "sync"
 // booked and finds the layer without frames; taking the hint as well had it
 // read the job's layers again and wake every cluster holding one that still
 // waits, once per layer drained: 975 hints and 14 reads of the queue for one
-// booking of the peer stress farm (BENCHMARKS.md).
+// booking of the peer stress farm (BENCHMARKS.md). A cluster handed over
+// between a booking and that next round leaves the drained layer in the
+// giver's queue until another hint names its job, as every instance's queue
+// kept such layers before migration 0013; the new owner drops it from its
+// own queue at its first round.
 type Ours struct {
 	mu   sync.Mutex
 	set  map[uint32]struct{}

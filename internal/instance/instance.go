@@ -98,8 +98,8 @@ func readBuckets(ctx context.Context, pool *pgxpool.Pool) (int, error) {
 }
 
 // ownBookings is how many of its latest booking transactions an instance
-// remembers as its own: far more than commit while the stream carries one
-// to the instance.
+// remembers as its own: far more than it commits in the time the stream
+// takes to carry one back.
 const ownBookings = 4096
 
 // parts are the parts of an instance, built and wired.
