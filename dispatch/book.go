@@ -512,16 +512,11 @@ func (b *Booker) attempt(ctx context.Context, ms []*member, attempt int) (groupR
 	defer conn.Release()
 	began := time.Now()
 
-	// Every member's placements, each frame once, for the locks.
+	// Every member's placements, for the locks (queueLockAndRead names
+	// each row once).
 	var all []match.Placement
-	seen := map[string]bool{}
 	for _, m := range ms {
-		for _, p := range m.ps {
-			if !seen[p.Frame.ID] {
-				seen[p.Frame.ID] = true
-				all = append(all, p)
-			}
-		}
+		all = append(all, m.ps...)
 	}
 	var xid8 string
 	locked, fenced := make([]bool, len(ms)), make([]error, len(ms))
@@ -739,9 +734,9 @@ func (b *Booker) queueFence(bt *pgx.Batch, clusterID int32, fenced *error) {
 }
 
 // readPosition reads the current WAL position.
-func readPosition(ctx context.Context, q rowQuerier) (pglogrepl.LSN, error) {
+func readPosition(ctx context.Context, pool *pgxpool.Pool) (pglogrepl.LSN, error) {
 	var s string
-	if err := q.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&s); err != nil {
+	if err := pool.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&s); err != nil {
 		return 0, fmt.Errorf("read commit position: %w", err)
 	}
 	lsn, err := pglogrepl.ParseLSN(s)
@@ -807,10 +802,6 @@ func (b *Booker) laterPosition(ctx context.Context, clusters []int32, bookings i
 // asked to try it until it succeeds (ResolveLater); without one, resolve the
 // cluster before booking it again.
 var ErrCommitUnknown = errors.New("booking commit outcome unknown")
-
-type rowQuerier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
 
 // commitOutcome tells what a failed COMMIT did: nil when the batch committed
 // after all. A COMMIT the server answered with an error rolled back; one cut
